@@ -1,0 +1,345 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Well-known names used on ApiTokens and on the Secrets generated for them.
+const (
+	// RegenerateAnnotation asks for a new token: a value not yet recorded in
+	// status.lastHandledRegenerate is acted on once, as Flux's requestedAt.
+	RegenerateAnnotation = "tokens.apitoken.dev/regenerate"
+	// CreatedByAnnotation records who created the ApiToken, stamped by the
+	// admission webhook from the admission request.
+	CreatedByAnnotation = "tokens.apitoken.dev/created-by"
+	// IssuedAtAnnotation on the Secret records when its token was issued, so
+	// that a status lost in a restore can be rebuilt without a new token.
+	IssuedAtAnnotation = "tokens.apitoken.dev/issued-at"
+	// ManagedByLabel marks every Secret the operator manages.
+	ManagedByLabel = "app.kubernetes.io/managed-by"
+	// ManagedByValue is the value of ManagedByLabel.
+	ManagedByValue = "apitoken-operator"
+	// ApiTokenLabel names the ApiToken a Secret belongs to.
+	ApiTokenLabel = "tokens.apitoken.dev/apitoken"
+	// SecretTokenKey is the key of the token in the generated Secret.
+	SecretTokenKey = "token"
+	// SecretNameSuffix is appended to the ApiToken's name for the default Secret name.
+	SecretNameSuffix = "-token"
+)
+
+// TokenType sets which scopes a token grants.
+// +kubebuilder:validation:Enum=read-only;full-access;custom
+type TokenType string
+
+const (
+	// ReadOnly grants the read action on every resource (*:read).
+	ReadOnly TokenType = "read-only"
+	// FullAccess grants every action on every resource (*:*).
+	FullAccess TokenType = "full-access"
+	// Custom grants exactly the listed scopes.
+	Custom TokenType = "custom"
+)
+
+// Audience is where a token may be presented; a token is refused where the
+// other audience is required.
+// +kubebuilder:validation:Enum=content-api;admin
+type Audience string
+
+const (
+	// ContentAPI is the default audience: the public content API.
+	ContentAPI Audience = "content-api"
+	// Admin is the administration API.
+	Admin Audience = "admin"
+)
+
+// Unlimited is the duration of a token that never expires.
+const Unlimited = "unlimited"
+
+// ApiTokenSpec is the desired state of an ApiToken.
+// +kubebuilder:validation:XValidation:rule="self.type != 'custom' || (has(self.scopes) && size(self.scopes) > 0)",message="a custom token must list at least one scope",fieldPath=".scopes",reason=FieldValueRequired
+// +kubebuilder:validation:XValidation:rule="self.type == 'custom' || !has(self.scopes) || size(self.scopes) == 0",message="scopes are only allowed with type custom",fieldPath=".scopes",reason=FieldValueForbidden
+// +kubebuilder:validation:XValidation:rule="!has(self.rotation) || !has(self.rotation.renewBefore) || self.duration != 'unlimited'",message="renewBefore needs a finite duration",fieldPath=".rotation.renewBefore",reason=FieldValueForbidden
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.secretName) || (has(self.secretName) && self.secretName == oldSelf.secretName)",message="secretName cannot be changed after creation",fieldPath=".secretName"
+type ApiTokenSpec struct {
+	// description says what the token is for.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	Description string `json:"description,omitempty"`
+
+	// type sets the scopes the token grants: read-only (*:read),
+	// full-access (*:*) or custom (exactly spec.scopes).
+	// +required
+	Type TokenType `json:"type"`
+
+	// scopes lists what a custom token grants, each resource:action, where
+	// "*" matches any resource or action (e.g. "articles:read", "orders:*").
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=128
+	// +kubebuilder:validation:items:Pattern=`^(\*|[a-z0-9]([a-z0-9._-]*[a-z0-9])?):(\*|[a-z][a-z0-9]*)$`
+	Scopes []string `json:"scopes,omitempty"`
+
+	// duration is how long a token is valid after it is issued: "unlimited",
+	// or a positive span in days, hours and minutes such as "7d", "30d",
+	// "90d", "365d", "36h" or "1d12h".
+	// +required
+	// +kubebuilder:validation:MinLength=2
+	// +kubebuilder:validation:MaxLength=24
+	// +kubebuilder:validation:Pattern=`^(unlimited|([1-9][0-9]*d)?([1-9][0-9]*h)?([1-9][0-9]*m)?)$`
+	Duration string `json:"duration"`
+
+	// audience is where the token may be presented: content-api (default) or admin.
+	// +optional
+	// +kubebuilder:default=content-api
+	Audience Audience `json:"audience,omitempty"`
+
+	// secretName is the Secret the token is written to, under the key
+	// "token". Defaults to <name>-token. It cannot change after creation.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	SecretName string `json:"secretName,omitempty"`
+
+	// secretTemplate holds labels and annotations copied onto the Secret.
+	// +optional
+	SecretTemplate *SecretTemplate `json:"secretTemplate,omitempty"`
+
+	// rotation sets the grace period after a regeneration and automatic renewal.
+	// +optional
+	Rotation *Rotation `json:"rotation,omitempty"`
+
+	// revoked makes the token invalid at once and removes it from the
+	// Secret. Setting it back to false issues a new token.
+	// +optional
+	Revoked bool `json:"revoked,omitempty"`
+}
+
+// SecretTemplate holds metadata copied onto the generated Secret.
+type SecretTemplate struct {
+	// labels are added to the Secret.
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+
+	// annotations are added to the Secret (e.g. for a reloader).
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// Rotation configures how a token is replaced.
+type Rotation struct {
+	// gracePeriod is how long the previous token stays valid after a
+	// regeneration, e.g. "5m" (kubelet takes a minute or two to refresh a
+	// mounted Secret). Default: none.
+	// +optional
+	// +kubebuilder:validation:MaxLength=24
+	// +kubebuilder:validation:Pattern=`^([1-9][0-9]*d)?([1-9][0-9]*h)?([1-9][0-9]*m)?$`
+	GracePeriod string `json:"gracePeriod,omitempty"`
+
+	// renewBefore regenerates the token automatically this long before it
+	// expires, e.g. "7d". Only with a finite duration, and shorter than it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=24
+	// +kubebuilder:validation:Pattern=`^([1-9][0-9]*d)?([1-9][0-9]*h)?([1-9][0-9]*m)?$`
+	RenewBefore string `json:"renewBefore,omitempty"`
+}
+
+// Phase summarises where a token is in its life.
+// +kubebuilder:validation:Enum=Pending;Active;Expired;Revoked;Failed
+type Phase string
+
+const (
+	// PhasePending: no token has been issued yet.
+	PhasePending Phase = "Pending"
+	// PhaseActive: the token in the Secret verifies.
+	PhaseActive Phase = "Active"
+	// PhaseExpired: the token has passed status.expiresAt.
+	PhaseExpired Phase = "Expired"
+	// PhaseRevoked: spec.revoked is true.
+	PhaseRevoked Phase = "Revoked"
+	// PhaseFailed: the token cannot be delivered (see the Ready condition).
+	PhaseFailed Phase = "Failed"
+)
+
+// Condition types.
+const (
+	// ConditionReady is True while the Secret holds a token that verifies.
+	ConditionReady = "Ready"
+	// ConditionExpiringSoon is True when a finite token is close to expiry.
+	ConditionExpiringSoon = "ExpiringSoon"
+)
+
+// Condition reasons; the same words are the reasons of the Events.
+const (
+	// ReasonGenerated: a first token was issued.
+	ReasonGenerated = "Generated"
+	// ReasonRegenerated: a new token was issued on request (annotation).
+	ReasonRegenerated = "Regenerated"
+	// ReasonRotated: a new token was issued by renewBefore.
+	ReasonRotated = "Rotated"
+	// ReasonSaltRotated: the operator's salt changed; every token was re-issued.
+	ReasonSaltRotated = "SaltRotated"
+	// ReasonSecretMissing: the Secret was deleted and a new token was issued.
+	ReasonSecretMissing = "SecretMissing"
+	// ReasonSecretTampered: the Secret's token did not match and a new token was issued.
+	ReasonSecretTampered = "SecretTampered"
+	// ReasonUnrevoked: revoked was set back to false and a new token was issued.
+	ReasonUnrevoked = "Unrevoked"
+	// ReasonRecovered: the verification record was rebuilt from the Secret.
+	ReasonRecovered = "Recovered"
+	// ReasonActive: the token is valid.
+	ReasonActive = "Active"
+	// ReasonExpired: the token has expired.
+	ReasonExpired = "Expired"
+	// ReasonRevoked: the token was revoked.
+	ReasonRevoked = "Revoked"
+	// ReasonSecretConflict: a Secret of that name exists and is not owned by this ApiToken.
+	ReasonSecretConflict = "SecretConflict"
+	// ReasonInvalidSpec: the spec cannot be acted on (a webhook-less install let it in).
+	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonExpiringSoon: the token expires soon.
+	ReasonExpiringSoon = "ExpiringSoon"
+	// ReasonNotExpiringSoon: the token is not close to expiry.
+	ReasonNotExpiringSoon = "NotExpiringSoon"
+)
+
+// Verification is the record the auth endpoint verifies against: keyed
+// hashes only, never a token. Hashes are base64 (std) HMAC-SHA512 digests.
+type Verification struct {
+	// saltID identifies the salt the hashes were made with (not the salt).
+	// +optional
+	SaltID string `json:"saltID,omitempty"`
+
+	// hash is the digest of the token in the Secret.
+	// +optional
+	Hash string `json:"hash,omitempty"`
+
+	// pendingHash is the digest of a token being written to the Secret; it
+	// verifies so that a crash between the two writes never leaves the
+	// Secret with a token that does not.
+	// +optional
+	PendingHash string `json:"pendingHash,omitempty"`
+
+	// pendingReason is why the pending token is issued.
+	// +optional
+	PendingReason string `json:"pendingReason,omitempty"`
+
+	// pendingRegenerate is the regenerate annotation value the pending
+	// token answers, if any.
+	// +optional
+	PendingRegenerate string `json:"pendingRegenerate,omitempty"`
+
+	// previousHash is the digest of the token replaced by the last
+	// regeneration, valid until previousValidUntil.
+	// +optional
+	PreviousHash string `json:"previousHash,omitempty"`
+
+	// previousValidUntil ends the grace period of previousHash.
+	// +optional
+	PreviousValidUntil *metav1.Time `json:"previousValidUntil,omitempty"`
+
+	// revokedHash is the digest of a revoked token, kept only so that the
+	// auth endpoint answers "revoked" rather than "unknown"; it never verifies.
+	// +optional
+	RevokedHash string `json:"revokedHash,omitempty"`
+}
+
+// SecretReference names the Secret in the ApiToken's namespace.
+type SecretReference struct {
+	// name of the Secret.
+	// +required
+	Name string `json:"name"`
+}
+
+// ApiTokenStatus is the observed state of an ApiToken, written by the operator only.
+type ApiTokenStatus struct {
+	// phase is Pending, Active, Expired, Revoked or Failed.
+	// +optional
+	Phase Phase `json:"phase,omitempty"`
+
+	// conditions: Ready and ExpiringSoon.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// secretRef names the Secret holding the token.
+	// +optional
+	SecretRef *SecretReference `json:"secretRef,omitempty"`
+
+	// issuedAt is when the current token was issued.
+	// +optional
+	IssuedAt *metav1.Time `json:"issuedAt,omitempty"`
+
+	// expiresAt is issuedAt + duration; absent for an unlimited token.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+
+	// lastUsedAt is when the token last verified at the auth endpoint
+	// (updated at most once a minute).
+	// +optional
+	LastUsedAt *metav1.Time `json:"lastUsedAt,omitempty"`
+
+	// lastRegeneratedAt is when the token was last replaced.
+	// +optional
+	LastRegeneratedAt *metav1.Time `json:"lastRegeneratedAt,omitempty"`
+
+	// lastHandledRegenerate is the last value of the regenerate annotation acted on.
+	// +optional
+	LastHandledRegenerate string `json:"lastHandledRegenerate,omitempty"`
+
+	// verification holds the keyed hashes the auth endpoint verifies against.
+	// +optional
+	Verification *Verification `json:"verification,omitempty"`
+
+	// observedGeneration is the generation last reconciled.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+}
+
+// ApiToken is an API token delivered into a Secret and verified by the
+// operator's auth endpoint.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=at;apitok,categories=tokens
+// +kubebuilder:printcolumn:name="Type",type=string,JSONPath=`.spec.type`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=`.status.expiresAt`
+// +kubebuilder:printcolumn:name="Last Used",type=date,JSONPath=`.status.lastUsedAt`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Description",type=string,JSONPath=`.spec.description`,priority=1
+type ApiToken struct {
+	metav1.TypeMeta `json:",inline"`
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired token.
+	// +required
+	Spec ApiTokenSpec `json:"spec"`
+
+	// status is written by the operator.
+	// +optional
+	Status ApiTokenStatus `json:"status,omitempty"`
+}
+
+// ApiTokenList is a list of ApiTokens.
+// +kubebuilder:object:root=true
+type ApiTokenList struct {
+	metav1.TypeMeta `json:",inline"`
+	// +optional
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []ApiToken `json:"items"`
+}
+
+// SecretName returns the name of the token's Secret: spec.secretName, or
+// <name>-token when unset.
+func (t *ApiToken) SecretName() string {
+	if t.Spec.SecretName != "" {
+		return t.Spec.SecretName
+	}
+	return t.Name + SecretNameSuffix
+}
+
+func init() {
+	SchemeBuilder.Register(&ApiToken{}, &ApiTokenList{})
+}

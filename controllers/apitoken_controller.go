@@ -1,0 +1,448 @@
+// Package controllers holds the ApiToken reconciler: it delivers tokens into
+// Secrets, keeps their keyed hashes in status, and expires, regenerates,
+// rotates and revokes them.
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/internal/salt"
+	"github.com/apitoken-operator/apitoken-operator/internal/token"
+)
+
+// conflictRetry is how often a token blocked by a foreign Secret looks
+// again: the foreign Secret is outside the operator's cache, so nothing
+// would wake it up otherwise. Slow on purpose: no retry storm.
+const conflictRetry = 5 * time.Minute
+
+// ApiTokenReconciler reconciles ApiTokens.
+type ApiTokenReconciler struct {
+	client.Client
+	// APIReader reads around the cache, to tell a foreign Secret from one
+	// of ours that fell out of the label-filtered cache.
+	APIReader client.Reader
+	Scheme    *runtime.Scheme
+	Recorder  events.EventRecorder
+	Clock     clock.PassiveClock
+	Salt      *salt.Store
+	// Generate mints tokens; token.Generate unless a test injects another.
+	Generate func() (string, error)
+	// MaxConcurrentReconciles bounds parallel reconciles (default 1).
+	MaxConcurrentReconciles int
+}
+
+// +kubebuilder:rbac:groups=tokens.apitoken.dev,resources=apitokens,verbs=get;list;watch
+// +kubebuilder:rbac:groups=tokens.apitoken.dev,resources=apitokens/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=tokens.apitoken.dev,resources=apitokens/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile brings one ApiToken's Secret and status in line with its spec.
+// Every pass re-derives the world; see decide for the order of checks.
+func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	log := logf.FromContext(ctx)
+	t := &tokensv1alpha1.ApiToken{}
+	if err := r.Get(ctx, req.NamespacedName, t); err != nil {
+		if apierrors.IsNotFound(err) {
+			forgetMetrics(req.Namespace, req.Name)
+		}
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !t.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil // the garbage collector removes the Secret
+	}
+	hasher := r.Salt.Hasher()
+	if hasher == nil {
+		return ctrl.Result{}, errors.New("salt not loaded")
+	}
+	now := r.Clock.Now()
+	base := t.DeepCopy()
+	var b blocker
+
+	defer func() {
+		if retErr != nil {
+			return
+		}
+		if err := r.patchStatus(ctx, t, base); err != nil {
+			retErr = err
+			result = ctrl.Result{}
+		}
+	}()
+
+	p, err := parsePolicy(&t.Spec)
+	if err != nil {
+		b = blocker{tokensv1alpha1.ReasonInvalidSpec, err.Error()}
+		r.finish(t, base, p, b, now)
+		return ctrl.Result{}, nil
+	}
+
+	secret, state, err := r.observeSecret(ctx, t, hasher)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+
+	act := decide(t, p, state, hasher.SaltID(), now)
+	switch act.kind {
+	case actConflict:
+		b = blocker{act.reason, fmt.Sprintf("Secret %s exists and is not owned by this ApiToken; delete or rename it, or set spec.secretName on a new ApiToken", t.SecretName())}
+		if base.Status.Phase != tokensv1alpha1.PhaseFailed {
+			r.event(t, corev1.EventTypeWarning, act.reason, b.message)
+		}
+		r.finish(t, base, p, b, now)
+		return ctrl.Result{RequeueAfter: conflictRetry}, nil
+	case actRevoke:
+		if err := r.revoke(ctx, t, base, secret); err != nil {
+			return ctrl.Result{}, err
+		}
+	case actPromote:
+		issued := issuedAtOf(secret, now)
+		r.promote(t, p, hasher.SaltID(), issued)
+	case actRecover:
+		r.recover(t, secret, hasher, now)
+	case actIssue:
+		if err := r.issue(ctx, t, base, secret, act.reason, hasher, now); err != nil {
+			return ctrl.Result{}, err
+		}
+		r.promote(t, p, hasher.SaltID(), now)
+	case actSync:
+		if secret != nil {
+			if err := r.syncSecretMetadata(ctx, t, secret); err != nil {
+				return ctrl.Result{}, err
+			}
+		}
+	}
+	r.finish(t, base, p, b, now)
+	log.V(1).Info("Reconciled ApiToken", "apitoken", klog.KObj(t), "phase", t.Status.Phase, "action", act.reason)
+	if next := nextDeadline(t, p, now); !next.IsZero() {
+		return ctrl.Result{RequeueAfter: next.Sub(now)}, nil
+	}
+	return ctrl.Result{}, nil
+}
+
+// finish computes the status and records the Events and metrics of phase
+// transitions. The status itself is written by Reconcile's deferred patch.
+func (r *ApiTokenReconciler) finish(t, base *tokensv1alpha1.ApiToken, p policy, b blocker, now time.Time) {
+	computeStatus(t, p, b, now)
+	if t.Status.Phase != base.Status.Phase {
+		switch t.Status.Phase {
+		case tokensv1alpha1.PhaseExpired:
+			r.event(t, corev1.EventTypeWarning, tokensv1alpha1.ReasonExpired, "The token expired at "+t.Status.ExpiresAt.UTC().Format(time.RFC3339))
+		case tokensv1alpha1.PhaseRevoked:
+			r.event(t, corev1.EventTypeNormal, tokensv1alpha1.ReasonRevoked, "The token was revoked and removed from Secret "+t.SecretName())
+		case tokensv1alpha1.PhaseFailed:
+			if b.reason == tokensv1alpha1.ReasonInvalidSpec {
+				r.event(t, corev1.EventTypeWarning, b.reason, b.message)
+			}
+		}
+	}
+	wasSoon := conditionTrue(base, tokensv1alpha1.ConditionExpiringSoon)
+	if !wasSoon && conditionTrue(t, tokensv1alpha1.ConditionExpiringSoon) {
+		r.event(t, corev1.EventTypeWarning, tokensv1alpha1.ReasonExpiringSoon, "The token expires at "+t.Status.ExpiresAt.UTC().Format(time.RFC3339))
+	}
+	var exp float64
+	if t.Status.ExpiresAt != nil {
+		exp = float64(t.Status.ExpiresAt.Unix())
+	}
+	recordMetrics(t.Namespace, t.Name, string(t.Spec.Type), string(t.Status.Phase), exp, t.Status.ExpiresAt != nil)
+}
+
+func conditionTrue(t *tokensv1alpha1.ApiToken, typ string) bool {
+	for _, c := range t.Status.Conditions {
+		if c.Type == typ {
+			return c.Status == metav1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// observeSecret fetches the token's Secret and classifies it. A Secret
+// missing from the label-filtered cache is looked up on the API server, so
+// a Secret whose labels were stripped is still recognised as ours.
+func (r *ApiTokenReconciler) observeSecret(ctx context.Context, t *tokensv1alpha1.ApiToken, h *token.Hasher) (*corev1.Secret, secretState, error) {
+	key := types.NamespacedName{Namespace: t.Namespace, Name: t.SecretName()}
+	secret := &corev1.Secret{}
+	err := r.Get(ctx, key, secret)
+	if apierrors.IsNotFound(err) && r.APIReader != nil {
+		err = r.APIReader.Get(ctx, key, secret)
+	}
+	if apierrors.IsNotFound(err) {
+		return nil, secretAbsent, nil
+	}
+	if err != nil {
+		return nil, secretAbsent, fmt.Errorf("reading Secret %s: %w", key, err)
+	}
+	if !metav1.IsControlledBy(secret, t) {
+		return secret, secretForeign, nil
+	}
+	return secret, classifySecret(string(secret.Data[tokensv1alpha1.SecretTokenKey]), t.Status.Verification, h), nil
+}
+
+// issue mints a token and delivers it, in the order that keeps a valid
+// token in the Secret at every step: (1) record the new hash as pending,
+// so that it verifies before anyone can read it; (2) write the Secret. The
+// caller then promotes the pending hash (3, the deferred status patch). A
+// failure after (1) leaves the old token in the Secret and verifying; a
+// failure after (2) leaves the new one, which verifies as pending and is
+// promoted on the next pass.
+func (r *ApiTokenReconciler) issue(ctx context.Context, t, base *tokensv1alpha1.ApiToken, secret *corev1.Secret, reason string, h *token.Hasher, now time.Time) error {
+	generate := r.Generate
+	if generate == nil {
+		generate = token.Generate
+	}
+	tok, err := generate()
+	if err != nil {
+		return fmt.Errorf("generating token: %w", err)
+	}
+	if t.Status.Verification == nil {
+		t.Status.Verification = &tokensv1alpha1.Verification{}
+	}
+	v := t.Status.Verification
+	v.PendingHash = h.Hash(tok).Encode()
+	v.PendingReason = reason
+	v.PendingRegenerate = t.Annotations[tokensv1alpha1.RegenerateAnnotation]
+	if err := r.patchStatus(ctx, t, base); err != nil {
+		return err
+	}
+	return r.writeSecret(ctx, t, secret, tok, now)
+}
+
+// promote makes the pending hash current: the replaced hash stays valid
+// for the grace period when the reason allows it, the regenerate request
+// it answers is marked handled, and issuedAt restarts the lifetime.
+func (r *ApiTokenReconciler) promote(t *tokensv1alpha1.ApiToken, p policy, saltID string, issued time.Time) {
+	st := &t.Status
+	v := st.Verification
+	reason := v.PendingReason
+	if keepsPrevious(reason) && p.grace > 0 && v.Hash != "" {
+		v.PreviousHash = v.Hash
+		v.PreviousValidUntil = &metav1.Time{Time: issued.Add(p.grace)}
+	} else {
+		v.PreviousHash, v.PreviousValidUntil = "", nil
+	}
+	v.Hash, v.SaltID = v.PendingHash, saltID
+	if v.PendingRegenerate != "" {
+		st.LastHandledRegenerate = v.PendingRegenerate
+	}
+	v.PendingHash, v.PendingReason, v.PendingRegenerate = "", "", ""
+	at := metav1.NewTime(issued.Truncate(time.Second))
+	if reason != tokensv1alpha1.ReasonGenerated {
+		st.LastRegeneratedAt = &at
+	}
+	st.IssuedAt = &at
+	regenerations.WithLabelValues(reason).Inc()
+	eventType := corev1.EventTypeNormal
+	msg := "Issued a new token into Secret " + t.SecretName()
+	switch reason {
+	case tokensv1alpha1.ReasonSecretTampered, tokensv1alpha1.ReasonSecretMissing, tokensv1alpha1.ReasonSaltRotated:
+		eventType = corev1.EventTypeWarning
+		msg = reasonMessages[reason] + "; " + msg
+	}
+	r.event(t, eventType, reason, msg)
+}
+
+var reasonMessages = map[string]string{
+	tokensv1alpha1.ReasonSecretTampered: "The Secret's token no longer matched the recorded hash",
+	tokensv1alpha1.ReasonSecretMissing:  "The Secret was deleted",
+	tokensv1alpha1.ReasonSaltRotated:    "The operator's salt changed, which invalidated every token",
+}
+
+// recover rebuilds a lost verification record from the Secret's token,
+// keeping the token and, if the Secret says so, its issue time.
+func (r *ApiTokenReconciler) recover(t *tokensv1alpha1.ApiToken, secret *corev1.Secret, h *token.Hasher, now time.Time) {
+	tok := string(secret.Data[tokensv1alpha1.SecretTokenKey])
+	t.Status.Verification = &tokensv1alpha1.Verification{Hash: h.Hash(tok).Encode(), SaltID: h.SaltID()}
+	at := metav1.NewTime(issuedAtOf(secret, now).Truncate(time.Second))
+	t.Status.IssuedAt = &at
+	r.event(t, corev1.EventTypeNormal, tokensv1alpha1.ReasonRecovered, "Rebuilt the verification record from Secret "+secret.Name)
+}
+
+// issuedAtOf reads the issue time the Secret carries, or now.
+func issuedAtOf(secret *corev1.Secret, now time.Time) time.Time {
+	if secret != nil {
+		if at, err := time.Parse(time.RFC3339, secret.Annotations[tokensv1alpha1.IssuedAtAnnotation]); err == nil {
+			return at
+		}
+	}
+	return now
+}
+
+// revoke clears every hash first (the token stops verifying at once), then
+// empties the Secret's token. A hash of the revoked token is kept only so
+// that the auth endpoint can say "revoked" rather than "unknown".
+func (r *ApiTokenReconciler) revoke(ctx context.Context, t, base *tokensv1alpha1.ApiToken, secret *corev1.Secret) error {
+	if v := t.Status.Verification; v != nil && (v.Hash != "" || v.PendingHash != "" || v.PreviousHash != "") {
+		revoked := v.Hash
+		t.Status.Verification = &tokensv1alpha1.Verification{SaltID: v.SaltID, RevokedHash: revoked}
+		t.Status.Phase = tokensv1alpha1.PhaseRevoked
+		if err := r.patchStatus(ctx, t, base); err != nil {
+			return err
+		}
+	}
+	if secret == nil || len(secret.Data[tokensv1alpha1.SecretTokenKey]) == 0 {
+		return nil
+	}
+	return r.writeSecret(ctx, t, secret, "", time.Time{})
+}
+
+// desiredMetadata returns the Secret's labels and annotations: the
+// template's, then the operator's own, which win.
+func desiredMetadata(t *tokensv1alpha1.ApiToken) (labels, annotations map[string]string) {
+	labels, annotations = map[string]string{}, map[string]string{}
+	if tpl := t.Spec.SecretTemplate; tpl != nil {
+		for k, v := range tpl.Labels {
+			labels[k] = v
+		}
+		for k, v := range tpl.Annotations {
+			annotations[k] = v
+		}
+	}
+	labels[tokensv1alpha1.ManagedByLabel] = tokensv1alpha1.ManagedByValue
+	labels[tokensv1alpha1.ApiTokenLabel] = t.Name
+	return labels, annotations
+}
+
+// writeSecret creates or updates the Secret with tok (empty: revoked) and
+// the desired metadata, owned by t.
+func (r *ApiTokenReconciler) writeSecret(ctx context.Context, t *tokensv1alpha1.ApiToken, secret *corev1.Secret, tok string, issued time.Time) error {
+	create := secret == nil
+	if create {
+		secret = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: t.Namespace, Name: t.SecretName()}, Type: corev1.SecretTypeOpaque}
+	}
+	applyMetadata(t, secret)
+	if !issued.IsZero() {
+		secret.Annotations[tokensv1alpha1.IssuedAtAnnotation] = issued.UTC().Truncate(time.Second).Format(time.RFC3339)
+	}
+	secret.Data = map[string][]byte{tokensv1alpha1.SecretTokenKey: []byte(tok)}
+	if err := controllerutil.SetControllerReference(t, secret, r.Scheme); err != nil {
+		return err
+	}
+	var err error
+	if create {
+		err = r.Create(ctx, secret)
+	} else {
+		err = r.Update(ctx, secret)
+	}
+	if err != nil {
+		return fmt.Errorf("writing Secret %s/%s: %w", secret.Namespace, secret.Name, err)
+	}
+	return nil
+}
+
+// applyMetadata sets the desired labels and annotations on secret, keeping
+// keys others added.
+func applyMetadata(t *tokensv1alpha1.ApiToken, secret *corev1.Secret) {
+	labels, annotations := desiredMetadata(t)
+	if secret.Labels == nil {
+		secret.Labels = map[string]string{}
+	}
+	if secret.Annotations == nil {
+		secret.Annotations = map[string]string{}
+	}
+	for k, v := range labels {
+		secret.Labels[k] = v
+	}
+	for k, v := range annotations {
+		secret.Annotations[k] = v
+	}
+}
+
+// syncSecretMetadata updates the Secret when the template's labels or
+// annotations are missing from it.
+func (r *ApiTokenReconciler) syncSecretMetadata(ctx context.Context, t *tokensv1alpha1.ApiToken, secret *corev1.Secret) error {
+	want := secret.DeepCopy()
+	applyMetadata(t, want)
+	if equality.Semantic.DeepEqual(want.ObjectMeta, secret.ObjectMeta) {
+		return nil
+	}
+	if err := r.Update(ctx, want); err != nil {
+		return fmt.Errorf("updating Secret %s/%s metadata: %w", want.Namespace, want.Name, err)
+	}
+	return nil
+}
+
+// patchStatus writes t's status if it differs from base, with an
+// optimistic lock, and moves base forward.
+func (r *ApiTokenReconciler) patchStatus(ctx context.Context, t, base *tokensv1alpha1.ApiToken) error {
+	if equality.Semantic.DeepEqual(base.Status, t.Status) {
+		return nil
+	}
+	if err := r.Status().Patch(ctx, t, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
+		return fmt.Errorf("patching status: %w", err)
+	}
+	*base = *t.DeepCopy()
+	return nil
+}
+
+func (r *ApiTokenReconciler) event(t *tokensv1alpha1.ApiToken, eventType, reason, note string) {
+	if r.Recorder != nil {
+		r.Recorder.Eventf(t, nil, eventType, reason, "Reconcile", "%s", note)
+	}
+}
+
+// SetupWithManager registers the reconciler: ApiTokens (spec, annotation
+// and creation changes), their Secrets, and the salt Secret, whose change
+// re-queues every ApiToken.
+func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Clock == nil {
+		r.Clock = clock.RealClock{}
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&tokensv1alpha1.ApiToken{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		Owns(&corev1.Secret{}).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.tokensForSalt), builder.WithPredicates(predicate.NewPredicateFuncs(r.isSaltSecret))).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)}).
+		Named("apitoken").
+		Complete(r)
+}
+
+func (r *ApiTokenReconciler) isSaltSecret(o client.Object) bool {
+	ref := r.Salt.Ref()
+	return o.GetNamespace() == ref.Namespace && o.GetName() == ref.Name
+}
+
+// tokensForSalt installs the salt Secret's salt and returns every ApiToken;
+// each pass compares the token's record with the salt's identifier and
+// re-issues it if the salt changed. It does not rely on Observe reporting
+// the change, because the auth endpoint may have observed it first.
+func (r *ApiTokenReconciler) tokensForSalt(ctx context.Context, o client.Object) []reconcile.Request {
+	secret, ok := o.(*corev1.Secret)
+	if !ok {
+		return nil
+	}
+	if r.Salt.Observe(secret) {
+		logf.FromContext(ctx).Info("Salt changed; re-issuing every token", "secret", klog.KObj(secret))
+	}
+	var list tokensv1alpha1.ApiTokenList
+	if err := r.List(ctx, &list); err != nil {
+		logf.FromContext(ctx).Error(err, "Failed to list ApiTokens after a salt change")
+		return nil
+	}
+	reqs := make([]reconcile.Request, len(list.Items))
+	for i := range list.Items {
+		reqs[i] = reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])}
+	}
+	return reqs
+}

@@ -1,0 +1,102 @@
+package controllers
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/internal/testenv"
+)
+
+var _ = Describe("The CRD schema", Ordered, func() {
+	const ns = "schema"
+	ctx := context.Background()
+
+	BeforeAll(func() {
+		Expect(k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
+	})
+
+	It("accepts every sample", func() {
+		files, err := filepath.Glob(filepath.Join(testenv.RepoRoot(), "config", "samples", "tokens_*.yaml"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(files).To(HaveLen(3))
+		for _, f := range files {
+			data, err := os.ReadFile(f)
+			Expect(err).NotTo(HaveOccurred())
+			var at tokensv1alpha1.ApiToken
+			Expect(yaml.UnmarshalStrict(data, &at)).To(Succeed(), f)
+			at.Namespace = ns
+			Expect(k8s.Create(ctx, &at)).To(Succeed(), f)
+			Expect(at.Spec.Audience).NotTo(BeEmpty(), "audience is defaulted")
+		}
+	})
+
+	valid := func() *tokensv1alpha1.ApiToken {
+		return &tokensv1alpha1.ApiToken{
+			ObjectMeta: metav1.ObjectMeta{GenerateName: "bad-", Namespace: ns},
+			Spec:       tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "30d"},
+		}
+	}
+	DescribeTable("refuses a bad shape with the API server's message",
+		func(mutate func(*tokensv1alpha1.ApiToken), message string) {
+			at := valid()
+			mutate(at)
+			err := k8s.Create(ctx, at)
+			Expect(err).To(HaveOccurred())
+			Expect(err.Error()).To(ContainSubstring(message))
+		},
+		Entry("unknown type", func(a *tokensv1alpha1.ApiToken) { a.Spec.Type = "admin" },
+			`spec.type: Unsupported value: "admin": supported values: "read-only", "full-access", "custom"`),
+		Entry("custom without scopes", func(a *tokensv1alpha1.ApiToken) { a.Spec.Type = tokensv1alpha1.Custom },
+			"spec.scopes: Required value: a custom token must list at least one scope"),
+		Entry("scopes on read-only", func(a *tokensv1alpha1.ApiToken) { a.Spec.Scopes = []string{"articles:read"} },
+			"spec.scopes: Forbidden: scopes are only allowed with type custom"),
+		Entry("malformed scope", func(a *tokensv1alpha1.ApiToken) {
+			a.Spec.Type, a.Spec.Scopes = tokensv1alpha1.Custom, []string{"articles:read", "orders"}
+		}, `spec.scopes[1]: Invalid value: "orders": spec.scopes[1] in body should match`),
+		Entry("too many scopes", func(a *tokensv1alpha1.ApiToken) {
+			a.Spec.Type = tokensv1alpha1.Custom
+			for i := 0; i < 65; i++ {
+				a.Spec.Scopes = append(a.Spec.Scopes, "a:read")
+			}
+		}, "spec.scopes: Too many: 65: must have at most 64 items"),
+		Entry("zero duration", func(a *tokensv1alpha1.ApiToken) { a.Spec.Duration = "0d" },
+			`spec.duration: Invalid value: "0d": spec.duration in body should match`),
+		Entry("negative duration", func(a *tokensv1alpha1.ApiToken) { a.Spec.Duration = "-1d" },
+			`spec.duration: Invalid value: "-1d"`),
+		Entry("duration in weeks", func(a *tokensv1alpha1.ApiToken) { a.Spec.Duration = "2w" },
+			`spec.duration: Invalid value: "2w"`),
+		Entry("missing duration", func(a *tokensv1alpha1.ApiToken) { a.Spec.Duration = "" },
+			"spec.duration: Invalid value: \"\": spec.duration in body should be at least 2 chars long"),
+		Entry("unknown audience", func(a *tokensv1alpha1.ApiToken) { a.Spec.Audience = "public" },
+			`spec.audience: Unsupported value: "public": supported values: "content-api", "admin"`),
+		Entry("invalid secretName", func(a *tokensv1alpha1.ApiToken) { a.Spec.SecretName = "My_Secret" },
+			`spec.secretName: Invalid value: "My_Secret"`),
+		Entry("renewBefore with unlimited", func(a *tokensv1alpha1.ApiToken) {
+			a.Spec.Duration, a.Spec.Rotation = "unlimited", &tokensv1alpha1.Rotation{RenewBefore: "7d"}
+		}, "spec.rotation.renewBefore: Forbidden: renewBefore needs a finite duration"),
+		Entry("gracePeriod in seconds", func(a *tokensv1alpha1.ApiToken) {
+			a.Spec.Rotation = &tokensv1alpha1.Rotation{GracePeriod: "30s"}
+		}, `spec.rotation.gracePeriod: Invalid value: "30s"`),
+		Entry("description too long", func(a *tokensv1alpha1.ApiToken) { a.Spec.Description = strings.Repeat("x", 257) },
+			"spec.description: Too long: may not be more than 256 bytes"),
+	)
+
+	It("refuses a change of secretName after creation", func() {
+		at := valid()
+		at.Spec.SecretName = "first"
+		Expect(k8s.Create(ctx, at)).To(Succeed())
+		at.Spec.SecretName = "second"
+		err := k8s.Update(ctx, at)
+		Expect(err).To(HaveOccurred())
+		Expect(err.Error()).To(ContainSubstring("spec.secretName: Invalid value: secretName cannot be changed after creation"))
+	})
+})

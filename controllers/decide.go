@@ -1,0 +1,161 @@
+package controllers
+
+import (
+	"time"
+
+	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/internal/token"
+)
+
+// secretState is what the token's Secret holds, compared with the record.
+type secretState int
+
+const (
+	// secretAbsent: no Secret of that name.
+	secretAbsent secretState = iota
+	// secretForeign: a Secret of that name that this ApiToken does not own.
+	secretForeign
+	// secretMatchesCurrent: its token verifies against status.verification.hash.
+	secretMatchesCurrent
+	// secretMatchesPending: its token is the pending one (a crash between writes).
+	secretMatchesPending
+	// secretWellFormed: a well-formed token that matches no record.
+	secretWellFormed
+	// secretInvalid: no token, or a malformed one.
+	secretInvalid
+)
+
+// classifySecret compares the Secret's token with the verification record,
+// in constant time.
+func classifySecret(tok string, v *tokensv1alpha1.Verification, h *token.Hasher) secretState {
+	if token.Parse(tok) != nil {
+		return secretInvalid
+	}
+	if v == nil {
+		return secretWellFormed
+	}
+	d := h.Hash(tok)
+	if matches(d, v.Hash) {
+		return secretMatchesCurrent
+	}
+	if matches(d, v.PendingHash) {
+		return secretMatchesPending
+	}
+	return secretWellFormed
+}
+
+func matches(d token.Digest, encoded string) bool {
+	if encoded == "" {
+		return false
+	}
+	want, err := token.DecodeDigest(encoded)
+	return err == nil && d.Equal(want)
+}
+
+// actionKind is what a reconcile pass does to the token.
+type actionKind int
+
+const (
+	// actSync: the token is fine; only status and Secret metadata are kept in step.
+	actSync actionKind = iota
+	// actConflict: the Secret belongs to someone else; touch nothing.
+	actConflict
+	// actRevoke: clear the records and empty the Secret.
+	actRevoke
+	// actPromote: the pending token reached the Secret; make it current.
+	actPromote
+	// actRecover: the record was lost; rebuild it from the Secret's token.
+	actRecover
+	// actIssue: mint a new token.
+	actIssue
+)
+
+// action is a decision and its reason (also the condition and Event reason).
+type action struct {
+	kind   actionKind
+	reason string
+}
+
+// decide picks what to do, first match wins: a foreign Secret blocks
+// everything; revocation beats any issue; a pending token found in the
+// Secret is promoted; a lost record is rebuilt from the Secret; then a
+// new token is issued for a changed salt, a missing or altered Secret, a
+// new regenerate request, or the renewal time.
+func decide(t *tokensv1alpha1.ApiToken, p policy, s secretState, saltID string, now time.Time) action {
+	v := t.Status.Verification
+	hasRecord := v != nil && v.Hash != ""
+	switch {
+	case s == secretForeign:
+		return action{actConflict, tokensv1alpha1.ReasonSecretConflict}
+	case t.Spec.Revoked:
+		return action{actRevoke, tokensv1alpha1.ReasonRevoked}
+	case s == secretMatchesPending:
+		return action{actPromote, v.PendingReason}
+	case t.Status.Phase == tokensv1alpha1.PhaseRevoked:
+		return action{actIssue, tokensv1alpha1.ReasonUnrevoked}
+	case !hasRecord && s == secretWellFormed:
+		return action{actRecover, tokensv1alpha1.ReasonRecovered}
+	case !hasRecord && t.Status.IssuedAt == nil:
+		return action{actIssue, tokensv1alpha1.ReasonGenerated}
+	case hasRecord && v.SaltID != saltID:
+		return action{actIssue, tokensv1alpha1.ReasonSaltRotated}
+	case s == secretAbsent || !hasRecord:
+		return action{actIssue, tokensv1alpha1.ReasonSecretMissing}
+	case s != secretMatchesCurrent:
+		return action{actIssue, tokensv1alpha1.ReasonSecretTampered}
+	case regenerateRequested(t):
+		return action{actIssue, tokensv1alpha1.ReasonRegenerated}
+	case renewalDue(t, p, now):
+		return action{actIssue, tokensv1alpha1.ReasonRotated}
+	}
+	return action{actSync, ""}
+}
+
+// regenerateRequested reports a regenerate annotation value not yet handled.
+func regenerateRequested(t *tokensv1alpha1.ApiToken) bool {
+	v := t.Annotations[tokensv1alpha1.RegenerateAnnotation]
+	return v != "" && v != t.Status.LastHandledRegenerate
+}
+
+// renewalDue reports whether renewBefore asks for a new token at now.
+func renewalDue(t *tokensv1alpha1.ApiToken, p policy, now time.Time) bool {
+	if p.renewBefore == 0 || t.Status.IssuedAt == nil {
+		return false
+	}
+	exp := p.expiresAt(t.Status.IssuedAt.Time)
+	return exp != nil && !now.Before(token.RenewAt(*exp, p.renewBefore))
+}
+
+// keepsPrevious reports whether a token issued for reason leaves the
+// previous one valid for the grace period. Only asked-for replacements do:
+// a salt change, tampering or un-revocation must cut the old token at once.
+func keepsPrevious(reason string) bool {
+	return reason == tokensv1alpha1.ReasonRegenerated || reason == tokensv1alpha1.ReasonRotated
+}
+
+// nextDeadline returns the earliest future instant at which the token's
+// state changes by itself: expiry, end of grace, renewal, expiring-soon.
+// It returns the zero time when nothing is scheduled.
+func nextDeadline(t *tokensv1alpha1.ApiToken, p policy, now time.Time) time.Time {
+	var next time.Time
+	consider := func(at time.Time) {
+		if at.After(now) && (next.IsZero() || at.Before(next)) {
+			next = at
+		}
+	}
+	if t.Spec.Revoked || t.Status.IssuedAt == nil {
+		return next
+	}
+	issued := t.Status.IssuedAt.Time
+	if exp := p.expiresAt(issued); exp != nil {
+		consider(*exp)
+		consider(token.ExpiringSoonAt(issued, *exp))
+		if p.renewBefore > 0 {
+			consider(token.RenewAt(*exp, p.renewBefore))
+		}
+	}
+	if v := t.Status.Verification; v != nil && v.PreviousValidUntil != nil {
+		consider(v.PreviousValidUntil.Time)
+	}
+	return next
+}

@@ -1,0 +1,414 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/events"
+	clocktesting "k8s.io/utils/clock/testing"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/internal/salt"
+	"github.com/apitoken-operator/apitoken-operator/internal/token"
+)
+
+var errInjected = errors.New("injected API error")
+
+type harness struct {
+	t     *testing.T
+	c     client.WithWatch
+	r     *ApiTokenReconciler
+	clock *clocktesting.FakeClock
+	rec   *events.FakeRecorder
+	key   types.NamespacedName
+	// failWrite, when > 0, fails the failWrite-th write from now on (1-based).
+	failWrite int
+	writes    int
+}
+
+func newHarness(t *testing.T, spec tokensv1alpha1.ApiTokenSpec, objs ...client.Object) *harness {
+	t.Helper()
+	s := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(s)
+	_ = tokensv1alpha1.AddToScheme(s)
+	h := &harness{t: t, clock: clocktesting.NewFakeClock(t0), rec: events.NewFakeRecorder(100), key: types.NamespacedName{Namespace: "ns", Name: "tok"}}
+	at := &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: "tok", Namespace: "ns", UID: "uid-1", Generation: 1}, Spec: spec}
+	count := func() error {
+		h.writes++
+		if h.failWrite > 0 && h.writes == h.failWrite {
+			return errInjected
+		}
+		return nil
+	}
+	h.c = fake.NewClientBuilder().WithScheme(s).WithStatusSubresource(&tokensv1alpha1.ApiToken{}).
+		WithObjects(append(objs, at)...).
+		WithInterceptorFuncs(interceptor.Funcs{
+			Create: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.CreateOption) error {
+				if err := count(); err != nil {
+					return err
+				}
+				return c.Create(ctx, o, opts...)
+			},
+			Update: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.UpdateOption) error {
+				if err := count(); err != nil {
+					return err
+				}
+				return c.Update(ctx, o, opts...)
+			},
+			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, o client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
+				if err := count(); err != nil {
+					return err
+				}
+				return c.Status().Patch(ctx, o, p, opts...)
+			},
+		}).Build()
+	store := salt.NewStore(types.NamespacedName{Namespace: "system", Name: "salt"})
+	store.Set([]byte("test-salt"))
+	h.r = &ApiTokenReconciler{Client: h.c, Scheme: s, Recorder: h.rec, Clock: h.clock, Salt: store}
+	return h
+}
+
+func (h *harness) reconcile() (ctrl.Result, error) {
+	h.writes = 0
+	return h.r.Reconcile(context.Background(), ctrl.Request{NamespacedName: h.key})
+}
+
+func (h *harness) mustReconcile() ctrl.Result {
+	h.t.Helper()
+	h.failWrite = 0
+	res, err := h.reconcile()
+	if err != nil {
+		h.t.Fatalf("reconcile: %v", err)
+	}
+	return res
+}
+
+func (h *harness) token() *tokensv1alpha1.ApiToken {
+	h.t.Helper()
+	var at tokensv1alpha1.ApiToken
+	if err := h.c.Get(context.Background(), h.key, &at); err != nil {
+		h.t.Fatal(err)
+	}
+	return &at
+}
+
+func (h *harness) secretToken() string {
+	h.t.Helper()
+	var s corev1.Secret
+	if err := h.c.Get(context.Background(), types.NamespacedName{Namespace: "ns", Name: "tok-token"}, &s); err != nil {
+		h.t.Fatal(err)
+	}
+	return string(s.Data["token"])
+}
+
+// verifies mirrors what the auth endpoint accepts: the current hash, the
+// pending one, or the previous one inside its grace window, and not expired.
+func (h *harness) verifies(tok string) bool {
+	st := h.token().Status
+	v := st.Verification
+	if v == nil || token.Parse(tok) != nil {
+		return false
+	}
+	if st.ExpiresAt != nil && !h.clock.Now().Before(st.ExpiresAt.Time) {
+		return false
+	}
+	d := h.r.Salt.Hasher().Hash(tok)
+	if matches(d, v.Hash) || matches(d, v.PendingHash) {
+		return true
+	}
+	return v.PreviousValidUntil != nil && h.clock.Now().Before(v.PreviousValidUntil.Time) && matches(d, v.PreviousHash)
+}
+
+func (h *harness) annotate(k, v string) {
+	at := h.token()
+	if at.Annotations == nil {
+		at.Annotations = map[string]string{}
+	}
+	at.Annotations[k] = v
+	if err := h.c.Update(context.Background(), at); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) events() []string {
+	var out []string
+	for {
+		select {
+		case e := <-h.rec.Events:
+			out = append(out, e)
+		default:
+			return out
+		}
+	}
+}
+
+var graceSpec = tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "30d", Rotation: &tokensv1alpha1.Rotation{GracePeriod: "5m"}}
+
+func TestReconcileIssuesIntoSecret(t *testing.T) {
+	h := newHarness(t, graceSpec)
+	res := h.mustReconcile()
+	at := h.token()
+	if at.Status.Phase != tokensv1alpha1.PhaseActive || at.Status.IssuedAt == nil || !at.Status.ExpiresAt.Time.Equal(t0.Add(30*24*time.Hour)) {
+		t.Fatalf("status = %+v", at.Status)
+	}
+	tok := h.secretToken()
+	if !h.verifies(tok) {
+		t.Fatal("Secret's token does not verify")
+	}
+	// Requeued exactly at the expiring-soon threshold (a fifth of 30d = 6d before expiry).
+	if res.RequeueAfter != 24*24*time.Hour {
+		t.Fatalf("RequeueAfter = %v", res.RequeueAfter)
+	}
+	var s corev1.Secret
+	_ = h.c.Get(context.Background(), types.NamespacedName{Namespace: "ns", Name: "tok-token"}, &s)
+	if s.Labels[tokensv1alpha1.ManagedByLabel] != "apitoken-operator" || s.Labels[tokensv1alpha1.ApiTokenLabel] != "tok" || !metav1.IsControlledBy(&s, at) {
+		t.Fatalf("secret metadata = %+v", s.ObjectMeta)
+	}
+	if evs := h.events(); len(evs) != 1 || evs[0] != "Normal Generated Issued a new token into Secret tok-token" {
+		t.Fatalf("events = %q", evs)
+	}
+	// An idle pass writes nothing.
+	h.writes = 0
+	h.mustReconcile()
+	if h.writes != 0 || h.secretToken() != tok {
+		t.Fatalf("idle pass made %d writes", h.writes)
+	}
+}
+
+func TestReconcileNeverLeaksTokenInEvents(t *testing.T) {
+	h := newHarness(t, graceSpec)
+	h.mustReconcile()
+	h.annotate(tokensv1alpha1.RegenerateAnnotation, "1")
+	h.mustReconcile()
+	tok := h.secretToken()
+	v := h.token().Status.Verification
+	for _, e := range h.events() {
+		for _, secret := range []string{tok, v.Hash, v.PreviousHash, "test-salt"} {
+			if secret != "" && strings.Contains(e, secret) {
+				t.Fatalf("event %q leaks a secret", e)
+			}
+		}
+	}
+}
+
+
+func TestRegenerateCrashSafety(t *testing.T) {
+	// Count the writes of a clean regeneration, then fail each in turn.
+	h := newHarness(t, graceSpec)
+	h.mustReconcile()
+	h.annotate(tokensv1alpha1.RegenerateAnnotation, "1")
+	h.mustReconcile()
+	total := h.writes
+	if total != 3 {
+		t.Fatalf("a regeneration makes %d writes, want 3 (pending status, Secret, status)", total)
+	}
+	for n := 1; n <= total; n++ {
+		t.Run(fmt.Sprintf("fail write %d", n), func(t *testing.T) {
+			h := newHarness(t, graceSpec)
+			h.mustReconcile()
+			old := h.secretToken()
+			h.annotate(tokensv1alpha1.RegenerateAnnotation, "1")
+			h.clock.Step(time.Minute)
+			h.failWrite = n
+			if _, err := h.reconcile(); !errors.Is(err, errInjected) {
+				t.Fatalf("reconcile = %v, want the injected error", err)
+			}
+			if cur := h.secretToken(); !h.verifies(cur) {
+				t.Fatalf("after failing write %d the Secret's token does not verify", n)
+			}
+			if !h.verifies(old) {
+				t.Fatalf("after failing write %d the old token stopped verifying inside its grace window", n)
+			}
+			h.mustReconcile()
+			cur := h.secretToken()
+			at := h.token()
+			switch {
+			case cur == old:
+				t.Fatal("no new token after the retry")
+			case !h.verifies(cur):
+				t.Fatal("the new token does not verify")
+			case !h.verifies(old):
+				t.Fatal("the old token does not verify inside the grace window")
+			case at.Status.LastHandledRegenerate != "1":
+				t.Fatalf("lastHandledRegenerate = %q", at.Status.LastHandledRegenerate)
+			case at.Status.Verification.PendingHash != "":
+				t.Fatal("a pending hash is left behind")
+			}
+			h.clock.Step(5 * time.Minute)
+			h.mustReconcile()
+			if h.verifies(old) {
+				t.Fatal("the old token still verifies after the grace period")
+			}
+		})
+	}
+}
+
+func TestRegenerateOnceAndAfterExpiry(t *testing.T) {
+	h := newHarness(t, tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.FullAccess, Duration: "1h"})
+	h.mustReconcile()
+	first := h.secretToken()
+	h.annotate(tokensv1alpha1.RegenerateAnnotation, "a")
+	h.mustReconcile()
+	second := h.secretToken()
+	if second == first || h.verifies(first) {
+		t.Fatal("regeneration without grace must replace and invalidate the token")
+	}
+	h.mustReconcile()
+	if h.secretToken() != second {
+		t.Fatal("the same annotation value regenerated twice")
+	}
+	h.clock.Step(time.Hour)
+	h.mustReconcile()
+	if at := h.token(); at.Status.Phase != tokensv1alpha1.PhaseExpired || h.verifies(second) {
+		t.Fatalf("phase at expiry = %s", at.Status.Phase)
+	}
+	h.annotate(tokensv1alpha1.RegenerateAnnotation, "b")
+	h.mustReconcile()
+	at := h.token()
+	if at.Status.Phase != tokensv1alpha1.PhaseActive || !at.Status.IssuedAt.Time.Equal(t0.Add(time.Hour)) || !h.verifies(h.secretToken()) {
+		t.Fatalf("regeneration of an expired token: %+v", at.Status)
+	}
+}
+
+func TestRenewBeforeRotates(t *testing.T) {
+	h := newHarness(t, tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "10h", Rotation: &tokensv1alpha1.Rotation{RenewBefore: "2h", GracePeriod: "10m"}})
+	res := h.mustReconcile()
+	if res.RequeueAfter != 8*time.Hour {
+		t.Fatalf("RequeueAfter = %v, want the renewal time", res.RequeueAfter)
+	}
+	old := h.secretToken()
+	h.clock.Step(8 * time.Hour)
+	h.mustReconcile()
+	if h.secretToken() == old || !h.verifies(old) || !h.verifies(h.secretToken()) {
+		t.Fatal("renewBefore did not rotate with grace")
+	}
+	if at := h.token(); !at.Status.ExpiresAt.Time.Equal(t0.Add(18 * time.Hour)) {
+		t.Fatalf("expiresAt = %v", at.Status.ExpiresAt)
+	}
+}
+
+func TestRevokeAndUnrevoke(t *testing.T) {
+	h := newHarness(t, graceSpec)
+	h.mustReconcile()
+	old := h.secretToken()
+	at := h.token()
+	at.Spec.Revoked = true
+	_ = h.c.Update(context.Background(), at)
+	h.mustReconcile()
+	if at := h.token(); at.Status.Phase != tokensv1alpha1.PhaseRevoked || h.verifies(old) || h.secretToken() != "" {
+		t.Fatalf("revoked: phase %s, secret %q", at.Status.Phase, h.secretToken())
+	}
+	at = h.token()
+	at.Spec.Revoked = false
+	_ = h.c.Update(context.Background(), at)
+	h.mustReconcile()
+	cur := h.secretToken()
+	if at := h.token(); at.Status.Phase != tokensv1alpha1.PhaseActive || cur == old || !h.verifies(cur) || h.verifies(old) {
+		t.Fatalf("unrevoked: phase %s", at.Status.Phase)
+	}
+}
+
+func TestSecretTamperedMissingForeignAndRecovered(t *testing.T) {
+	h := newHarness(t, graceSpec)
+	h.mustReconcile()
+	var s corev1.Secret
+	key := types.NamespacedName{Namespace: "ns", Name: "tok-token"}
+	_ = h.c.Get(context.Background(), key, &s)
+	forged, _ := token.Generate()
+	s.Data["token"] = []byte(forged)
+	_ = h.c.Update(context.Background(), &s)
+	h.mustReconcile()
+	if cur := h.secretToken(); cur == forged || !h.verifies(cur) || h.verifies(forged) {
+		t.Fatal("a tampered Secret was not replaced")
+	}
+	h.events()
+
+	_ = h.c.Delete(context.Background(), &s)
+	h.mustReconcile()
+	if !h.verifies(h.secretToken()) {
+		t.Fatal("a deleted Secret was not re-created")
+	}
+	if evs := h.events(); len(evs) != 1 || evs[0][:len("Warning SecretMissing")] != "Warning SecretMissing" {
+		t.Fatalf("events = %q", evs)
+	}
+
+	// Status lost (a restore without status): rebuilt from the Secret, same token.
+	kept := h.secretToken()
+	at := h.token()
+	at.Status = tokensv1alpha1.ApiTokenStatus{}
+	_ = h.c.Status().Update(context.Background(), at)
+	h.mustReconcile()
+	if h.secretToken() != kept || !h.verifies(kept) {
+		t.Fatal("recovery changed the token")
+	}
+
+	foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "tok-token", Namespace: "ns"}, Data: map[string][]byte{"token": []byte("theirs")}}
+	h2 := newHarness(t, graceSpec, foreign)
+	res := h2.mustReconcile()
+	at = h2.token()
+	if at.Status.Phase != tokensv1alpha1.PhaseFailed || res.RequeueAfter != conflictRetry {
+		t.Fatalf("foreign secret: %+v %v", at.Status, res)
+	}
+	if h2.secretToken() != "theirs" {
+		t.Fatal("a foreign Secret was overwritten")
+	}
+	h2.events()
+	h2.mustReconcile()
+	if evs := h2.events(); len(evs) != 0 {
+		t.Fatalf("conflict event repeated: %q", evs)
+	}
+}
+
+func TestSaltChangeReissuesWithoutGrace(t *testing.T) {
+	h := newHarness(t, graceSpec)
+	h.mustReconcile()
+	old := h.secretToken()
+	h.r.Salt.Set([]byte("new-salt"))
+	h.mustReconcile()
+	cur := h.secretToken()
+	if cur == old || !h.verifies(cur) || h.verifies(old) {
+		t.Fatal("salt change did not re-issue without grace")
+	}
+	if at := h.token(); at.Status.Verification.SaltID != h.r.Salt.Hasher().SaltID() || at.Status.Verification.PreviousHash != "" {
+		t.Fatalf("verification = %+v", at.Status.Verification)
+	}
+}
+
+func TestInjectedReadErrorWritesNothing(t *testing.T) {
+	h := newHarness(t, graceSpec)
+	h.c = interceptor.NewClient(h.c, interceptor.Funcs{Get: func(ctx context.Context, c client.WithWatch, k client.ObjectKey, o client.Object, opts ...client.GetOption) error {
+		if _, ok := o.(*corev1.Secret); ok {
+			return errInjected
+		}
+		return c.Get(ctx, k, o, opts...)
+	}})
+	h.r.Client = h.c
+	if _, err := h.reconcile(); !errors.Is(err, errInjected) {
+		t.Fatalf("reconcile = %v", err)
+	}
+	if at := h.token(); at.Status.Phase != "" {
+		t.Fatalf("status written despite the error: %+v", at.Status)
+	}
+}
+
+func TestInvalidSpecFailsWithoutToken(t *testing.T) {
+	h := newHarness(t, tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.Custom, Duration: "7d"})
+	h.mustReconcile()
+	at := h.token()
+	if at.Status.Phase != tokensv1alpha1.PhaseFailed || at.Status.Conditions[0].Reason != tokensv1alpha1.ReasonInvalidSpec {
+		t.Fatalf("status = %+v", at.Status)
+	}
+}

@@ -1,0 +1,78 @@
+package controllers
+
+import (
+	"fmt"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/internal/token"
+)
+
+// blocker is a reason the token cannot be delivered, with a message for
+// the Ready condition; the zero value means none.
+type blocker struct {
+	reason  string
+	message string
+}
+
+// computeStatus derives phase, conditions, expiresAt and secretRef from the
+// spec and the verification record at now. It is the one place where the
+// phase is decided. It also drops a previous hash whose grace has ended.
+func computeStatus(t *tokensv1alpha1.ApiToken, p policy, b blocker, now time.Time) {
+	st := &t.Status
+	st.ObservedGeneration = t.Generation
+	st.SecretRef = &tokensv1alpha1.SecretReference{Name: t.SecretName()}
+	if v := st.Verification; v != nil && v.PreviousValidUntil != nil && !now.Before(v.PreviousValidUntil.Time) {
+		v.PreviousHash, v.PreviousValidUntil = "", nil
+	}
+	st.ExpiresAt = nil
+	if st.IssuedAt != nil {
+		if exp := p.expiresAt(st.IssuedAt.Time); exp != nil {
+			st.ExpiresAt = &metav1.Time{Time: *exp}
+		}
+	}
+
+	ready := metav1.Condition{Type: tokensv1alpha1.ConditionReady, ObservedGeneration: t.Generation}
+	soon := metav1.Condition{
+		Type: tokensv1alpha1.ConditionExpiringSoon, Status: metav1.ConditionFalse,
+		Reason: tokensv1alpha1.ReasonNotExpiringSoon, ObservedGeneration: t.Generation,
+	}
+	hasRecord := st.Verification != nil && st.Verification.Hash != ""
+	switch {
+	case b.reason != "":
+		st.Phase = tokensv1alpha1.PhaseFailed
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, b.reason, b.message
+	case t.Spec.Revoked:
+		st.Phase = tokensv1alpha1.PhaseRevoked
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, tokensv1alpha1.ReasonRevoked, "The token was revoked and removed from the Secret"
+	case !hasRecord:
+		st.Phase = tokensv1alpha1.PhasePending
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, "Pending", "No token has been issued yet"
+	case st.ExpiresAt != nil && !now.Before(st.ExpiresAt.Time):
+		st.Phase = tokensv1alpha1.PhaseExpired
+		ready.Status, ready.Reason = metav1.ConditionFalse, tokensv1alpha1.ReasonExpired
+		ready.Message = fmt.Sprintf("The token expired at %s; annotate %s to issue a new one", st.ExpiresAt.UTC().Format(time.RFC3339), tokensv1alpha1.RegenerateAnnotation)
+	default:
+		st.Phase = tokensv1alpha1.PhaseActive
+		ready.Status, ready.Reason = metav1.ConditionTrue, tokensv1alpha1.ReasonActive
+		ready.Message = "Secret " + t.SecretName() + " holds a valid token"
+		if st.ExpiresAt != nil && !now.Before(token.ExpiringSoonAt(st.IssuedAt.Time, st.ExpiresAt.Time)) {
+			soon.Status, soon.Reason = metav1.ConditionTrue, tokensv1alpha1.ReasonExpiringSoon
+			soon.Message = "The token expires at " + st.ExpiresAt.UTC().Format(time.RFC3339)
+		}
+	}
+	setCondition(st, ready, now)
+	setCondition(st, soon, now)
+}
+
+func setCondition(st *tokensv1alpha1.ApiTokenStatus, c metav1.Condition, now time.Time) {
+	if old := meta.FindStatusCondition(st.Conditions, c.Type); old != nil && old.Status == c.Status {
+		c.LastTransitionTime = old.LastTransitionTime
+	} else {
+		c.LastTransitionTime = metav1.NewTime(now)
+	}
+	meta.SetStatusCondition(&st.Conditions, c)
+}

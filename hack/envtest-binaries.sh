@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# envtest-binaries.sh builds the control-plane binaries the tests and `make run`
+# need (etcd, kube-apiserver, kube-controller-manager, kubectl) from Go modules,
+# once, into a per-user cache keyed by version, the way setup-envtest keeps its
+# binaries under the user's data folder. A second run, even from another clone,
+# finds them there and does nothing.
+#
+# Usage: hack/envtest-binaries.sh [--print-dir] [component...]
+#   components: etcd kube-apiserver kube-controller-manager kubectl (default: etcd kube-apiserver)
+#
+# Environment: K8S_VERSION (default 1.37.2), ETCD_VERSION (default 3.6.16),
+# ENVTEST_CACHE (default ${XDG_DATA_HOME:-$HOME/.local/share}/apitoken-operator/envtest).
+set -euo pipefail
+
+K8S_VERSION=${K8S_VERSION:-1.37.2}
+ETCD_VERSION=${ETCD_VERSION:-3.6.16}
+STAGING_VERSION=0.${K8S_VERSION#1.}
+ENVTEST_CACHE=${ENVTEST_CACHE:-${XDG_DATA_HOME:-$HOME/.local/share}/apitoken-operator/envtest}
+DIR="$ENVTEST_CACHE/k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}-$(go env GOOS)-$(go env GOARCH)"
+
+if [[ "${1:-}" == "--print-dir" ]]; then
+  echo "$DIR"
+  exit 0
+fi
+
+components=("$@")
+[[ ${#components[@]} -gt 0 ]] || components=(etcd kube-apiserver)
+
+mkdir -p "$DIR"
+log() { echo "envtest-binaries: $*" >&2; }
+
+# Only one build at a time per cache directory; a second caller waits and then
+# finds the binaries ready.
+exec 9>"$DIR/.lock"
+flock 9
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export GOFLAGS=-mod=mod CGO_ENABLED=0 GOTOOLCHAIN=local
+
+build_etcd() {
+  local mod="$work/etcd"
+  mkdir -p "$mod"
+  cat >"$mod/main.go" <<'GO'
+// Command etcd is etcd's own server entry point, built from Go modules.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+GO
+  (cd "$mod" && go mod init envtest/etcd >/dev/null 2>&1 &&
+    go get "go.etcd.io/etcd/server/v3@v${ETCD_VERSION}" >/dev/null 2>&1 &&
+    go mod tidy >/dev/null 2>&1 &&
+    go build -trimpath -o "$DIR/etcd.tmp" .)
+  mv "$DIR/etcd.tmp" "$DIR/etcd"
+}
+
+# kubernetes_module prepares a module that requires k8s.io/kubernetes and maps
+# every staging module it lists at v0.0.0 to the published v0.x release.
+kubernetes_module() {
+  local mod="$work/kubernetes"
+  [[ -f "$mod/go.mod" ]] && return 0
+  mkdir -p "$mod"
+  local gomod
+  gomod=$(go mod download -json "k8s.io/kubernetes@v${K8S_VERSION}" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  {
+    echo "module envtest/kubernetes"
+    echo
+    echo "go 1.26"
+    echo
+    echo "require k8s.io/kubernetes v${K8S_VERSION}"
+    echo
+    echo "replace ("
+    grep -E '^\s+k8s\.io/[a-z0-9-]+ v0\.0\.0$' "$gomod" | awk -v v="v${STAGING_VERSION}" '{print "\t" $1 " => " $1 " " v}'
+    echo ")"
+  } >"$mod/go.mod"
+  cat >"$mod/tools.go" <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+GO
+  (cd "$mod" && go mod tidy -e >/dev/null 2>&1 || true)
+}
+
+build_kubernetes() {
+  local name=$1
+  kubernetes_module
+  local ldflags
+  ldflags="-s -w -X k8s.io/component-base/version.gitVersion=v${K8S_VERSION} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(echo "$K8S_VERSION" | cut -d. -f2)"
+  (cd "$work/kubernetes" && go build -trimpath -ldflags "$ldflags" -o "$DIR/$name.tmp" "k8s.io/kubernetes/cmd/$name")
+  mv "$DIR/$name.tmp" "$DIR/$name"
+}
+
+for c in "${components[@]}"; do
+  if [[ -x "$DIR/$c" ]]; then
+    log "$c found in $DIR"
+    continue
+  fi
+  start=$(date +%s)
+  case "$c" in
+    etcd)
+      log "building etcd v${ETCD_VERSION} (under a minute)..."
+      build_etcd ;;
+    kube-apiserver)
+      log "building kube-apiserver v${K8S_VERSION} from k8s.io/kubernetes (about 7 minutes on 2 cores, once per machine)..."
+      build_kubernetes kube-apiserver ;;
+    kube-controller-manager)
+      log "building kube-controller-manager v${K8S_VERSION} (a few minutes, once per machine)..."
+      build_kubernetes kube-controller-manager ;;
+    kubectl)
+      log "building kubectl v${K8S_VERSION} (a few minutes, once per machine)..."
+      build_kubernetes kubectl ;;
+    *)
+      log "unknown component $c"; exit 2 ;;
+  esac
+  log "built $c in $(( $(date +%s) - start ))s"
+done
+echo "$DIR"

@@ -1,0 +1,6 @@
+// Package token is the pure core of apitoken-operator: it generates tokens
+// in a prefixed, checksummed format, parses them, computes their keyed
+// hash (HMAC-SHA512 with the operator's salt), parses and matches scopes,
+// and does the duration and expiry arithmetic. It imports nothing from
+// Kubernetes, takes the time as an argument and never logs.
+package token

@@ -1,0 +1,111 @@
+package token
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseDuration(t *testing.T) {
+	good := map[string]time.Duration{
+		"7d":       7 * day,
+		"30d":      30 * day,
+		"90d":      90 * day,
+		"365d":     365 * day,
+		"36h":      36 * time.Hour,
+		"90m":      90 * time.Minute,
+		"1d12h":    36 * time.Hour,
+		"1d1h1m":   day + time.Hour + time.Minute,
+		"106751d":  106751 * day,
+		"2562047h": 2562047 * time.Hour,
+	}
+	for in, want := range good {
+		d, finite, err := ParseDuration(in)
+		if err != nil || !finite || d != want {
+			t.Errorf("ParseDuration(%q) = %v, %v, %v; want %v", in, d, finite, err, want)
+		}
+	}
+	if d, finite, err := ParseDuration("unlimited"); err != nil || finite || d != 0 {
+		t.Errorf("unlimited = %v %v %v", d, finite, err)
+	}
+	bad := map[string]string{
+		"":                      "empty",
+		"0d":                    "must be positive",
+		"00d":                   "must be positive",
+		"07d":                   "without leading zeros",
+		"-1d":                   "must be a positive span",
+		"+1d":                   "must be a positive span",
+		"1w":                    `unit "w"`,
+		"1s":                    `unit "s"`,
+		"1h1d":                  `unit "d"`,
+		"1d1d":                  `unit "d"`,
+		"30":                    "must be a positive span",
+		"d":                     "must be a positive span",
+		"1.5d":                  `unit "."`,
+		"Unlimited":             "must be a positive span",
+		"30d ":                  "must be a positive span",
+		"106752d":               "too long",
+		"99999999999999999999d": "too long",
+		"106751d1000000m":       "too long",
+	}
+	for in, msg := range bad {
+		_, _, err := ParseDuration(in)
+		if err == nil || !strings.Contains(err.Error(), msg) || !errors.Is(err, ErrDuration) {
+			t.Errorf("ParseDuration(%q) = %v, want error containing %q", in, err, msg)
+		}
+	}
+	if _, err := ParseSpan("unlimited"); err == nil {
+		t.Error("ParseSpan accepted unlimited")
+	}
+}
+
+func TestFormatSpanRoundTrip(t *testing.T) {
+	for _, s := range []string{"7d", "36h", "1d12h", "5m", "1d1h1m", "2h30m"} {
+		d, err := ParseSpan(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := s
+		if s == "36h" {
+			want = "1d12h"
+		}
+		if got := FormatSpan(d); got != want {
+			t.Errorf("FormatSpan(%v) = %q, want %q", d, got, want)
+		}
+	}
+	if FormatSpan(time.Second) != "0m" {
+		t.Error("sub-minute span")
+	}
+}
+
+func TestExpiryMath(t *testing.T) {
+	issued := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	exp, ok := ExpiresAt(issued, 30*day, true)
+	if !ok || !exp.Equal(issued.Add(30*day)) {
+		t.Fatalf("ExpiresAt = %v %v", exp, ok)
+	}
+	if _, ok := ExpiresAt(issued, 0, false); ok {
+		t.Fatal("unlimited token has an expiry")
+	}
+	if Expired(exp, true, exp.Add(-time.Nanosecond)) || !Expired(exp, true, exp) || Expired(time.Time{}, false, exp.Add(1000*day)) {
+		t.Fatal("Expired boundaries wrong")
+	}
+	if got := RenewAt(exp, 7*day); !got.Equal(issued.Add(23 * day)) {
+		t.Fatalf("RenewAt = %v", got)
+	}
+	// 30 days: a fifth is 6 days, shorter than 7.
+	if got := ExpiringSoonAt(issued, exp); !got.Equal(exp.Add(-6 * day)) {
+		t.Fatalf("ExpiringSoonAt(30d) = %v", got)
+	}
+	// 90 days: 7 days.
+	exp90 := issued.Add(90 * day)
+	if got := ExpiringSoonAt(issued, exp90); !got.Equal(exp90.Add(-7 * day)) {
+		t.Fatalf("ExpiringSoonAt(90d) = %v", got)
+	}
+	// 1 hour: 12 minutes.
+	exp1h := issued.Add(time.Hour)
+	if got := ExpiringSoonAt(issued, exp1h); !got.Equal(exp1h.Add(-12 * time.Minute)) {
+		t.Fatalf("ExpiringSoonAt(1h) = %v", got)
+	}
+}
