@@ -99,20 +99,27 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		return ctrl.Result{}, nil
 	}
 
-	secret, state, err := r.observeSecret(ctx, t, hasher)
+	// A token never issued has no Secret yet: trust the cache's miss. Any
+	// other token expects its Secret, so a miss is checked on the server.
+	expectSecret := t.Status.IssuedAt != nil || t.Status.Phase == tokensv1alpha1.PhaseFailed
+	secret, state, err := r.observeSecret(ctx, t, hasher, expectSecret)
 	if err != nil {
 		return ctrl.Result{}, err
+	}
+
+	conflict := func() (ctrl.Result, error) {
+		b = blocker{tokensv1alpha1.ReasonSecretConflict, fmt.Sprintf("Secret %s exists and is not owned by this ApiToken; delete or rename it, or set spec.secretName on a new ApiToken", t.SecretName())}
+		if base.Status.Phase != tokensv1alpha1.PhaseFailed {
+			r.event(t, corev1.EventTypeWarning, b.reason, b.message)
+		}
+		r.finish(t, base, p, b, now)
+		return ctrl.Result{RequeueAfter: conflictRetry}, nil
 	}
 
 	act := decide(t, p, state, hasher.SaltID(), now)
 	switch act.kind {
 	case actConflict:
-		b = blocker{act.reason, fmt.Sprintf("Secret %s exists and is not owned by this ApiToken; delete or rename it, or set spec.secretName on a new ApiToken", t.SecretName())}
-		if base.Status.Phase != tokensv1alpha1.PhaseFailed {
-			r.event(t, corev1.EventTypeWarning, act.reason, b.message)
-		}
-		r.finish(t, base, p, b, now)
-		return ctrl.Result{RequeueAfter: conflictRetry}, nil
+		return conflict()
 	case actRevoke:
 		if err := r.revoke(ctx, t, base, secret); err != nil {
 			return ctrl.Result{}, err
@@ -123,7 +130,19 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	case actRecover:
 		r.recover(t, secret, hasher, now)
 	case actIssue:
-		if err := r.issue(ctx, t, base, secret, act.reason, hasher, now); err != nil {
+		err := r.issue(ctx, t, base, secret, act.reason, hasher, now)
+		if errors.Is(err, errSecretExists) {
+			// Not in the cache, yet there: someone else's, or ours with
+			// its labels stripped. Look on the API server.
+			if secret, state, err = r.observeSecret(ctx, t, hasher, true); err != nil {
+				return ctrl.Result{}, err
+			}
+			if state == secretForeign {
+				return conflict()
+			}
+			err = r.issue(ctx, t, base, secret, act.reason, hasher, now)
+		}
+		if err != nil {
 			return ctrl.Result{}, err
 		}
 		r.promote(t, p, hasher.SaltID(), now)
@@ -178,14 +197,15 @@ func conditionTrue(t *tokensv1alpha1.ApiToken, typ string) bool {
 	return false
 }
 
-// observeSecret fetches the token's Secret and classifies it. A Secret
-// missing from the label-filtered cache is looked up on the API server, so
-// a Secret whose labels were stripped is still recognised as ours.
-func (r *ApiTokenReconciler) observeSecret(ctx context.Context, t *tokensv1alpha1.ApiToken, h *token.Hasher) (*corev1.Secret, secretState, error) {
+// observeSecret fetches the token's Secret and classifies it. With
+// uncached, a Secret missing from the label-filtered cache is looked up on
+// the API server, so that a foreign Secret, or one of ours whose labels
+// were stripped, is seen.
+func (r *ApiTokenReconciler) observeSecret(ctx context.Context, t *tokensv1alpha1.ApiToken, h *token.Hasher, uncached bool) (*corev1.Secret, secretState, error) {
 	key := types.NamespacedName{Namespace: t.Namespace, Name: t.SecretName()}
 	secret := &corev1.Secret{}
 	err := r.Get(ctx, key, secret)
-	if apierrors.IsNotFound(err) && r.APIReader != nil {
+	if apierrors.IsNotFound(err) && uncached && r.APIReader != nil {
 		err = r.APIReader.Get(ctx, key, secret)
 	}
 	if apierrors.IsNotFound(err) {
@@ -220,11 +240,17 @@ func (r *ApiTokenReconciler) issue(ctx context.Context, t, base *tokensv1alpha1.
 		t.Status.Verification = &tokensv1alpha1.Verification{}
 	}
 	v := t.Status.Verification
+	first := v.Hash == "" && secret == nil
 	v.PendingHash = h.Hash(tok).Encode()
 	v.PendingReason = reason
 	v.PendingRegenerate = t.Annotations[tokensv1alpha1.RegenerateAnnotation]
-	if err := r.patchStatus(ctx, t, base); err != nil {
-		return err
+	// A first token has nothing to lose: if the status write after the
+	// Secret fails, the next pass rebuilds the record from the Secret
+	// (actRecover). Skipping step (1) saves one write per new token.
+	if !first {
+		if err := r.patchStatus(ctx, t, base); err != nil {
+			return err
+		}
 	}
 	return r.writeSecret(ctx, t, secret, tok, now)
 }
@@ -345,11 +371,18 @@ func (r *ApiTokenReconciler) writeSecret(ctx context.Context, t *tokensv1alpha1.
 	} else {
 		err = r.Update(ctx, secret)
 	}
+	if create && apierrors.IsAlreadyExists(err) {
+		return errSecretExists
+	}
 	if err != nil {
 		return fmt.Errorf("writing Secret %s/%s: %w", secret.Namespace, secret.Name, err)
 	}
 	return nil
 }
+
+// errSecretExists: the Secret was created by someone else meanwhile, or
+// lives outside the cache.
+var errSecretExists = errors.New("the Secret already exists")
 
 // applyMetadata sets the desired labels and annotations on secret, keeping
 // keys others added.

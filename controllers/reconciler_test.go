@@ -412,3 +412,29 @@ func TestInvalidSpecFailsWithoutToken(t *testing.T) {
 		t.Fatalf("status = %+v", at.Status)
 	}
 }
+
+func TestFirstIssueCrashSafety(t *testing.T) {
+	h := newHarness(t, graceSpec)
+	h.mustReconcile()
+	if h.writes != 2 {
+		t.Fatalf("a first token takes %d writes, want 2 (Secret, status)", h.writes)
+	}
+	for n := 1; n <= 2; n++ {
+		t.Run(fmt.Sprintf("fail write %d", n), func(t *testing.T) {
+			h := newHarness(t, graceSpec)
+			h.failWrite = n
+			if _, err := h.reconcile(); !errors.Is(err, errInjected) {
+				t.Fatalf("reconcile = %v, want the injected error", err)
+			}
+			h.mustReconcile()
+			tok := h.secretToken()
+			if !h.verifies(tok) || h.token().Status.Phase != tokensv1alpha1.PhaseActive {
+				t.Fatal("after a retry the Secret's token does not verify")
+			}
+			h.mustReconcile()
+			if h.secretToken() != tok {
+				t.Fatal("the token changed on an idle pass")
+			}
+		})
+	}
+}
