@@ -40,15 +40,15 @@ func init() {
 
 func main() {
 	var (
-		metricsAddr, probeAddr    string
+		metricsAddr, probeAddr     string
 		secureMetrics, enableHTTP2 bool
-		leaderElect               bool
-		leaderElectionNamespace   string
-		webhookPort               int
-		webhookCertDir            string
-		saltSecret                string
-		namespace                 string
-		concurrency               int
+		leaderElect                bool
+		leaderElectionNamespace    string
+		webhookPort                int
+		webhookCertDir             string
+		saltSecret                 string
+		namespace                  string
+		concurrency                int
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint (use :8443 with --metrics-secure); 0 disables it.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", false, "Serve metrics over HTTPS with authentication and authorization (as in-cluster).")

@@ -204,7 +204,6 @@ func TestReconcileNeverLeaksTokenInEvents(t *testing.T) {
 	}
 }
 
-
 func TestRegenerateCrashSafety(t *testing.T) {
 	// Count the writes of a clean regeneration, then fail each in turn.
 	h := newHarness(t, graceSpec)
