@@ -26,6 +26,7 @@ import (
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-operator/apitoken-operator/controllers"
 	"github.com/apitoken-operator/apitoken-operator/internal/salt"
+	webhookv1alpha1 "github.com/apitoken-operator/apitoken-operator/webhook/v1alpha1"
 )
 
 var (
@@ -49,12 +50,14 @@ func main() {
 		saltSecret                 string
 		namespace                  string
 		concurrency                int
+		enableWebhooks             bool
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint (use :8443 with --metrics-secure); 0 disables it.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", false, "Serve metrics over HTTPS with authentication and authorization (as in-cluster).")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader, so that only one replica reconciles (the auth endpoint runs on every replica).")
 	flag.StringVar(&leaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election lease (default: the operator's namespace).")
+	flag.BoolVar(&enableWebhooks, "enable-webhooks", true, "Serve the admission webhooks (they need a certificate in --webhook-cert-dir).")
 	flag.IntVar(&webhookPort, "webhook-port", 9443, "Port of the admission webhooks.")
 	flag.StringVar(&webhookCertDir, "webhook-cert-dir", "", "Directory with tls.crt and tls.key for the webhooks (default: controller-runtime's).")
 	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Serve metrics and webhooks over HTTP/2 (off: HTTP/2 rapid-reset hardening).")
@@ -115,6 +118,13 @@ func main() {
 	}).SetupWithManager(mgr); err != nil {
 		setupLog.Error(err, "Failed to set up the controller", "controller", "ApiToken")
 		os.Exit(1)
+	}
+
+	if enableWebhooks {
+		if err := webhookv1alpha1.SetupWebhookWithManager(mgr); err != nil {
+			setupLog.Error(err, "Failed to set up the webhooks", "webhook", "ApiToken")
+			os.Exit(1)
+		}
 	}
 
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

@@ -59,7 +59,7 @@ const Unlimited = "unlimited"
 // +kubebuilder:validation:XValidation:rule="self.type != 'custom' || (has(self.scopes) && size(self.scopes) > 0)",message="a custom token must list at least one scope",fieldPath=".scopes",reason=FieldValueRequired
 // +kubebuilder:validation:XValidation:rule="self.type == 'custom' || !has(self.scopes) || size(self.scopes) == 0",message="scopes are only allowed with type custom",fieldPath=".scopes",reason=FieldValueForbidden
 // +kubebuilder:validation:XValidation:rule="!has(self.rotation) || !has(self.rotation.renewBefore) || self.duration != 'unlimited'",message="renewBefore needs a finite duration",fieldPath=".rotation.renewBefore",reason=FieldValueForbidden
-// +kubebuilder:validation:XValidation:rule="!has(oldSelf.secretName) || (has(self.secretName) && self.secretName == oldSelf.secretName)",message="secretName cannot be changed after creation",fieldPath=".secretName"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.secretName) || (has(self.secretName) && self.secretName == oldSelf.secretName)",message="secretName cannot be changed after creation; create a new ApiToken instead",fieldPath=".secretName"
 type ApiTokenSpec struct {
 	// description says what the token is for.
 	// +optional
@@ -77,16 +77,15 @@ type ApiTokenSpec struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=64
 	// +kubebuilder:validation:items:MaxLength=128
-	// +kubebuilder:validation:items:Pattern=`^(\*|[a-z0-9]([a-z0-9._-]*[a-z0-9])?):(\*|[a-z][a-z0-9]*)$`
+	// +kubebuilder:validation:items:XValidation:rule="self.matches('^([*]|[a-z0-9]([a-z0-9._-]*[a-z0-9])?):([*]|[a-z][a-z0-9]*)$')",message="must be resource:action, e.g. orders:read; each part is * or lower-case"
 	Scopes []string `json:"scopes,omitempty"`
 
 	// duration is how long a token is valid after it is issued: "unlimited",
 	// or a positive span in days, hours and minutes such as "7d", "30d",
 	// "90d", "365d", "36h" or "1d12h".
 	// +required
-	// +kubebuilder:validation:MinLength=2
 	// +kubebuilder:validation:MaxLength=24
-	// +kubebuilder:validation:Pattern=`^(unlimited|([1-9][0-9]*d)?([1-9][0-9]*h)?([1-9][0-9]*m)?)$`
+	// +kubebuilder:validation:XValidation:rule="self == 'unlimited' || (self != '' && self.matches('^([1-9][0-9]*d)?([1-9][0-9]*h)?([1-9][0-9]*m)?$'))",message="must be unlimited or a positive span of days, hours and minutes, such as 7d, 30d, 90d, 36h or 1d12h"
 	Duration string `json:"duration"`
 
 	// audience is where the token may be presented: content-api (default) or admin.
@@ -98,7 +97,7 @@ type ApiTokenSpec struct {
 	// "token". Defaults to <name>-token. It cannot change after creation.
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
-	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="must be a valid Secret name: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"
 	SecretName string `json:"secretName,omitempty"`
 
 	// secretTemplate holds labels and annotations copied onto the Secret.
@@ -133,14 +132,14 @@ type Rotation struct {
 	// mounted Secret). Default: none.
 	// +optional
 	// +kubebuilder:validation:MaxLength=24
-	// +kubebuilder:validation:Pattern=`^([1-9][0-9]*d)?([1-9][0-9]*h)?([1-9][0-9]*m)?$`
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([1-9][0-9]*d)?([1-9][0-9]*h)?([1-9][0-9]*m)?$')",message="must be a positive span of days, hours and minutes, such as 5m, 2h or 7d"
 	GracePeriod string `json:"gracePeriod,omitempty"`
 
 	// renewBefore regenerates the token automatically this long before it
 	// expires, e.g. "7d". Only with a finite duration, and shorter than it.
 	// +optional
 	// +kubebuilder:validation:MaxLength=24
-	// +kubebuilder:validation:Pattern=`^([1-9][0-9]*d)?([1-9][0-9]*h)?([1-9][0-9]*m)?$`
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([1-9][0-9]*d)?([1-9][0-9]*h)?([1-9][0-9]*m)?$')",message="must be a positive span of days, hours and minutes, such as 5m, 2h or 7d"
 	RenewBefore string `json:"renewBefore,omitempty"`
 }
 

@@ -1,0 +1,112 @@
+package v1alpha1
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+)
+
+// +kubebuilder:webhook:path=/mutate-tokens-apitoken-dev-v1alpha1-apitoken,mutating=true,failurePolicy=fail,sideEffects=None,groups=tokens.apitoken.dev,resources=apitokens,verbs=create;update,versions=v1alpha1,name=mapitoken-v1alpha1.tokens.apitoken.dev,admissionReviewVersions=v1
+// +kubebuilder:webhook:path=/validate-tokens-apitoken-dev-v1alpha1-apitoken,mutating=false,failurePolicy=fail,sideEffects=None,groups=tokens.apitoken.dev,resources=apitokens,verbs=create;update,versions=v1alpha1,name=vapitoken-v1alpha1.tokens.apitoken.dev,admissionReviewVersions=v1
+
+// SetupWebhookWithManager registers the defaulting and validating webhooks.
+func SetupWebhookWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewWebhookManagedBy(mgr, &tokensv1alpha1.ApiToken{}).
+		WithDefaulter(&Defaulter{}).
+		WithValidator(&Validator{Reader: mgr.GetClient()}).
+		Complete()
+}
+
+// Defaulter stamps the creator and fills defaults, so that
+// `kubectl get -o yaml` shows what is in force.
+type Defaulter struct{}
+
+var _ admission.Defaulter[*tokensv1alpha1.ApiToken] = &Defaulter{}
+
+// Default sets tokens.apitoken.dev/created-by to the requesting user on
+// create, overwriting any value sent, and on update restores the value the
+// object had, so the record can be neither forged nor changed. It fills
+// spec.secretName and spec.audience when unset.
+func (d *Defaulter) Default(ctx context.Context, at *tokensv1alpha1.ApiToken) error {
+	req, err := admission.RequestFromContext(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the admission request: %w", err)
+	}
+	switch {
+	case req.OldObject.Raw == nil:
+		setCreator(at, req.UserInfo.Username)
+	default:
+		var old tokensv1alpha1.ApiToken
+		if err := json.Unmarshal(req.OldObject.Raw, &old); err != nil {
+			return fmt.Errorf("decoding the old object: %w", err)
+		}
+		setCreator(at, old.Annotations[tokensv1alpha1.CreatedByAnnotation])
+		if old.Spec.SecretName == "" && at.Spec.SecretName == "" {
+			// Created before the webhook: keep the default it already uses.
+			at.Spec.SecretName = old.SecretName()
+		}
+	}
+	if at.Spec.SecretName == "" && at.Name != "" {
+		at.Spec.SecretName = at.SecretName()
+	}
+	if at.Spec.Audience == "" {
+		at.Spec.Audience = tokensv1alpha1.ContentAPI
+	}
+	return nil
+}
+
+func setCreator(at *tokensv1alpha1.ApiToken, user string) {
+	if user == "" {
+		delete(at.Annotations, tokensv1alpha1.CreatedByAnnotation)
+		return
+	}
+	if at.Annotations == nil {
+		at.Annotations = map[string]string{}
+	}
+	at.Annotations[tokensv1alpha1.CreatedByAnnotation] = user
+}
+
+// Validator adapts ValidateApiToken to admission.
+type Validator struct {
+	// Reader lists the namespace's ApiTokens to keep Secret names unique.
+	Reader client.Reader
+}
+
+var _ admission.Validator[*tokensv1alpha1.ApiToken] = &Validator{}
+
+// ValidateCreate validates a new ApiToken.
+func (v *Validator) ValidateCreate(ctx context.Context, at *tokensv1alpha1.ApiToken) (admission.Warnings, error) {
+	return v.validate(ctx, nil, at)
+}
+
+// ValidateUpdate validates a changed ApiToken.
+func (v *Validator) ValidateUpdate(ctx context.Context, old, at *tokensv1alpha1.ApiToken) (admission.Warnings, error) {
+	return v.validate(ctx, old, at)
+}
+
+// ValidateDelete allows every deletion.
+func (v *Validator) ValidateDelete(context.Context, *tokensv1alpha1.ApiToken) (admission.Warnings, error) {
+	return nil, nil
+}
+
+func (v *Validator) validate(ctx context.Context, old, at *tokensv1alpha1.ApiToken) (admission.Warnings, error) {
+	errs, warnings := ValidateApiToken(old, at)
+	if v.Reader != nil && (old == nil || old.SecretName() != at.SecretName()) {
+		var list tokensv1alpha1.ApiTokenList
+		if err := v.Reader.List(ctx, &list, client.InNamespace(at.Namespace)); err != nil {
+			return warnings, apierrors.NewInternalError(fmt.Errorf("listing ApiTokens to check spec.secretName: %w", err))
+		}
+		errs = append(errs, ValidateSecretNameUnique(at, list.Items)...)
+	}
+	if len(errs) == 0 {
+		return warnings, nil
+	}
+	return warnings, apierrors.NewInvalid(tokensv1alpha1.GroupVersion.WithKind("ApiToken").GroupKind(), at.Name, errs)
+}

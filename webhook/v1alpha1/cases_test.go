@@ -1,0 +1,142 @@
+package v1alpha1
+
+import (
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+)
+
+// badCase is a manifest the webhook refuses, with the field path and the
+// message its error must carry.
+type badCase struct {
+	name    string
+	mutate  func(*tokensv1alpha1.ApiToken)
+	message string
+}
+
+func validToken() *tokensv1alpha1.ApiToken {
+	return &tokensv1alpha1.ApiToken{
+		ObjectMeta: metav1.ObjectMeta{Name: "valid", Namespace: "ns"},
+		Spec:       tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "30d"},
+	}
+}
+
+func custom(scopes ...string) func(*tokensv1alpha1.ApiToken) {
+	return func(a *tokensv1alpha1.ApiToken) { a.Spec.Type, a.Spec.Scopes = tokensv1alpha1.Custom, scopes }
+}
+
+func rotation(grace, renew string) func(*tokensv1alpha1.ApiToken) {
+	return func(a *tokensv1alpha1.ApiToken) {
+		a.Spec.Rotation = &tokensv1alpha1.Rotation{GracePeriod: grace, RenewBefore: renew}
+	}
+}
+
+func both(fs ...func(*tokensv1alpha1.ApiToken)) func(*tokensv1alpha1.ApiToken) {
+	return func(a *tokensv1alpha1.ApiToken) {
+		for _, f := range fs {
+			f(a)
+		}
+	}
+}
+
+func duration(d string) func(*tokensv1alpha1.ApiToken) {
+	return func(a *tokensv1alpha1.ApiToken) { a.Spec.Duration = d }
+}
+
+// badCases are refused on create, by ValidateApiToken alone.
+var badCases = []badCase{
+	{"missing type", func(a *tokensv1alpha1.ApiToken) { a.Spec.Type = "" }, "spec.type: Required value"},
+	{"unknown type", func(a *tokensv1alpha1.ApiToken) { a.Spec.Type = "admin" }, `spec.type: Unsupported value: "admin": supported values: "read-only", "full-access", "custom"`},
+	{"scopes on read-only", func(a *tokensv1alpha1.ApiToken) { a.Spec.Scopes = []string{"articles:read"} }, "spec.scopes: Forbidden: scopes are only allowed with type custom; a read-only token grants *:read"},
+	{"scopes on full-access", func(a *tokensv1alpha1.ApiToken) {
+		a.Spec.Type, a.Spec.Scopes = tokensv1alpha1.FullAccess, []string{"articles:read"}
+	}, "spec.scopes: Forbidden: scopes are only allowed with type custom; a full-access token grants *:*"},
+	{"custom without scopes", custom(), "spec.scopes: Required value: a custom token must list at least one scope, e.g. articles:read"},
+	{"scope without action", custom("articles:read", "users:read", "orders"), `spec.scopes[2]: Invalid value: "orders": must be resource:action, e.g. orders:read`},
+	{"scope with empty resource", custom(":read"), `spec.scopes[0]: Invalid value: ":read": resource "" must be * or lower-case letters`},
+	{"scope with upper case", custom("Articles:read"), `spec.scopes[0]: Invalid value: "Articles:read": resource "Articles" must be`},
+	{"scope with empty action", custom("articles:"), `spec.scopes[0]: Invalid value: "articles:": action "" must be * or a lower-case word`},
+	{"scope with a second colon", custom("api::article.find"), `spec.scopes[0]: Invalid value: "api::article.find": action ":article.find" must be`},
+	{"scope with a space", custom("articles: read"), `spec.scopes[0]: Invalid value: "articles: read": action " read" must be`},
+	{"too many scopes", custom(strings.Split(strings.Repeat("a:read,", 65), ",")[:65]...), "spec.scopes: Too many: 65: must have at most 64 items"},
+	{"missing duration", duration(""), `spec.duration: Required value: must be "unlimited" or a positive span such as 7d, 30d, 90d or 36h`},
+	{"zero duration", duration("0d"), `spec.duration: Invalid value: "0d": must be positive, without leading zeros; or "unlimited"`},
+	{"negative duration", duration("-7d"), `spec.duration: Invalid value: "-7d": must be a positive span such as 30d, 36h or 90m; or "unlimited"`},
+	{"weeks", duration("2w"), `spec.duration: Invalid value: "2w": unit "w" must be d, h or m, in that order, each at most once`},
+	{"seconds", duration("3600s"), `spec.duration: Invalid value: "3600s": unit "s" must be d, h or m`},
+	{"units out of order", duration("1h1d"), `spec.duration: Invalid value: "1h1d": unit "d" must be d, h or m, in that order`},
+	{"overflowing duration", duration("999999d"), `spec.duration: Invalid value: "999999d": too long (at most about 292 years); or "unlimited"`},
+	{"capitalised unlimited", duration("Unlimited"), `spec.duration: Invalid value: "Unlimited": must be a positive span`},
+	{"renewBefore with unlimited", both(duration("unlimited"), rotation("", "7d")), "spec.rotation.renewBefore: Forbidden: renewBefore needs a finite spec.duration; an unlimited token never expires"},
+	{"renewBefore equal to duration", rotation("", "30d"), `spec.rotation.renewBefore: Invalid value: "30d": must be shorter than spec.duration (30d)`},
+	{"renewBefore longer than duration", both(duration("7d"), rotation("", "8d")), `spec.rotation.renewBefore: Invalid value: "8d": must be shorter than spec.duration (7d)`},
+	{"malformed renewBefore", rotation("", "1week"), `spec.rotation.renewBefore: Invalid value: "1week": unit "w" must be d, h or m`},
+	{"grace longer than duration", both(duration("1h"), rotation("2h", "")), `spec.rotation.gracePeriod: Invalid value: "2h": must not be longer than spec.duration (1h)`},
+	{"grace in seconds", rotation("30s", ""), `spec.rotation.gracePeriod: Invalid value: "30s": unit "s" must be d, h or m`},
+	{"unknown audience", func(a *tokensv1alpha1.ApiToken) { a.Spec.Audience = "public" }, `spec.audience: Unsupported value: "public": supported values: "content-api", "admin"`},
+	{"secretName with upper case", func(a *tokensv1alpha1.ApiToken) { a.Spec.SecretName = "My-Secret" }, `spec.secretName: Invalid value: "My-Secret": must be a valid Secret name: a lowercase RFC 1123 subdomain`},
+	{"secretName with underscore", func(a *tokensv1alpha1.ApiToken) { a.Spec.SecretName = "my_secret" }, `spec.secretName: Invalid value: "my_secret": must be a valid Secret name`},
+	{"secretName too long", func(a *tokensv1alpha1.ApiToken) { a.Spec.SecretName = strings.Repeat("a", 254) }, "spec.secretName: Invalid value: \"" + strings.Repeat("a", 254) + "\": must be a valid Secret name: must be no more than 253 characters"},
+	{"description too long", func(a *tokensv1alpha1.ApiToken) { a.Spec.Description = strings.Repeat("x", 257) }, "spec.description: Too long: may not be more than 256 bytes"},
+	{"template label key invalid", func(a *tokensv1alpha1.ApiToken) {
+		a.Spec.SecretTemplate = &tokensv1alpha1.SecretTemplate{Labels: map[string]string{"bad key": "x"}}
+	}, `spec.secretTemplate.labels: Invalid value: "bad key": name part must consist of alphanumeric characters`},
+	{"template overrides managed-by", func(a *tokensv1alpha1.ApiToken) {
+		a.Spec.SecretTemplate = &tokensv1alpha1.SecretTemplate{Labels: map[string]string{"app.kubernetes.io/managed-by": "me"}}
+	}, "spec.secretTemplate.labels[app.kubernetes.io/managed-by]: Forbidden: is set by the operator"},
+}
+
+// badUpdates are refused on update from validToken().
+var badUpdates = []badCase{
+	{"secretName changed", func(a *tokensv1alpha1.ApiToken) { a.Spec.SecretName = "other" }, `spec.secretName: Invalid value: "other": cannot be changed after creation (it is "valid-token"); create a new ApiToken instead`},
+}
+
+// apiMessage is what the API server answers: the CRD schema refuses some
+// shapes before the validating webhook is called, in its own words.
+func (c badCase) apiMessage() string {
+	if m, ok := schemaMessages[c.name]; ok {
+		return m
+	}
+	return c.message
+}
+
+// schemaMessages are the API server's messages for the cases its CRD
+// schema refuses before the validating webhook runs.
+var schemaMessages = map[string]string{
+	"missing type":               `spec.type: Unsupported value: "": supported values: "read-only", "full-access", "custom"`,
+	"scopes on read-only":        "spec.scopes: Forbidden: scopes are only allowed with type custom",
+	"scopes on full-access":      "spec.scopes: Forbidden: scopes are only allowed with type custom",
+	"custom without scopes":      "spec.scopes: Required value: a custom token must list at least one scope",
+	"scope without action":       `spec.scopes[2]: Invalid value: "orders": ` + scopeRule,
+	"scope with empty resource":  `spec.scopes[0]: Invalid value: ":read": ` + scopeRule,
+	"scope with upper case":      `spec.scopes[0]: Invalid value: "Articles:read": ` + scopeRule,
+	"scope with empty action":    `spec.scopes[0]: Invalid value: "articles:": ` + scopeRule,
+	"scope with a second colon":  `spec.scopes[0]: Invalid value: "api::article.find": ` + scopeRule,
+	"scope with a space":         `spec.scopes[0]: Invalid value: "articles: read": ` + scopeRule,
+	"missing duration":           `spec.duration: Invalid value: "": ` + durationRule,
+	"zero duration":              `spec.duration: Invalid value: "0d": ` + durationRule,
+	"negative duration":          `spec.duration: Invalid value: "-7d": ` + durationRule,
+	"weeks":                      `spec.duration: Invalid value: "2w": ` + durationRule,
+	"seconds":                    `spec.duration: Invalid value: "3600s": ` + durationRule,
+	"units out of order":         `spec.duration: Invalid value: "1h1d": ` + durationRule,
+	"capitalised unlimited":      `spec.duration: Invalid value: "Unlimited": ` + durationRule,
+	"renewBefore with unlimited": "spec.rotation.renewBefore: Forbidden: renewBefore needs a finite duration",
+	"malformed renewBefore":      `spec.rotation.renewBefore: Invalid value: "1week": ` + spanRule,
+	"grace in seconds":           `spec.rotation.gracePeriod: Invalid value: "30s": ` + spanRule,
+	"secretName with upper case": `spec.secretName: Invalid value: "My-Secret": ` + secretNameRule,
+	"secretName with underscore": `spec.secretName: Invalid value: "my_secret": ` + secretNameRule,
+	"secretName too long":        "spec.secretName: Too long: may not be more than 253 bytes",
+	"too many scopes":            "spec.scopes: Too many: 65: must have at most 64 items",
+	"description too long":       "spec.description: Too long: may not be more than 256 bytes",
+	"secretName changed":         "spec.secretName: Invalid value: secretName cannot be changed after creation; create a new ApiToken instead",
+}
+
+// The CRD's CEL messages (api/v1alpha1 markers).
+const (
+	scopeRule      = "must be resource:action, e.g. orders:read; each part is * or lower-case"
+	durationRule   = "must be unlimited or a positive span of days, hours and minutes, such as 7d, 30d, 90d, 36h or 1d12h"
+	spanRule       = "must be a positive span of days, hours and minutes, such as 5m, 2h or 7d"
+	secretNameRule = "must be a valid Secret name: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"
+)

@@ -1,0 +1,199 @@
+// Package v1alpha1 holds the admission webhooks of ApiToken: a pure
+// ValidateApiToken, the creator-stamping defaulter, and their thin
+// controller-runtime adapters.
+package v1alpha1
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	apivalidation "k8s.io/apimachinery/pkg/api/validation"
+	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/internal/token"
+)
+
+// Limits shared with the CRD schema.
+const (
+	maxScopes      = 64
+	maxDescription = 256
+)
+
+var (
+	supportedTypes     = []string{string(tokensv1alpha1.ReadOnly), string(tokensv1alpha1.FullAccess), string(tokensv1alpha1.Custom)}
+	supportedAudiences = []string{string(tokensv1alpha1.ContentAPI), string(tokensv1alpha1.Admin)}
+)
+
+// ValidateApiToken checks an ApiToken being created (old is nil) or
+// updated. It returns every error with its field path, and warnings for
+// what is allowed but probably a mistake (duplicate or redundant scopes).
+// It repeats what the CRD schema checks, so that an install with the
+// webhook gives these messages, and adds what the schema cannot say.
+func ValidateApiToken(old, at *tokensv1alpha1.ApiToken) (field.ErrorList, []string) {
+	var errs field.ErrorList
+	var warnings []string
+	spec := &at.Spec
+	specPath := field.NewPath("spec")
+
+	if len(spec.Description) > maxDescription {
+		errs = append(errs, field.TooLong(specPath.Child("description"), "", maxDescription))
+	}
+
+	// Type and scopes.
+	typePath, scopesPath := specPath.Child("type"), specPath.Child("scopes")
+	switch spec.Type {
+	case "":
+		errs = append(errs, field.Required(typePath, "must be one of read-only, full-access, custom"))
+	case tokensv1alpha1.ReadOnly, tokensv1alpha1.FullAccess:
+		if len(spec.Scopes) > 0 {
+			errs = append(errs, field.Forbidden(scopesPath, fmt.Sprintf("scopes are only allowed with type custom; a %s token grants %s", spec.Type, grantsOf(spec.Type))))
+		}
+	case tokensv1alpha1.Custom:
+		if len(spec.Scopes) == 0 {
+			errs = append(errs, field.Required(scopesPath, "a custom token must list at least one scope, e.g. articles:read"))
+		}
+	default:
+		errs = append(errs, field.NotSupported(typePath, spec.Type, supportedTypes))
+	}
+	if len(spec.Scopes) > maxScopes {
+		errs = append(errs, field.TooMany(scopesPath, len(spec.Scopes), maxScopes))
+	}
+	errs, warnings = validateScopes(spec.Scopes, scopesPath, errs, warnings)
+
+	// Duration and rotation.
+	durPath := specPath.Child("duration")
+	lifetime, finite, durErr := token.ParseDuration(spec.Duration)
+	switch {
+	case spec.Duration == "":
+		errs = append(errs, field.Required(durPath, `must be "unlimited" or a positive span such as 7d, 30d, 90d or 36h`))
+	case durErr != nil:
+		errs = append(errs, field.Invalid(durPath, spec.Duration, durationMessage(durErr, spec.Duration)))
+	}
+	if r := spec.Rotation; r != nil {
+		rotPath := specPath.Child("rotation")
+		if r.GracePeriod != "" {
+			gp := rotPath.Child("gracePeriod")
+			if grace, err := token.ParseSpan(r.GracePeriod); err != nil {
+				errs = append(errs, field.Invalid(gp, r.GracePeriod, durationMessage(err, r.GracePeriod)))
+			} else if durErr == nil && finite && grace > lifetime {
+				errs = append(errs, field.Invalid(gp, r.GracePeriod, fmt.Sprintf("must not be longer than spec.duration (%s)", spec.Duration)))
+			}
+		}
+		if r.RenewBefore != "" {
+			rb := rotPath.Child("renewBefore")
+			renew, err := token.ParseSpan(r.RenewBefore)
+			switch {
+			case err != nil:
+				errs = append(errs, field.Invalid(rb, r.RenewBefore, durationMessage(err, r.RenewBefore)))
+			case durErr == nil && !finite:
+				errs = append(errs, field.Forbidden(rb, "renewBefore needs a finite spec.duration; an unlimited token never expires"))
+			case durErr == nil && renew >= lifetime:
+				errs = append(errs, field.Invalid(rb, r.RenewBefore, fmt.Sprintf("must be shorter than spec.duration (%s)", spec.Duration)))
+			}
+		}
+	}
+
+	// Audience.
+	switch spec.Audience {
+	case "", tokensv1alpha1.ContentAPI, tokensv1alpha1.Admin:
+	default:
+		errs = append(errs, field.NotSupported(specPath.Child("audience"), spec.Audience, supportedAudiences))
+	}
+
+	// Secret name and template.
+	snPath := specPath.Child("secretName")
+	if spec.SecretName != "" {
+		for _, msg := range validation.IsDNS1123Subdomain(spec.SecretName) {
+			errs = append(errs, field.Invalid(snPath, spec.SecretName, "must be a valid Secret name: "+msg))
+		}
+	} else if at.Name != "" {
+		for _, msg := range validation.IsDNS1123Subdomain(at.SecretName()) {
+			errs = append(errs, field.Invalid(field.NewPath("metadata", "name"), at.Name, "the default Secret name "+at.SecretName()+" is not valid ("+msg+"); set spec.secretName"))
+		}
+	}
+	if old != nil && old.SecretName() != at.SecretName() {
+		errs = append(errs, field.Invalid(snPath, spec.SecretName, fmt.Sprintf("cannot be changed after creation (it is %q); create a new ApiToken instead", old.SecretName())))
+	}
+	if tpl := spec.SecretTemplate; tpl != nil {
+		tplPath := specPath.Child("secretTemplate")
+		errs = append(errs, metav1validation.ValidateLabels(tpl.Labels, tplPath.Child("labels"))...)
+		errs = append(errs, apivalidation.ValidateAnnotations(tpl.Annotations, tplPath.Child("annotations"))...)
+		for _, k := range []string{tokensv1alpha1.ManagedByLabel, tokensv1alpha1.ApiTokenLabel} {
+			if _, ok := tpl.Labels[k]; ok {
+				errs = append(errs, field.Forbidden(tplPath.Child("labels").Key(k), "is set by the operator"))
+			}
+		}
+		if _, ok := tpl.Annotations[tokensv1alpha1.IssuedAtAnnotation]; ok {
+			errs = append(errs, field.Forbidden(tplPath.Child("annotations").Key(tokensv1alpha1.IssuedAtAnnotation), "is set by the operator"))
+		}
+	}
+
+	// The creator annotation is the webhook's to write.
+	if old != nil && old.Annotations[tokensv1alpha1.CreatedByAnnotation] != at.Annotations[tokensv1alpha1.CreatedByAnnotation] {
+		errs = append(errs, field.Forbidden(field.NewPath("metadata", "annotations").Key(tokensv1alpha1.CreatedByAnnotation), "records who created the ApiToken and cannot be changed"))
+	}
+	return errs, warnings
+}
+
+// validateScopes checks each scope's shape and warns about duplicates and
+// scopes already granted by a wildcard in the same list.
+func validateScopes(scopes []string, path *field.Path, errs field.ErrorList, warnings []string) (field.ErrorList, []string) {
+	parsed := make([]token.Scope, len(scopes))
+	ok := make([]bool, len(scopes))
+	seen := map[string]int{}
+	for i, s := range scopes {
+		sc, err := token.ParseScope(s)
+		if err != nil {
+			errs = append(errs, field.Invalid(path.Index(i), s, err.Error()))
+			continue
+		}
+		parsed[i], ok[i] = sc, true
+		if j, dup := seen[s]; dup {
+			warnings = append(warnings, fmt.Sprintf("%s: %q duplicates %s", path.Index(i), s, path.Index(j)))
+			ok[i] = false
+			continue
+		}
+		seen[s] = i
+	}
+	for i := range parsed {
+		if !ok[i] {
+			continue
+		}
+		for j := range parsed {
+			if i != j && ok[j] && parsed[j] != parsed[i] && parsed[j].Covers(parsed[i]) {
+				warnings = append(warnings, fmt.Sprintf("%s: %q is already granted by %q (%s)", path.Index(i), scopes[i], scopes[j], path.Index(j)))
+				break
+			}
+		}
+	}
+	return errs, warnings
+}
+
+// ValidateSecretNameUnique refuses a Secret name that another ApiToken in
+// the namespace already uses: two tokens cannot share one Secret.
+func ValidateSecretNameUnique(at *tokensv1alpha1.ApiToken, others []tokensv1alpha1.ApiToken) field.ErrorList {
+	for i := range others {
+		o := &others[i]
+		if o.Name != at.Name && o.SecretName() == at.SecretName() {
+			return field.ErrorList{field.Invalid(field.NewPath("spec", "secretName"), at.SecretName(),
+				fmt.Sprintf("is already used by ApiToken %s; choose another spec.secretName", o.Name))}
+		}
+	}
+	return nil
+}
+
+func grantsOf(t tokensv1alpha1.TokenType) string {
+	set, _ := token.Granted(string(t), nil)
+	return set.Strings()[0]
+}
+
+// durationMessage drops the sentinel and the echoed value from a duration
+// error, which field.Invalid already prints.
+func durationMessage(err error, value string) string {
+	msg := strings.TrimPrefix(err.Error(), token.ErrDuration.Error()+": ")
+	return strings.TrimPrefix(msg, strconv.Quote(value)+": ")
+}

@@ -1,0 +1,96 @@
+package v1alpha1
+
+import (
+	"strings"
+	"testing"
+
+	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+)
+
+func TestValidateApiTokenRefuses(t *testing.T) {
+	if len(badCases) < 30 {
+		t.Fatalf("only %d bad cases", len(badCases))
+	}
+	for _, c := range badCases {
+		t.Run(c.name, func(t *testing.T) {
+			at := validToken()
+			c.mutate(at)
+			errs, _ := ValidateApiToken(nil, at)
+			if !strings.Contains(errs.ToAggregate().Error(), c.message) {
+				t.Fatalf("errors %q do not contain %q", errs.ToAggregate(), c.message)
+			}
+		})
+	}
+	for _, c := range badUpdates {
+		old := validToken()
+		old.Spec.SecretName = old.SecretName()
+		at := old.DeepCopy()
+		c.mutate(at)
+		errs, _ := ValidateApiToken(old, at)
+		if !strings.Contains(errs.ToAggregate().Error(), c.message) {
+			t.Fatalf("%s: errors %q do not contain %q", c.name, errs.ToAggregate(), c.message)
+		}
+	}
+}
+
+func TestValidateApiTokenAccepts(t *testing.T) {
+	good := []func(*tokensv1alpha1.ApiToken){
+		func(*tokensv1alpha1.ApiToken) {},
+		duration("unlimited"),
+		duration("36h"),
+		duration("1d12h30m"),
+		custom("articles:read", "orders:*", "*:publish"),
+		both(duration("90d"), rotation("5m", "7d")),
+		func(a *tokensv1alpha1.ApiToken) { a.Spec.Audience = tokensv1alpha1.Admin; a.Spec.SecretName = "x.y-z" },
+	}
+	for i, g := range good {
+		at := validToken()
+		g(at)
+		if errs, _ := ValidateApiToken(nil, at); len(errs) > 0 {
+			t.Errorf("case %d refused: %v", i, errs.ToAggregate())
+		}
+	}
+}
+
+func TestValidateApiTokenWarns(t *testing.T) {
+	at := validToken()
+	custom("articles:read", "orders:*", "articles:read", "orders:delete", "*:*")(at)
+	errs, warnings := ValidateApiToken(nil, at)
+	if len(errs) > 0 {
+		t.Fatal(errs.ToAggregate())
+	}
+	want := []string{
+		`spec.scopes[2]: "articles:read" duplicates spec.scopes[0]`,
+		`spec.scopes[0]: "articles:read" is already granted by "*:*" (spec.scopes[4])`,
+		`spec.scopes[1]: "orders:*" is already granted by "*:*" (spec.scopes[4])`,
+		`spec.scopes[3]: "orders:delete" is already granted by "orders:*" (spec.scopes[1])`,
+	}
+	if strings.Join(warnings, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("warnings:\n%s\nwant:\n%s", strings.Join(warnings, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestValidateSecretNameUnique(t *testing.T) {
+	at := validToken()
+	other := validToken()
+	other.Name = "other"
+	other.Spec.SecretName = "valid-token"
+	if errs := ValidateSecretNameUnique(at, []tokensv1alpha1.ApiToken{*at, *other}); len(errs) != 1 ||
+		errs[0].Error() != `spec.secretName: Invalid value: "valid-token": is already used by ApiToken other; choose another spec.secretName` {
+		t.Fatalf("errs = %v", errs)
+	}
+	if errs := ValidateSecretNameUnique(at, []tokensv1alpha1.ApiToken{*at}); len(errs) != 0 {
+		t.Fatalf("itself counted: %v", errs)
+	}
+}
+
+func TestCreatorCannotChangeOnUpdate(t *testing.T) {
+	old := validToken()
+	old.Annotations = map[string]string{tokensv1alpha1.CreatedByAnnotation: "alice"}
+	at := old.DeepCopy()
+	at.Annotations[tokensv1alpha1.CreatedByAnnotation] = "mallory"
+	errs, _ := ValidateApiToken(old, at)
+	if !strings.Contains(errs.ToAggregate().Error(), "metadata.annotations[tokens.apitoken.dev/created-by]: Forbidden") {
+		t.Fatalf("errs = %v", errs)
+	}
+}
