@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"flag"
 	"os"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -14,17 +15,20 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	_ "k8s.io/client-go/plugin/pkg/client/auth"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-operator/apitoken-operator/controllers"
+	"github.com/apitoken-operator/apitoken-operator/internal/authserver"
 	"github.com/apitoken-operator/apitoken-operator/internal/salt"
 	webhookv1alpha1 "github.com/apitoken-operator/apitoken-operator/webhook/v1alpha1"
 )
@@ -51,6 +55,11 @@ func main() {
 		namespace                  string
 		concurrency                int
 		enableWebhooks             bool
+		authAddr                   string
+		authCert, authKey          string
+		authPathPrefix             string
+		authResourceSegment        int
+		lastUsedInterval           time.Duration
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint (use :8443 with --metrics-secure); 0 disables it.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", false, "Serve metrics over HTTPS with authentication and authorization (as in-cluster).")
@@ -64,6 +73,12 @@ func main() {
 	flag.StringVar(&namespace, "namespace", envOr("POD_NAMESPACE", "apitoken-system"), "The operator's own namespace, holding the salt Secret.")
 	flag.StringVar(&saltSecret, "salt-secret", "apitoken-operator-salt", "Name of the Secret holding the token salt (created if absent; API_TOKEN_SALT overrides it).")
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 4, "ApiTokens reconciled in parallel.")
+	flag.StringVar(&authAddr, "auth-bind-address", ":8082", "Address of the auth endpoint (forward auth at /v1/authorize, TokenReview at /v1/tokenreview); served by every replica.")
+	flag.StringVar(&authCert, "auth-tls-cert-file", "", "Certificate for the auth endpoint; with --auth-tls-key-file it serves HTTPS.")
+	flag.StringVar(&authKey, "auth-tls-key-file", "", "Key for the auth endpoint's certificate.")
+	flag.StringVar(&authPathPrefix, "auth-path-prefix", "", "Prefix stripped from the original path before the resource is read (e.g. /api).")
+	flag.IntVar(&authResourceSegment, "auth-resource-segment", 0, "Index of the path segment, after --auth-path-prefix, that names the resource.")
+	flag.DurationVar(&lastUsedInterval, "last-used-interval", time.Minute, "How often status.lastUsedAt may be written per token.")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -123,6 +138,19 @@ func main() {
 	if enableWebhooks {
 		if err := webhookv1alpha1.SetupWebhookWithManager(mgr); err != nil {
 			setupLog.Error(err, "Failed to set up the webhooks", "webhook", "ApiToken")
+			os.Exit(1)
+		}
+	}
+
+	index := authserver.NewIndex(saltStore.Hasher)
+	handler := &authserver.Handler{Index: index, Clock: clock.RealClock{}, Options: authserver.Options{PathPrefix: authPathPrefix, ResourceSegment: authResourceSegment}}
+	for _, r := range []manager.Runnable{
+		&salt.Watcher{Store: saltStore, Cache: mgr.GetCache()},
+		&authserver.Server{Addr: authAddr, CertFile: authCert, KeyFile: authKey, Handler: handler, Cache: mgr.GetCache()},
+		&authserver.LastUsedWriter{Index: index, Client: mgr.GetClient(), Clock: clock.RealClock{}, Interval: lastUsedInterval},
+	} {
+		if err := mgr.Add(r); err != nil {
+			setupLog.Error(err, "Failed to add the auth endpoint")
 			os.Exit(1)
 		}
 	}

@@ -1,0 +1,263 @@
+// Package authserver is the auth endpoint: an in-memory index of token
+// hashes fed by the manager's cache of ApiTokens, and the HTTP handlers for
+// forward auth and TokenReview. It reads no Secret and makes no API call
+// per request.
+package authserver
+
+import (
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/internal/token"
+)
+
+// Identity is who a valid token speaks for. It is shared by every hash of
+// one ApiToken and never changes after it is built.
+type Identity struct {
+	Namespace string
+	Name      string
+	UID       string
+	Type      string
+	Audience  string
+	Scopes    token.ScopeSet
+	// User is apitoken:<namespace>:<name>.
+	User string
+	// ScopesHeader is Scopes joined with commas, for X-ApiToken-Scopes.
+	ScopesHeader string
+	usage        *usage
+}
+
+// usage is the last successful verification of one ApiToken, in unix
+// nanoseconds, read by the last-use writer.
+type usage struct {
+	key      types.NamespacedName
+	lastSeen atomic.Int64
+	written  atomic.Int64
+}
+
+// entry is one hash of a token: current, pending, previous (until
+// validUntil) or revoked.
+type entry struct {
+	id         *Identity
+	expiresAt  int64 // unix nanoseconds; 0: never
+	validUntil int64 // unix nanoseconds; 0: no grace limit
+	revoked    bool
+}
+
+// Verdict is the outcome of a lookup.
+type Verdict int
+
+const (
+	// Valid: the token verifies.
+	Valid Verdict = iota
+	// Malformed: not a token (prefix, length, alphabet or checksum).
+	Malformed
+	// Unknown: well-formed, but no ApiToken has it.
+	Unknown
+	// Expired: the token's lifetime or its grace period is over.
+	Expired
+	// Revoked: the ApiToken is revoked.
+	Revoked
+)
+
+// String returns the word used in responses and metrics.
+func (v Verdict) String() string {
+	return [...]string{"valid", "malformed", "unknown", "expired", "revoked"}[v]
+}
+
+const shardCount = 64
+
+type shard struct {
+	mu sync.RWMutex
+	m  map[token.Digest]entry
+}
+
+type object struct {
+	digests []token.Digest
+	usage   *usage
+}
+
+// Index maps token hashes to identities. Lookups hold one shard's read
+// lock for a map access; writers hold one shard's lock per hash.
+//
+// Lookups compare digests through a map, not in constant time: a digest
+// is an HMAC under a salt the caller does not know, so the timing of a
+// miss tells nothing about any stored token.
+type Index struct {
+	hasher func() *token.Hasher
+	shards [shardCount]shard
+
+	mu      sync.Mutex
+	objects map[types.NamespacedName]*object
+}
+
+// NewIndex returns an empty index hashing with the current salt.
+func NewIndex(hasher func() *token.Hasher) *Index {
+	ix := &Index{hasher: hasher, objects: map[types.NamespacedName]*object{}}
+	for i := range ix.shards {
+		ix.shards[i].m = map[token.Digest]entry{}
+	}
+	return ix
+}
+
+func (ix *Index) shard(d token.Digest) *shard { return &ix.shards[d[0]%shardCount] }
+
+// Len returns the number of indexed hashes.
+func (ix *Index) Len() int {
+	n := 0
+	for i := range ix.shards {
+		s := &ix.shards[i]
+		s.mu.RLock()
+		n += len(s.m)
+		s.mu.RUnlock()
+	}
+	return n
+}
+
+// Upsert indexes the hashes recorded in at's status, replacing what was
+// indexed for it before.
+func (ix *Index) Upsert(at *tokensv1alpha1.ApiToken) {
+	key := types.NamespacedName{Namespace: at.Namespace, Name: at.Name}
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	obj := ix.objects[key]
+	if obj == nil {
+		obj = &object{usage: &usage{key: key}}
+		ix.objects[key] = obj
+	}
+	entries := entriesOf(at, obj.usage)
+	fresh := make([]token.Digest, 0, len(entries))
+	for d, e := range entries {
+		s := ix.shard(d)
+		s.mu.Lock()
+		s.m[d] = e
+		s.mu.Unlock()
+		fresh = append(fresh, d)
+	}
+	for _, d := range obj.digests {
+		if _, kept := entries[d]; !kept {
+			s := ix.shard(d)
+			s.mu.Lock()
+			if e, ok := s.m[d]; ok && e.id.usage == obj.usage {
+				delete(s.m, d)
+			}
+			s.mu.Unlock()
+		}
+	}
+	obj.digests = fresh
+}
+
+// Delete drops every hash of the ApiToken key.
+func (ix *Index) Delete(key types.NamespacedName) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	obj := ix.objects[key]
+	if obj == nil {
+		return
+	}
+	for _, d := range obj.digests {
+		s := ix.shard(d)
+		s.mu.Lock()
+		if e, ok := s.m[d]; ok && e.id.usage == obj.usage {
+			delete(s.m, d)
+		}
+		s.mu.Unlock()
+	}
+	delete(ix.objects, key)
+}
+
+// entriesOf builds the index entries of an ApiToken's verification record.
+func entriesOf(at *tokensv1alpha1.ApiToken, u *usage) map[token.Digest]entry {
+	v := at.Status.Verification
+	out := map[token.Digest]entry{}
+	if v == nil {
+		return out
+	}
+	scopes, err := token.Granted(string(at.Spec.Type), at.Spec.Scopes)
+	if err != nil {
+		scopes = nil // an invalid spec grants nothing
+	}
+	audience := string(at.Spec.Audience)
+	if audience == "" {
+		audience = string(tokensv1alpha1.ContentAPI)
+	}
+	id := &Identity{
+		Namespace: at.Namespace, Name: at.Name, UID: string(at.UID), Type: string(at.Spec.Type), Audience: audience,
+		Scopes: scopes, User: "apitoken:" + at.Namespace + ":" + at.Name,
+		ScopesHeader: strings.Join(scopes.Strings(), ","), usage: u,
+	}
+	var expires int64
+	if at.Status.ExpiresAt != nil {
+		expires = at.Status.ExpiresAt.UnixNano()
+	}
+	add := func(encoded string, e entry) {
+		if d, err := token.DecodeDigest(encoded); err == nil && encoded != "" {
+			e.id = id
+			e.revoked = e.revoked || at.Spec.Revoked
+			out[d] = e
+		}
+	}
+	if v.PreviousHash != "" && v.PreviousValidUntil != nil {
+		add(v.PreviousHash, entry{validUntil: v.PreviousValidUntil.UnixNano()})
+	}
+	add(v.RevokedHash, entry{revoked: true})
+	add(v.PendingHash, entry{expiresAt: expires})
+	add(v.Hash, entry{expiresAt: expires})
+	return out
+}
+
+// Lookup verifies tok at now: format first (no hashing for a malformed
+// token), then the keyed hash, then revocation, expiry and grace.
+func (ix *Index) Lookup(tok string, now time.Time) (*Identity, Verdict) {
+	if token.Parse(tok) != nil {
+		return nil, Malformed
+	}
+	h := ix.hasher()
+	if h == nil {
+		return nil, Unknown // no salt: fail closed
+	}
+	d := h.Hash(tok)
+	s := ix.shard(d)
+	s.mu.RLock()
+	e, ok := s.m[d]
+	s.mu.RUnlock()
+	switch {
+	case !ok:
+		return nil, Unknown
+	case e.revoked:
+		return nil, Revoked
+	}
+	n := now.UnixNano()
+	if (e.expiresAt != 0 && n >= e.expiresAt) || (e.validUntil != 0 && n >= e.validUntil) {
+		return nil, Expired
+	}
+	return e.id, Valid
+}
+
+// markUsed records a successful verification of id at now.
+func markUsed(id *Identity, now time.Time) {
+	n := now.UnixNano()
+	// Second precision is plenty for a value written once a minute, and
+	// skipping the store keeps hot tokens from bouncing a cache line.
+	if n-id.usage.lastSeen.Load() >= int64(time.Second) {
+		id.usage.lastSeen.Store(n)
+	}
+}
+
+// forEachUsage calls f with every ApiToken's usage.
+func (ix *Index) forEachUsage(f func(*usage)) {
+	ix.mu.Lock()
+	list := make([]*usage, 0, len(ix.objects))
+	for _, o := range ix.objects {
+		list = append(list, o.usage)
+	}
+	ix.mu.Unlock()
+	for _, u := range list {
+		f(u)
+	}
+}

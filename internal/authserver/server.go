@@ -1,0 +1,132 @@
+package authserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+)
+
+// Server serves the auth endpoint on its own port, on every replica (it is
+// a manager.Runnable that needs no leader election).
+type Server struct {
+	// Addr is the listen address, e.g. ":8082".
+	Addr string
+	// CertFile and KeyFile, when set, serve TLS.
+	CertFile, KeyFile string
+	Handler           *Handler
+	// Cache feeds the index with ApiTokens.
+	Cache cache.Cache
+
+	synced func() bool
+	ln     net.Listener
+}
+
+// NeedLeaderElection is false: every replica answers.
+func (s *Server) NeedLeaderElection() bool { return false }
+
+// Listen binds the address; Start calls it if the caller has not (tests
+// call it first to learn a ":0" port).
+func (s *Server) Listen() (net.Addr, error) {
+	if s.ln == nil {
+		ln, err := net.Listen("tcp", s.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("auth endpoint: %w", err)
+		}
+		s.ln = ln
+	}
+	return s.ln.Addr(), nil
+}
+
+// Mux returns the endpoint's routes: forward auth, TokenReview, probes.
+func (s *Server) Mux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc(AuthorizePath, s.Handler.ServeAuthorize)
+	mux.HandleFunc(AuthorizePath+"/", s.Handler.ServeAuthorize)
+	mux.HandleFunc(TokenReviewPath, s.Handler.ServeTokenReview)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if s.synced == nil || !s.synced() {
+			http.Error(w, "the ApiToken cache has not synced", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+	})
+	return mux
+}
+
+// Start feeds the index from the ApiToken informer and serves until ctx
+// ends. /readyz turns ready once the informer and the index have synced.
+func (s *Server) Start(ctx context.Context) error {
+	log := logf.FromContext(ctx).WithName("auth-endpoint")
+	inf, err := s.Cache.GetInformer(ctx, &tokensv1alpha1.ApiToken{})
+	if err != nil {
+		return fmt.Errorf("auth endpoint: ApiToken informer: %w", err)
+	}
+	reg, err := inf.AddEventHandler(IndexFeeder(s.Handler.Index))
+	if err != nil {
+		return fmt.Errorf("auth endpoint: %w", err)
+	}
+	s.synced = reg.HasSynced
+	if _, err := s.Listen(); err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           s.Mux(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+	}
+	errc := make(chan error, 1)
+	go func() {
+		log.Info("Serving the auth endpoint", "address", s.ln.Addr().String(), "tls", s.CertFile != "")
+		if s.CertFile != "" {
+			errc <- srv.ServeTLS(s.ln, s.CertFile, s.KeyFile)
+		} else {
+			errc <- srv.Serve(s.ln)
+		}
+	}()
+	select {
+	case <-ctx.Done():
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(shutdown)
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	}
+}
+
+// IndexFeeder keeps ix in step with ApiToken events.
+func IndexFeeder(ix *Index) toolscache.ResourceEventHandler {
+	upsert := func(obj any) {
+		if at, ok := obj.(*tokensv1alpha1.ApiToken); ok {
+			ix.Upsert(at)
+		}
+	}
+	return toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { upsert(obj) },
+		UpdateFunc: func(_, obj any) { upsert(obj) },
+		DeleteFunc: func(obj any) {
+			if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+				obj = d.Obj
+			}
+			if at, ok := obj.(*tokensv1alpha1.ApiToken); ok {
+				ix.Delete(types.NamespacedName{Namespace: at.Namespace, Name: at.Name})
+			}
+		},
+	}
+}
