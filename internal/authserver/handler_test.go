@@ -44,7 +44,7 @@ func newFixture() *fixture {
 		at := &tokensv1alpha1.ApiToken{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, UID: types.UID("uid-" + name)},
 			Spec:       spec,
-			Status: tokensv1alpha1.ApiTokenStatus{ExpiresAt: &future, Verification: &tokensv1alpha1.Verification{Hash: f.hasher.Hash(tok).Encode()}},
+			Status:     tokensv1alpha1.ApiTokenStatus{ExpiresAt: &future, Verification: &tokensv1alpha1.Verification{Hash: f.hasher.Hash(tok).Encode()}},
 		}
 		if mod != nil {
 			mod(at, tok)
@@ -70,7 +70,6 @@ func newFixture() *fixture {
 	})
 	return f
 }
-
 
 type req struct {
 	path    string

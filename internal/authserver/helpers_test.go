@@ -2,4 +2,6 @@ package authserver
 
 import "k8s.io/apimachinery/pkg/types"
 
-func keyOf(ns, name string) types.NamespacedName { return types.NamespacedName{Namespace: ns, Name: name} }
+func keyOf(ns, name string) types.NamespacedName {
+	return types.NamespacedName{Namespace: ns, Name: name}
+}

@@ -37,7 +37,9 @@ type Identity struct {
 type usage struct {
 	key      types.NamespacedName
 	lastSeen atomic.Int64
-	written  atomic.Int64
+	// writtenSeen is the lastSeen value last written; writtenAt is when.
+	writtenSeen atomic.Int64
+	writtenAt   atomic.Int64
 }
 
 // entry is one hash of a token: current, pending, previous (until

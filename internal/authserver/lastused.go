@@ -47,8 +47,8 @@ func (w *LastUsedWriter) NeedLeaderElection() bool { return false }
 func (w *LastUsedWriter) Flush(ctx context.Context) {
 	now := w.Clock.Now().UnixNano()
 	w.Index.forEachUsage(func(u *usage) {
-		seen, written := u.lastSeen.Load(), u.written.Load()
-		if seen == 0 || seen <= written || now-written < int64(w.Interval) {
+		seen := u.lastSeen.Load()
+		if seen == 0 || seen <= u.writtenSeen.Load() || now-u.writtenAt.Load() < int64(w.Interval) {
 			return
 		}
 		err := w.write(ctx, u.key, time.Unix(0, seen))
@@ -61,7 +61,8 @@ func (w *LastUsedWriter) Flush(ctx context.Context) {
 			logf.FromContext(ctx).Error(err, "Failed to record last use", "apitoken", klog.KRef(u.key.Namespace, u.key.Name))
 			return // retried at the next tick
 		}
-		u.written.Store(now)
+		u.writtenSeen.Store(seen)
+		u.writtenAt.Store(now)
 	})
 }
 

@@ -1,0 +1,58 @@
+package authserver
+
+import (
+	"fmt"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/internal/token"
+)
+
+// BenchmarkVerify looks up a valid token in an index of n tokens, next to
+// the bare HMAC-SHA512 of one token (the floor) and a malformed token.
+func BenchmarkVerify(b *testing.B) {
+	hasher := token.NewHasher([]byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"))
+	tok := mustToken()
+	b.Run("hmac-floor", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			hasher.Hash(tok)
+		}
+	})
+	for _, n := range []int{1_000, 100_000, 1_000_000} {
+		ix := NewIndex(func() *token.Hasher { return hasher })
+		var probe string
+		for i := 0; i < n; i++ {
+			t := mustToken()
+			if i == n/2 {
+				probe = t
+			}
+			ix.Upsert(&tokensv1alpha1.ApiToken{
+				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("t%d", i), Namespace: "bench"},
+				Spec:       tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly},
+				Status:     tokensv1alpha1.ApiTokenStatus{Verification: &tokensv1alpha1.Verification{Hash: hasher.Hash(t).Encode()}},
+			})
+		}
+		b.Run(fmt.Sprintf("tokens=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, v := ix.Lookup(probe, now); v != Valid {
+					b.Fatal(v)
+				}
+			}
+		})
+		if n == 1_000 {
+			bad := probe[:len(probe)-1] + "!"
+			b.Run("malformed", func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, v := ix.Lookup(bad, now); v != Malformed {
+						b.Fatal(v)
+					}
+				}
+			})
+		}
+	}
+}

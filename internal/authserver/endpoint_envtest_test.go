@@ -1,0 +1,112 @@
+package authserver
+
+import (
+	"context"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+)
+
+var _ = Describe("The auth endpoint fed by the operator", func() {
+	var (
+		ctx context.Context
+		ns  string
+	)
+	BeforeEach(func() {
+		ctx = context.Background()
+		n := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "auth-"}}
+		Expect(k8s.Create(ctx, n)).To(Succeed())
+		ns = n.Name
+	})
+
+	// issue creates an ApiToken and returns the token its Secret holds once
+	// the endpoint accepts it.
+	issue := func(name string, spec tokensv1alpha1.ApiTokenSpec) (types.NamespacedName, string) {
+		at := &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: spec}
+		Expect(k8s.Create(ctx, at)).To(Succeed())
+		key := types.NamespacedName{Namespace: ns, Name: name}
+		var tok string
+		Eventually(func(g Gomega) {
+			tok = secretToken(g, ns, name+"-token")
+			g.Expect(tok).NotTo(BeEmpty())
+			g.Expect(status(authURL+"/v1/authorize", tok)).To(Equal(200))
+		}).Should(Succeed())
+		return key, tok
+	}
+	update := func(key types.NamespacedName, mutate func(*tokensv1alpha1.ApiToken)) {
+		Eventually(func(g Gomega) {
+			var at tokensv1alpha1.ApiToken
+			g.Expect(k8s.Get(ctx, key, &at)).To(Succeed())
+			mutate(&at)
+			g.Expect(k8s.Update(ctx, &at)).To(Succeed())
+		}).Should(Succeed())
+	}
+	// refusedWithin asserts that tok is refused within a second of the change.
+	refusedWithin := func(tok string) {
+		start := time.Now()
+		Eventually(func() int { return status(authURL+"/v1/authorize", tok) }, time.Second, 10*time.Millisecond).Should(Equal(401))
+		AddReportEntry("refused after", time.Since(start).String())
+	}
+
+	It("refuses a regenerated token within a second and accepts the new one", func() {
+		key, old := issue("regen", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "30d"})
+		update(key, func(at *tokensv1alpha1.ApiToken) {
+			at.Annotations = map[string]string{tokensv1alpha1.RegenerateAnnotation: "now"}
+		})
+		refusedWithin(old)
+		Eventually(func(g Gomega) {
+			fresh := secretToken(g, ns, "regen-token")
+			g.Expect(fresh).NotTo(Equal(old))
+			g.Expect(status(authURL+"/v1/authorize", fresh)).To(Equal(200))
+		}).Should(Succeed())
+	})
+
+	It("refuses a revoked token within a second", func() {
+		key, tok := issue("revoke", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "30d"})
+		update(key, func(at *tokensv1alpha1.ApiToken) { at.Spec.Revoked = true })
+		refusedWithin(tok)
+	})
+
+	It("refuses a deleted token within a second", func() {
+		key, tok := issue("delete", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "30d"})
+		Expect(k8s.Delete(ctx, &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace}})).To(Succeed())
+		refusedWithin(tok)
+	})
+
+	It("accepts the previous token inside its grace window, then refuses it", func() {
+		key, old := issue("grace", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "30d", Rotation: &tokensv1alpha1.Rotation{GracePeriod: "2m"}})
+		update(key, func(at *tokensv1alpha1.ApiToken) {
+			at.Annotations = map[string]string{tokensv1alpha1.RegenerateAnnotation: "1"}
+		})
+		Eventually(func(g Gomega) {
+			fresh := secretToken(g, ns, "grace-token")
+			g.Expect(fresh).NotTo(Equal(old))
+			g.Expect(status(authURL+"/v1/authorize", fresh)).To(Equal(200))
+		}).Should(Succeed())
+		Consistently(func() int { return status(authURL+"/v1/authorize", old) }, "500ms").Should(Equal(200))
+		// The endpoint checks the grace end against its clock at request
+		// time: no reconcile is needed for the old token to stop working.
+		suiteClock.Step(2 * time.Minute)
+		DeferCleanup(func() { suiteClock.Step(-2 * time.Minute) })
+		Expect(status(authURL+"/v1/authorize", old)).To(Equal(401))
+	})
+
+	It("refuses an expiring token at the instant, before the reconciler runs", func() {
+		_, tok := issue("expiring", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "1h"})
+		suiteClock.Step(time.Hour)
+		DeferCleanup(func() { suiteClock.Step(-time.Hour) })
+		Expect(status(authURL+"/v1/authorize", tok)).To(Equal(401))
+	})
+})
+
+func secretToken(g Gomega, ns, name string) string {
+	var s corev1.Secret
+	g.Expect(k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, &s)).To(Succeed())
+	return string(s.Data["token"])
+}
