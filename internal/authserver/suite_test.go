@@ -104,4 +104,3 @@ func status(url, tok string) int {
 	_ = resp.Body.Close()
 	return resp.StatusCode
 }
-
