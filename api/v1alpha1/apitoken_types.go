@@ -338,7 +338,3 @@ func (t *ApiToken) SecretName() string {
 	}
 	return t.Name + SecretNameSuffix
 }
-
-func init() {
-	SchemeBuilder.Register(&ApiToken{}, &ApiTokenList{})
-}

@@ -19,7 +19,7 @@ const (
 
 // Headers.
 const (
-	headerAPIKey          = "X-API-Key"
+	headerAPIKey          = "X-API-Key" //nolint:gosec // a header name, not a credential
 	headerOriginalMethod  = "X-Original-Method"
 	headerOriginalURL     = "X-Original-URL"
 	headerForwardedMethod = "X-Forwarded-Method"

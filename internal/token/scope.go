@@ -90,7 +90,7 @@ func validAction(a string) bool {
 		return false
 	}
 	for i := 1; i < len(a); i++ {
-		if c := a[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
+		if c := a[i]; (c < 'a' || c > 'z') && (c < '0' || c > '9') {
 			return false
 		}
 	}

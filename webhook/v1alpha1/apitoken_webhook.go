@@ -39,10 +39,9 @@ func (d *Defaulter) Default(ctx context.Context, at *tokensv1alpha1.ApiToken) er
 	if err != nil {
 		return fmt.Errorf("reading the admission request: %w", err)
 	}
-	switch {
-	case req.OldObject.Raw == nil:
+	if req.OldObject.Raw == nil {
 		setCreator(at, req.UserInfo.Username)
-	default:
+	} else {
 		var old tokensv1alpha1.ApiToken
 		if err := json.Unmarshal(req.OldObject.Raw, &old); err != nil {
 			return fmt.Errorf("decoding the old object: %w", err)
