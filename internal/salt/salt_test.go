@@ -1,0 +1,86 @@
+package salt
+
+import (
+	"context"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	"github.com/apitoken-operator/apitoken-operator/internal/token"
+)
+
+var ref = types.NamespacedName{Namespace: "apitoken-system", Name: "salt"}
+
+func TestLoadCreatesLabelledSecretOnce(t *testing.T) {
+	s := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(s)
+	c := fake.NewClientBuilder().WithScheme(s).Build()
+	st := NewStore(ref)
+	if err := st.Load(context.Background(), c, ""); err != nil {
+		t.Fatal(err)
+	}
+	var sec corev1.Secret
+	if err := c.Get(context.Background(), ref, &sec); err != nil {
+		t.Fatal(err)
+	}
+	if len(sec.Data[Key]) != Size || sec.Labels["app.kubernetes.io/managed-by"] != "apitoken-operator" {
+		t.Fatalf("salt Secret = %d bytes, labels %v", len(sec.Data[Key]), sec.Labels)
+	}
+	if st.Hasher().SaltID() != token.SaltID(sec.Data[Key]) {
+		t.Fatal("the store does not use the Secret's salt")
+	}
+	// A second replica reads the same salt.
+	st2 := NewStore(ref)
+	if err := st2.Load(context.Background(), c, ""); err != nil || st2.Hasher().SaltID() != st.Hasher().SaltID() {
+		t.Fatalf("second load: %v", err)
+	}
+}
+
+func TestLoadLabelsAnExistingSecretAndRefusesAnEmptyOne(t *testing.T) {
+	s := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(s)
+	c := fake.NewClientBuilder().WithScheme(s).WithObjects(&corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: ref.Name, Namespace: ref.Namespace},
+		Data:       map[string][]byte{Key: []byte("given")},
+	}).Build()
+	st := NewStore(ref)
+	if err := st.Load(context.Background(), c, ""); err != nil {
+		t.Fatal(err)
+	}
+	var sec corev1.Secret
+	_ = c.Get(context.Background(), ref, &sec)
+	if sec.Labels["app.kubernetes.io/managed-by"] != "apitoken-operator" || st.Hasher().SaltID() != token.SaltID([]byte("given")) {
+		t.Fatal("existing Secret not labelled or not used")
+	}
+	empty := fake.NewClientBuilder().WithScheme(s).WithObjects(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: ref.Name, Namespace: ref.Namespace}}).Build()
+	if err := NewStore(ref).Load(context.Background(), empty, ""); err == nil {
+		t.Fatal("an empty salt was accepted")
+	}
+}
+
+func TestEnvPinsTheSaltAndObserveFollowsTheSecret(t *testing.T) {
+	st := NewStore(ref)
+	if err := st.Load(context.Background(), nil, "from-env"); err != nil {
+		t.Fatal(err)
+	}
+	other := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: ref.Name, Namespace: ref.Namespace}, Data: map[string][]byte{Key: []byte("x")}}
+	if st.Observe(other) || st.Hasher().SaltID() != token.SaltID([]byte("from-env")) {
+		t.Fatal("a pinned salt followed the Secret")
+	}
+	free := NewStore(ref)
+	free.Set([]byte("a"))
+	if !free.Observe(other) || free.Observe(other) {
+		t.Fatal("Observe should report a change once")
+	}
+	if free.Observe(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "else", Namespace: ref.Namespace}, Data: map[string][]byte{Key: []byte("y")}}) {
+		t.Fatal("another Secret changed the salt")
+	}
+	if free.Observe(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: ref.Name, Namespace: ref.Namespace}}) || free.Hasher().SaltID() != token.SaltID([]byte("x")) {
+		t.Fatal("an emptied Secret cleared the salt")
+	}
+}
