@@ -84,7 +84,7 @@ build: manifests generate ## Build the manager binary.
 
 .PHONY: run
 run: manifests generate envtest ## Run the operator against the current cluster, or a local control plane.
-	hack/run-local.sh
+	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) hack/run-local.sh
 
 .PHONY: docker-build
 docker-build: ## Build the container image.

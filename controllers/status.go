@@ -39,6 +39,10 @@ func computeStatus(t *tokensv1alpha1.ApiToken, p policy, b blocker, now time.Tim
 	soon := metav1.Condition{
 		Type: tokensv1alpha1.ConditionExpiringSoon, Status: metav1.ConditionFalse,
 		Reason: tokensv1alpha1.ReasonNotExpiringSoon, ObservedGeneration: t.Generation,
+		Message: "The token never expires",
+	}
+	if st.ExpiresAt != nil {
+		soon.Message = "The token expires at " + st.ExpiresAt.UTC().Format(time.RFC3339)
 	}
 	hasRecord := st.Verification != nil && st.Verification.Hash != ""
 	switch {
