@@ -1,0 +1,194 @@
+// Package e2e drives the built operator binary as a user would: kubectl
+// against a real kube-apiserver (with the garbage collector), HTTP against
+// the auth endpoint, two operator processes with leader election.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/apitoken-operator/apitoken-operator/internal/testenv"
+)
+
+var (
+	env        *testenv.Env
+	kubeconfig string
+	kubectlBin string
+	binary     string
+	workDir    string
+)
+
+func TestE2E(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "End-to-end: the operator binary, kubectl and HTTP")
+}
+
+// operator is one running operator process.
+type operator struct {
+	name     string
+	cmd      *exec.Cmd
+	log      string
+	authURL  string
+	probeURL string
+}
+
+func (o *operator) kill() {
+	if o.cmd != nil && o.cmd.ProcessState == nil {
+		_ = o.cmd.Process.Signal(syscall.SIGKILL)
+		_ = o.cmd.Wait()
+	}
+}
+
+func (o *operator) stop() {
+	if o.cmd != nil && o.cmd.ProcessState == nil {
+		_ = o.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = o.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			o.kill()
+		}
+	}
+}
+
+var _ = BeforeSuite(func() {
+	root := testenv.RepoRoot()
+	var err error
+	workDir, err = os.MkdirTemp("", "apitoken-e2e-")
+	Expect(err).NotTo(HaveOccurred())
+
+	By("building the operator binary")
+	binary = filepath.Join(workDir, "manager")
+	build := exec.Command("go", "build", "-o", binary, "./cmd")
+	build.Dir = root
+	out, err := build.CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), string(out))
+
+	By("finding kubectl (or building it from Go modules)")
+	kubectlBin, err = exec.LookPath("kubectl")
+	if err != nil {
+		cmd := exec.Command(filepath.Join(root, "hack", "envtest-binaries.sh"), "kubectl")
+		cmd.Stderr = GinkgoWriter
+		out, err := cmd.Output()
+		Expect(err).NotTo(HaveOccurred())
+		kubectlBin = filepath.Join(strings.TrimSpace(string(out)), "kubectl")
+	}
+
+	By("starting kube-apiserver, etcd and the garbage collector")
+	env, err = testenv.Start(testenv.Options{
+		GarbageCollector: true,
+		Webhooks:         envtest.WebhookInstallOptions{Paths: []string{filepath.Join(root, "config", "webhook")}},
+	})
+	Expect(err).NotTo(HaveOccurred())
+	admin, err := env.ControlPlane.AddUser(envtest.User{Name: "e2e-admin", Groups: []string{"system:masters"}}, nil)
+	Expect(err).NotTo(HaveOccurred())
+	kc, err := admin.KubeConfig()
+	Expect(err).NotTo(HaveOccurred())
+	kubeconfig = filepath.Join(workDir, "kubeconfig")
+	Expect(os.WriteFile(kubeconfig, kc, 0o600)).To(Succeed())
+	kubectl("create", "namespace", "apitoken-system")
+})
+
+var _ = AfterSuite(func() {
+	if env != nil {
+		Expect(env.Stop()).To(Succeed())
+	}
+	if workDir != "" {
+		_ = os.RemoveAll(workDir)
+	}
+})
+
+// startOperator runs the binary with leader election; webhooks only when asked.
+func startOperator(name string, webhooks bool) *operator {
+	authPort, probePort := freePort(), freePort()
+	o := &operator{
+		name: name, log: filepath.Join(workDir, name+".log"),
+		authURL:  fmt.Sprintf("http://127.0.0.1:%d", authPort),
+		probeURL: fmt.Sprintf("http://127.0.0.1:%d", probePort),
+	}
+	wio := env.WebhookInstallOptions
+	args := []string{
+		"--leader-elect", "--leader-election-namespace=apitoken-system", "--namespace=apitoken-system",
+		"--metrics-bind-address=0",
+		fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", probePort),
+		fmt.Sprintf("--auth-bind-address=127.0.0.1:%d", authPort),
+		"--last-used-interval=2s",
+		fmt.Sprintf("--enable-webhooks=%t", webhooks),
+		fmt.Sprintf("--webhook-port=%d", wio.LocalServingPort),
+		"--webhook-cert-dir=" + wio.LocalServingCertDir,
+	}
+	logFile, err := os.Create(o.log)
+	Expect(err).NotTo(HaveOccurred())
+	o.cmd = exec.Command(binary, args...)
+	o.cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	o.cmd.Stdout, o.cmd.Stderr = logFile, logFile
+	Expect(o.cmd.Start()).To(Succeed())
+	Eventually(func() int { return get(o.authURL+"/readyz", "") }, "60s", "100ms").Should(Equal(200), "operator %s not ready; see %s", name, o.log)
+	return o
+}
+
+func freePort() int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// kubectl runs kubectl against the test API server and returns stdout; it
+// fails the test on a non-zero exit.
+func kubectl(args ...string) string {
+	out, err := kubectlErr(args...)
+	ExpectWithOffset(1, err).NotTo(HaveOccurred(), out)
+	return out
+}
+
+func kubectlErr(args ...string) (string, error) {
+	return kubectlIn("", args...)
+}
+
+func kubectlIn(stdin string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, kubectlBin, append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	err := cmd.Run()
+	if err != nil {
+		return stdout.String() + stderr.String(), err
+	}
+	return stdout.String(), nil
+}
+
+// get sends a GET with tok as bearer and returns the status code (0 when
+// the endpoint does not answer).
+func get(url, tok string) int {
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode
+}

@@ -1,0 +1,222 @@
+package e2e
+
+import (
+	"encoding/base64"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+
+	"github.com/apitoken-operator/apitoken-operator/internal/testenv"
+)
+
+var _ = Describe("apitoken-operator as a user runs it", Ordered, func() {
+	const ns = "e2e"
+	var (
+		leader, follower *operator
+		issued           []string // every token seen, to look for in logs
+	)
+
+	secretToken := func(name string) string {
+		out := kubectl("-n", ns, "get", "secret", name, "-o", "jsonpath={.data.token}")
+		raw, err := base64.StdEncoding.DecodeString(out)
+		Expect(err).NotTo(HaveOccurred())
+		tok := string(raw)
+		if tok != "" {
+			issued = append(issued, tok)
+		}
+		return tok
+	}
+	waitToken := func(name, not string) string {
+		var tok string
+		Eventually(func() string {
+			tok = secretToken(name)
+			return tok
+		}, "60s", "200ms").ShouldNot(Or(BeEmpty(), Equal(not)))
+		return tok
+	}
+	authorize := func(o *operator, tok, query string) int { return get(o.authURL+"/v1/authorize"+query, tok) }
+
+	BeforeAll(func() {
+		// The leader (started first) serves no webhooks; the follower does,
+		// so the webhooks stay up when the leader is killed.
+		leader = startOperator("leader", false)
+		Eventually(func() string {
+			out, _ := kubectlErr("-n", "apitoken-system", "get", "lease", "apitoken-operator.tokens.apitoken.dev", "-o", "jsonpath={.spec.holderIdentity}")
+			return out
+		}, "30s").ShouldNot(BeEmpty())
+		follower = startOperator("follower", true)
+		kubectl("create", "namespace", ns)
+	})
+	AfterAll(func() {
+		for _, o := range []*operator{leader, follower} {
+			if o != nil {
+				o.stop()
+			}
+		}
+	})
+
+	It("applies the samples with kubectl and lists them with the printer columns", func() {
+		samples := filepath.Join(testenv.RepoRoot(), "config", "samples")
+		args := []string{"-n", ns, "apply"}
+		for _, f := range []string{"full_access", "read_only", "custom"} {
+			args = append(args, "-f", filepath.Join(samples, "tokens_v1alpha1_apitoken_"+f+".yaml"))
+		}
+		Eventually(func() error {
+			out, err := kubectlErr(args...)
+			if err != nil {
+				return fmt.Errorf("%w: %s", err, out)
+			}
+			return nil
+		}, "30s", "500ms").Should(Succeed())
+		Eventually(func() string { return kubectl("-n", ns, "get", "apitokens") }, "60s", "250ms").Should(And(
+			MatchRegexp(`NAME\s+TYPE\s+PHASE\s+EXPIRES\s+LAST USED\s+AGE`),
+			MatchRegexp(`full-access\s+full-access\s+Active\s+\d{4}-`),
+			MatchRegexp(`read-only\s+read-only\s+Active\s+\d{4}-`),
+			MatchRegexp(`orders-writer\s+custom\s+Active\s+\d{4}-`),
+		))
+		Expect(kubectl("-n", ns, "get", "apitokens", "-o", "wide")).To(ContainSubstring("Read access for the CI pipeline"))
+		Expect(kubectl("-n", ns, "get", "apitoken", "read-only", "-o", "jsonpath={.metadata.annotations.tokens\\.apitoken\\.dev/created-by}")).To(Equal("e2e-admin"))
+	})
+
+	It("verifies the tokens read from the Secrets at both replicas", func() {
+		ro := waitToken("read-only-token", "")
+		ow := waitToken("orders-writer-credentials", "")
+		for _, o := range []*operator{leader, follower} {
+			Eventually(func() int { return authorize(o, ro, "?scope=articles:read") }, "5s").Should(Equal(200))
+			Expect(authorize(o, ro, "?scope=articles:create")).To(Equal(403))
+			Expect(authorize(o, ow, "?audience=admin&scope=orders:delete")).To(Equal(200))
+			Expect(authorize(o, ow, "?scope=orders:delete")).To(Equal(403), "an admin token is refused for content-api")
+			Expect(authorize(o, "", "")).To(Equal(401))
+		}
+		By("recording the last use")
+		Eventually(func() string {
+			return kubectl("-n", ns, "get", "apitoken", "read-only", "-o", "jsonpath={.status.lastUsedAt}")
+		}, "30s", "500ms").ShouldNot(BeEmpty())
+	})
+
+	It("refuses bad manifests through the served webhook", func() {
+		out, err := kubectlIn(`apiVersion: tokens.apitoken.dev/v1alpha1
+kind: ApiToken
+metadata: {name: bad}
+spec: {type: full-access, duration: 7d, rotation: {gracePeriod: 8d}}
+`, "-n", ns, "apply", "-f", "-")
+		Expect(err).To(HaveOccurred())
+		Expect(out).To(ContainSubstring(`spec.rotation.gracePeriod: Invalid value: "8d": must not be longer than spec.duration (7d)`))
+	})
+
+	It("regenerates on kubectl annotate, keeping the old token for its grace period", func() {
+		old := secretToken("read-only-token")
+		kubectl("-n", ns, "annotate", "apitoken", "read-only", "tokens.apitoken.dev/regenerate="+time.Now().Format("150405.000"), "--overwrite")
+		fresh := waitToken("read-only-token", old)
+		for _, o := range []*operator{leader, follower} {
+			Eventually(func() int { return authorize(o, fresh, "") }, "5s").Should(Equal(200))
+			Expect(authorize(o, old, "")).To(Equal(200), "inside the 5m grace period")
+		}
+	})
+
+	It("revokes on kubectl patch, at every replica within a second", func() {
+		tok := secretToken("orders-writer-credentials")
+		kubectl("-n", ns, "patch", "apitoken", "orders-writer", "--type=merge", "-p", `{"spec":{"revoked":true}}`)
+		for _, o := range []*operator{leader, follower} {
+			Eventually(func() int { return authorize(o, tok, "?audience=admin") }, "1s", "20ms").Should(Equal(401))
+		}
+		Eventually(func() string { return kubectl("-n", ns, "get", "apitokens") }, "10s").Should(MatchRegexp(`orders-writer\s+custom\s+Revoked`))
+		Expect(secretToken("orders-writer-credentials")).To(BeEmpty())
+	})
+
+	It("deletes the Secret with the ApiToken (garbage collector)", func() {
+		kubectl("-n", ns, "delete", "apitoken", "orders-writer")
+		Eventually(func() string {
+			out, _ := kubectlErr("-n", ns, "get", "secret", "orders-writer-credentials")
+			return out
+		}, "30s", "250ms").Should(ContainSubstring("NotFound"))
+	})
+
+	It("keeps reconciling after the leader is killed", func() {
+		old := secretToken("full-access-token")
+		leader.kill()
+		kubectl("-n", ns, "annotate", "apitoken", "full-access", "tokens.apitoken.dev/regenerate=after-failover", "--overwrite")
+		fresh := waitToken("full-access-token", old) // the follower takes the lease (about 15s)
+		Eventually(func() int { return authorize(follower, fresh, "?scope=users:delete") }, "5s").Should(Equal(200))
+		ro := secretToken("read-only-token")
+		Expect(authorize(follower, ro, "")).To(Equal(200), "no token lost in the failover")
+	})
+
+	It("never writes a token, a hash or the salt to a log or an Event", func() {
+		secrets := append([]string{}, issued...)
+		saltB64 := kubectl("-n", "apitoken-system", "get", "secret", "apitoken-operator-salt", "-o", "jsonpath={.data.salt}")
+		salt, err := base64.StdEncoding.DecodeString(saltB64)
+		Expect(err).NotTo(HaveOccurred())
+		secrets = append(secrets, saltB64, string(salt))
+		hashes := kubectl("get", "apitokens", "-A", "-o", `jsonpath={range .items[*]}{.status.verification.hash} {.status.verification.previousHash} {end}`)
+		secrets = append(secrets, strings.Fields(hashes)...)
+		Expect(len(issued)).To(BeNumerically(">=", 4))
+
+		var corpus strings.Builder
+		for _, o := range []*operator{leader, follower} {
+			data, err := os.ReadFile(o.log)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(data).NotTo(BeEmpty())
+			corpus.Write(data)
+		}
+		corpus.WriteString(kubectl("get", "events", "-A", "-o", "yaml"))
+		corpus.WriteString(kubectl("get", "events.events.k8s.io", "-A", "-o", "yaml"))
+		text := corpus.String()
+		Expect(text).To(ContainSubstring("Regenerated"), "the Events were collected")
+		for _, s := range secrets {
+			if s == "" {
+				continue
+			}
+			Expect(strings.Contains(text, s)).To(BeFalse(), "a secret value (%d chars) leaked into a log or Event", len(s))
+		}
+	})
+})
+
+var _ = Describe("config/default", func() {
+	It("builds with kustomize and applies cleanly with a server-side dry run", func() {
+		// cert-manager's CRDs stand in for cert-manager, which is not installed here.
+		_, err := kubectlIn(certManagerCRDs, "apply", "-f", "-")
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(func() error {
+			_, err := kubectlErr("get", "certificates.cert-manager.io", "-A")
+			return err
+		}, "20s").Should(Succeed())
+		manifests := kubectl("kustomize", filepath.Join(testenv.RepoRoot(), "config", "default"))
+		Expect(manifests).To(ContainSubstring("kind: Deployment"))
+		out, err := kubectlIn(manifests, "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", "-")
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).To(ContainSubstring("deployment.apps/apitoken-operator serverside-applied (server dry run)"))
+	})
+})
+
+const certManagerCRDs = `apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: certificates.cert-manager.io}
+spec:
+  group: cert-manager.io
+  names: {kind: Certificate, plural: certificates, singular: certificate, listKind: CertificateList}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: issuers.cert-manager.io}
+spec:
+  group: cert-manager.io
+  names: {kind: Issuer, plural: issuers, singular: issuer, listKind: IssuerList}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+`
