@@ -109,11 +109,14 @@ func run(state, operator, authAddr string) error {
 		say("stopping the operator")
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case err := <-exited:
-			_ = err // the operator's own log says why it stopped
 		case <-time.After(10 * time.Second):
 			_ = cmd.Process.Kill()
-			_ = <-exited
+			waitErr := <-exited
+			say(fmt.Sprintf("the operator did not stop in 10s and was killed (%v)", waitErr))
+		case waitErr := <-exited:
+			if waitErr != nil {
+				say(fmt.Sprintf("the operator stopped: %v", waitErr))
+			}
 		}
 	}()
 
