@@ -18,6 +18,7 @@ var _ = Describe("apitoken-operator as a user runs it", Ordered, func() {
 	const ns = "e2e"
 	var (
 		leader, follower *operator
+		restarted        *operator
 		issued           []string // every token seen, to look for in logs
 	)
 
@@ -53,7 +54,7 @@ var _ = Describe("apitoken-operator as a user runs it", Ordered, func() {
 		kubectl("create", "namespace", ns)
 	})
 	AfterAll(func() {
-		for _, o := range []*operator{leader, follower} {
+		for _, o := range []*operator{leader, follower, restarted} {
 			if o != nil {
 				o.stop()
 			}
@@ -147,6 +148,31 @@ spec: {type: full-access, duration: 7d, rotation: {gracePeriod: 8d}}
 		Expect(authorize(follower, ro, "")).To(Equal(200), "no token lost in the failover")
 	})
 
+	It("leaves a verifying token in every Secret when the operator is killed during a burst of regenerations", func() {
+		var manifests strings.Builder
+		const n = 20
+		for i := 0; i < n; i++ {
+			fmt.Fprintf(&manifests, "---\napiVersion: tokens.apitoken.dev/v1alpha1\nkind: ApiToken\nmetadata: {name: burst-%d, labels: {burst: \"yes\"}}\nspec: {type: read-only, duration: 30d}\n", i)
+		}
+		_, err := kubectlIn(manifests.String(), "-n", ns, "apply", "-f", "-")
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(func() int {
+			return strings.Count(kubectl("-n", ns, "get", "apitokens", "-l", "burst=yes"), " Active ")
+		}, "60s", "250ms").Should(Equal(n))
+		kubectl("-n", ns, "annotate", "apitoken", "-l", "burst=yes", "tokens.apitoken.dev/regenerate=burst", "--overwrite")
+		follower.kill() // the leader now, in the middle of the burst
+		restarted = startOperator("restarted", true)
+		for i := 0; i < n; i++ {
+			name := fmt.Sprintf("burst-%d", i)
+			Eventually(func(g Gomega) {
+				handled, _ := kubectlErr("-n", ns, "get", "apitoken", name, "-o", "jsonpath={.status.lastHandledRegenerate}")
+				g.Expect(handled).To(Equal("burst"))
+				tok := secretToken(name + "-token")
+				g.Expect(authorize(restarted, tok, "")).To(Equal(200))
+			}, "60s", "250ms").Should(Succeed())
+		}
+	})
+
 	It("never writes a token, a hash or the salt to a log or an Event", func() {
 		secrets := append([]string{}, issued...)
 		saltB64 := kubectl("-n", "apitoken-system", "get", "secret", "apitoken-operator-salt", "-o", "jsonpath={.data.salt}")
@@ -158,7 +184,7 @@ spec: {type: full-access, duration: 7d, rotation: {gracePeriod: 8d}}
 		Expect(len(issued)).To(BeNumerically(">=", 4))
 
 		var corpus strings.Builder
-		for _, o := range []*operator{leader, follower} {
+		for _, o := range []*operator{leader, follower, restarted} {
 			data, err := os.ReadFile(o.log)
 			Expect(err).NotTo(HaveOccurred())
 			Expect(data).NotTo(BeEmpty())
