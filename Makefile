@@ -73,8 +73,9 @@ fuzz: ## Fuzz each parser for FUZZTIME (default 20s).
 	go test ./internal/token -run '^$$' -fuzz FuzzParseDuration -fuzztime $${FUZZTIME:-20s}
 
 .PHONY: bench
-bench: ## Run the benchmarks beside the code.
+bench: envtest ## Measure against the alternatives (bench/) and write docs/benchmarks.md.
 	go test -run '^$$' -bench . -benchmem ./internal/...
+	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go run ./bench -out docs/benchmarks.md
 
 ##@ Build
 

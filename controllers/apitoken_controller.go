@@ -326,6 +326,8 @@ func (r *ApiTokenReconciler) revoke(ctx context.Context, t, base *tokensv1alpha1
 		if err := r.patchStatus(ctx, t, base); err != nil {
 			return err
 		}
+		// The patch moved base forward, so finish sees no transition: say it here.
+		r.event(t, corev1.EventTypeNormal, tokensv1alpha1.ReasonRevoked, "The token was revoked and removed from Secret "+t.SecretName())
 	}
 	if secret == nil || len(secret.Data[tokensv1alpha1.SecretTokenKey]) == 0 {
 		return nil

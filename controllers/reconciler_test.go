@@ -310,6 +310,9 @@ func TestRevokeAndUnrevoke(t *testing.T) {
 	if at := h.token(); at.Status.Phase != tokensv1alpha1.PhaseRevoked || h.verifies(old) || h.secretToken() != "" {
 		t.Fatalf("revoked: phase %s, secret %q", at.Status.Phase, h.secretToken())
 	}
+	if evs := h.events(); len(evs) != 2 || evs[1] != "Normal Revoked The token was revoked and removed from Secret tok-token" {
+		t.Fatalf("events = %q", evs)
+	}
 	at = h.token()
 	at.Spec.Revoked = false
 	_ = h.c.Update(context.Background(), at)
@@ -317,6 +320,9 @@ func TestRevokeAndUnrevoke(t *testing.T) {
 	cur := h.secretToken()
 	if at := h.token(); at.Status.Phase != tokensv1alpha1.PhaseActive || cur == old || !h.verifies(cur) || h.verifies(old) {
 		t.Fatalf("unrevoked: phase %s", at.Status.Phase)
+	}
+	if evs := h.events(); len(evs) != 1 || !strings.HasPrefix(evs[0], "Normal Unrevoked") {
+		t.Fatalf("events = %q", evs)
 	}
 }
 

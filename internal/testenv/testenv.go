@@ -73,7 +73,11 @@ func Assets() (string, error) {
 }
 
 // Start starts etcd and kube-apiserver with the project's CRDs installed.
-func Start(opts Options) (*Env, error) {
+func Start(opts Options) (*Env, error) { return StartWith(opts, nil) }
+
+// StartWith is Start with extra kube-apiserver flags set by apiserverArgs
+// (flag name without dashes to value).
+func StartWith(opts Options, apiserverArgs func(map[string]string)) (*Env, error) {
 	assets, err := Assets()
 	if err != nil {
 		return nil, err
@@ -84,6 +88,14 @@ func Start(opts Options) (*Env, error) {
 		BinaryAssetsDirectory: assets,
 		WebhookInstallOptions: opts.Webhooks,
 	}}
+	if apiserverArgs != nil {
+		extra := map[string]string{}
+		apiserverArgs(extra)
+		args := e.ControlPlane.GetAPIServer().Configure()
+		for k, v := range extra {
+			args.Set(k, v)
+		}
+	}
 	if e.Config, err = e.Start(); err != nil {
 		return nil, fmt.Errorf("starting envtest (binaries in %s): %w", assets, err)
 	}

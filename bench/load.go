@@ -1,0 +1,139 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// loadResult is one load run: throughput and latency percentiles.
+type loadResult struct {
+	rps              float64
+	p50, p99, p999   time.Duration
+	errors, requests int64
+}
+
+// newRequest builds the request a load run sends.
+type newRequest func() *http.Request
+
+func httpClient(conns int) *http.Client {
+	return &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns, DisableCompression: true}, Timeout: 10 * time.Second}
+}
+
+// closedLoop runs conns workers that each send the next request as soon as
+// the previous answer arrives, for d, and checks every status is want.
+func closedLoop(mk newRequest, conns int, d time.Duration, want int) loadResult {
+	return closedLoopWith(httpClient(conns), mk, conns, d, want)
+}
+
+// closedLoopWith is closedLoop over a given client (e.g. the API server's,
+// with its certificates).
+func closedLoopWith(c *http.Client, mk newRequest, conns int, d time.Duration, want int) loadResult {
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		lat      []time.Duration
+		errs, n  atomic.Int64
+		deadline = time.Now().Add(d)
+	)
+	start := time.Now()
+	for w := 0; w < conns; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			local := make([]time.Duration, 0, 1<<14)
+			for time.Now().Before(deadline) {
+				t0 := time.Now()
+				resp, err := c.Do(mk())
+				if err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					_ = resp.Body.Close()
+				}
+				local = append(local, time.Since(t0))
+				n.Add(1)
+				if err != nil || resp.StatusCode != want {
+					errs.Add(1)
+				}
+			}
+			mu.Lock()
+			lat = append(lat, local...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	c.CloseIdleConnections()
+	return summarize(lat, n.Load(), errs.Load(), el)
+}
+
+// openLoop sends requests at a fixed rate for d, whatever the answers do,
+// and measures each latency from the instant the request was due, so a
+// stall is charged to every request it delays (no coordinated omission).
+func openLoop(mk newRequest, rate int, d time.Duration, want int) loadResult {
+	c := httpClient(512)
+	total := int(float64(rate) * d.Seconds())
+	interval := time.Second / time.Duration(rate)
+	lat := make([]time.Duration, total)
+	var errs atomic.Int64
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 512)
+	start := time.Now()
+	for i := 0; i < total; i++ {
+		due := start.Add(time.Duration(i) * interval)
+		if w := time.Until(due); w > 0 {
+			time.Sleep(w)
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func(i int, due time.Time) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			resp, err := c.Do(mk())
+			if err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+			}
+			lat[i] = time.Since(due)
+			if err != nil || resp.StatusCode != want {
+				errs.Add(1)
+			}
+		}(i, due)
+	}
+	wg.Wait()
+	el := time.Since(start)
+	c.CloseIdleConnections()
+	return summarize(lat, int64(total), errs.Load(), el)
+}
+
+func summarize(lat []time.Duration, n, errs int64, el time.Duration) loadResult {
+	slices.Sort(lat)
+	pct := func(p float64) time.Duration {
+		if len(lat) == 0 {
+			return 0
+		}
+		i := int(p * float64(len(lat)-1))
+		return lat[i]
+	}
+	return loadResult{rps: float64(n) / el.Seconds(), p50: pct(0.50), p99: pct(0.99), p999: pct(0.999), errors: errs, requests: n}
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
+
+func medianDur(xs []time.Duration) time.Duration {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}

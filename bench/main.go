@@ -1,0 +1,88 @@
+// Command bench measures apitoken-operator against the alternatives, both
+// sides in the same run on the same machine, interleaved, several rounds,
+// and writes docs/benchmarks.md. Run it with `make bench`.
+//
+// Stages: in-process verification; forward auth over loopback HTTP against
+// a bare net/http handler; TokenReview against kube-apiserver's own with a
+// static token file; revoke-to-refusal propagation; reconcile throughput
+// against the API server floor; memory of the operator process.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+)
+
+type config struct {
+	out      string
+	rounds   int
+	duration time.Duration
+	tokens   []int
+	skip     map[string]bool
+}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "serve" {
+		fs := flag.NewFlagSet("serve", flag.ExitOnError)
+		mode := fs.String("mode", "ours", "ours or bare")
+		n := fs.Int("tokens", 100000, "tokens in the index")
+		_ = fs.Parse(os.Args[2:])
+		if err := serve(*mode, *n); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
+	var cfg config
+	var skip, tokens string
+	flag.StringVar(&cfg.out, "out", "docs/benchmarks.md", "Report to write.")
+	flag.IntVar(&cfg.rounds, "rounds", 3, "Interleaved rounds per comparison (medians are reported).")
+	flag.DurationVar(&cfg.duration, "duration", 2*time.Second, "Length of each HTTP load run.")
+	flag.StringVar(&tokens, "reconcile-tokens", "1000,10000", "ApiToken counts for the reconcile-throughput and memory stages.")
+	flag.StringVar(&skip, "skip", "", "Comma-separated stages to skip: verify,http,tokenreview,cluster.")
+	flag.Parse()
+	cfg.skip = map[string]bool{}
+	for _, s := range strings.Split(skip, ",") {
+		if s != "" {
+			cfg.skip[s] = true
+		}
+	}
+	for _, s := range strings.Split(tokens, ",") {
+		var n int
+		if _, err := fmt.Sscan(s, &n); err == nil && n > 0 {
+			cfg.tokens = append(cfg.tokens, n)
+		}
+	}
+	r := &report{started: time.Now()}
+	steps := []struct {
+		name string
+		run  func(*config, *report) error
+	}{
+		{"verify", stageVerify},
+		{"http", stageHTTP},
+		{"tokenreview", stageTokenReview},
+		{"cluster", stageCluster},
+	}
+	for _, s := range steps {
+		if cfg.skip[s.name] {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "bench: %s...\n", s.name)
+		start := time.Now()
+		if err := s.run(&cfg, r); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: %s failed: %v\n", s.name, err)
+			r.add("## "+s.name+"\n\nFailed: "+err.Error()+"\n", "")
+		}
+		fmt.Fprintf(os.Stderr, "bench: %s done in %v\n", s.name, time.Since(start).Round(time.Second))
+	}
+	if err := r.write(cfg.out); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Print(r.summary.String())
+	fmt.Fprintf(os.Stderr, "bench: wrote %s (GOMAXPROCS %d)\n", cfg.out, runtime.GOMAXPROCS(0))
+}
