@@ -17,18 +17,21 @@ const (
 	TokenReviewPath = "/v1/tokenreview"
 )
 
-// Headers.
+// Headers, in canonical form (X-API-Key is X-Api-Key on the wire map), so
+// that the hot path indexes the header map without canonicalizing.
 const (
-	headerAPIKey          = "X-API-Key" //nolint:gosec // a header name, not a credential
+	headerAuthorization   = "Authorization"
+	headerAPIKey          = "X-Api-Key" //nolint:gosec // a header name, not a credential
 	headerOriginalMethod  = "X-Original-Method"
-	headerOriginalURL     = "X-Original-URL"
+	headerOriginalURL     = "X-Original-Url"
 	headerForwardedMethod = "X-Forwarded-Method"
 	headerForwardedURI    = "X-Forwarded-Uri"
+	headerWWWAuthenticate = "Www-Authenticate"
 	headerUser            = "X-Auth-Request-User"
-	headerName            = "X-ApiToken-Name"
-	headerNamespace       = "X-ApiToken-Namespace"
-	headerType            = "X-ApiToken-Type"
-	headerScopes          = "X-ApiToken-Scopes"
+	headerName            = "X-Apitoken-Name"
+	headerNamespace       = "X-Apitoken-Namespace"
+	headerType            = "X-Apitoken-Type"
+	headerScopes          = "X-Apitoken-Scopes"
 	realm                 = `Bearer realm="apitoken"`
 )
 
@@ -65,11 +68,14 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) string {
 	case problem != "":
 		return badRequest(w, problem)
 	case tok == "":
-		w.Header().Set("WWW-Authenticate", realm)
+		w.Header()[headerWWWAuthenticate] = realmOnly
 		w.WriteHeader(http.StatusUnauthorized)
 		return "missing"
 	}
-	q := r.URL.Query()
+	q, problem := parseParams(r.URL.RawQuery)
+	if problem != "" {
+		return badRequest(w, problem)
+	}
 	required, problem := h.requiredScope(r, q)
 	if problem != "" {
 		return badRequest(w, problem)
@@ -77,11 +83,11 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) string {
 	now := h.Clock.Now()
 	id, verdict := h.Index.Lookup(tok, now)
 	if verdict != Valid {
-		w.Header().Set("WWW-Authenticate", realm+`, error="invalid_token", error_description="`+verdict.String()+`"`)
+		w.Header()[headerWWWAuthenticate] = invalidToken[verdict]
 		w.WriteHeader(http.StatusUnauthorized)
 		return verdict.String()
 	}
-	audience := q.Get("audience")
+	audience := q.audience
 	if audience == "" {
 		audience = "content-api"
 	}
@@ -89,7 +95,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) string {
 	switch {
 	case id.Audience != audience:
 		why = "the token's audience is " + id.Audience + ", not " + audience
-	case !namespaceAccepted(q["namespace"], id.Namespace):
+	case !namespaceAccepted(q.namespaces, id.Namespace):
 		why = "tokens from namespace " + id.Namespace + " are not accepted here"
 	case required != nil && !id.Scopes.Allows(*required):
 		why = "the token does not grant " + required.String()
@@ -99,23 +105,25 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) string {
 		if required != nil {
 			challenge += `, scope="` + required.String() + `"`
 		}
-		w.Header().Set("WWW-Authenticate", challenge)
+		w.Header()[headerWWWAuthenticate] = []string{challenge}
 		w.WriteHeader(http.StatusForbidden)
 		return "insufficient_scope"
 	}
 	markUsed(id, now)
+	// The identity's header values are built once per ApiToken and shared:
+	// net/http only reads them.
 	hd := w.Header()
-	hd.Set(headerUser, id.User)
-	hd.Set(headerName, id.Name)
-	hd.Set(headerNamespace, id.Namespace)
-	hd.Set(headerType, id.Type)
-	hd.Set(headerScopes, id.ScopesHeader)
+	hd[headerUser] = id.headers[0]
+	hd[headerName] = id.headers[1]
+	hd[headerNamespace] = id.headers[2]
+	hd[headerType] = id.headers[3]
+	hd[headerScopes] = id.headers[4]
 	w.WriteHeader(http.StatusOK)
 	return "valid"
 }
 
 func badRequest(w http.ResponseWriter, problem string) string {
-	w.Header().Set("WWW-Authenticate", realm+`, error="invalid_request", error_description="`+problem+`"`)
+	w.Header()[headerWWWAuthenticate] = []string{realm + `, error="invalid_request", error_description="` + problem + `"`}
 	http.Error(w, problem, http.StatusBadRequest)
 	return "bad_request"
 }
@@ -124,7 +132,7 @@ func badRequest(w http.ResponseWriter, problem string) string {
 // case-insensitive) or X-API-Key. problem is set when the request carries
 // more than one credential, a repeated header or another scheme.
 func credential(hd http.Header) (tok, problem string) {
-	auth, keys := hd.Values("Authorization"), hd.Values(headerAPIKey)
+	auth, keys := hd[headerAuthorization], hd[headerAPIKey]
 	switch {
 	case len(auth) > 1:
 		return "", "more than one Authorization header"
@@ -156,12 +164,9 @@ func credential(hd http.Header) (tok, problem string) {
 // action of the original method on the resource named by the original
 // path (X-Original-*, X-Forwarded-*, or this request's own method and path
 // under /v1/authorize/). nil means only a valid token is required.
-func (h *Handler) requiredScope(r *http.Request, q url.Values) (*token.Scope, string) {
-	if s := q["scope"]; len(s) > 0 {
-		if len(s) > 1 {
-			return nil, "more than one scope parameter"
-		}
-		sc, err := token.ParseScope(s[0])
+func (h *Handler) requiredScope(r *http.Request, q params) (*token.Scope, string) {
+	if q.scope != "" {
+		sc, err := token.ParseScope(q.scope)
 		if err != nil {
 			return nil, "scope parameter: " + err.Error()
 		}
@@ -174,31 +179,38 @@ func (h *Handler) requiredScope(r *http.Request, q url.Values) (*token.Scope, st
 	if method == "" {
 		return nil, ""
 	}
-	resource := q.Get("resource")
+	resource := q.resource
 	if resource == "" {
 		resource = h.resourceOf(path)
 	}
 	return &token.Scope{Resource: resource, Action: token.ActionForMethod(method)}, ""
 }
 
+// originalHeaders name where proxies put the original request: canonical
+// keys for the map, and the spelling people know for messages.
+var originalHeaders = []struct{ method, url, methodName, urlName string }{
+	{headerOriginalMethod, headerOriginalURL, "X-Original-Method", "X-Original-URL"},
+	{headerForwardedMethod, headerForwardedURI, "X-Forwarded-Method", "X-Forwarded-Uri"},
+}
+
 // original returns the method and path of the request being authorised.
 func original(r *http.Request) (method, path, problem string) {
-	for _, pair := range [][2]string{{headerOriginalMethod, headerOriginalURL}, {headerForwardedMethod, headerForwardedURI}} {
-		ms, us := r.Header.Values(pair[0]), r.Header.Values(pair[1])
+	for _, pair := range originalHeaders {
+		ms, us := r.Header[pair.method], r.Header[pair.url]
 		if len(ms) > 1 || len(us) > 1 {
-			return "", "", "repeated " + pair[0] + " or " + pair[1] + " header"
+			return "", "", "repeated " + pair.methodName + " or " + pair.urlName + " header"
 		}
 		if len(ms) == 0 && len(us) == 0 {
 			continue
 		}
 		if len(ms) == 0 || ms[0] == "" {
-			return "", "", pair[1] + " was sent without " + pair[0]
+			return "", "", pair.urlName + " was sent without " + pair.methodName
 		}
 		p := "/"
 		if len(us) == 1 {
 			u, err := url.Parse(us[0])
 			if err != nil {
-				return "", "", pair[1] + " is not a URL"
+				return "", "", pair.urlName + " is not a URL"
 			}
 			p = u.Path
 		}
@@ -223,16 +235,76 @@ func (h *Handler) resourceOf(p string) string {
 	return strings.ToLower(segs[h.Options.ResourceSegment])
 }
 
-func namespaceAccepted(params []string, ns string) bool {
-	if len(params) == 0 {
+// namespaceAccepted reports whether ns is in the comma-separated list
+// (empty: every namespace).
+func namespaceAccepted(list, ns string) bool {
+	if list == "" {
 		return true
 	}
-	for _, p := range params {
-		for _, n := range strings.Split(p, ",") {
-			if strings.TrimSpace(n) == ns {
-				return true
-			}
+	for rest := list; rest != ""; {
+		var n string
+		n, rest, _ = strings.Cut(rest, ",")
+		if strings.TrimSpace(n) == ns {
+			return true
 		}
 	}
 	return false
 }
+
+// params are the auth URL's query parameters.
+type params struct {
+	scope, audience, resource string
+	// namespaces is a comma-separated list; repeated parameters are joined.
+	namespaces string
+}
+
+// parseParams reads the known query parameters without allocating unless
+// a value is escaped. A repeated scope, audience or resource is refused.
+func parseParams(raw string) (params, string) {
+	var p params
+	for raw != "" {
+		var kv string
+		kv, raw, _ = strings.Cut(raw, "&")
+		k, v, _ := strings.Cut(kv, "=")
+		if strings.ContainsAny(v, "%+") {
+			u, err := url.QueryUnescape(v)
+			if err != nil {
+				return p, "query parameter " + k + " is not URL-encoded correctly"
+			}
+			v = u
+		}
+		var dst *string
+		switch k {
+		case "scope":
+			dst = &p.scope
+		case "audience":
+			dst = &p.audience
+		case "resource":
+			dst = &p.resource
+		case "namespace":
+			if p.namespaces != "" {
+				v = p.namespaces + "," + v
+			}
+			p.namespaces = v
+			continue
+		default:
+			continue
+		}
+		if *dst != "" {
+			return p, "more than one " + k + " parameter"
+		}
+		*dst = v
+	}
+	return p, ""
+}
+
+var realmOnly = []string{realm}
+
+// invalidToken holds the challenge of each refusal verdict.
+var invalidToken = func() map[Verdict][]string {
+	m := map[Verdict][]string{}
+	for _, v := range []Verdict{Malformed, Unknown, Expired, Revoked} {
+		m[v] = []string{realm + `, error="invalid_token", error_description="` + v.String() + `"`}
+	}
+	return m
+}()

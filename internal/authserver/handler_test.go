@@ -132,6 +132,10 @@ func TestAuthorize(t *testing.T) {
 		{"basic scheme", req{path: "/v1/authorize", headers: [][2]string{{"Authorization", "Basic dXNlcjpwYXNz"}}}, 400, `scheme must be Bearer`, ""},
 		{"bearer without token", req{path: "/v1/authorize", headers: [][2]string{{"Authorization", "Bearer"}}}, 400, `must be Bearer and one token`, ""},
 		{"bearer with two tokens", req{path: "/v1/authorize", headers: [][2]string{{"Authorization", "Bearer a, b"}}}, 400, `must be Bearer and one token`, ""},
+		{"repeated scope parameter", req{path: "/v1/authorize?scope=articles:read&scope=orders:read", headers: [][2]string{bearer(tk["reader"])}}, 400, `more than one scope parameter`, ""},
+		{"escaped scope parameter", req{path: "/v1/authorize?scope=articles%3Aread", headers: [][2]string{bearer(tk["reader"])}}, 200, "", "apitoken:team-a:reader"},
+		{"repeated namespace parameters", req{path: "/v1/authorize?namespace=x&namespace=team-a", headers: [][2]string{bearer(tk["reader"])}}, 200, "", "apitoken:team-a:reader"},
+		{"badly escaped parameter", req{path: "/v1/authorize?scope=%zz", headers: [][2]string{bearer(tk["reader"])}}, 400, `not URL-encoded correctly`, ""},
 		{"url without method", req{path: "/v1/authorize", headers: [][2]string{bearer(tk["reader"]), {"X-Original-URL", "/api/articles"}}}, 400, `X-Original-URL was sent without X-Original-Method`, ""},
 	}
 	for _, c := range cases {

@@ -30,6 +30,8 @@ type Identity struct {
 	// ScopesHeader is Scopes joined with commas, for X-ApiToken-Scopes.
 	ScopesHeader string
 	usage        *usage
+	// headers are the values of the identity headers of a 200, built once.
+	headers [5][]string
 }
 
 // usage is the last successful verification of one ApiToken, in unix
@@ -193,6 +195,7 @@ func entriesOf(at *tokensv1alpha1.ApiToken, u *usage) map[token.Digest]entry {
 		Scopes: scopes, User: "apitoken:" + at.Namespace + ":" + at.Name,
 		ScopesHeader: strings.Join(scopes.Strings(), ","), usage: u,
 	}
+	id.headers = [5][]string{{id.User}, {id.Name}, {id.Namespace}, {id.Type}, {id.ScopesHeader}}
 	var expires int64
 	if at.Status.ExpiresAt != nil {
 		expires = at.Status.ExpiresAt.UnixNano()
