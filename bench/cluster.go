@@ -53,7 +53,7 @@ func stageCluster(cfg *config, r *report) error {
 	defer os.RemoveAll(cb.dir)
 	cb.binary = filepath.Join(cb.dir, "manager")
 	if out, err := exec.Command("go", "build", "-o", cb.binary, "./cmd").CombinedOutput(); err != nil { //nolint:gosec // builds this repository
-		return fmt.Errorf("building the operator: %v: %s", err, out)
+		return fmt.Errorf("building the operator: %w: %s", err, out)
 	}
 	if cb.env, err = testenv.Start(testenv.Options{GarbageCollector: true}); err != nil {
 		return err
@@ -186,7 +186,7 @@ func (cb *clusterBench) startOperator() (time.Duration, error) {
 		return 0, err
 	}
 	for time.Since(start) < 2*time.Minute {
-		if resp, err := http.Get(cb.authURL + "/readyz"); err == nil { //nolint:gosec,noctx // local probe
+		if resp, err := http.Get(cb.authURL + "/readyz"); err == nil { //nolint:noctx // local probe
 			_ = resp.Body.Close()
 			if resp.StatusCode == 200 {
 				return time.Since(start), nil

@@ -98,12 +98,12 @@ func stageHTTP(cfg *config, r *report) error {
 		s.errs += l.errors
 	}
 	// Warm both up.
-	closedLoop(bareReq, 16, 300*time.Millisecond, 200)
-	closedLoop(oursReq, 16, 300*time.Millisecond, 200)
+	closedLoop(bareReq, 16, 300*time.Millisecond)
+	closedLoop(oursReq, 16, 300*time.Millisecond)
 	for round := 0; round < cfg.rounds; round++ {
 		for _, c := range concs {
-			put(fmt.Sprintf("bare/%d", c), closedLoop(bareReq, c, cfg.duration, 200))
-			put(fmt.Sprintf("ours/%d", c), closedLoop(oursReq, c, cfg.duration, 200))
+			put(fmt.Sprintf("bare/%d", c), closedLoop(bareReq, c, cfg.duration))
+			put(fmt.Sprintf("ours/%d", c), closedLoop(oursReq, c, cfg.duration))
 		}
 		put("bare/open", openLoop(bareReq, 5000, cfg.duration, 200))
 		put("ours/open", openLoop(oursReq, 5000, cfg.duration, 200))

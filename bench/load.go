@@ -23,14 +23,14 @@ func httpClient(conns int) *http.Client {
 	return &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns, DisableCompression: true}, Timeout: 10 * time.Second}
 }
 
-// closedLoop runs conns workers that each send the next request as soon as
-// the previous answer arrives, for d, and checks every status is want.
-func closedLoop(mk newRequest, conns int, d time.Duration, want int) loadResult {
-	return closedLoopWith(httpClient(conns), mk, conns, d, want)
+// closedLoop runs closedLoopWith on a plain client, expecting 200s.
+func closedLoop(mk newRequest, conns int, d time.Duration) loadResult {
+	return closedLoopWith(httpClient(conns), mk, conns, d, http.StatusOK)
 }
 
-// closedLoopWith is closedLoop over a given client (e.g. the API server's,
-// with its certificates).
+// closedLoopWith runs conns workers on c that each send the next request
+// as soon as the previous answer arrives, for d, counting every status
+// other than want as an error.
 func closedLoopWith(c *http.Client, mk newRequest, conns int, d time.Duration, want int) loadResult {
 	var (
 		wg       sync.WaitGroup

@@ -73,7 +73,7 @@ func stageTokenReview(cfg *config, r *report) error {
 	closedLoopWith(apiClient, apiReq, conns, 300*time.Millisecond, 201)
 	for round := 0; round < cfg.rounds; round++ {
 		a := closedLoopWith(apiClient, apiReq, conns, cfg.duration, 201)
-		o := closedLoop(oursReq, conns, cfg.duration, 200)
+		o := closedLoop(oursReq, conns, cfg.duration)
 		apiRPS, ourRPS = append(apiRPS, a.rps), append(ourRPS, o.rps)
 		apiP99, ourP99 = append(apiP99, a.p99), append(ourP99, o.p99)
 	}
