@@ -15,6 +15,9 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/go-logr/logr"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 type config struct {
@@ -57,6 +60,7 @@ func main() {
 			cfg.tokens = append(cfg.tokens, n)
 		}
 	}
+	logf.SetLogger(logr.Discard()) // envtest's own chatter
 	r := &report{started: time.Now()}
 	steps := []struct {
 		name string

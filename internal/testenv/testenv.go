@@ -29,6 +29,10 @@ type Options struct {
 	// Webhooks are the webhook install options (manifests to install and
 	// serve locally); empty: none.
 	Webhooks envtest.WebhookInstallOptions
+	// Restartable keeps kube-apiserver's certificates in a folder of ours,
+	// so that RestartAPIServer brings it back on the same address with the
+	// same certificates and existing clients reconnect.
+	Restartable bool
 }
 
 // Env is a running control plane.
@@ -88,6 +92,16 @@ func StartWith(opts Options, apiserverArgs func(map[string]string)) (*Env, error
 		BinaryAssetsDirectory: assets,
 		WebhookInstallOptions: opts.Webhooks,
 	}}
+	if opts.Restartable {
+		if e.dir, err = os.MkdirTemp("", "testenv-"); err != nil {
+			return nil, err
+		}
+		certDir := filepath.Join(e.dir, "apiserver")
+		if err := os.MkdirAll(certDir, 0o700); err != nil {
+			return nil, err
+		}
+		e.ControlPlane.APIServer = &envtest.APIServer{CertDir: certDir}
+	}
 	if apiserverArgs != nil {
 		extra := map[string]string{}
 		apiserverArgs(extra)
@@ -117,8 +131,10 @@ func (e *Env) startGarbageCollector(assets string) error {
 	if err != nil {
 		return err
 	}
-	if e.dir, err = os.MkdirTemp("", "testenv-kcm-"); err != nil {
-		return err
+	if e.dir == "" {
+		if e.dir, err = os.MkdirTemp("", "testenv-"); err != nil {
+			return err
+		}
 	}
 	path := filepath.Join(e.dir, "kubeconfig")
 	if err := os.WriteFile(path, kubeconfig, 0o600); err != nil {
@@ -142,14 +158,22 @@ func (e *Env) startGarbageCollector(assets string) error {
 	return nil
 }
 
+// StopAPIServer stops kube-apiserver (etcd keeps running); StartAPIServer
+// brings it back. Only with Options.Restartable.
+func (e *Env) StopAPIServer() error { return e.ControlPlane.APIServer.Stop() }
+
+// StartAPIServer restarts kube-apiserver on its address, with its certificates.
+func (e *Env) StartAPIServer() error { return e.ControlPlane.APIServer.Start() }
+
 // Stop stops everything Start started.
 func (e *Env) Stop() error {
 	if e.kcm != nil && e.kcm.Process != nil {
 		_ = e.kcm.Process.Kill()
 		_ = e.kcm.Wait()
 	}
+	err := e.Environment.Stop()
 	if e.dir != "" {
 		_ = os.RemoveAll(e.dir)
 	}
-	return e.Environment.Stop()
+	return err
 }

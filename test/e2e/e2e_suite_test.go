@@ -41,25 +41,35 @@ func TestE2E(t *testing.T) {
 type operator struct {
 	name     string
 	cmd      *exec.Cmd
+	done     chan struct{} // closed when the process has exited
 	log      string
 	authURL  string
 	probeURL string
 }
 
+// alive reports whether the process still runs (a leader that loses its
+// lease exits, as controller-runtime managers do).
+func (o *operator) alive() bool {
+	select {
+	case <-o.done:
+		return false
+	default:
+		return true
+	}
+}
+
 func (o *operator) kill() {
-	if o.cmd != nil && o.cmd.ProcessState == nil {
+	if o.alive() {
 		_ = o.cmd.Process.Signal(syscall.SIGKILL)
-		_ = o.cmd.Wait()
+		<-o.done
 	}
 }
 
 func (o *operator) stop() {
-	if o.cmd != nil && o.cmd.ProcessState == nil {
+	if o.alive() {
 		_ = o.cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = o.cmd.Wait(); close(done) }()
 		select {
-		case <-done:
+		case <-o.done:
 		case <-time.After(10 * time.Second):
 			o.kill()
 		}
@@ -92,6 +102,7 @@ var _ = BeforeSuite(func() {
 	By("starting kube-apiserver, etcd and the garbage collector")
 	env, err = testenv.Start(testenv.Options{
 		GarbageCollector: true,
+		Restartable:      true,
 		Webhooks:         envtest.WebhookInstallOptions{Paths: []string{filepath.Join(root, "config", "webhook")}},
 	})
 	Expect(err).NotTo(HaveOccurred())
@@ -138,6 +149,8 @@ func startOperator(name string, webhooks bool) *operator {
 	o.cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
 	o.cmd.Stdout, o.cmd.Stderr = logFile, logFile
 	Expect(o.cmd.Start()).To(Succeed())
+	o.done = make(chan struct{})
+	go func() { _ = o.cmd.Wait(); close(o.done) }()
 	Eventually(func() int { return get(o.authURL+"/readyz", "") }, "60s", "100ms").Should(Equal(200), "operator %s not ready; see %s", name, o.log)
 	return o
 }

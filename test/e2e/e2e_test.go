@@ -138,6 +138,31 @@ spec: {type: full-access, duration: 7d, rotation: {gracePeriod: 8d}}
 		}, "30s", "250ms").Should(ContainSubstring("NotFound"))
 	})
 
+	It("keeps verifying from memory while the API server restarts, then resumes reconciling", func() {
+		tok := secretToken("read-only-token")
+		Expect(env.StopAPIServer()).To(Succeed())
+		for _, o := range []*operator{leader, follower} {
+			Consistently(func() int { return authorize(o, tok, "?scope=articles:read") }, "3s", "100ms").Should(Equal(200))
+		}
+		Expect(env.StartAPIServer()).To(Succeed())
+		Eventually(func() error { _, err := kubectlErr("get", "--raw", "/readyz"); return err }, "60s", "250ms").Should(Succeed())
+		// Allow the webhook's and the operator's watches to reconnect.
+		Eventually(func() error {
+			_, err := kubectlErr("-n", ns, "annotate", "apitoken", "read-only", "tokens.apitoken.dev/regenerate=after-restart", "--overwrite")
+			return err
+		}, "60s", "500ms").Should(Succeed())
+		fresh := waitToken("read-only-token", tok)
+		for _, o := range []*operator{leader, follower} {
+			if !o.alive() {
+				// A leader cut off from the API server longer than its renew
+				// deadline gives up its lease and exits; the follower leads.
+				GinkgoWriter.Printf("%s exited while the API server was down\n", o.name)
+				continue
+			}
+			Eventually(func() int { return authorize(o, fresh, "") }, "20s", "100ms").Should(Equal(200))
+		}
+	})
+
 	It("keeps reconciling after the leader is killed", func() {
 		old := secretToken("full-access-token")
 		leader.kill()
