@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -158,9 +159,31 @@ func (e *Env) startGarbageCollector(assets string) error {
 	return nil
 }
 
-// StopAPIServer stops kube-apiserver (etcd keeps running); StartAPIServer
-// brings it back. Only with Options.Restartable.
-func (e *Env) StopAPIServer() error { return e.ControlPlane.APIServer.Stop() }
+// StopAPIServer kills kube-apiserver as a crash would (etcd keeps
+// running); StartAPIServer brings it back. Only with Options.Restartable.
+// A graceful stop would wait for every open watch to drain, longer than
+// envtest's stop timeout.
+func (e *Env) StopAPIServer() error {
+	certDir := e.ControlPlane.APIServer.CertDir
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return err
+	}
+	for _, d := range entries {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", d.Name(), "cmdline"))
+		if err != nil || !strings.Contains(string(cmdline), "kube-apiserver") || !strings.Contains(string(cmdline), certDir) {
+			continue
+		}
+		if p, err := os.FindProcess(pid); err == nil {
+			_ = p.Kill()
+		}
+	}
+	return e.ControlPlane.APIServer.Stop()
+}
 
 // StartAPIServer restarts kube-apiserver on its address, with its certificates.
 func (e *Env) StartAPIServer() error { return e.ControlPlane.APIServer.Start() }
