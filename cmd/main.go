@@ -3,7 +3,9 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
+	"errors"
 	"flag"
 	"os"
 	"time"
@@ -55,6 +57,7 @@ func main() {
 		namespace                  string
 		concurrency                int
 		enableWebhooks             bool
+		enableController           bool
 		authAddr                   string
 		authCert, authKey          string
 		authPathPrefix             string
@@ -66,6 +69,7 @@ func main() {
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader, so that only one replica reconciles (the auth endpoint runs on every replica).")
 	flag.StringVar(&leaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election lease (default: the operator's namespace).")
+	flag.BoolVar(&enableController, "enable-controller", true, "Run the ApiToken reconciler. false: an auth-only replica that reads ApiTokens and the salt Secret and writes only status.lastUsedAt (config/auth-only); it implies --enable-webhooks=false and no leader election.")
 	flag.BoolVar(&enableWebhooks, "enable-webhooks", true, "Serve the admission webhooks (they need a certificate in --webhook-cert-dir).")
 	flag.IntVar(&webhookPort, "webhook-port", 9443, "Port of the admission webhooks.")
 	flag.StringVar(&webhookCertDir, "webhook-cert-dir", "", "Directory with tls.crt and tls.key for the webhooks (default: controller-runtime's).")
@@ -93,6 +97,14 @@ func main() {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 	managed := labels.SelectorFromSet(labels.Set{tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue})
+	// Only the operator's own Secrets (token Secrets and the salt) are
+	// cached, without managed fields: memory per token stays small. An
+	// auth-only replica needs only the salt, in the operator's namespace.
+	secrets := cache.ByObject{Label: managed}
+	if !enableController {
+		enableWebhooks, leaderElect = false, false
+		secrets.Namespaces = map[string]cache.Config{namespace: {}}
+	}
 
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                  scheme,
@@ -105,9 +117,7 @@ func main() {
 		// A new leader takes over at once after a clean shutdown.
 		LeaderElectionReleaseOnCancel: true,
 		Cache: cache.Options{
-			// Only the operator's own Secrets (token Secrets and the salt)
-			// are cached, without managed fields: memory per token stays small.
-			ByObject:         map[client.Object]cache.ByObject{&corev1.Secret{}: {Label: managed}},
+			ByObject:         map[client.Object]cache.ByObject{&corev1.Secret{}: secrets},
 			DefaultTransform: cache.TransformStripManagedFields(),
 		},
 	})
@@ -118,21 +128,23 @@ func main() {
 
 	ctx := ctrl.SetupSignalHandler()
 	saltStore := salt.NewStore(types.NamespacedName{Namespace: namespace, Name: saltSecret})
-	if err := saltStore.Load(ctx, mgr.GetAPIReader().(client.Client), os.Getenv(salt.EnvVar)); err != nil {
+	if err := loadSalt(ctx, saltStore, mgr.GetAPIReader().(client.Client), enableController); err != nil {
 		setupLog.Error(err, "Failed to load the salt")
 		os.Exit(1)
 	}
 
-	if err := (&controllers.ApiTokenReconciler{
-		Client:                  mgr.GetClient(),
-		APIReader:               mgr.GetAPIReader(),
-		Scheme:                  mgr.GetScheme(),
-		Recorder:                mgr.GetEventRecorder("apitoken-operator"),
-		Salt:                    saltStore,
-		MaxConcurrentReconciles: concurrency,
-	}).SetupWithManager(mgr); err != nil {
-		setupLog.Error(err, "Failed to set up the controller", "controller", "ApiToken")
-		os.Exit(1)
+	if enableController {
+		if err := (&controllers.ApiTokenReconciler{
+			Client:                  mgr.GetClient(),
+			APIReader:               mgr.GetAPIReader(),
+			Scheme:                  mgr.GetScheme(),
+			Recorder:                mgr.GetEventRecorder("apitoken-operator"),
+			Salt:                    saltStore,
+			MaxConcurrentReconciles: concurrency,
+		}).SetupWithManager(mgr); err != nil {
+			setupLog.Error(err, "Failed to set up the controller", "controller", "ApiToken")
+			os.Exit(1)
+		}
 	}
 
 	if enableWebhooks {
@@ -168,6 +180,23 @@ func main() {
 	if err := mgr.Start(ctx); err != nil {
 		setupLog.Error(err, "The manager stopped with an error")
 		os.Exit(1)
+	}
+}
+
+// loadSalt loads the salt; the controller creates the Secret if absent,
+// an auth-only replica waits for it.
+func loadSalt(ctx context.Context, store *salt.Store, c client.Client, create bool) error {
+	for {
+		err := store.Load(ctx, c, os.Getenv(salt.EnvVar), create)
+		if !errors.Is(err, salt.ErrNoSalt) {
+			return err
+		}
+		setupLog.Info("Waiting for the controller to create the salt Secret", "secret", store.Ref())
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
 	}
 }
 

@@ -55,7 +55,7 @@ var _ = BeforeSuite(func() {
 
 	ctx := context.Background()
 	Expect(k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}})).To(Succeed())
-	Expect(saltStore.Load(ctx, k8s, "")).To(Succeed())
+	Expect(saltStore.Load(ctx, k8s, "", true)).To(Succeed())
 
 	managed := labels.SelectorFromSet(labels.Set{tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue})
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{

@@ -54,7 +54,7 @@ var _ = BeforeSuite(func() {
 	ctx := context.Background()
 	Expect(k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "apitoken-system"}})).To(Succeed())
 	store := salt.NewStore(types.NamespacedName{Namespace: "apitoken-system", Name: "salt"})
-	Expect(store.Load(ctx, k8s, "")).To(Succeed())
+	Expect(store.Load(ctx, k8s, "", true)).To(Succeed())
 
 	managed := labels.SelectorFromSet(labels.Set{tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue})
 	mgr, err := ctrl.NewManager(suiteEnv.Config, ctrl.Options{

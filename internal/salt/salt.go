@@ -69,11 +69,16 @@ func (s *Store) Observe(secret *corev1.Secret) bool {
 	return s.Set(v)
 }
 
+// ErrNoSalt is returned by Load without create when the Secret is absent.
+var ErrNoSalt = errors.New("the salt Secret does not exist yet")
+
 // Load sets the salt at start: from env when it is not empty (the Secret is
-// then ignored), else from the salt Secret, which is created with Size
-// random bytes if absent, and labelled so that the operator's label-filtered
-// cache sees later edits. c must read from the API server, not a cache.
-func (s *Store) Load(ctx context.Context, c client.Client, env string) error {
+// then ignored), else from the salt Secret. With create, an absent Secret is
+// created with Size random bytes, and an unlabelled one is labelled so that
+// the operator's label-filtered cache sees later edits; without create
+// (auth-only replicas, which may only read it), an absent Secret is
+// ErrNoSalt. c must read from the API server, not a cache.
+func (s *Store) Load(ctx context.Context, c client.Client, env string, create bool) error {
 	if env != "" {
 		s.pinned = true
 		s.Set([]byte(env))
@@ -82,6 +87,8 @@ func (s *Store) Load(ctx context.Context, c client.Client, env string) error {
 	var sec corev1.Secret
 	err := c.Get(ctx, s.ref, &sec)
 	switch {
+	case apierrors.IsNotFound(err) && !create:
+		return ErrNoSalt
 	case apierrors.IsNotFound(err):
 		salt := make([]byte, Size)
 		if _, err := rand.Read(salt); err != nil {
@@ -100,11 +107,11 @@ func (s *Store) Load(ctx context.Context, c client.Client, env string) error {
 				return fmt.Errorf("creating salt Secret %s: %w", s.ref, err)
 			}
 			// Another replica created it first: use theirs.
-			return s.Load(ctx, c, env)
+			return s.Load(ctx, c, env, create)
 		}
 	case err != nil:
 		return fmt.Errorf("reading salt Secret %s: %w", s.ref, err)
-	default:
+	case create:
 		if sec.Labels[v1alpha1.ManagedByLabel] != v1alpha1.ManagedByValue {
 			patch := client.MergeFrom(sec.DeepCopy())
 			if sec.Labels == nil {

@@ -2,6 +2,7 @@ package salt
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -21,7 +22,7 @@ func TestLoadCreatesLabelledSecretOnce(t *testing.T) {
 	_ = clientgoscheme.AddToScheme(s)
 	c := fake.NewClientBuilder().WithScheme(s).Build()
 	st := NewStore(ref)
-	if err := st.Load(context.Background(), c, ""); err != nil {
+	if err := st.Load(context.Background(), c, "", true); err != nil {
 		t.Fatal(err)
 	}
 	var sec corev1.Secret
@@ -36,7 +37,7 @@ func TestLoadCreatesLabelledSecretOnce(t *testing.T) {
 	}
 	// A second replica reads the same salt.
 	st2 := NewStore(ref)
-	if err := st2.Load(context.Background(), c, ""); err != nil || st2.Hasher().SaltID() != st.Hasher().SaltID() {
+	if err := st2.Load(context.Background(), c, "", true); err != nil || st2.Hasher().SaltID() != st.Hasher().SaltID() {
 		t.Fatalf("second load: %v", err)
 	}
 }
@@ -49,7 +50,7 @@ func TestLoadLabelsAnExistingSecretAndRefusesAnEmptyOne(t *testing.T) {
 		Data:       map[string][]byte{Key: []byte("given")},
 	}).Build()
 	st := NewStore(ref)
-	if err := st.Load(context.Background(), c, ""); err != nil {
+	if err := st.Load(context.Background(), c, "", true); err != nil {
 		t.Fatal(err)
 	}
 	var sec corev1.Secret
@@ -58,14 +59,14 @@ func TestLoadLabelsAnExistingSecretAndRefusesAnEmptyOne(t *testing.T) {
 		t.Fatal("existing Secret not labelled or not used")
 	}
 	empty := fake.NewClientBuilder().WithScheme(s).WithObjects(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: ref.Name, Namespace: ref.Namespace}}).Build()
-	if err := NewStore(ref).Load(context.Background(), empty, ""); err == nil {
+	if err := NewStore(ref).Load(context.Background(), empty, "", true); err == nil {
 		t.Fatal("an empty salt was accepted")
 	}
 }
 
 func TestEnvPinsTheSaltAndObserveFollowsTheSecret(t *testing.T) {
 	st := NewStore(ref)
-	if err := st.Load(context.Background(), nil, "from-env"); err != nil {
+	if err := st.Load(context.Background(), nil, "from-env", true); err != nil {
 		t.Fatal(err)
 	}
 	other := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: ref.Name, Namespace: ref.Namespace}, Data: map[string][]byte{Key: []byte("x")}}
@@ -82,5 +83,18 @@ func TestEnvPinsTheSaltAndObserveFollowsTheSecret(t *testing.T) {
 	}
 	if free.Observe(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: ref.Name, Namespace: ref.Namespace}}) || free.Hasher().SaltID() != token.SaltID([]byte("x")) {
 		t.Fatal("an emptied Secret cleared the salt")
+	}
+}
+
+func TestLoadWithoutCreateWaitsForTheSecret(t *testing.T) {
+	s := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(s)
+	c := fake.NewClientBuilder().WithScheme(s).Build()
+	if err := NewStore(ref).Load(context.Background(), c, "", false); !errors.Is(err, ErrNoSalt) {
+		t.Fatalf("Load without create = %v, want ErrNoSalt", err)
+	}
+	var sec corev1.Secret
+	if err := c.Get(context.Background(), ref, &sec); err == nil {
+		t.Fatal("a reader created the salt Secret")
 	}
 }

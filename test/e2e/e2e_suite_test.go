@@ -19,6 +19,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/apitoken-operator/apitoken-operator/internal/testenv"
@@ -126,6 +127,11 @@ var _ = AfterSuite(func() {
 
 // startOperator runs the binary with leader election; webhooks only when asked.
 func startOperator(name string, webhooks bool) *operator {
+	return startOperatorWith(name, kubeconfig, "--leader-elect", fmt.Sprintf("--enable-webhooks=%t", webhooks))
+}
+
+// startOperatorWith runs the binary with the given kubeconfig and flags.
+func startOperatorWith(name, kubeconfigPath string, extra ...string) *operator {
 	authPort, probePort := freePort(), freePort()
 	o := &operator{
 		name: name, log: filepath.Join(workDir, name+".log"),
@@ -134,19 +140,19 @@ func startOperator(name string, webhooks bool) *operator {
 	}
 	wio := env.WebhookInstallOptions
 	args := []string{
-		"--leader-elect", "--leader-election-namespace=apitoken-system", "--namespace=apitoken-system",
+		"--leader-election-namespace=apitoken-system", "--namespace=apitoken-system",
 		"--metrics-bind-address=0",
 		fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", probePort),
 		fmt.Sprintf("--auth-bind-address=127.0.0.1:%d", authPort),
 		"--last-used-interval=2s",
-		fmt.Sprintf("--enable-webhooks=%t", webhooks),
 		fmt.Sprintf("--webhook-port=%d", wio.LocalServingPort),
 		"--webhook-cert-dir=" + wio.LocalServingCertDir,
 	}
+	args = append(args, extra...)
 	logFile, err := os.Create(o.log)
 	Expect(err).NotTo(HaveOccurred())
 	o.cmd = exec.Command(binary, args...)
-	o.cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	o.cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfigPath)
 	o.cmd.Stdout, o.cmd.Stderr = logFile, logFile
 	Expect(o.cmd.Start()).To(Succeed())
 	o.done = make(chan struct{})
@@ -204,4 +210,17 @@ func get(url, tok string) int {
 	}
 	_ = resp.Body.Close()
 	return resp.StatusCode
+}
+
+// tokenKubeconfig writes a kubeconfig for the test API server that
+// authenticates with a bearer token (a ServiceAccount's).
+func tokenKubeconfig(tok string) string {
+	cfg, err := clientcmd.LoadFromFile(kubeconfig)
+	Expect(err).NotTo(HaveOccurred())
+	for _, ai := range cfg.AuthInfos {
+		ai.ClientCertificateData, ai.ClientKeyData, ai.Token = nil, nil, tok
+	}
+	path := filepath.Join(workDir, fmt.Sprintf("kubeconfig-%d", time.Now().UnixNano()))
+	Expect(clientcmd.WriteToFile(*cfg, path)).To(Succeed())
+	return path
 }

@@ -19,6 +19,7 @@ var _ = Describe("apitoken-operator as a user runs it", Ordered, func() {
 	var (
 		leader, follower *operator
 		restarted        *operator
+		authOnly         *operator
 		issued           []string // every token seen, to look for in logs
 	)
 
@@ -54,7 +55,7 @@ var _ = Describe("apitoken-operator as a user runs it", Ordered, func() {
 		kubectl("create", "namespace", ns)
 	})
 	AfterAll(func() {
-		for _, o := range []*operator{leader, follower, restarted} {
+		for _, o := range []*operator{leader, follower, restarted, authOnly} {
 			if o != nil {
 				o.stop()
 			}
@@ -98,6 +99,24 @@ var _ = Describe("apitoken-operator as a user runs it", Ordered, func() {
 		Eventually(func() string {
 			return kubectl("-n", ns, "get", "apitoken", "read-only", "-o", "jsonpath={.status.lastUsedAt}")
 		}, "30s", "500ms").ShouldNot(BeEmpty())
+	})
+
+	It("verifies them at an auth-only replica whose identity may not read token Secrets", func() {
+		kubectl("apply", "-f", filepath.Join(testenv.RepoRoot(), "config", "auth-only", "rbac.yaml"))
+		sa := "system:serviceaccount:apitoken-system:apitoken-auth"
+		canI := func(args ...string) string {
+			out, _ := kubectlErr(append([]string{"auth", "can-i"}, append(args, "--as", sa)...)...) // exits 1 for "no"
+			return strings.TrimSpace(out)
+		}
+		Expect(canI("get", "secrets", "-n", ns)).To(Equal("no"))
+		Expect(canI("update", "secrets", "-n", "apitoken-system")).To(Equal("no"))
+		Expect(canI("watch", "apitokens.tokens.apitoken.dev", "-A")).To(Equal("yes"))
+		saToken := strings.TrimSpace(kubectl("-n", "apitoken-system", "create", "token", "apitoken-auth"))
+		authOnly = startOperatorWith("auth-only", tokenKubeconfig(saToken), "--enable-controller=false")
+		ro := secretToken("read-only-token")
+		Eventually(func() int { return authorize(authOnly, ro, "?scope=articles:read") }, "5s").Should(Equal(200))
+		Expect(authorize(authOnly, ro, "?scope=articles:create")).To(Equal(403))
+		Expect(authorize(authOnly, "atk_x", "")).To(Equal(401))
 	})
 
 	It("refuses bad manifests through the served webhook", func() {
@@ -209,7 +228,7 @@ spec: {type: full-access, duration: 7d, rotation: {gracePeriod: 8d}}
 		Expect(len(issued)).To(BeNumerically(">=", 4))
 
 		var corpus strings.Builder
-		for _, o := range []*operator{leader, follower, restarted} {
+		for _, o := range []*operator{leader, follower, restarted, authOnly} {
 			data, err := os.ReadFile(o.log)
 			Expect(err).NotTo(HaveOccurred())
 			Expect(data).NotTo(BeEmpty())
@@ -228,8 +247,8 @@ spec: {type: full-access, duration: 7d, rotation: {gracePeriod: 8d}}
 	})
 })
 
-var _ = Describe("config/default", func() {
-	It("builds with kustomize and applies cleanly with a server-side dry run", func() {
+var _ = Describe("config/default and config/auth-only", func() {
+	It("build with kustomize and apply cleanly with a server-side dry run", func() {
 		// cert-manager's CRDs stand in for cert-manager, which is not installed here.
 		_, err := kubectlIn(certManagerCRDs, "apply", "-f", "-")
 		Expect(err).NotTo(HaveOccurred())
@@ -237,11 +256,13 @@ var _ = Describe("config/default", func() {
 			_, err := kubectlErr("get", "certificates.cert-manager.io", "-A")
 			return err
 		}, "20s").Should(Succeed())
-		manifests := kubectl("kustomize", filepath.Join(testenv.RepoRoot(), "config", "default"))
-		Expect(manifests).To(ContainSubstring("kind: Deployment"))
-		out, err := kubectlIn(manifests, "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", "-")
-		Expect(err).NotTo(HaveOccurred(), out)
-		Expect(out).To(ContainSubstring("deployment.apps/apitoken-operator serverside-applied (server dry run)"))
+		for overlay, deployment := range map[string]string{"default": "apitoken-operator", "auth-only": "apitoken-auth"} {
+			manifests := kubectl("kustomize", filepath.Join(testenv.RepoRoot(), "config", overlay))
+			Expect(manifests).To(ContainSubstring("kind: Deployment"))
+			out, err := kubectlIn(manifests, "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", "-")
+			Expect(err).NotTo(HaveOccurred(), out)
+			Expect(out).To(ContainSubstring("deployment.apps/" + deployment + " serverside-applied (server dry run)"))
+		}
 	})
 })
 
