@@ -58,6 +58,7 @@ func main() {
 		concurrency                int
 		enableWebhooks             bool
 		enableController           bool
+		pprofAddr                  string
 		authAddr                   string
 		authCert, authKey          string
 		authPathPrefix             string
@@ -77,6 +78,7 @@ func main() {
 	flag.StringVar(&namespace, "namespace", envOr("POD_NAMESPACE", "apitoken-system"), "The operator's own namespace, holding the salt Secret.")
 	flag.StringVar(&saltSecret, "salt-secret", "apitoken-operator-salt", "Name of the Secret holding the token salt (created if absent; API_TOKEN_SALT overrides it).")
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 4, "ApiTokens reconciled in parallel.")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "Address of Go's pprof endpoints (e.g. 127.0.0.1:6060); empty disables them.")
 	flag.StringVar(&authAddr, "auth-bind-address", ":8082", "Address of the auth endpoint (forward auth at /v1/authorize, TokenReview at /v1/tokenreview); served by every replica.")
 	flag.StringVar(&authCert, "auth-tls-cert-file", "", "Certificate for the auth endpoint; with --auth-tls-key-file it serves HTTPS.")
 	flag.StringVar(&authKey, "auth-tls-key-file", "", "Key for the auth endpoint's certificate.")
@@ -111,6 +113,7 @@ func main() {
 		Metrics:                 metricsOpts,
 		WebhookServer:           webhook.NewServer(webhook.Options{Port: webhookPort, CertDir: webhookCertDir, TLSOpts: tlsOpts}),
 		HealthProbeBindAddress:  probeAddr,
+		PprofBindAddress:        pprofAddr,
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "apitoken-operator.tokens.apitoken.dev",
 		LeaderElectionNamespace: leaderElectionNamespace,
