@@ -10,8 +10,6 @@ import (
 	"os"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -19,7 +17,6 @@ import (
 	_ "k8s.io/client-go/plugin/pkg/client/auth"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -98,14 +95,11 @@ func main() {
 	if secureMetrics {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
-	managed := labels.SelectorFromSet(labels.Set{tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue})
-	// Only the operator's own Secrets (token Secrets and the salt) are
-	// cached, without managed fields: memory per token stays small. An
-	// auth-only replica needs only the salt, in the operator's namespace.
-	secrets := cache.ByObject{Label: managed}
+	// An auth-only replica needs only the salt, in the operator's namespace.
+	cacheOpts := controllers.CacheOptions("")
 	if !enableController {
 		enableWebhooks, leaderElect = false, false
-		secrets.Namespaces = map[string]cache.Config{namespace: {}}
+		cacheOpts = controllers.CacheOptions(namespace)
 	}
 
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
@@ -119,10 +113,7 @@ func main() {
 		LeaderElectionNamespace: leaderElectionNamespace,
 		// A new leader takes over at once after a clean shutdown.
 		LeaderElectionReleaseOnCancel: true,
-		Cache: cache.Options{
-			ByObject:         map[client.Object]cache.ByObject{&corev1.Secret{}: secrets},
-			DefaultTransform: cache.TransformStripManagedFields(),
-		},
+		Cache:                         cacheOpts,
 	})
 	if err != nil {
 		setupLog.Error(err, "Failed to create the manager")
