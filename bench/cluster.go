@@ -91,7 +91,7 @@ func stageCluster(cfg *config, r *report) error {
 	rss0 := cb.rss()
 	cb.stopOperator()
 
-	md.WriteString("## 5. Reconcile throughput\n\nApiTokens created by 16 concurrent clients until all are `Active`, next to the API server floor: the same client creating, for each token, the ApiToken, a plain Secret and one status write (the three writes the operator's path costs, done directly). The operator is the real binary; writes are counted from kube-apiserver's `apiserver_request_total` (Secrets and ApiTokens, Events excluded). One round per size (the 10k runs are long).\n\n| tokens | floor | operator: applied → all Active | ratio | operator writes per token | writes in 10 s idle |\n| --- | --- | --- | --- | --- | --- |\n")
+	md.WriteString("## 4. Reconcile throughput\n\nApiTokens created by 16 concurrent clients until all are `Active`, next to the API server floor: the same client creating, for each token, the ApiToken, a plain Secret and one status write (the three writes the operator's path costs, done directly). The operator is the real binary; writes are counted from kube-apiserver's `apiserver_request_total` (Secrets and ApiTokens, Events excluded). One round per size (the 10k runs are long).\n\n| tokens | floor | operator: applied → all Active | ratio | operator writes per token | writes in 10 s idle |\n| --- | --- | --- | --- | --- | --- |\n")
 	var memRows []string
 	var last int
 	for _, n := range cfg.tokens {
@@ -140,7 +140,7 @@ func stageCluster(cfg *config, r *report) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(&md, "## 4. Propagation\n\nFrom the revoke (`spec.revoked: true`, a patch) returning to the first 401 from the operator's auth endpoint (polled every millisecond), %d tries, with %d ApiTokens in the cluster.\n\n| p50 | p99 | max |\n| --- | --- | --- |\n| %v | %v | %v |\n\nTarget: < 1 s at p99 (kube-apiserver's own webhook-token cache holds answers for 2 minutes by default).\n\n",
+	fmt.Fprintf(&md, "## 5. Propagation\n\nFrom the revoke (`spec.revoked: true`, a patch) returning to the first 401 from the operator's auth endpoint (polled every millisecond), %d tries, with %d ApiTokens in the cluster.\n\n| p50 | p99 | max |\n| --- | --- | --- |\n| %v | %v | %v |\n\nTarget: < 1 s at p99 (kube-apiserver's own webhook-token cache holds answers for 2 minutes by default).\n\n",
 		len(prop), last, pctDur(prop, 0.5), pctDur(prop, 0.99), pctDur(prop, 1))
 	fmt.Fprintf(&sum, "propagation p50 %v p99 %v\n", pctDur(prop, 0.5), pctDur(prop, 0.99))
 
