@@ -125,12 +125,12 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 			return ctrl.Result{}, err
 		}
 	case actPromote:
-		issued := issuedAtOf(secret, now)
-		r.promote(t, p, hasher.SaltID(), issued)
+		r.promote(t, p, hasher.SaltID(), issuedAtOf(secret, now), now)
 	case actRecover:
 		r.recover(t, secret, hasher, now)
 	case actIssue:
-		err := r.issue(ctx, t, base, secret, act.reason, hasher, now)
+		issued := lifetimeStart(t, act.reason, now)
+		err := r.issue(ctx, t, base, secret, act.reason, hasher, issued)
 		if errors.Is(err, errSecretExists) {
 			// Not in the cache, yet there: someone else's, or ours with
 			// its labels stripped. Look on the API server.
@@ -140,12 +140,12 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 			if state == secretForeign {
 				return conflict()
 			}
-			err = r.issue(ctx, t, base, secret, act.reason, hasher, now)
+			err = r.issue(ctx, t, base, secret, act.reason, hasher, issued)
 		}
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		r.promote(t, p, hasher.SaltID(), now)
+		r.promote(t, p, hasher.SaltID(), issued, now)
 	case actSync:
 		if secret != nil {
 			if err := r.syncSecretMetadata(ctx, t, secret); err != nil {
@@ -220,6 +220,21 @@ func (r *ApiTokenReconciler) observeSecret(ctx context.Context, t *tokensv1alpha
 	return secret, classifySecret(string(secret.Data[tokensv1alpha1.SecretTokenKey]), t.Status.Verification, h), nil
 }
 
+// lifetimeStart returns the issue time of a token issued for reason: now
+// when the reason starts a new lifetime (first token, regeneration,
+// rotation, un-revocation), else the current token's issue time, so that a
+// deleted or edited Secret or a salt change never extends, nor revives, a
+// token's lifetime.
+func lifetimeStart(t *tokensv1alpha1.ApiToken, reason string, now time.Time) time.Time {
+	switch reason {
+	case tokensv1alpha1.ReasonSecretMissing, tokensv1alpha1.ReasonSecretTampered, tokensv1alpha1.ReasonSaltRotated:
+		if t.Status.IssuedAt != nil {
+			return t.Status.IssuedAt.Time
+		}
+	}
+	return now
+}
+
 // issue mints a token and delivers it, in the order that keeps a valid
 // token in the Secret at every step: (1) record the new hash as pending,
 // so that it verifies before anyone can read it; (2) write the Secret. The
@@ -256,15 +271,16 @@ func (r *ApiTokenReconciler) issue(ctx context.Context, t, base *tokensv1alpha1.
 }
 
 // promote makes the pending hash current: the replaced hash stays valid
-// for the grace period when the reason allows it, the regenerate request
-// it answers is marked handled, and issuedAt restarts the lifetime.
-func (r *ApiTokenReconciler) promote(t *tokensv1alpha1.ApiToken, p policy, saltID string, issued time.Time) {
+// for the grace period (from now) when the reason allows it, the
+// regenerate request it answers is marked handled, and issuedAt is set to
+// issued (see lifetimeStart).
+func (r *ApiTokenReconciler) promote(t *tokensv1alpha1.ApiToken, p policy, saltID string, issued, now time.Time) {
 	st := &t.Status
 	v := st.Verification
 	reason := v.PendingReason
 	if keepsPrevious(reason) && p.grace > 0 && v.Hash != "" {
 		v.PreviousHash = v.Hash
-		v.PreviousValidUntil = &metav1.Time{Time: issued.Add(p.grace)}
+		v.PreviousValidUntil = &metav1.Time{Time: now.Add(p.grace)}
 	} else {
 		v.PreviousHash, v.PreviousValidUntil = "", nil
 	}
@@ -273,10 +289,11 @@ func (r *ApiTokenReconciler) promote(t *tokensv1alpha1.ApiToken, p policy, saltI
 		st.LastHandledRegenerate = v.PendingRegenerate
 	}
 	v.PendingHash, v.PendingReason, v.PendingRegenerate = "", "", ""
-	at := metav1.NewTime(issued.Truncate(time.Second))
 	if reason != tokensv1alpha1.ReasonGenerated {
-		st.LastRegeneratedAt = &at
+		replaced := metav1.NewTime(now.Truncate(time.Second))
+		st.LastRegeneratedAt = &replaced
 	}
+	at := metav1.NewTime(issued.Truncate(time.Second))
 	st.IssuedAt = &at
 	regenerations.WithLabelValues(reason).Inc()
 	eventType := corev1.EventTypeNormal

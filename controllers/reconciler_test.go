@@ -341,10 +341,15 @@ func TestSecretTamperedMissingForeignAndRecovered(t *testing.T) {
 	}
 	h.events()
 
+	expires := h.token().Status.ExpiresAt
+	h.clock.Step(24 * time.Hour)
 	_ = h.c.Delete(context.Background(), &s)
 	h.mustReconcile()
 	if !h.verifies(h.secretToken()) {
 		t.Fatal("a deleted Secret was not re-created")
+	}
+	if at := h.token(); !at.Status.ExpiresAt.Equal(expires) {
+		t.Fatalf("deleting the Secret moved expiresAt from %v to %v", expires, at.Status.ExpiresAt)
 	}
 	if evs := h.events(); len(evs) != 1 || evs[0][:len("Warning SecretMissing")] != "Warning SecretMissing" {
 		t.Fatalf("events = %q", evs)
@@ -381,8 +386,13 @@ func TestSaltChangeReissuesWithoutGrace(t *testing.T) {
 	h := newHarness(t, graceSpec)
 	h.mustReconcile()
 	old := h.secretToken()
+	issued := h.token().Status.IssuedAt
+	h.clock.Step(time.Hour)
 	h.r.Salt.Set([]byte("new-salt"))
 	h.mustReconcile()
+	if at := h.token(); !at.Status.IssuedAt.Equal(issued) {
+		t.Fatalf("a salt change moved issuedAt from %v to %v", issued, at.Status.IssuedAt)
+	}
 	cur := h.secretToken()
 	if cur == old || !h.verifies(cur) || h.verifies(old) {
 		t.Fatal("salt change did not re-issue without grace")
