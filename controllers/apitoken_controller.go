@@ -7,6 +7,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -405,6 +407,10 @@ var errSecretExists = errors.New("the Secret already exists")
 
 // applyMetadata sets the desired labels and annotations on secret, keeping
 // keys others added.
+//
+// Keys the template set before and no longer lists are removed: the
+// Secret's annotation tokens.apitoken.dev/template-keys remembers which
+// keys came from the template, so keys added by others stay.
 func applyMetadata(t *tokensv1alpha1.ApiToken, secret *corev1.Secret) {
 	labels, annotations := desiredMetadata(t)
 	if secret.Labels == nil {
@@ -413,12 +419,57 @@ func applyMetadata(t *tokensv1alpha1.ApiToken, secret *corev1.Secret) {
 	if secret.Annotations == nil {
 		secret.Annotations = map[string]string{}
 	}
+	prevLabels, prevAnnotations := parseTemplateKeys(secret.Annotations[tokensv1alpha1.TemplateKeysAnnotation])
+	for _, k := range prevLabels {
+		if _, keep := labels[k]; !keep {
+			delete(secret.Labels, k)
+		}
+	}
+	for _, k := range prevAnnotations {
+		if _, keep := annotations[k]; !keep {
+			delete(secret.Annotations, k)
+		}
+	}
 	for k, v := range labels {
 		secret.Labels[k] = v
 	}
 	for k, v := range annotations {
 		secret.Annotations[k] = v
 	}
+	if keys := formatTemplateKeys(t.Spec.SecretTemplate); keys != "" {
+		secret.Annotations[tokensv1alpha1.TemplateKeysAnnotation] = keys
+	} else {
+		delete(secret.Annotations, tokensv1alpha1.TemplateKeysAnnotation)
+	}
+}
+
+// formatTemplateKeys lists the template's keys as "l:<key>" and "a:<key>",
+// sorted, separated by commas (label and annotation keys hold no comma).
+func formatTemplateKeys(tpl *tokensv1alpha1.SecretTemplate) string {
+	if tpl == nil {
+		return ""
+	}
+	keys := make([]string, 0, len(tpl.Labels)+len(tpl.Annotations))
+	for k := range tpl.Labels {
+		keys = append(keys, "l:"+k)
+	}
+	for k := range tpl.Annotations {
+		keys = append(keys, "a:"+k)
+	}
+	slices.Sort(keys)
+	return strings.Join(keys, ",")
+}
+
+func parseTemplateKeys(s string) (labels, annotations []string) {
+	for _, k := range strings.Split(s, ",") {
+		switch {
+		case strings.HasPrefix(k, "l:"):
+			labels = append(labels, k[2:])
+		case strings.HasPrefix(k, "a:"):
+			annotations = append(annotations, k[2:])
+		}
+	}
+	return labels, annotations
 }
 
 // syncSecretMetadata updates the Secret when the template's labels or

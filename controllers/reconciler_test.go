@@ -453,3 +453,34 @@ func TestFirstIssueCrashSafety(t *testing.T) {
 		})
 	}
 }
+
+func TestSecretTemplateKeptInSync(t *testing.T) {
+	spec := graceSpec
+	spec.SecretTemplate = &tokensv1alpha1.SecretTemplate{
+		Labels:      map[string]string{"team": "a", "tier": "gold"},
+		Annotations: map[string]string{"reloader": "on"},
+	}
+	h := newHarness(t, spec)
+	h.mustReconcile()
+	key := types.NamespacedName{Namespace: "ns", Name: "tok-token"}
+	var s corev1.Secret
+	_ = h.c.Get(context.Background(), key, &s)
+	s.Labels["added-by-someone"] = "x"
+	_ = h.c.Update(context.Background(), &s)
+	tok := h.secretToken()
+
+	at := h.token()
+	at.Spec.SecretTemplate = &tokensv1alpha1.SecretTemplate{Labels: map[string]string{"team": "b"}}
+	_ = h.c.Update(context.Background(), at)
+	h.mustReconcile()
+	_ = h.c.Get(context.Background(), key, &s)
+	if s.Labels["team"] != "b" || s.Labels["tier"] != "" || s.Annotations["reloader"] != "" {
+		t.Fatalf("template not in sync: labels %v annotations %v", s.Labels, s.Annotations)
+	}
+	if s.Labels["added-by-someone"] != "x" || s.Labels[tokensv1alpha1.ManagedByLabel] != "apitoken-operator" {
+		t.Fatalf("keys not from the template were touched: %v", s.Labels)
+	}
+	if h.secretToken() != tok {
+		t.Fatal("a template change replaced the token")
+	}
+}

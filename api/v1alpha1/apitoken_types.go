@@ -15,6 +15,10 @@ const (
 	// IssuedAtAnnotation on the Secret records when its token was issued, so
 	// that a status lost in a restore can be rebuilt without a new token.
 	IssuedAtAnnotation = "tokens.apitoken.dev/issued-at"
+	// TemplateKeysAnnotation on the Secret lists the label and annotation
+	// keys that came from spec.secretTemplate, so that keys dropped from the
+	// template are removed and keys others added are kept.
+	TemplateKeysAnnotation = "tokens.apitoken.dev/template-keys"
 	// ManagedByLabel marks every Secret the operator manages.
 	ManagedByLabel = "app.kubernetes.io/managed-by"
 	// ManagedByValue is the value of ManagedByLabel.

@@ -127,8 +127,10 @@ func ValidateApiToken(old, at *tokensv1alpha1.ApiToken) (field.ErrorList, []stri
 				errs = append(errs, field.Forbidden(tplPath.Child("labels").Key(k), "is set by the operator"))
 			}
 		}
-		if _, ok := tpl.Annotations[tokensv1alpha1.IssuedAtAnnotation]; ok {
-			errs = append(errs, field.Forbidden(tplPath.Child("annotations").Key(tokensv1alpha1.IssuedAtAnnotation), "is set by the operator"))
+		for _, k := range []string{tokensv1alpha1.IssuedAtAnnotation, tokensv1alpha1.TemplateKeysAnnotation} {
+			if _, ok := tpl.Annotations[k]; ok {
+				errs = append(errs, field.Forbidden(tplPath.Child("annotations").Key(k), "is set by the operator"))
+			}
 		}
 	}
 
