@@ -76,9 +76,48 @@ func (v Verdict) String() string {
 
 const shardCount = 64
 
+// shard holds one share of the hashes. Its map holds no pointer (a slot
+// names its identity by index into ids), so the garbage collector never
+// scans the map's memory, however many tokens there are.
 type shard struct {
-	mu sync.RWMutex
-	m  map[token.Digest]entry
+	mu   sync.RWMutex
+	m    map[token.Digest]slot
+	ids  []*Identity
+	free []uint32
+}
+
+// slot is an entry without its identity pointer.
+type slot struct {
+	id         uint32
+	revoked    bool
+	expiresAt  int64
+	validUntil int64
+}
+
+// put stores e under d, reusing d's identity slot if it has one. The
+// caller holds s.mu.
+func (s *shard) put(d token.Digest, e entry) {
+	sl, ok := s.m[d]
+	if !ok {
+		if n := len(s.free); n > 0 {
+			sl.id, s.free = s.free[n-1], s.free[:n-1]
+		} else {
+			sl.id = uint32(len(s.ids)) //nolint:gosec // far below 2^32 identities per shard
+			s.ids = append(s.ids, nil)
+		}
+	}
+	s.ids[sl.id] = e.id
+	sl.revoked, sl.expiresAt, sl.validUntil = e.revoked, e.expiresAt, e.validUntil
+	s.m[d] = sl
+}
+
+// remove drops d if it belongs to u. The caller holds s.mu.
+func (s *shard) remove(d token.Digest, u *usage) {
+	if sl, ok := s.m[d]; ok && s.ids[sl.id].usage == u {
+		delete(s.m, d)
+		s.ids[sl.id] = nil
+		s.free = append(s.free, sl.id)
+	}
 }
 
 type object struct {
@@ -104,7 +143,7 @@ type Index struct {
 func NewIndex(hasher func() *token.Hasher) *Index {
 	ix := &Index{hasher: hasher, objects: map[types.NamespacedName]*object{}}
 	for i := range ix.shards {
-		ix.shards[i].m = map[token.Digest]entry{}
+		ix.shards[i].m = map[token.Digest]slot{}
 	}
 	return ix
 }
@@ -139,7 +178,7 @@ func (ix *Index) Upsert(at *tokensv1alpha1.ApiToken) {
 	for d, e := range entries {
 		s := ix.shard(d)
 		s.mu.Lock()
-		s.m[d] = e
+		s.put(d, e)
 		s.mu.Unlock()
 		fresh = append(fresh, d)
 	}
@@ -147,9 +186,7 @@ func (ix *Index) Upsert(at *tokensv1alpha1.ApiToken) {
 		if _, kept := entries[d]; !kept {
 			s := ix.shard(d)
 			s.mu.Lock()
-			if e, ok := s.m[d]; ok && e.id.usage == obj.usage {
-				delete(s.m, d)
-			}
+			s.remove(d, obj.usage)
 			s.mu.Unlock()
 		}
 	}
@@ -167,9 +204,7 @@ func (ix *Index) Delete(key types.NamespacedName) {
 	for _, d := range obj.digests {
 		s := ix.shard(d)
 		s.mu.Lock()
-		if e, ok := s.m[d]; ok && e.id.usage == obj.usage {
-			delete(s.m, d)
-		}
+		s.remove(d, obj.usage)
 		s.mu.Unlock()
 	}
 	delete(ix.objects, key)
@@ -230,6 +265,10 @@ func (ix *Index) Lookup(tok string, now time.Time) (*Identity, Verdict) {
 	s := ix.shard(d)
 	s.mu.RLock()
 	e, ok := s.m[d]
+	var id *Identity
+	if ok {
+		id = s.ids[e.id]
+	}
 	s.mu.RUnlock()
 	switch {
 	case !ok:
@@ -241,7 +280,7 @@ func (ix *Index) Lookup(tok string, now time.Time) (*Identity, Verdict) {
 	if (e.expiresAt != 0 && n >= e.expiresAt) || (e.validUntil != 0 && n >= e.validUntil) {
 		return nil, Expired
 	}
-	return e.id, Valid
+	return id, Valid
 }
 
 // markUsed records a successful verification of id at now.
