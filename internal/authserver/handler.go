@@ -101,9 +101,9 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) string {
 		why = "the token does not grant " + required.String()
 	}
 	if why != "" {
-		challenge := realm + `, error="insufficient_scope", error_description="` + why + `"`
+		challenge := realm + `, error="insufficient_scope", error_description=` + quoted(why)
 		if required != nil {
-			challenge += `, scope="` + required.String() + `"`
+			challenge += `, scope=` + quoted(required.String())
 		}
 		w.Header()[headerWWWAuthenticate] = []string{challenge}
 		w.WriteHeader(http.StatusForbidden)
@@ -123,7 +123,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) string {
 }
 
 func badRequest(w http.ResponseWriter, problem string) string {
-	w.Header()[headerWWWAuthenticate] = []string{realm + `, error="invalid_request", error_description="` + problem + `"`}
+	w.Header()[headerWWWAuthenticate] = []string{realm + `, error="invalid_request", error_description=` + quoted(problem)}
 	http.Error(w, problem, http.StatusBadRequest)
 	return "bad_request"
 }
@@ -299,6 +299,28 @@ func parseParams(raw string) (params, string) {
 }
 
 var realmOnly = []string{realm}
+
+// quoted returns s as an RFC 9110 quoted-string: quotes and backslashes
+// escaped, control characters dropped, so that a value taken from the
+// request (a path segment, a query parameter) cannot add parameters to the
+// challenge.
+func quoted(s string) string {
+	var b strings.Builder
+	b.Grow(len(s) + 2)
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c < 0x20 || c == 0x7f:
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}
 
 // invalidToken holds the challenge of each refusal verdict.
 var invalidToken = func() map[Verdict][]string {

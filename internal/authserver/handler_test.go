@@ -136,6 +136,7 @@ func TestAuthorize(t *testing.T) {
 		{"escaped scope parameter", req{path: "/v1/authorize?scope=articles%3Aread", headers: [][2]string{bearer(tk["reader"])}}, 200, "", "apitoken:team-a:reader"},
 		{"repeated namespace parameters", req{path: "/v1/authorize?namespace=x&namespace=team-a", headers: [][2]string{bearer(tk["reader"])}}, 200, "", "apitoken:team-a:reader"},
 		{"badly escaped parameter", req{path: "/v1/authorize?scope=%zz", headers: [][2]string{bearer(tk["reader"])}}, 400, `not URL-encoded correctly`, ""},
+		{"quote in the path cannot break the challenge", req{path: "/v1/authorize", headers: [][2]string{bearer(tk["reader"]), {"X-Original-Method", "POST"}, {"X-Original-URL", `/api/a",x="y/1`}}}, 403, `scope="a\",x=\"y:create"`, ""},
 		{"url without method", req{path: "/v1/authorize", headers: [][2]string{bearer(tk["reader"]), {"X-Original-URL", "/api/articles"}}}, 400, `X-Original-URL was sent without X-Original-Method`, ""},
 	}
 	for _, c := range cases {

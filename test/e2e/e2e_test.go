@@ -266,29 +266,22 @@ var _ = Describe("config/default and config/auth-only", func() {
 	})
 })
 
-const certManagerCRDs = `apiVersion: apiextensions.k8s.io/v1
+// certManagerCRDs stands in for cert-manager's CRDs: the kinds exist and
+// accept any object, which is what a server-side dry run needs.
+var certManagerCRDs = stubCRD("Certificate", "certificates") + "---\n" + stubCRD("Issuer", "issuers")
+
+func stubCRD(kind, plural string) string {
+	return fmt.Sprintf(`apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
-metadata: {name: certificates.cert-manager.io}
+metadata: {name: %[2]s.cert-manager.io}
 spec:
   group: cert-manager.io
-  names: {kind: Certificate, plural: certificates, singular: certificate, listKind: CertificateList}
+  names: {kind: %[1]s, plural: %[2]s, singular: %[3]s, listKind: %[1]sList}
   scope: Namespaced
   versions:
   - name: v1
     served: true
     storage: true
     schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: issuers.cert-manager.io}
-spec:
-  group: cert-manager.io
-  names: {kind: Issuer, plural: issuers, singular: issuer, listKind: IssuerList}
-  scope: Namespaced
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
-`
+`, kind, plural, strings.ToLower(kind))
+}
