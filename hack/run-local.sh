@@ -11,8 +11,8 @@ if command -v kubectl >/dev/null 2>&1 && { [[ -n "${KUBECONFIG:-}" ]] || [[ -f "
   echo "make run: using the cluster of your kubeconfig (context $(kubectl config current-context))"
   echo "make run: installing the CRD; webhooks stay off (the cluster cannot call this machine)"
   kubectl apply --server-side -f config/crd/bases
-  kubectl create namespace apitoken-system --dry-run=client -o yaml | kubectl apply -f -
-  kubectl apply -n default -f config/samples/tokens_v1alpha1_apitoken_full_access.yaml \
+  kubectl create namespace apitoken-system --dry-run=client -o yaml | kubectl apply --server-side -f -
+  kubectl apply --server-side -n default -f config/samples/tokens_v1alpha1_apitoken_full_access.yaml \
     -f config/samples/tokens_v1alpha1_apitoken_read_only.yaml
   exec bin/manager --enable-webhooks=false --namespace=apitoken-system "$@"
 fi
