@@ -66,9 +66,18 @@ func (w *LastUsedWriter) Flush(ctx context.Context) {
 	})
 }
 
+// write patches status.lastUsedAt to at, unless the ApiToken (read from
+// the cache) already records a use as late: another replica may have
+// written a later one, and the value never goes back in time.
 func (w *LastUsedWriter) write(ctx context.Context, key types.NamespacedName, at time.Time) error {
-	patch := fmt.Sprintf(`{"status":{"lastUsedAt":%q}}`, at.UTC().Format(time.RFC3339))
+	at = at.UTC().Truncate(time.Second)
 	obj := &tokensv1alpha1.ApiToken{}
-	obj.Namespace, obj.Name = key.Namespace, key.Name
+	if err := w.Client.Get(ctx, key, obj); err != nil {
+		return err
+	}
+	if last := obj.Status.LastUsedAt; last != nil && !last.Time.Before(at) {
+		return nil
+	}
+	patch := fmt.Sprintf(`{"status":{"lastUsedAt":%q}}`, at.Format(time.RFC3339))
 	return w.Client.Status().Patch(ctx, obj, client.RawPatch(types.MergePatchType, []byte(patch)))
 }

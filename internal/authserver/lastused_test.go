@@ -73,4 +73,16 @@ func TestLastUsedWritesAtMostOncePerInterval(t *testing.T) {
 	if writes.Load() != 2 {
 		t.Fatal("idle flush wrote")
 	}
+	// Another replica recorded a later use: ours is older and is not written.
+	later := metav1.NewTime(clk.Now().Add(time.Hour))
+	_ = c.Get(context.Background(), keyOf("team-a", "reader"), &at)
+	at.Status.LastUsedAt = &later
+	_ = c.Status().Update(context.Background(), &at)
+	f.do(req{path: "/v1/authorize", headers: [][2]string{bearer(tok)}})
+	clk.Step(2 * time.Minute)
+	w.Flush(context.Background())
+	_ = c.Get(context.Background(), keyOf("team-a", "reader"), &at)
+	if writes.Load() != 2 || !at.Status.LastUsedAt.Equal(&later) {
+		t.Fatalf("lastUsedAt went back in time: %v", at.Status.LastUsedAt)
+	}
 }
