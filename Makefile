@@ -59,7 +59,7 @@ envtest: ## Build (once, cached per user) etcd, kube-apiserver and kube-controll
 	@mkdir -p $(LOCALBIN) && ln -sfn $(ENVTEST_DIR) $(LOCALBIN)/k8s
 
 .PHONY: test
-test: manifests generate envtest ## Run every test: unit, fuzz seeds, envtest suites, nginx integration.
+test: manifests generate envtest ## Run every test: unit, fuzz seeds, envtest suites, nginx integration, e2e.
 	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-e2e
