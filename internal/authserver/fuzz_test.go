@@ -17,6 +17,7 @@ func FuzzAuthorizeHeaders(f *testing.F) {
 	f.Add("", fx.tokens["admin"], "", "", "")
 	f.Add("Basic abc", "k", "DELETE", "%zz", "a:b:c")
 	f.Add("Bearer atk_", "", "", "::", "*:*")
+	f.Add("Bearer "+fx.tokens["reader"], "", "POST", `/api/a"b\\/1`, "")
 	f.Fuzz(func(t *testing.T, auth, key, method, url, scope string) {
 		r := httptest.NewRequest(http.MethodGet, "/v1/authorize", nil)
 		if scope != "" {
@@ -39,6 +40,9 @@ func FuzzAuthorizeHeaders(f *testing.F) {
 		}
 		if w.Code == 200 && !strings.HasPrefix(w.Header().Get("X-Auth-Request-User"), "apitoken:") {
 			t.Fatal("bad identity")
+		}
+		if c := w.Header().Get("WWW-Authenticate"); unescapedQuotes(c)%2 != 0 || strings.ContainsAny(c, "\r\n") {
+			t.Fatalf("malformed challenge %q", c)
 		}
 	})
 }
@@ -65,4 +69,19 @@ func FuzzCredential(f *testing.F) {
 			t.Fatalf("untrimmed or compound token %q", tok)
 		}
 	})
+}
+
+// unescapedQuotes counts the double quotes not preceded by a backslash
+// escape: a well-formed challenge has an even number.
+func unescapedQuotes(s string) int {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			i++
+		case '"':
+			n++
+		}
+	}
+	return n
 }
