@@ -113,11 +113,11 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) string {
 	// The identity's header values are built once per ApiToken and shared:
 	// net/http only reads them.
 	hd := w.Header()
-	hd[headerUser] = id.headers[0]
-	hd[headerName] = id.headers[1]
-	hd[headerNamespace] = id.headers[2]
-	hd[headerType] = id.headers[3]
-	hd[headerScopes] = id.headers[4]
+	hd[headerUser] = id.userHeader
+	hd[headerName] = id.nameHeader
+	hd[headerNamespace] = id.namespaceHeader
+	hd[headerType] = id.typeHeader
+	hd[headerScopes] = id.scopesHeader
 	w.WriteHeader(http.StatusOK)
 	return "valid"
 }

@@ -16,22 +16,32 @@ import (
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
 )
 
+// Grant is what a token may do. ApiTokens with the same type, audience and
+// scopes share one, so a token's identity stays small.
+type Grant struct {
+	Type     string
+	Audience string
+	Scopes   token.ScopeSet
+	// ScopesHeader is Scopes joined with commas, for X-ApiToken-Scopes.
+	ScopesHeader string
+	// typeHeader and scopesHeader are the header values of a 200, built once.
+	typeHeader, scopesHeader []string
+}
+
 // Identity is who a valid token speaks for. It is shared by every hash of
 // one ApiToken and never changes after it is built.
 type Identity struct {
+	*Grant
 	Namespace string
 	Name      string
 	UID       string
-	Type      string
-	Audience  string
-	Scopes    token.ScopeSet
 	// User is apitoken:<namespace>:<name>.
-	User string
-	// ScopesHeader is Scopes joined with commas, for X-ApiToken-Scopes.
-	ScopesHeader string
-	usage        *usage
-	// headers are the values of the identity headers of a 200, built once.
-	headers [5][]string
+	User  string
+	usage *usage
+	// hdr backs the user, name and namespace header values of a 200
+	// (userHeader, nameHeader, namespaceHeader), built once.
+	hdr                                     [3]string
+	userHeader, nameHeader, namespaceHeader []string
 }
 
 // usage is the last successful verification of one ApiToken, in unix
@@ -76,12 +86,22 @@ func (v Verdict) String() string {
 
 const shardCount = 64
 
+// digestKey is the first 256 bits of a token's HMAC-SHA512, the index's
+// key: as unguessable as the whole digest for a lookup, at half the
+// memory per entry.
+type digestKey [32]byte
+
+func indexKey(d token.Digest) (k digestKey) {
+	copy(k[:], d[:32])
+	return k
+}
+
 // shard holds one share of the hashes. Its map holds no pointer (a slot
 // names its identity by index into ids), so the garbage collector never
 // scans the map's memory, however many tokens there are.
 type shard struct {
 	mu   sync.RWMutex
-	m    map[token.Digest]slot
+	m    map[digestKey]slot
 	ids  []*Identity
 	free []uint32
 }
@@ -96,7 +116,7 @@ type slot struct {
 
 // put stores e under d, reusing d's identity slot if it has one. The
 // caller holds s.mu.
-func (s *shard) put(d token.Digest, e entry) {
+func (s *shard) put(d digestKey, e entry) {
 	sl, ok := s.m[d]
 	if !ok {
 		if n := len(s.free); n > 0 {
@@ -112,7 +132,7 @@ func (s *shard) put(d token.Digest, e entry) {
 }
 
 // remove drops d if it belongs to u. The caller holds s.mu.
-func (s *shard) remove(d token.Digest, u *usage) {
+func (s *shard) remove(d digestKey, u *usage) {
 	if sl, ok := s.m[d]; ok && s.ids[sl.id].usage == u {
 		delete(s.m, d)
 		s.ids[sl.id] = nil
@@ -121,7 +141,7 @@ func (s *shard) remove(d token.Digest, u *usage) {
 }
 
 type object struct {
-	digests []token.Digest
+	digests []digestKey
 	usage   *usage
 }
 
@@ -137,18 +157,19 @@ type Index struct {
 
 	mu      sync.Mutex
 	objects map[types.NamespacedName]*object
+	grants  map[string]*Grant
 }
 
 // NewIndex returns an empty index hashing with the current salt.
 func NewIndex(hasher func() *token.Hasher) *Index {
-	ix := &Index{hasher: hasher, objects: map[types.NamespacedName]*object{}}
+	ix := &Index{hasher: hasher, objects: map[types.NamespacedName]*object{}, grants: map[string]*Grant{}}
 	for i := range ix.shards {
-		ix.shards[i].m = map[token.Digest]slot{}
+		ix.shards[i].m = map[digestKey]slot{}
 	}
 	return ix
 }
 
-func (ix *Index) shard(d token.Digest) *shard { return &ix.shards[d[0]%shardCount] }
+func (ix *Index) shard(d digestKey) *shard { return &ix.shards[d[0]%shardCount] }
 
 // Len returns the number of indexed hashes.
 func (ix *Index) Len() int {
@@ -173,8 +194,8 @@ func (ix *Index) Upsert(at *tokensv1alpha1.ApiToken) {
 		obj = &object{usage: &usage{key: key}}
 		ix.objects[key] = obj
 	}
-	entries := entriesOf(at, obj.usage)
-	fresh := make([]token.Digest, 0, len(entries))
+	entries := ix.entriesOf(at, obj.usage)
+	fresh := make([]digestKey, 0, len(entries))
 	for d, e := range entries {
 		s := ix.shard(d)
 		s.mu.Lock()
@@ -210,33 +231,47 @@ func (ix *Index) Delete(key types.NamespacedName) {
 	delete(ix.objects, key)
 }
 
-// entriesOf builds the index entries of an ApiToken's verification record.
-func entriesOf(at *tokensv1alpha1.ApiToken, u *usage) map[token.Digest]entry {
-	v := at.Status.Verification
-	out := map[token.Digest]entry{}
-	if v == nil {
-		return out
-	}
-	scopes, err := token.Granted(string(at.Spec.Type), at.Spec.Scopes)
-	if err != nil {
-		scopes = nil // an invalid spec grants nothing
-	}
-	audience := string(at.Spec.Audience)
+// grant returns the shared Grant of a spec. The caller holds ix.mu.
+func (ix *Index) grant(spec *tokensv1alpha1.ApiTokenSpec) *Grant {
+	audience := string(spec.Audience)
 	if audience == "" {
 		audience = string(tokensv1alpha1.ContentAPI)
 	}
-	id := &Identity{
-		Namespace: at.Namespace, Name: at.Name, UID: string(at.UID), Type: string(at.Spec.Type), Audience: audience,
-		Scopes: scopes, User: "apitoken:" + at.Namespace + ":" + at.Name,
-		ScopesHeader: strings.Join(scopes.Strings(), ","), usage: u,
+	key := string(spec.Type) + "\x00" + audience + "\x00" + strings.Join(spec.Scopes, ",")
+	if g := ix.grants[key]; g != nil {
+		return g
 	}
-	id.headers = [5][]string{{id.User}, {id.Name}, {id.Namespace}, {id.Type}, {id.ScopesHeader}}
+	scopes, err := token.Granted(string(spec.Type), spec.Scopes)
+	if err != nil {
+		scopes = nil // an invalid spec grants nothing
+	}
+	g := &Grant{Type: string(spec.Type), Audience: audience, Scopes: scopes, ScopesHeader: strings.Join(scopes.Strings(), ",")}
+	g.typeHeader, g.scopesHeader = []string{g.Type}, []string{g.ScopesHeader}
+	ix.grants[key] = g
+	return g
+}
+
+// entriesOf builds the index entries of an ApiToken's verification record.
+// The caller holds ix.mu.
+func (ix *Index) entriesOf(at *tokensv1alpha1.ApiToken, u *usage) map[digestKey]entry {
+	v := at.Status.Verification
+	out := map[digestKey]entry{}
+	if v == nil {
+		return out
+	}
+	id := &Identity{
+		Grant: ix.grant(&at.Spec), Namespace: at.Namespace, Name: at.Name, UID: string(at.UID),
+		User: "apitoken:" + at.Namespace + ":" + at.Name, usage: u,
+	}
+	id.hdr = [3]string{id.User, id.Name, id.Namespace}
+	id.userHeader, id.nameHeader, id.namespaceHeader = id.hdr[0:1:1], id.hdr[1:2:2], id.hdr[2:3:3]
 	var expires int64
 	if at.Status.ExpiresAt != nil {
 		expires = at.Status.ExpiresAt.UnixNano()
 	}
 	add := func(encoded string, e entry) {
-		if d, err := token.DecodeDigest(encoded); err == nil && encoded != "" {
+		if full, err := token.DecodeDigest(encoded); err == nil && encoded != "" {
+			d := indexKey(full)
 			e.id = id
 			e.revoked = e.revoked || at.Spec.Revoked
 			out[d] = e
@@ -261,7 +296,7 @@ func (ix *Index) Lookup(tok string, now time.Time) (*Identity, Verdict) {
 	if h == nil {
 		return nil, Unknown // no salt: fail closed
 	}
-	d := h.Hash(tok)
+	d := indexKey(h.Hash(tok))
 	s := ix.shard(d)
 	s.mu.RLock()
 	e, ok := s.m[d]
