@@ -187,7 +187,7 @@ func (r *ApiTokenReconciler) finish(t, base *tokensv1alpha1.ApiToken, p policy, 
 	if t.Status.ExpiresAt != nil {
 		exp = float64(t.Status.ExpiresAt.Unix())
 	}
-	recordMetrics(t.Namespace, t.Name, string(t.Spec.Type), string(t.Status.Phase), exp, t.Status.ExpiresAt != nil)
+	recordMetrics(t.Namespace, t.Name, t.Spec.Type, t.Status.Phase, exp, t.Status.ExpiresAt != nil)
 }
 
 func conditionTrue(t *tokensv1alpha1.ApiToken, typ string) bool {

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
@@ -202,5 +203,23 @@ func TestTypeNamesAgreeWithTokenCore(t *testing.T) {
 	if string(tokensv1alpha1.ReadOnly) != token.TypeReadOnly || string(tokensv1alpha1.FullAccess) != token.TypeFullAccess ||
 		string(tokensv1alpha1.Custom) != token.TypeCustom || tokensv1alpha1.Unlimited != token.Unlimited {
 		t.Fatal("API constants and token core disagree")
+	}
+}
+
+func TestInfoMetricFollowsPhaseAndType(t *testing.T) {
+	count := func() int { return testutil.CollectAndCount(info) }
+	before := count()
+	recordMetrics("m", "tok", tokensv1alpha1.ReadOnly, tokensv1alpha1.PhaseActive, 1, true)
+	recordMetrics("m", "tok", tokensv1alpha1.ReadOnly, tokensv1alpha1.PhaseExpired, 1, true)
+	recordMetrics("m", "tok", tokensv1alpha1.Custom, tokensv1alpha1.PhaseExpired, 1, true)
+	if got := count(); got != before+1 {
+		t.Fatalf("%d info series for one token, want 1", got-before)
+	}
+	if v := testutil.ToFloat64(info.WithLabelValues("m", "tok", "custom", "Expired")); v != 1 {
+		t.Fatalf("current series = %v", v)
+	}
+	forgetMetrics("m", "tok")
+	if got := count(); got != before {
+		t.Fatalf("%d series left after forget", got-before)
 	}
 }

@@ -3,6 +3,8 @@ package controllers
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 )
 
 var (
@@ -24,10 +26,18 @@ func init() {
 	metrics.Registry.MustRegister(expirationTimestamp, regenerations, info)
 }
 
-// recordMetrics publishes the token's expiry and phase. forget removes them.
-func recordMetrics(namespace, name, tokenType, phase string, expires float64, finite bool) {
-	info.DeletePartialMatch(prometheus.Labels{"namespace": namespace, "name": name})
-	info.WithLabelValues(namespace, name, tokenType, phase).Set(1)
+// infoLabels are every type and phase an apitoken_info series can carry.
+var (
+	infoTypes  = []tokensv1alpha1.TokenType{tokensv1alpha1.ReadOnly, tokensv1alpha1.FullAccess, tokensv1alpha1.Custom}
+	infoPhases = []tokensv1alpha1.Phase{"", tokensv1alpha1.PhasePending, tokensv1alpha1.PhaseActive, tokensv1alpha1.PhaseExpired, tokensv1alpha1.PhaseRevoked, tokensv1alpha1.PhaseFailed}
+)
+
+// recordMetrics publishes the token's expiry and phase. Stale info series
+// are dropped by their exact labels (a handful of map deletions), not by a
+// partial match, which would scan every token's series on every pass.
+func recordMetrics(namespace, name string, tokenType tokensv1alpha1.TokenType, phase tokensv1alpha1.Phase, expires float64, finite bool) {
+	dropInfo(namespace, name, tokenType, phase)
+	info.WithLabelValues(namespace, name, string(tokenType), string(phase)).Set(1)
 	if finite {
 		expirationTimestamp.WithLabelValues(namespace, name).Set(expires)
 	} else {
@@ -35,7 +45,19 @@ func recordMetrics(namespace, name, tokenType, phase string, expires float64, fi
 	}
 }
 
+// forgetMetrics removes a deleted token's series.
 func forgetMetrics(namespace, name string) {
-	info.DeletePartialMatch(prometheus.Labels{"namespace": namespace, "name": name})
+	dropInfo(namespace, name, "", "")
 	expirationTimestamp.DeleteLabelValues(namespace, name)
+}
+
+// dropInfo deletes the token's info series other than (keepType, keepPhase).
+func dropInfo(namespace, name string, keepType tokensv1alpha1.TokenType, keepPhase tokensv1alpha1.Phase) {
+	for _, t := range infoTypes {
+		for _, p := range infoPhases {
+			if t != keepType || p != keepPhase {
+				info.DeleteLabelValues(namespace, name, string(t), string(p))
+			}
+		}
+	}
 }
