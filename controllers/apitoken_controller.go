@@ -244,7 +244,7 @@ func lifetimeStart(t *tokensv1alpha1.ApiToken, reason string, now time.Time) tim
 // failure after (1) leaves the old token in the Secret and verifying; a
 // failure after (2) leaves the new one, which verifies as pending and is
 // promoted on the next pass.
-func (r *ApiTokenReconciler) issue(ctx context.Context, t, base *tokensv1alpha1.ApiToken, secret *corev1.Secret, reason string, h *token.Hasher, now time.Time) error {
+func (r *ApiTokenReconciler) issue(ctx context.Context, t, base *tokensv1alpha1.ApiToken, secret *corev1.Secret, reason string, h *token.Hasher, issued time.Time) error {
 	generate := r.Generate
 	if generate == nil {
 		generate = token.Generate
@@ -269,7 +269,7 @@ func (r *ApiTokenReconciler) issue(ctx context.Context, t, base *tokensv1alpha1.
 			return err
 		}
 	}
-	return r.writeSecret(ctx, t, secret, tok, now)
+	return r.writeSecret(ctx, t, secret, tok, issued)
 }
 
 // promote makes the pending hash current: the replaced hash stays valid

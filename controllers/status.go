@@ -55,7 +55,7 @@ func computeStatus(t *tokensv1alpha1.ApiToken, p policy, b blocker, now time.Tim
 	case !hasRecord:
 		st.Phase = tokensv1alpha1.PhasePending
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, "Pending", "No token has been issued yet"
-	case st.ExpiresAt != nil && !now.Before(st.ExpiresAt.Time):
+	case st.ExpiresAt != nil && token.Expired(st.ExpiresAt.Time, true, now):
 		st.Phase = tokensv1alpha1.PhaseExpired
 		ready.Status, ready.Reason = metav1.ConditionFalse, tokensv1alpha1.ReasonExpired
 		ready.Message = fmt.Sprintf("The token expired at %s; annotate %s to issue a new one", st.ExpiresAt.UTC().Format(time.RFC3339), tokensv1alpha1.RegenerateAnnotation)

@@ -8,6 +8,8 @@ import (
 
 	"k8s.io/utils/clock"
 
+	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
 )
 
@@ -89,7 +91,7 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) string {
 	}
 	audience := q.audience
 	if audience == "" {
-		audience = "content-api"
+		audience = string(tokensv1alpha1.ContentAPI)
 	}
 	var why string
 	switch {
@@ -225,14 +227,23 @@ func original(r *http.Request) (method, path, problem string) {
 }
 
 // resourceOf names the resource of a path: the configured segment after
-// PathPrefix, lower-cased.
+// PathPrefix (matched on whole segments: /api does not strip /apiary),
+// lower-cased.
 func (h *Handler) resourceOf(p string) string {
-	p = strings.TrimPrefix(p, strings.TrimSuffix(h.Options.PathPrefix, "/"))
-	segs := strings.Split(strings.Trim(p, "/"), "/")
-	if h.Options.ResourceSegment >= len(segs) {
-		return ""
+	if prefix := strings.TrimSuffix(h.Options.PathPrefix, "/"); prefix != "" {
+		if rest, ok := strings.CutPrefix(p, prefix); ok && (rest == "" || rest[0] == '/') {
+			p = rest
+		}
 	}
-	return strings.ToLower(segs[h.Options.ResourceSegment])
+	p = strings.Trim(p, "/")
+	for i := 0; i < h.Options.ResourceSegment; i++ {
+		var ok bool
+		if _, p, ok = strings.Cut(p, "/"); !ok {
+			return ""
+		}
+	}
+	seg, _, _ := strings.Cut(p, "/")
+	return strings.ToLower(seg)
 }
 
 // namespaceAccepted reports whether ns is in the comma-separated list

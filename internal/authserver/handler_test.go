@@ -207,3 +207,26 @@ func TestIndexUpsertReplacesAndDeleteRemoves(t *testing.T) {
 		t.Fatalf("without a salt: %v", v)
 	}
 }
+
+func TestResourceOf(t *testing.T) {
+	cases := []struct {
+		prefix  string
+		segment int
+		path    string
+		want    string
+	}{
+		{"/api", 0, "/api/Articles/7", "articles"},
+		{"/api/", 0, "/api/articles", "articles"},
+		{"/api", 0, "/apiary/honey", "apiary"},
+		{"/api", 0, "/api", ""},
+		{"", 0, "/orders/1", "orders"},
+		{"", 1, "/v2/orders/1", "orders"},
+		{"", 3, "/v2/orders", ""},
+	}
+	for _, c := range cases {
+		h := &Handler{Options: Options{PathPrefix: c.prefix, ResourceSegment: c.segment}}
+		if got := h.resourceOf(c.path); got != c.want {
+			t.Errorf("resourceOf(%q) with prefix %q, segment %d = %q, want %q", c.path, c.prefix, c.segment, got, c.want)
+		}
+	}
+}

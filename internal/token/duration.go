@@ -100,23 +100,3 @@ func atoiBounded(s string, max int64) (int64, bool) {
 	}
 	return n, true
 }
-
-// FormatSpan writes d the way ParseSpan reads it, dropping seconds.
-func FormatSpan(d time.Duration) string {
-	if d < time.Minute {
-		return "0m"
-	}
-	out := ""
-	if days := d / day; days > 0 {
-		out += fmt.Sprintf("%dd", days)
-		d -= days * day
-	}
-	if h := d / time.Hour; h > 0 {
-		out += fmt.Sprintf("%dh", h)
-		d -= h * time.Hour
-	}
-	if m := d / time.Minute; m > 0 {
-		out += fmt.Sprintf("%dm", m)
-	}
-	return out
-}

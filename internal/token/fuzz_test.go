@@ -52,7 +52,7 @@ func FuzzParseDuration(f *testing.F) {
 			t.Fatalf("accepted non-positive %q = %v", s, d)
 		}
 		if finite {
-			if d2, err := ParseSpan(FormatSpan(d)); err != nil || d2 != d {
+			if d2, err := ParseSpan(formatSpan(d)); err != nil || d2 != d {
 				t.Fatalf("format round trip of %q: %v %v", s, d2, err)
 			}
 		}
