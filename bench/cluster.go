@@ -18,11 +18,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-operator/apitoken-operator/internal/testenv"
@@ -60,22 +57,11 @@ func stageCluster(cfg *config, r *report) error {
 	}
 	defer func() { _ = cb.env.Stop() }()
 	cb.env.Config.QPS, cb.env.Config.Burst = 2000, 4000
-	scheme := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(scheme)
-	_ = tokensv1alpha1.AddToScheme(scheme)
-	if cb.c, err = client.New(cb.env.Config, client.Options{Scheme: scheme}); err != nil {
-		return err
-	}
-	admin, err := cb.env.ControlPlane.AddUser(envtest.User{Name: "bench", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		return err
-	}
-	kc, err := admin.KubeConfig()
-	if err != nil {
+	if cb.c, err = client.New(cb.env.Config, client.Options{Scheme: testenv.Scheme()}); err != nil {
 		return err
 	}
 	cb.kubeconfig = filepath.Join(cb.dir, "kubeconfig")
-	if err := os.WriteFile(cb.kubeconfig, kc, 0o600); err != nil {
+	if err := cb.env.WriteKubeconfig(cb.kubeconfig, "bench"); err != nil {
 		return err
 	}
 	if err := cb.c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "apitoken-system"}}); err != nil {

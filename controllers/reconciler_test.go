@@ -10,9 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/events"
 	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -22,6 +20,7 @@ import (
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-operator/apitoken-operator/internal/salt"
+	"github.com/apitoken-operator/apitoken-operator/internal/testenv"
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
 )
 
@@ -41,9 +40,7 @@ type harness struct {
 
 func newHarness(t *testing.T, spec tokensv1alpha1.ApiTokenSpec, objs ...client.Object) *harness {
 	t.Helper()
-	s := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(s)
-	_ = tokensv1alpha1.AddToScheme(s)
+	s := testenv.Scheme()
 	h := &harness{t: t, clock: clocktesting.NewFakeClock(t0), rec: events.NewFakeRecorder(100), key: types.NamespacedName{Namespace: "ns", Name: "tok"}}
 	at := &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: "tok", Namespace: "ns", UID: "uid-1", Generation: 1}, Spec: spec}
 	count := func() error {

@@ -9,9 +9,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -19,7 +17,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-operator/apitoken-operator/internal/salt"
 	"github.com/apitoken-operator/apitoken-operator/internal/testenv"
 )
@@ -29,7 +26,7 @@ const operatorNamespace = "apitoken-system"
 var (
 	env       *testenv.Env
 	k8s       client.Client
-	scheme    = runtime.NewScheme()
+	scheme    = testenv.Scheme()
 	fakeClock = clocktesting.NewFakeClock(time.Now())
 	saltStore = salt.NewStore(types.NamespacedName{Namespace: operatorNamespace, Name: "apitoken-operator-salt"})
 	cancelMgr context.CancelFunc
@@ -42,8 +39,6 @@ func TestControllersEnvtest(t *testing.T) {
 
 var _ = BeforeSuite(func() {
 	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
-	Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
-	Expect(tokensv1alpha1.AddToScheme(scheme)).To(Succeed())
 
 	var err error
 	env, err = testenv.Start(testenv.Options{GarbageCollector: true})

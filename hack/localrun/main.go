@@ -20,9 +20,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
@@ -62,22 +60,11 @@ func run(state, operator, authAddr string) error {
 		_ = env.Stop()
 	}()
 
-	admin, err := env.ControlPlane.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		return err
-	}
-	kubeconfigBytes, err := admin.KubeConfig()
-	if err != nil {
-		return err
-	}
 	kubeconfig, _ := filepath.Abs(filepath.Join(state, "kubeconfig"))
-	if err := os.WriteFile(kubeconfig, kubeconfigBytes, 0o600); err != nil {
+	if err := env.WriteKubeconfig(kubeconfig, "admin"); err != nil {
 		return err
 	}
-	scheme := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(scheme)
-	_ = tokensv1alpha1.AddToScheme(scheme)
-	c, err := client.New(env.Config, client.Options{Scheme: scheme})
+	c, err := client.New(env.Config, client.Options{Scheme: testenv.Scheme()})
 	if err != nil {
 		return err
 	}

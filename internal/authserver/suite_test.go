@@ -10,9 +10,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -20,7 +18,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-operator/apitoken-operator/controllers"
 	"github.com/apitoken-operator/apitoken-operator/internal/salt"
 	"github.com/apitoken-operator/apitoken-operator/internal/testenv"
@@ -41,9 +38,7 @@ func TestAuthEndpointEnvtest(t *testing.T) {
 
 var _ = BeforeSuite(func() {
 	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
-	scheme := runtime.NewScheme()
-	Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
-	Expect(tokensv1alpha1.AddToScheme(scheme)).To(Succeed())
+	scheme := testenv.Scheme()
 	var err error
 	suiteEnv, err = testenv.Start(testenv.Options{GarbageCollector: true})
 	Expect(err).NotTo(HaveOccurred())

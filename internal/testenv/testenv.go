@@ -18,8 +18,13 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 )
 
 // Options selects what Start runs beside the API server.
@@ -123,22 +128,37 @@ func StartWith(opts Options, apiserverArgs func(map[string]string)) (*Env, error
 	return e, nil
 }
 
-func (e *Env) startGarbageCollector(assets string) error {
-	user, err := e.ControlPlane.AddUser(envtest.User{Name: "gc", Groups: []string{"system:masters"}}, nil)
+// Scheme returns a scheme with the built-in types and ApiToken.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(tokensv1alpha1.AddToScheme(s))
+	return s
+}
+
+// WriteKubeconfig writes to path a kubeconfig for a new user of the API
+// server in group system:masters.
+func (e *Env) WriteKubeconfig(path, user string) error {
+	u, err := e.ControlPlane.AddUser(envtest.User{Name: user, Groups: []string{"system:masters"}}, nil)
 	if err != nil {
-		return fmt.Errorf("adding the controller manager's user: %w", err)
+		return fmt.Errorf("adding user %s: %w", user, err)
 	}
-	kubeconfig, err := user.KubeConfig()
+	kubeconfig, err := u.KubeConfig()
 	if err != nil {
 		return err
 	}
+	return os.WriteFile(path, kubeconfig, 0o600)
+}
+
+func (e *Env) startGarbageCollector(assets string) error {
+	var err error
 	if e.dir == "" {
 		if e.dir, err = os.MkdirTemp("", "testenv-"); err != nil {
 			return err
 		}
 	}
 	path := filepath.Join(e.dir, "kubeconfig")
-	if err := os.WriteFile(path, kubeconfig, 0o600); err != nil {
+	if err := e.WriteKubeconfig(path, "gc"); err != nil {
 		return err
 	}
 	e.kcm = exec.Command(filepath.Join(assets, "kube-controller-manager"), //nolint:gosec // the binary built by hack/

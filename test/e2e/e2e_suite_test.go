@@ -107,12 +107,8 @@ var _ = BeforeSuite(func() {
 		Webhooks:         envtest.WebhookInstallOptions{Paths: []string{filepath.Join(root, "config", "webhook")}},
 	})
 	Expect(err).NotTo(HaveOccurred())
-	admin, err := env.ControlPlane.AddUser(envtest.User{Name: "e2e-admin", Groups: []string{"system:masters"}}, nil)
-	Expect(err).NotTo(HaveOccurred())
-	kc, err := admin.KubeConfig()
-	Expect(err).NotTo(HaveOccurred())
 	kubeconfig = filepath.Join(workDir, "kubeconfig")
-	Expect(os.WriteFile(kubeconfig, kc, 0o600)).To(Succeed())
+	Expect(env.WriteKubeconfig(kubeconfig, "e2e-admin")).To(Succeed())
 	kubectl("create", "namespace", "apitoken-system")
 })
 

@@ -11,8 +11,6 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -21,14 +19,13 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
-	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-operator/apitoken-operator/internal/testenv"
 )
 
 var (
 	env       *testenv.Env
 	k8s       client.Client
-	scheme    = runtime.NewScheme()
+	scheme    = testenv.Scheme()
 	cancelMgr context.CancelFunc
 )
 
@@ -39,8 +36,6 @@ func TestWebhookEnvtest(t *testing.T) {
 
 var _ = BeforeSuite(func() {
 	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
-	Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
-	Expect(tokensv1alpha1.AddToScheme(scheme)).To(Succeed())
 	var err error
 	env, err = testenv.Start(testenv.Options{Webhooks: envtest.WebhookInstallOptions{
 		Paths: []string{filepath.Join(testenv.RepoRoot(), "config", "webhook")},
