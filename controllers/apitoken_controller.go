@@ -222,21 +222,6 @@ func (r *ApiTokenReconciler) observeSecret(ctx context.Context, t *tokensv1alpha
 	return secret, classifySecret(string(secret.Data[tokensv1alpha1.SecretTokenKey]), t.Status.Verification, h), nil
 }
 
-// lifetimeStart returns the issue time of a token issued for reason: now
-// when the reason starts a new lifetime (first token, regeneration,
-// rotation, un-revocation), else the current token's issue time, so that a
-// deleted or edited Secret or a salt change never extends, nor revives, a
-// token's lifetime.
-func lifetimeStart(t *tokensv1alpha1.ApiToken, reason string, now time.Time) time.Time {
-	switch reason {
-	case tokensv1alpha1.ReasonSecretMissing, tokensv1alpha1.ReasonSecretTampered, tokensv1alpha1.ReasonSaltRotated:
-		if t.Status.IssuedAt != nil {
-			return t.Status.IssuedAt.Time
-		}
-	}
-	return now
-}
-
 // issue mints a token and delivers it, in the order that keeps a valid
 // token in the Secret at every step: (1) record the new hash as pending,
 // so that it verifies before anyone can read it; (2) write the Secret. The

@@ -133,6 +133,21 @@ func keepsPrevious(reason string) bool {
 	return reason == tokensv1alpha1.ReasonRegenerated || reason == tokensv1alpha1.ReasonRotated
 }
 
+// lifetimeStart returns the issue time of a token issued for reason: now
+// when the reason starts a new lifetime (first token, regeneration,
+// rotation, un-revocation), else the current token's issue time, so that a
+// deleted or edited Secret or a salt change never extends, nor revives, a
+// token's lifetime.
+func lifetimeStart(t *tokensv1alpha1.ApiToken, reason string, now time.Time) time.Time {
+	switch reason {
+	case tokensv1alpha1.ReasonSecretMissing, tokensv1alpha1.ReasonSecretTampered, tokensv1alpha1.ReasonSaltRotated:
+		if t.Status.IssuedAt != nil {
+			return t.Status.IssuedAt.Time
+		}
+	}
+	return now
+}
+
 // nextDeadline returns the earliest future instant at which the token's
 // state changes by itself: expiry, end of grace, renewal, expiring-soon.
 // It returns the zero time when nothing is scheduled.

@@ -223,3 +223,29 @@ func TestInfoMetricFollowsPhaseAndType(t *testing.T) {
 		t.Fatalf("%d series left after forget", got-before)
 	}
 }
+
+func TestReasonPolicies(t *testing.T) {
+	issued := metav1.NewTime(t0)
+	tok := activeToken(func(a *tokensv1alpha1.ApiToken) { a.Status.IssuedAt = &issued })
+	now := t0.Add(24 * time.Hour)
+	for _, c := range []struct {
+		reason        string
+		keepsPrevious bool
+		newLifetime   bool
+	}{
+		{tokensv1alpha1.ReasonGenerated, false, true},
+		{tokensv1alpha1.ReasonRegenerated, true, true},
+		{tokensv1alpha1.ReasonRotated, true, true},
+		{tokensv1alpha1.ReasonUnrevoked, false, true},
+		{tokensv1alpha1.ReasonSaltRotated, false, false},
+		{tokensv1alpha1.ReasonSecretMissing, false, false},
+		{tokensv1alpha1.ReasonSecretTampered, false, false},
+	} {
+		if got := keepsPrevious(c.reason); got != c.keepsPrevious {
+			t.Errorf("keepsPrevious(%s) = %v", c.reason, got)
+		}
+		if got := lifetimeStart(tok, c.reason, now).Equal(now); got != c.newLifetime {
+			t.Errorf("lifetimeStart(%s) starts a new lifetime: %v, want %v", c.reason, got, c.newLifetime)
+		}
+	}
+}
