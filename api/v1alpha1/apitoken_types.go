@@ -44,9 +44,9 @@ const (
 	Custom TokenType = "custom"
 )
 
-// Audience is where a token may be presented; a token is refused where the
-// other audience is required.
-// +kubebuilder:validation:Enum=content-api;admin
+// Audience is where a token may be presented; a token is refused where
+// another audience is required.
+// +kubebuilder:validation:Enum=content-api;admin;kubernetes
 type Audience string
 
 const (
@@ -54,6 +54,9 @@ const (
 	ContentAPI Audience = "content-api"
 	// Admin is the administration API.
 	Admin Audience = "admin"
+	// Kubernetes is the Kubernetes API server, through its webhook token
+	// authentication (TokenReview).
+	Kubernetes Audience = "kubernetes"
 )
 
 // Unlimited is the duration of a token that never expires.
@@ -92,7 +95,8 @@ type ApiTokenSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self == 'unlimited' || (self != '' && self.matches('^([1-9][0-9]*d)?([1-9][0-9]*h)?([1-9][0-9]*m)?$'))",message="must be unlimited or a positive span of days, hours and minutes, such as 7d, 30d, 90d, 36h or 1d12h"
 	Duration string `json:"duration"`
 
-	// audience is where the token may be presented: content-api (default) or admin.
+	// audience is where the token may be presented: content-api (default),
+	// admin, or kubernetes (the API server, through webhook token authentication).
 	// +optional
 	// +kubebuilder:default=content-api
 	Audience Audience `json:"audience,omitempty"`

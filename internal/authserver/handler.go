@@ -2,19 +2,29 @@ package authserver
 
 import (
 	"net/http"
-	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
 	"k8s.io/utils/clock"
 
-	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
-
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
 )
 
-// Paths served.
+// Paths served: one endpoint per proxy protocol, each reading only what
+// its proxy sets, plus the explicit one and TokenReview.
 const (
+	// AuthRequestPath is nginx auth_request and ingress-nginx auth-url:
+	// X-Original-Method and X-Original-URL; policy in the next segment.
+	AuthRequestPath = "/v1/auth-request"
+	// ForwardAuthPath is Traefik ForwardAuth and Caddy forward_auth:
+	// X-Forwarded-Method and X-Forwarded-Uri; policy in the next segment.
+	ForwardAuthPath = "/v1/forward-auth"
+	// ExtAuthzPath is Envoy ext_authz over HTTP (Istio, Gateway API): the
+	// check request's own method, and the original path after the policy
+	// segment: /v1/ext-authz/<policy>/<original path and query>.
+	ExtAuthzPath = "/v1/ext-authz"
+	// AuthorizePath is the explicit endpoint: the caller names the scope.
 	AuthorizePath   = "/v1/authorize"
 	TokenReviewPath = "/v1/tokenreview"
 )
@@ -37,7 +47,12 @@ const (
 	realm                 = `Bearer realm="apitoken"`
 )
 
-// Options configure how a required scope is derived from a path.
+// IdentityHeaders are the headers of a 200, in the spelling the docs use.
+// Every 200 sets all of them; a proxy configuration copies all of them
+// upstream, so that a client's own copies never reach the upstream.
+var IdentityHeaders = []string{"X-Auth-Request-User", "X-ApiToken-Name", "X-ApiToken-Namespace", "X-ApiToken-Type", "X-ApiToken-Scopes"}
+
+// Options configure the auth endpoint.
 type Options struct {
 	// PathPrefix is stripped from the original path before the resource is
 	// read, e.g. "/api" so that /api/articles/1 names "articles".
@@ -45,89 +60,232 @@ type Options struct {
 	// ResourceSegment is the index of the path segment (after PathPrefix)
 	// that names the resource; default 0.
 	ResourceSegment int
+	// DefaultNamespaces are accepted on a route whose policy names no
+	// namespace; "*" is every namespace. Empty: such a route accepts none.
+	DefaultNamespaces []string
+	// KubeAPIAudiences restrict where a token of audience "kubernetes" is
+	// accepted by TokenReview: one of them must be among spec.audiences.
+	// Empty: wherever the caller asks (the API server's own audiences).
+	KubeAPIAudiences []string
 }
 
-// Handler answers forward-auth and TokenReview requests from the index.
+// Handler answers auth requests and TokenReviews from the index.
 type Handler struct {
 	Index   *Index
 	Clock   clock.PassiveClock
 	Options Options
 }
 
-// ServeAuthorize answers a forward-auth request: 200 with identity headers,
-// 401 when the credential is missing or invalid, 403 when the token lacks
-// the required scope, audience or namespace, 400 for a request it cannot
-// read. It never answers 5xx for a decision.
-func (h *Handler) ServeAuthorize(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	result := h.authorize(w, r)
-	observe(result, start)
+// originFamily is a pair of headers in which one kind of proxy reports
+// the original request.
+type originFamily struct{ method, target, methodName, targetName string }
+
+var (
+	originalFamily  = originFamily{headerOriginalMethod, headerOriginalURL, "X-Original-Method", "X-Original-URL"}
+	forwardedFamily = originFamily{headerForwardedMethod, headerForwardedURI, "X-Forwarded-Method", "X-Forwarded-Uri"}
+	// methodOverrides are headers some frameworks read as the method: an
+	// upstream could act on a method other than the one judged.
+	methodOverrides = []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
+)
+
+// ServeAuthRequest answers nginx auth_request and ingress-nginx auth-url at
+// /v1/auth-request[/<policy>]. The original request is X-Original-Method and
+// X-Original-URL (which nginx sets); the policy is the path segment that the
+// proxy's operator wrote into the auth URL.
+func (h *Handler) ServeAuthRequest(w http.ResponseWriter, r *http.Request) {
+	h.serve(w, r, func(r *http.Request) (Request, string) {
+		seg, problem := singleSegment(r.RequestURI, AuthRequestPath)
+		if problem != "" {
+			return Request{}, problem
+		}
+		if _, q, _ := strings.Cut(r.RequestURI, "?"); q != "" {
+			return Request{}, "the auth URL has a query: put the route policy in the path (" + AuthRequestPath + "/namespace=shop,resource=orders)"
+		}
+		return h.fromOrigin(r, seg, originalFamily, forwardedFamily)
+	})
 }
 
-func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) string {
-	tok, problem := credential(r.Header)
-	switch {
-	case problem != "":
-		return badRequest(w, problem)
-	case tok == "":
-		w.Header()[headerWWWAuthenticate] = realmOnly
-		w.WriteHeader(http.StatusUnauthorized)
-		return "missing"
-	}
-	q, problem := parseParams(r.URL.RawQuery)
-	if problem != "" {
-		return badRequest(w, problem)
-	}
-	required, problem := h.requiredScope(r, q)
-	if problem != "" {
-		return badRequest(w, problem)
-	}
-	now := h.Clock.Now()
-	id, verdict := h.Index.Lookup(tok, now)
-	if verdict != Valid {
-		w.Header()[headerWWWAuthenticate] = invalidToken[verdict]
-		w.WriteHeader(http.StatusUnauthorized)
-		return verdict.String()
-	}
-	audience := q.audience
-	if audience == "" {
-		audience = string(tokensv1alpha1.ContentAPI)
-	}
-	var why string
-	switch {
-	case id.Audience != audience:
-		why = "the token's audience is " + id.Audience + ", not " + audience
-	case !namespaceAccepted(q.namespaces, id.Namespace):
-		why = "tokens from namespace " + id.Namespace + " are not accepted here"
-	case required != nil && !id.Scopes.Allows(*required):
-		why = "the token does not grant " + required.String()
-	}
-	if why != "" {
-		challenge := realm + `, error="insufficient_scope", error_description=` + quoted(why)
-		if required != nil {
-			challenge += `, scope=` + quoted(required.String())
+// ServeForwardAuth answers Traefik ForwardAuth and Caddy forward_auth at
+// /v1/forward-auth[/<policy>]. The original request is X-Forwarded-Method
+// and X-Forwarded-Uri (which both proxies overwrite); the query is never
+// read, since Caddy appends the client's.
+func (h *Handler) ServeForwardAuth(w http.ResponseWriter, r *http.Request) {
+	h.serve(w, r, func(r *http.Request) (Request, string) {
+		seg, problem := singleSegment(r.RequestURI, ForwardAuthPath)
+		if problem != "" {
+			return Request{}, problem
 		}
-		w.Header()[headerWWWAuthenticate] = []string{challenge}
-		w.WriteHeader(http.StatusForbidden)
-		return "insufficient_scope"
+		return h.fromOrigin(r, seg, forwardedFamily, originalFamily)
+	})
+}
+
+// ServeExtAuthz answers Envoy's HTTP ext_authz (Istio envoyExtAuthzHttp,
+// Gateway API ExternalAuth) at /v1/ext-authz/<policy>/<original path>: the
+// proxy appends the client's :path (query included) to the configured
+// prefix, which ends with the policy segment, so the client's path can
+// only follow it. The method is the check request's own.
+func (h *Handler) ServeExtAuthz(w http.ResponseWriter, r *http.Request) {
+	h.serve(w, r, func(r *http.Request) (Request, string) {
+		rest, ok := strings.CutPrefix(r.RequestURI, ExtAuthzPath+"/")
+		if !ok {
+			return Request{}, "use " + ExtAuthzPath + "/<policy>/ as the proxy's path prefix (- for no policy)"
+		}
+		seg, target, ok := strings.Cut(rest, "/")
+		if !ok {
+			return Request{}, "no original path after " + ExtAuthzPath + "/<policy>: the proxy's path prefix must end with the policy segment"
+		}
+		pol, problem := parsePolicySegment(seg)
+		if problem != "" {
+			return Request{}, problem
+		}
+		if problem := foreignHeaders(r.Header, originalFamily, forwardedFamily); problem != "" {
+			return Request{}, problem
+		}
+		path, problem := normalPath("/" + target)
+		if problem != "" {
+			return Request{}, "the original path " + problem
+		}
+		method, problem := checkMethod(r.Method, "the check request's method")
+		if problem != "" {
+			return Request{}, problem
+		}
+		return Request{Method: method, Path: path, Policy: pol}, ""
+	})
+}
+
+// ServeAuthorize answers the explicit endpoint, for services that call it
+// themselves: /v1/authorize?scope=articles:read[&audience=..][&namespace=..].
+// It derives nothing from the request; a proxy's original-request headers
+// or a path under it are refused with the endpoint to use instead.
+func (h *Handler) ServeAuthorize(w http.ResponseWriter, r *http.Request) {
+	h.serve(w, r, func(r *http.Request) (Request, string) {
+		if r.URL.Path != AuthorizePath {
+			return Request{}, AuthorizePath + "/<path> is gone: Envoy, Istio and Gateway API use " + ExtAuthzPath + "/<policy>/ as the path prefix"
+		}
+		switch {
+		case len(r.Header[headerOriginalMethod]) > 0 || len(r.Header[headerOriginalURL]) > 0:
+			return Request{}, "X-Original-Method/X-Original-URL were sent to " + AuthorizePath + ", which reads only ?scope=: point nginx auth_request or ingress-nginx auth-url at " + AuthRequestPath + "/<policy>"
+		case len(r.Header[headerForwardedMethod]) > 0 || len(r.Header[headerForwardedURI]) > 0:
+			return Request{}, "X-Forwarded-Method/X-Forwarded-Uri were sent to " + AuthorizePath + ", which reads only ?scope=: point Traefik ForwardAuth or Caddy forward_auth at " + ForwardAuthPath + "/<policy>"
+		}
+		pol, problem := parseExplicitQuery(r.URL.RawQuery)
+		return Request{Policy: pol}, problem
+	})
+}
+
+// serve runs one adapter, adds the credential, decides and answers.
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, adapt func(*http.Request) (Request, string)) {
+	start := time.Now()
+	req, problem := adapt(r)
+	if problem == "" {
+		req.Token, problem = credential(r.Header)
 	}
-	markUsed(id, now)
-	// The identity's header values are built once per ApiToken and shared:
-	// net/http only reads them.
+	var d Decision
+	if problem != "" {
+		d = refusal(problem)
+	} else {
+		d = h.Decide(req)
+	}
+	writeDecision(w, &d)
+	observe(d.Result, start)
+}
+
+// writeDecision answers d over HTTP: a 200 carries every identity header
+// (built once per ApiToken and shared: net/http only reads them), a
+// refusal its challenge.
+func writeDecision(w http.ResponseWriter, d *Decision) {
 	hd := w.Header()
+	if d.Status != http.StatusOK {
+		hd[headerWWWAuthenticate] = d.Challenge
+		if d.Status == http.StatusBadRequest {
+			http.Error(w, d.Reason, d.Status)
+			return
+		}
+		w.WriteHeader(d.Status)
+		return
+	}
+	id := d.Identity
 	hd[headerUser] = id.userHeader
 	hd[headerName] = id.nameHeader
 	hd[headerNamespace] = id.namespaceHeader
 	hd[headerType] = id.typeHeader
 	hd[headerScopes] = id.scopesHeader
 	w.WriteHeader(http.StatusOK)
-	return "valid"
 }
 
-func badRequest(w http.ResponseWriter, problem string) string {
-	w.Header()[headerWWWAuthenticate] = []string{realm + `, error="invalid_request", error_description=` + quoted(problem)}
-	http.Error(w, problem, http.StatusBadRequest)
-	return "bad_request"
+// fromOrigin builds the Request of an endpoint whose proxy reports the
+// original request in the headers of family own; the headers of family
+// foreign, or a method override, are refused rather than guessed at.
+func (h *Handler) fromOrigin(r *http.Request, seg string, own, foreign originFamily) (Request, string) {
+	pol, problem := parsePolicySegment(seg)
+	if problem != "" {
+		return Request{}, problem
+	}
+	if problem := foreignHeaders(r.Header, foreign); problem != "" {
+		return Request{}, problem
+	}
+	ms, ts := r.Header[own.method], r.Header[own.target]
+	switch {
+	case len(ms) != 1:
+		return Request{}, own.methodName + " must be sent once by the proxy (got " + strconv.Itoa(len(ms)) + ")"
+	case len(ts) != 1:
+		return Request{}, own.targetName + " must be sent once by the proxy (got " + strconv.Itoa(len(ts)) + ")"
+	}
+	method, problem := checkMethod(ms[0], own.methodName)
+	if problem != "" {
+		return Request{}, problem
+	}
+	path, problem := normalPath(ts[0])
+	if problem != "" {
+		return Request{}, own.targetName + " " + problem
+	}
+	return Request{Method: method, Path: path, Policy: pol}, ""
+}
+
+// singleSegment returns the policy segment of uri under base: "" for base
+// itself, the segment for base/<segment>; anything deeper is refused.
+func singleSegment(uri, base string) (string, string) {
+	p, _, _ := strings.Cut(uri, "?")
+	rest, ok := strings.CutPrefix(p, base)
+	switch {
+	case !ok:
+		return "", "the auth URL must be " + base + " or " + base + "/<policy>"
+	case rest == "":
+		return "", ""
+	case rest[0] != '/' || strings.Contains(rest[1:], "/"):
+		return "", "the auth URL must be " + base + " or " + base + "/<policy>, with the policy in one segment"
+	}
+	return rest[1:], ""
+}
+
+// foreignHeaders names a header that this endpoint must not receive: the
+// original-request headers of another proxy protocol, or a method override.
+func foreignHeaders(hd http.Header, families ...originFamily) string {
+	for _, f := range families {
+		for _, k := range [2]string{f.method, f.target} {
+			if len(hd[k]) > 0 {
+				name := f.methodName
+				if k == f.target {
+					name = f.targetName
+				}
+				return name + " is another proxy protocol's header and is not accepted on this endpoint"
+			}
+		}
+	}
+	for _, k := range methodOverrides {
+		if len(hd[k]) > 0 {
+			return k + " is refused: the upstream could act on another method than the one judged"
+		}
+	}
+	return ""
+}
+
+// checkMethod accepts the methods that map to an action.
+func checkMethod(m, name string) (string, string) {
+	if _, ok := token.ActionForMethod(m); !ok {
+		return "", name + " " + quoted(m) + " is not one of GET, HEAD, POST, PUT, PATCH, DELETE"
+	}
+	return m, ""
 }
 
 // credential returns the one token sent in Authorization: Bearer (scheme
@@ -160,153 +318,6 @@ func credential(hd http.Header) (tok, problem string) {
 		return tok, ""
 	}
 	return "", ""
-}
-
-// requiredScope returns the scope the request needs: ?scope=, or the
-// action of the original method on the resource named by the original
-// path (X-Original-*, X-Forwarded-*, or this request's own method and path
-// under /v1/authorize/). nil means only a valid token is required.
-func (h *Handler) requiredScope(r *http.Request, q params) (*token.Scope, string) {
-	if q.scope != "" {
-		sc, err := token.ParseScope(q.scope)
-		if err != nil {
-			return nil, "scope parameter: " + err.Error()
-		}
-		return &sc, ""
-	}
-	method, path, problem := original(r)
-	if problem != "" {
-		return nil, problem
-	}
-	if method == "" {
-		return nil, ""
-	}
-	resource := q.resource
-	if resource == "" {
-		resource = h.resourceOf(path)
-	}
-	return &token.Scope{Resource: resource, Action: token.ActionForMethod(method)}, ""
-}
-
-// originalHeaders name where proxies put the original request: canonical
-// keys for the map, and the spelling people know for messages.
-var originalHeaders = []struct{ method, url, methodName, urlName string }{
-	{headerOriginalMethod, headerOriginalURL, "X-Original-Method", "X-Original-URL"},
-	{headerForwardedMethod, headerForwardedURI, "X-Forwarded-Method", "X-Forwarded-Uri"},
-}
-
-// original returns the method and path of the request being authorised.
-func original(r *http.Request) (method, path, problem string) {
-	for _, pair := range originalHeaders {
-		ms, us := r.Header[pair.method], r.Header[pair.url]
-		if len(ms) > 1 || len(us) > 1 {
-			return "", "", "repeated " + pair.methodName + " or " + pair.urlName + " header"
-		}
-		if len(ms) == 0 && len(us) == 0 {
-			continue
-		}
-		if len(ms) == 0 || ms[0] == "" {
-			return "", "", pair.urlName + " was sent without " + pair.methodName
-		}
-		p := "/"
-		if len(us) == 1 {
-			u, err := url.Parse(us[0])
-			if err != nil {
-				return "", "", pair.urlName + " is not a URL"
-			}
-			p = u.Path
-		}
-		return strings.ToUpper(ms[0]), p, ""
-	}
-	// Envoy ext_authz with path_prefix, Traefik: the original request is
-	// this request, under the prefix.
-	if rest, ok := strings.CutPrefix(r.URL.Path, AuthorizePath+"/"); ok {
-		return r.Method, "/" + rest, ""
-	}
-	return "", "", ""
-}
-
-// resourceOf names the resource of a path: the configured segment after
-// PathPrefix (matched on whole segments: /api does not strip /apiary),
-// lower-cased.
-func (h *Handler) resourceOf(p string) string {
-	if prefix := strings.TrimSuffix(h.Options.PathPrefix, "/"); prefix != "" {
-		if rest, ok := strings.CutPrefix(p, prefix); ok && (rest == "" || rest[0] == '/') {
-			p = rest
-		}
-	}
-	p = strings.Trim(p, "/")
-	for i := 0; i < h.Options.ResourceSegment; i++ {
-		var ok bool
-		if _, p, ok = strings.Cut(p, "/"); !ok {
-			return ""
-		}
-	}
-	seg, _, _ := strings.Cut(p, "/")
-	return strings.ToLower(seg)
-}
-
-// namespaceAccepted reports whether ns is in the comma-separated list
-// (empty: every namespace).
-func namespaceAccepted(list, ns string) bool {
-	if list == "" {
-		return true
-	}
-	for rest := list; rest != ""; {
-		var n string
-		n, rest, _ = strings.Cut(rest, ",")
-		if strings.TrimSpace(n) == ns {
-			return true
-		}
-	}
-	return false
-}
-
-// params are the auth URL's query parameters.
-type params struct {
-	scope, audience, resource string
-	// namespaces is a comma-separated list; repeated parameters are joined.
-	namespaces string
-}
-
-// parseParams reads the known query parameters without allocating unless
-// a value is escaped. A repeated scope, audience or resource is refused.
-func parseParams(raw string) (params, string) {
-	var p params
-	for raw != "" {
-		var kv string
-		kv, raw, _ = strings.Cut(raw, "&")
-		k, v, _ := strings.Cut(kv, "=")
-		if strings.ContainsAny(v, "%+") {
-			u, err := url.QueryUnescape(v)
-			if err != nil {
-				return p, "query parameter " + k + " is not URL-encoded correctly"
-			}
-			v = u
-		}
-		var dst *string
-		switch k {
-		case "scope":
-			dst = &p.scope
-		case "audience":
-			dst = &p.audience
-		case "resource":
-			dst = &p.resource
-		case "namespace":
-			if p.namespaces != "" {
-				v = p.namespaces + "," + v
-			}
-			p.namespaces = v
-			continue
-		default:
-			continue
-		}
-		if *dst != "" {
-			return p, "more than one " + k + " parameter"
-		}
-		*dst = v
-	}
-	return p, ""
 }
 
 var realmOnly = []string{realm}

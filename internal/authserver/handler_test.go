@@ -36,7 +36,7 @@ func mustToken() string {
 func newFixture() *fixture {
 	f := &fixture{hasher: token.NewHasher([]byte("test-salt")), tokens: map[string]string{}}
 	f.ix = NewIndex(func() *token.Hasher { return f.hasher })
-	f.h = &Handler{Index: f.ix, Clock: clocktesting.NewFakePassiveClock(now), Options: Options{PathPrefix: "/api"}}
+	f.h = &Handler{Index: f.ix, Clock: clocktesting.NewFakePassiveClock(now), Options: Options{PathPrefix: "/api", DefaultNamespaces: []string{"team-a"}}}
 	future, past := metav1.NewTime(now.Add(time.Hour)), metav1.NewTime(now.Add(-time.Second))
 	add := func(name, ns string, spec tokensv1alpha1.ApiTokenSpec, mod func(*tokensv1alpha1.ApiToken, string)) {
 		tok := mustToken()
@@ -54,6 +54,8 @@ func newFixture() *fixture {
 	add("reader", "team-a", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly}, nil)
 	add("writer", "team-b", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.Custom, Scopes: []string{"articles:read", "orders:*"}}, nil)
 	add("admin", "team-a", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.FullAccess, Audience: tokensv1alpha1.Admin}, nil)
+	add("kube", "team-a", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Audience: tokensv1alpha1.Kubernetes}, nil)
+	add("full", "team-a", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.FullAccess}, nil)
 	add("expired", "team-a", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly}, func(at *tokensv1alpha1.ApiToken, _ string) { at.Status.ExpiresAt = &past })
 	add("unlimited", "team-a", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly}, func(at *tokensv1alpha1.ApiToken, _ string) { at.Status.ExpiresAt = nil })
 	add("revoked", "team-a", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Revoked: true}, func(at *tokensv1alpha1.ApiToken, tok string) {
@@ -77,6 +79,7 @@ type req struct {
 	headers [][2]string
 }
 
+// do sends r through the server's routes, as a proxy would reach them.
 func (f *fixture) do(r req) *httptest.ResponseRecorder {
 	if r.method == "" {
 		r.method = http.MethodGet
@@ -86,73 +89,48 @@ func (f *fixture) do(r req) *httptest.ResponseRecorder {
 		hr.Header.Add(h[0], h[1])
 	}
 	w := httptest.NewRecorder()
-	f.h.ServeAuthorize(w, hr)
+	(&Server{Handler: f.h}).Mux().ServeHTTP(w, hr)
 	return w
 }
 
 func bearer(tok string) [2]string { return [2]string{"Authorization", "Bearer " + tok} }
 
-func TestAuthorize(t *testing.T) {
-	f := newFixture()
-	tk := f.tokens
-	cases := []struct {
-		name      string
-		r         req
-		code      int
-		challenge string
-		user      string
-	}{
-		{"no credential", req{path: "/v1/authorize"}, 401, `Bearer realm="apitoken"`, ""},
-		{"bearer, any scheme case", req{path: "/v1/authorize", headers: [][2]string{{"Authorization", "bEaReR " + tk["reader"]}}}, 200, "", "apitoken:team-a:reader"},
-		{"x-api-key", req{path: "/v1/authorize", headers: [][2]string{{"X-API-Key", tk["reader"]}}}, 200, "", "apitoken:team-a:reader"},
-		{"malformed", req{path: "/v1/authorize", headers: [][2]string{bearer("atk_nope")}}, 401, `error="invalid_token", error_description="malformed"`, ""},
-		{"unknown", req{path: "/v1/authorize", headers: [][2]string{bearer(mustToken())}}, 401, `error="invalid_token", error_description="unknown"`, ""},
-		{"expired", req{path: "/v1/authorize", headers: [][2]string{bearer(tk["expired"])}}, 401, `error_description="expired"`, ""},
-		{"revoked", req{path: "/v1/authorize", headers: [][2]string{bearer(tk["revoked"])}}, 401, `error_description="revoked"`, ""},
-		{"previous in grace", req{path: "/v1/authorize", headers: [][2]string{bearer(tk["previous"])}}, 200, "", "apitoken:team-a:rotated"},
-		{"previous after grace", req{path: "/v1/authorize", headers: [][2]string{bearer(tk["lapsed"])}}, 401, `error_description="expired"`, ""},
-		{"unlimited", req{path: "/v1/authorize", headers: [][2]string{bearer(tk["unlimited"])}}, 200, "", "apitoken:team-a:unlimited"},
-		{"scope query allowed", req{path: "/v1/authorize?scope=articles:read", headers: [][2]string{bearer(tk["reader"])}}, 200, "", "apitoken:team-a:reader"},
-		{"scope query denied", req{path: "/v1/authorize?scope=articles:create", headers: [][2]string{bearer(tk["reader"])}}, 403, `error="insufficient_scope", error_description="the token does not grant articles:create", scope="articles:create"`, ""},
-		{"malformed scope query", req{path: "/v1/authorize?scope=articles", headers: [][2]string{bearer(tk["reader"])}}, 400, `error="invalid_request"`, ""},
-		{"x-original GET read", req{path: "/v1/authorize", headers: [][2]string{bearer(tk["writer"]), {"X-Original-Method", "GET"}, {"X-Original-URL", "https://shop.example/api/articles/7?x=1"}}}, 200, "", "apitoken:team-b:writer"},
-		{"x-original POST to articles denied", req{path: "/v1/authorize", headers: [][2]string{bearer(tk["writer"]), {"X-Original-Method", "POST"}, {"X-Original-URL", "/api/articles"}}}, 403, `scope="articles:create"`, ""},
-		{"x-original DELETE orders allowed", req{path: "/v1/authorize", headers: [][2]string{bearer(tk["writer"]), {"X-Original-Method", "DELETE"}, {"X-Original-URL", "/api/orders/3"}}}, 200, "", "apitoken:team-b:writer"},
-		{"x-forwarded PATCH denied for read-only", req{path: "/v1/authorize", headers: [][2]string{bearer(tk["reader"]), {"X-Forwarded-Method", "PATCH"}, {"X-Forwarded-Uri", "/api/articles/1"}}}, 403, `scope="articles:update"`, ""},
-		{"path prefix, own method", req{method: "PUT", path: "/v1/authorize/api/orders/9", headers: [][2]string{bearer(tk["writer"])}}, 200, "", "apitoken:team-b:writer"},
-		{"path prefix, own method denied", req{method: "PUT", path: "/v1/authorize/api/articles/9", headers: [][2]string{bearer(tk["writer"])}}, 403, `scope="articles:update"`, ""},
-		{"admin token refused for content-api", req{path: "/v1/authorize", headers: [][2]string{bearer(tk["admin"])}}, 403, `error="insufficient_scope", error_description="the token's audience is admin, not content-api"`, ""},
-		{"admin audience", req{path: "/v1/authorize?audience=admin&scope=users:delete", headers: [][2]string{bearer(tk["admin"])}}, 200, "", "apitoken:team-a:admin"},
-		{"content token refused for admin", req{path: "/v1/authorize?audience=admin", headers: [][2]string{bearer(tk["reader"])}}, 403, `audience is content-api, not admin`, ""},
-		{"namespace accepted", req{path: "/v1/authorize?namespace=team-x,team-a", headers: [][2]string{bearer(tk["reader"])}}, 200, "", "apitoken:team-a:reader"},
-		{"namespace refused", req{path: "/v1/authorize?namespace=team-b", headers: [][2]string{bearer(tk["reader"])}}, 403, `tokens from namespace team-a are not accepted here`, ""},
-		{"two authorization headers", req{path: "/v1/authorize", headers: [][2]string{bearer(tk["reader"]), bearer(tk["reader"])}}, 400, `more than one Authorization header`, ""},
-		{"two api keys", req{path: "/v1/authorize", headers: [][2]string{{"X-API-Key", tk["reader"]}, {"X-API-Key", tk["reader"]}}}, 400, `more than one X-API-Key header`, ""},
-		{"both credentials", req{path: "/v1/authorize", headers: [][2]string{bearer(tk["reader"]), {"X-API-Key", tk["reader"]}}}, 400, `send one credential`, ""},
-		{"basic scheme", req{path: "/v1/authorize", headers: [][2]string{{"Authorization", "Basic dXNlcjpwYXNz"}}}, 400, `scheme must be Bearer`, ""},
-		{"bearer without token", req{path: "/v1/authorize", headers: [][2]string{{"Authorization", "Bearer"}}}, 400, `must be Bearer and one token`, ""},
-		{"bearer with two tokens", req{path: "/v1/authorize", headers: [][2]string{{"Authorization", "Bearer a, b"}}}, 400, `must be Bearer and one token`, ""},
-		{"repeated scope parameter", req{path: "/v1/authorize?scope=articles:read&scope=orders:read", headers: [][2]string{bearer(tk["reader"])}}, 400, `more than one scope parameter`, ""},
-		{"escaped scope parameter", req{path: "/v1/authorize?scope=articles%3Aread", headers: [][2]string{bearer(tk["reader"])}}, 200, "", "apitoken:team-a:reader"},
-		{"repeated namespace parameters", req{path: "/v1/authorize?namespace=x&namespace=team-a", headers: [][2]string{bearer(tk["reader"])}}, 200, "", "apitoken:team-a:reader"},
-		{"badly escaped parameter", req{path: "/v1/authorize?scope=%zz", headers: [][2]string{bearer(tk["reader"])}}, 400, `not URL-encoded correctly`, ""},
-		{"quote in the path cannot break the challenge", req{path: "/v1/authorize", headers: [][2]string{bearer(tk["reader"]), {"X-Original-Method", "POST"}, {"X-Original-URL", `/api/a",x="y/1`}}}, 403, `scope="a\",x=\"y:create"`, ""},
-		{"url without method", req{path: "/v1/authorize", headers: [][2]string{bearer(tk["reader"]), {"X-Original-URL", "/api/articles"}}}, 400, `X-Original-URL was sent without X-Original-Method`, ""},
-	}
+type authCase struct {
+	name      string
+	r         req
+	code      int
+	challenge string
+	user      string
+}
+
+func (f *fixture) check(t *testing.T, cases []authCase) {
+	t.Helper()
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			w := f.do(c.r)
 			if w.Code != c.code {
 				t.Fatalf("code = %d, want %d (%s)", w.Code, c.code, w.Header().Get("WWW-Authenticate"))
 			}
-			if c.challenge != "" && !strings.Contains(w.Header().Get("WWW-Authenticate"), c.challenge) {
-				t.Fatalf("WWW-Authenticate = %q, want %q", w.Header().Get("WWW-Authenticate"), c.challenge)
+			// A 400 names the problem in its body; the challenge carries
+			// the same words as an escaped quoted-string.
+			if got := w.Header().Get("WWW-Authenticate") + "\n" + w.Body.String(); c.challenge != "" && !strings.Contains(got, c.challenge) {
+				t.Fatalf("WWW-Authenticate and body = %q, want %q", got, c.challenge)
+			}
+			if c := w.Header().Get("WWW-Authenticate"); unescapedQuotes(c)%2 != 0 || strings.ContainsAny(c, "\r\n") {
+				t.Fatalf("malformed challenge %q", c)
 			}
 			if c.code == 401 && c.challenge == `Bearer realm="apitoken"` && w.Header().Get("WWW-Authenticate") != c.challenge {
 				t.Fatalf("a request without credential must get a challenge without error code, got %q", w.Header().Get("WWW-Authenticate"))
 			}
 			if got := w.Header().Get("X-Auth-Request-User"); got != c.user {
 				t.Fatalf("X-Auth-Request-User = %q, want %q", got, c.user)
+			}
+			if c.code == 200 {
+				for _, h := range IdentityHeaders {
+					if len(w.Header().Values(h)) != 1 {
+						t.Fatalf("a 200 must set %s once, got %q", h, w.Header().Values(h))
+					}
+				}
 			}
 			for _, tok := range f.tokens {
 				if strings.Contains(w.Body.String(), tok) || strings.Contains(w.Header().Get("WWW-Authenticate"), tok) {
@@ -161,11 +139,155 @@ func TestAuthorize(t *testing.T) {
 			}
 		})
 	}
-	w := f.do(req{path: "/v1/authorize", headers: [][2]string{bearer(tk["writer"])}})
+}
+
+// TestExplicit covers /v1/authorize: the caller names the scope.
+func TestExplicit(t *testing.T) {
+	f := newFixture()
+	tk := f.tokens
+	f.check(t, []authCase{
+		{"no credential", req{path: "/v1/authorize?scope=articles:read"}, 401, `Bearer realm="apitoken"`, ""},
+		{"bearer, any scheme case", req{path: "/v1/authorize?scope=articles:read", headers: [][2]string{{"Authorization", "bEaReR " + tk["reader"]}}}, 200, "", "apitoken:team-a:reader"},
+		{"x-api-key", req{path: "/v1/authorize?scope=articles:read", headers: [][2]string{{"X-API-Key", tk["reader"]}}}, 200, "", "apitoken:team-a:reader"},
+		{"malformed", req{path: "/v1/authorize?scope=articles:read", headers: [][2]string{bearer("atk_nope")}}, 401, `error="invalid_token", error_description="malformed"`, ""},
+		{"unknown", req{path: "/v1/authorize?scope=articles:read", headers: [][2]string{bearer(mustToken())}}, 401, `error="invalid_token", error_description="unknown"`, ""},
+		{"expired", req{path: "/v1/authorize?scope=articles:read", headers: [][2]string{bearer(tk["expired"])}}, 401, `error_description="expired"`, ""},
+		{"revoked", req{path: "/v1/authorize?scope=articles:read", headers: [][2]string{bearer(tk["revoked"])}}, 401, `error_description="revoked"`, ""},
+		{"previous in grace", req{path: "/v1/authorize?scope=articles:read", headers: [][2]string{bearer(tk["previous"])}}, 200, "", "apitoken:team-a:rotated"},
+		{"previous after grace", req{path: "/v1/authorize?scope=articles:read", headers: [][2]string{bearer(tk["lapsed"])}}, 401, `error_description="expired"`, ""},
+		{"unlimited", req{path: "/v1/authorize?scope=articles:read", headers: [][2]string{bearer(tk["unlimited"])}}, 200, "", "apitoken:team-a:unlimited"},
+		{"scope denied", req{path: "/v1/authorize?scope=articles:create", headers: [][2]string{bearer(tk["reader"])}}, 403, `error="insufficient_scope", error_description="the token does not grant articles:create", scope="articles:create"`, ""},
+		{"scope required", req{path: "/v1/authorize", headers: [][2]string{bearer(tk["reader"])}}, 400, `the scope parameter is required`, ""},
+		{"malformed scope", req{path: "/v1/authorize?scope=articles", headers: [][2]string{bearer(tk["reader"])}}, 400, `error="invalid_request"`, ""},
+		{"unknown parameter", req{path: "/v1/authorize?scope=articles:read&namespaces=team-a", headers: [][2]string{bearer(tk["reader"])}}, 400, `"namespaces" is unknown`, ""},
+		{"admin token refused for content-api", req{path: "/v1/authorize?scope=users:read", headers: [][2]string{bearer(tk["admin"])}}, 403, `the token's audience is admin, not content-api`, ""},
+		{"admin audience", req{path: "/v1/authorize?audience=admin&scope=users:delete", headers: [][2]string{bearer(tk["admin"])}}, 200, "", "apitoken:team-a:admin"},
+		{"content token refused for admin", req{path: "/v1/authorize?audience=admin&scope=users:read", headers: [][2]string{bearer(tk["reader"])}}, 403, `audience is content-api, not admin`, ""},
+		{"default namespace", req{path: "/v1/authorize?scope=orders:read", headers: [][2]string{bearer(tk["writer"])}}, 403, `tokens from namespace team-b are not accepted`, ""},
+		{"namespace accepted", req{path: "/v1/authorize?scope=orders:read&namespace=team-x,team-b", headers: [][2]string{bearer(tk["writer"])}}, 200, "", "apitoken:team-b:writer"},
+		{"repeated namespace parameters", req{path: "/v1/authorize?scope=orders:read&namespace=x&namespace=team-b", headers: [][2]string{bearer(tk["writer"])}}, 200, "", "apitoken:team-b:writer"},
+		{"namespace refused", req{path: "/v1/authorize?scope=articles:read&namespace=team-b", headers: [][2]string{bearer(tk["reader"])}}, 403, `tokens from namespace team-a are not accepted`, ""},
+		{"two authorization headers", req{path: "/v1/authorize?scope=articles:read", headers: [][2]string{bearer(tk["reader"]), bearer(tk["reader"])}}, 400, `more than one Authorization header`, ""},
+		{"two api keys", req{path: "/v1/authorize?scope=articles:read", headers: [][2]string{{"X-API-Key", tk["reader"]}, {"X-API-Key", tk["reader"]}}}, 400, `more than one X-API-Key header`, ""},
+		{"both credentials", req{path: "/v1/authorize?scope=articles:read", headers: [][2]string{bearer(tk["reader"]), {"X-API-Key", tk["reader"]}}}, 400, `send one credential`, ""},
+		{"basic scheme", req{path: "/v1/authorize?scope=articles:read", headers: [][2]string{{"Authorization", "Basic dXNlcjpwYXNz"}}}, 400, `scheme must be Bearer`, ""},
+		{"bearer without token", req{path: "/v1/authorize?scope=articles:read", headers: [][2]string{{"Authorization", "Bearer"}}}, 400, `must be Bearer and one token`, ""},
+		{"bearer with two tokens", req{path: "/v1/authorize?scope=articles:read", headers: [][2]string{{"Authorization", "Bearer a, b"}}}, 400, `must be Bearer and one token`, ""},
+		{"repeated scope", req{path: "/v1/authorize?scope=articles:read&scope=orders:read", headers: [][2]string{bearer(tk["reader"])}}, 400, `scope is given more than once`, ""},
+		{"escaped scope", req{path: "/v1/authorize?scope=articles%3Aread", headers: [][2]string{bearer(tk["reader"])}}, 200, "", "apitoken:team-a:reader"},
+		{"badly escaped parameter", req{path: "/v1/authorize?scope=%zz", headers: [][2]string{bearer(tk["reader"])}}, 400, `not URL-encoded correctly`, ""},
+		// What used to be derived here is refused, naming the endpoint to use.
+		{"nginx headers sent here", req{path: "/v1/authorize?scope=articles:read", headers: [][2]string{bearer(tk["reader"]), {"X-Original-Method", "DELETE"}, {"X-Original-URL", "/api/articles/1"}}}, 400, `/v1/auth-request`, ""},
+		{"traefik headers sent here", req{path: "/v1/authorize?scope=articles:read", headers: [][2]string{bearer(tk["reader"]), {"X-Forwarded-Method", "DELETE"}, {"X-Forwarded-Uri", "/api/articles/1"}}}, 400, `/v1/forward-auth`, ""},
+		{"envoy prefix mode", req{method: "DELETE", path: "/v1/authorize/api/orders/1?scope=articles:read", headers: [][2]string{bearer(tk["reader"])}}, 400, `/v1/ext-authz`, ""},
+	})
+	w := f.do(req{path: "/v1/authorize?scope=orders:read&namespace=team-b", headers: [][2]string{bearer(tk["writer"])}})
 	if w.Header().Get("X-ApiToken-Name") != "writer" || w.Header().Get("X-ApiToken-Namespace") != "team-b" ||
 		w.Header().Get("X-ApiToken-Type") != "custom" || w.Header().Get("X-ApiToken-Scopes") != "articles:read,orders:*" {
 		t.Fatalf("identity headers = %v", w.Header())
 	}
+}
+
+// TestAuthRequest covers /v1/auth-request (nginx): X-Original-Method and
+// X-Original-URL, as nginx ($request_method, $request_uri) and
+// ingress-nginx ($scheme://$http_host$request_uri) send them.
+func TestAuthRequest(t *testing.T) {
+	f := newFixture()
+	tk := f.tokens
+	orig := func(tok, method, url string, more ...[2]string) [][2]string {
+		return append([][2]string{bearer(tok), {"X-Original-Method", method}, {"X-Original-URL", url}}, more...)
+	}
+	f.check(t, []authCase{
+		{"GET read", req{path: "/v1/auth-request", headers: orig(tk["reader"], "GET", "/api/articles/7?x=1")}, 200, "", "apitoken:team-a:reader"},
+		{"ingress-nginx absolute URL", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "GET", "https://shop.example/api/articles/7?x=1")}, 200, "", "apitoken:team-b:writer"},
+		{"POST articles denied", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "POST", "/api/articles")}, 403, `scope="articles:create"`, ""},
+		{"DELETE orders allowed", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "/api/orders/3")}, 200, "", "apitoken:team-b:writer"},
+		{"resource from the policy", req{path: "/v1/auth-request/namespace=team-b,resource=orders", headers: orig(tk["writer"], "DELETE", "/api/articles/3")}, 200, "", "apitoken:team-b:writer"},
+		{"scope from the policy", req{path: "/v1/auth-request/scope=orders:read,namespace=team-b+team-c", headers: orig(tk["writer"], "GET", "/anything")}, 200, "", "apitoken:team-b:writer"},
+		{"audience from the policy", req{path: "/v1/auth-request/audience=admin", headers: orig(tk["admin"], "DELETE", "/api/users/1")}, 200, "", "apitoken:team-a:admin"},
+		{"no credential", req{path: "/v1/auth-request", headers: [][2]string{{"X-Original-Method", "GET"}, {"X-Original-URL", "/api/a"}}}, 401, `Bearer realm="apitoken"`, ""},
+		{"route accepts no namespace", req{path: "/v1/auth-request", headers: orig(tk["writer"], "GET", "/api/orders")}, 403, `not accepted`, ""},
+		{"every namespace, explicitly", req{path: "/v1/auth-request/namespace=*", headers: orig(tk["writer"], "GET", "/api/orders")}, 200, "", "apitoken:team-b:writer"},
+		{"quote in the path cannot break the challenge", req{path: "/v1/auth-request", headers: orig(tk["reader"], "POST", `/api/a"b/1`)}, 400, `names no resource`, ""},
+		{"url without method", req{path: "/v1/auth-request", headers: [][2]string{bearer(tk["reader"]), {"X-Original-URL", "/api/articles"}}}, 400, `X-Original-Method must be sent once`, ""},
+		{"method without url: fail closed", req{path: "/v1/auth-request", headers: [][2]string{bearer(tk["reader"]), {"X-Original-Method", "GET"}}}, 400, `X-Original-URL must be sent once`, ""},
+		{"nothing: fail closed", req{path: "/v1/auth-request", headers: [][2]string{bearer(tk["reader"])}}, 400, `X-Original-Method must be sent once`, ""},
+		// Attacks: what a client adds must never change the answer to a yes.
+		{"client's policy in the query", req{path: "/v1/auth-request?scope=articles:read", headers: orig(tk["reader"], "DELETE", "/api/articles/1")}, 400, `put the route policy in the path`, ""},
+		{"client's X-Forwarded-Method", req{path: "/v1/auth-request", headers: orig(tk["reader"], "DELETE", "/api/articles/1", [2]string{"X-Forwarded-Method", "GET"})}, 400, `another proxy protocol's header`, ""},
+		{"method override", req{path: "/v1/auth-request", headers: orig(tk["reader"], "GET", "/api/articles/1", [2]string{"X-HTTP-Method-Override", "DELETE"})}, 400, `X-Http-Method-Override is refused`, ""},
+		{"second X-Original-Method", req{path: "/v1/auth-request", headers: orig(tk["reader"], "DELETE", "/api/articles/1", [2]string{"X-Original-Method", "GET"})}, 400, `X-Original-Method must be sent once by the proxy (got 2)`, ""},
+		{"unmapped method", req{path: "/v1/auth-request", headers: orig(tk["full"], "PROPFIND", "/api/articles/1")}, 400, `not one of GET`, ""},
+		{"lower-case method", req{path: "/v1/auth-request", headers: orig(tk["reader"], "get", "/api/articles/1")}, 400, `not one of GET`, ""},
+		{"READ is not read", req{path: "/v1/auth-request", headers: orig(tk["reader"], "READ", "/api/articles/1")}, 400, `not one of GET`, ""},
+		{"dot segments", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "/api/orders/../articles/1")}, 400, `dot segment`, ""},
+		{"encoded dot segments", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "/api/orders/%2e%2e/articles/1")}, 400, `encoded "."`, ""},
+		{"encoded slash", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "/api/orders%2F..%2Farticles/1")}, 400, `encoded "/"`, ""},
+		{"double-encoded", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "/api/orders/%252e%252e/articles")}, 400, `encoded "%"`, ""},
+		{"empty segment", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "/api//orders/1")}, 400, `empty segment`, ""},
+		{"leading //", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "//evil/api/orders/1")}, 400, `empty segment`, ""},
+		{"path parameter", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "/api/orders;x=1/1")}, 400, `';'`, ""},
+		{"backslash", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", `/api/orders\..rticles`)}, 400, `backslash`, ""},
+		{"encoded backslash", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", `/api/orders%5c..%5carticles`)}, 400, `(%5c)`, ""},
+		{"control character", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "/api/orders/%00")}, 400, `control character`, ""},
+		{"not a path", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "*")}, 400, `not a path`, ""},
+		{"other scheme", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "file://x/api/orders")}, 400, `scheme`, ""},
+		{"encoded letters are read decoded", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "/api/%61rticles/1")}, 403, `scope="articles:delete"`, ""},
+		{"no resource", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "GET", "/api")}, 400, `names no resource`, ""},
+		// Route policy mistakes by the proxy's operator are refused, not ignored.
+		{"policy twice", req{path: "/v1/auth-request/scope=a:read,scope=b:read", headers: orig(tk["reader"], "GET", "/api/a")}, 400, `scope is given more than once`, ""},
+		{"scope and resource", req{path: "/v1/auth-request/scope=a:read,resource=b", headers: orig(tk["reader"], "GET", "/api/a")}, 400, `not both`, ""},
+		{"unknown key", req{path: "/v1/auth-request/namespaces=team-a", headers: orig(tk["reader"], "GET", "/api/a")}, 400, `"namespaces" is unknown`, ""},
+		{"encoded policy", req{path: "/v1/auth-request/namespace%3Dteam-a", headers: orig(tk["reader"], "GET", "/api/a")}, 400, `percent-encoded`, ""},
+		{"policy deeper than one segment", req{path: "/v1/auth-request/namespace=team-a/x", headers: orig(tk["reader"], "GET", "/api/a")}, 400, `one segment`, ""},
+	})
+}
+
+// TestForwardAuth covers /v1/forward-auth (Traefik, Caddy): X-Forwarded-Method
+// and X-Forwarded-Uri; the query (Caddy appends the client's) is never read.
+func TestForwardAuth(t *testing.T) {
+	f := newFixture()
+	tk := f.tokens
+	fwd := func(tok, method, uri string, more ...[2]string) [][2]string {
+		return append([][2]string{bearer(tok), {"X-Forwarded-Method", method}, {"X-Forwarded-Uri", uri}, {"X-Forwarded-Host", "shop.example"}, {"X-Forwarded-Proto", "https"}}, more...)
+	}
+	f.check(t, []authCase{
+		{"GET read", req{path: "/v1/forward-auth", headers: fwd(tk["reader"], "GET", "/api/articles/7?page=2")}, 200, "", "apitoken:team-a:reader"},
+		{"PATCH denied for read-only", req{path: "/v1/forward-auth", headers: fwd(tk["reader"], "PATCH", "/api/articles/1")}, 403, `scope="articles:update"`, ""},
+		{"policy segment", req{path: "/v1/forward-auth/namespace=team-b", headers: fwd(tk["writer"], "DELETE", "/api/orders/1")}, 200, "", "apitoken:team-b:writer"},
+		{"client's query appended by Caddy is not policy", req{path: "/v1/forward-auth?scope=articles:read&namespace=team-b", headers: fwd(tk["reader"], "DELETE", "/api/articles/1?scope=articles:read")}, 403, `scope="articles:delete"`, ""},
+		{"client's X-Original-Method", req{path: "/v1/forward-auth", headers: fwd(tk["reader"], "DELETE", "/api/articles/1", [2]string{"X-Original-Method", "GET"})}, 400, `another proxy protocol's header`, ""},
+		{"method override", req{path: "/v1/forward-auth", headers: fwd(tk["reader"], "GET", "/api/articles/1", [2]string{"X-Method-Override", "DELETE"})}, 400, `X-Method-Override is refused`, ""},
+		{"no method", req{path: "/v1/forward-auth", headers: [][2]string{bearer(tk["reader"]), {"X-Forwarded-Uri", "/api/a"}}}, 400, `X-Forwarded-Method must be sent once`, ""},
+		{"dot segments", req{path: "/v1/forward-auth/namespace=team-b", headers: fwd(tk["writer"], "DELETE", "/api/orders/../articles/1")}, 400, `dot segment`, ""},
+		{"namespace not accepted", req{path: "/v1/forward-auth", headers: fwd(tk["writer"], "GET", "/api/orders/1")}, 403, `namespace team-b are not accepted`, ""},
+	})
+}
+
+// TestExtAuthz covers /v1/ext-authz/<policy>/<original path> (Envoy
+// http_service path_prefix): the check request's own method, the client's
+// path and query after the policy segment.
+func TestExtAuthz(t *testing.T) {
+	f := newFixture()
+	tk := f.tokens
+	f.check(t, []authCase{
+		{"PUT orders", req{method: "PUT", path: "/v1/ext-authz/namespace=team-b/api/orders/9", headers: [][2]string{bearer(tk["writer"])}}, 200, "", "apitoken:team-b:writer"},
+		{"PUT articles denied", req{method: "PUT", path: "/v1/ext-authz/namespace=team-b/api/articles/9", headers: [][2]string{bearer(tk["writer"])}}, 403, `scope="articles:update"`, ""},
+		{"empty policy, default namespace", req{method: "GET", path: "/v1/ext-authz/-/api/articles", headers: [][2]string{bearer(tk["reader"])}}, 200, "", "apitoken:team-a:reader"},
+		{"client's query is not policy", req{method: "DELETE", path: "/v1/ext-authz/-/api/orders/1?scope=articles:read&audience=admin&namespace=team-a&resource=articles", headers: [][2]string{bearer(tk["reader"])}}, 403, `scope="orders:delete"`, ""},
+		{"client's path cannot reach the policy", req{method: "DELETE", path: "/v1/ext-authz/-/scope=articles:read/api/orders/1", headers: [][2]string{bearer(tk["reader"])}}, 400, `names no resource`, ""},
+		{"prefix without policy segment", req{method: "GET", path: "/v1/ext-authz/api/articles", headers: [][2]string{bearer(tk["reader"])}}, 400, `must be - or key=value pairs`, ""},
+		{"no original path", req{method: "GET", path: "/v1/ext-authz/-", headers: [][2]string{bearer(tk["reader"])}}, 400, `no original path`, ""},
+		{"dot segments", req{method: "DELETE", path: "/v1/ext-authz/namespace=team-b/api/orders/../articles/1", headers: [][2]string{bearer(tk["writer"])}}, 400, `dot segment`, ""},
+		{"encoded slash", req{method: "DELETE", path: "/v1/ext-authz/namespace=team-b/api/orders%2f..%2farticles", headers: [][2]string{bearer(tk["writer"])}}, 400, `encoded "/"`, ""},
+		{"empty segment", req{method: "DELETE", path: "/v1/ext-authz/namespace=team-b//api/orders/1", headers: [][2]string{bearer(tk["writer"])}}, 400, `empty segment`, ""},
+		{"X-Original headers", req{method: "DELETE", path: "/v1/ext-authz/-/api/articles/1", headers: [][2]string{bearer(tk["reader"]), {"X-Original-Method", "GET"}}}, 400, `another proxy protocol's header`, ""},
+		{"X-Forwarded-Method", req{method: "DELETE", path: "/v1/ext-authz/-/api/articles/1", headers: [][2]string{bearer(tk["reader"]), {"X-Forwarded-Method", "GET"}}}, 400, `another proxy protocol's header`, ""},
+		{"method override", req{method: "POST", path: "/v1/ext-authz/-/api/articles/1", headers: [][2]string{bearer(tk["full"]), {"X-HTTP-Method", "DELETE"}}}, 400, `X-Http-Method is refused`, ""},
+		{"OPTIONS refused", req{method: "OPTIONS", path: "/v1/ext-authz/-/api/articles/1", headers: [][2]string{bearer(tk["full"])}}, 400, `not one of GET`, ""},
+		{"expired", req{method: "GET", path: "/v1/ext-authz/-/api/articles/1", headers: [][2]string{bearer(tk["expired"])}}, 401, `error_description="expired"`, ""},
+		{"two credentials", req{method: "GET", path: "/v1/ext-authz/-/api/articles/1", headers: [][2]string{bearer(tk["reader"]), {"X-API-Key", tk["reader"]}}}, 400, `send one credential`, ""},
+	})
 }
 
 func TestLookupAtTheExpiryInstant(t *testing.T) {

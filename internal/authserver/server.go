@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -47,11 +48,12 @@ func (s *Server) Listen() (net.Addr, error) {
 	return s.ln.Addr(), nil
 }
 
-// Mux returns the endpoint's routes: forward auth, TokenReview, probes.
-func (s *Server) Mux() *http.ServeMux {
+// Mux returns the endpoint's routes: one per proxy protocol, the explicit
+// one, TokenReview and the probes. The auth routes are matched on the raw
+// path before http.ServeMux, which would answer a path with dot segments
+// or "//" with a redirect instead of a decision.
+func (s *Server) Mux() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc(AuthorizePath, s.Handler.ServeAuthorize)
-	mux.HandleFunc(AuthorizePath+"/", s.Handler.ServeAuthorize)
 	mux.HandleFunc(TokenReviewPath, s.Handler.ServeTokenReview)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
@@ -61,7 +63,24 @@ func (s *Server) Mux() *http.ServeMux {
 		}
 		_, _ = w.Write([]byte("ok"))
 	})
-	return mux
+	routes := []struct {
+		base  string
+		serve http.HandlerFunc
+	}{
+		{ExtAuthzPath, s.Handler.ServeExtAuthz},
+		{ForwardAuthPath, s.Handler.ServeForwardAuth},
+		{AuthRequestPath, s.Handler.ServeAuthRequest},
+		{AuthorizePath, s.Handler.ServeAuthorize},
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, rt := range routes {
+			if rest, ok := strings.CutPrefix(r.URL.Path, rt.base); ok && (rest == "" || rest[0] == '/') {
+				rt.serve(w, r)
+				return
+			}
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // Start feeds the index from the ApiToken informer and serves until ctx

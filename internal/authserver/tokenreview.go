@@ -9,6 +9,8 @@ import (
 	"time"
 
 	authnv1 "k8s.io/api/authentication/v1"
+
+	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 )
 
 // maxReviewBytes bounds a TokenReview body.
@@ -17,8 +19,12 @@ const maxReviewBytes = 64 << 10
 // ServeTokenReview answers a TokenReview (authentication.k8s.io/v1 or
 // v1beta1, in the version asked), the shape the API server's webhook token
 // authentication and kube-rbac-proxy speak. A valid token authenticates as
-// apitoken:<namespace>:<name> with groups from its type, scopes and
-// namespace; spec.audiences, when given, must include the token's audience.
+// apitoken:<namespace>:<name> with groups apitoken:<namespace>:authenticated,
+// apitoken:<namespace>:type:<type> and apitoken:<namespace>:scope:<scope>.
+// spec.audiences, when given, must include the token's audience; a token
+// of audience "kubernetes" is also accepted for the API server's own
+// audiences (Options.KubeAPIAudiences), answered with an empty
+// status.audiences as the TokenReview API defines.
 func (h *Handler) ServeTokenReview(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	result := h.tokenReview(w, r)
@@ -68,18 +74,30 @@ func (h *Handler) review(spec *authnv1.TokenReviewSpec, st *authnv1.TokenReviewS
 		st.Error = "invalid token: " + verdict.String()
 		return verdict.String()
 	}
-	if len(spec.Audiences) > 0 {
-		if !slices.Contains(spec.Audiences, id.Audience) {
-			st.Error = "the token's audience " + id.Audience + " is not among the requested audiences"
-			return "insufficient_scope"
-		}
+	switch {
+	case len(spec.Audiences) == 0:
+		// No audience asked: the caller checks none.
 		st.Audiences = []string{id.Audience}
+	case slices.Contains(spec.Audiences, id.Audience):
+		st.Audiences = []string{id.Audience}
+	case id.Audience == string(tokensv1alpha1.Kubernetes) &&
+		(len(h.Options.KubeAPIAudiences) == 0 || slices.ContainsFunc(spec.Audiences, func(a string) bool { return slices.Contains(h.Options.KubeAPIAudiences, a) })):
+		// The API server's webhook authenticator asks with its own
+		// audiences (by default the service-account issuer). An empty
+		// status.audiences answers "valid for the API server's audiences",
+		// which it then checks against its implicit audiences itself.
+	default:
+		st.Error = "the token's audience " + id.Audience + " is not among the requested audiences"
+		return "insufficient_scope"
 	}
 	markUsed(id, now)
-	groups := make([]string, 0, 3+len(id.Scopes))
-	groups = append(groups, "apitoken:authenticated", "apitoken:type:"+id.Type, "apitoken:namespace:"+id.Namespace)
+	// Every group carries the namespace, so that an RBAC binding to a
+	// group never spans tenants by accident.
+	prefix := "apitoken:" + id.Namespace + ":"
+	groups := make([]string, 0, 2+len(id.Scopes))
+	groups = append(groups, prefix+"authenticated", prefix+"type:"+id.Type)
 	for _, s := range id.Scopes {
-		groups = append(groups, "apitoken:scope:"+s.String())
+		groups = append(groups, prefix+"scope:"+s.String())
 	}
 	st.Authenticated = true
 	st.User = authnv1.UserInfo{

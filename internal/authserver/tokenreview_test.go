@@ -42,7 +42,7 @@ func TestTokenReview(t *testing.T) {
 	if out.APIVersion != "authentication.k8s.io/v1" || out.Kind != "TokenReview" {
 		t.Fatalf("answered as %s %s", out.APIVersion, out.Kind)
 	}
-	wantGroups := []string{"apitoken:authenticated", "apitoken:type:custom", "apitoken:namespace:team-b", "apitoken:scope:articles:read", "apitoken:scope:orders:*"}
+	wantGroups := []string{"apitoken:team-b:authenticated", "apitoken:team-b:type:custom", "apitoken:team-b:scope:articles:read", "apitoken:team-b:scope:orders:*"}
 	if strings.Join(out.Status.User.Groups, " ") != strings.Join(wantGroups, " ") {
 		t.Fatalf("groups = %v", out.Status.User.Groups)
 	}
@@ -59,6 +59,28 @@ func TestTokenReview(t *testing.T) {
 	if out.Status.Authenticated || !strings.Contains(out.Status.Error, "audience") {
 		t.Fatalf("wrong audience accepted: %+v", out.Status)
 	}
+	// The API server asks with its own audiences (its service-account
+	// issuer): a kubernetes token is valid there, answered with empty
+	// status.audiences; other tokens are not.
+	issuer := "https://kubernetes.default.svc.cluster.local"
+	_, out = f.review(t, reviewBody("v1", f.tokens["kube"], issuer), "application/json")
+	if !out.Status.Authenticated || len(out.Status.Audiences) != 0 || out.Status.User.Username != "apitoken:team-a:kube" {
+		t.Fatalf("kubernetes token for the API server = %+v", out.Status)
+	}
+	_, out = f.review(t, reviewBody("v1", f.tokens["reader"], issuer), "application/json")
+	if out.Status.Authenticated {
+		t.Fatalf("content-api token accepted for the API server: %+v", out.Status)
+	}
+	f.h.Options.KubeAPIAudiences = []string{"https://issuer.example"}
+	_, out = f.review(t, reviewBody("v1", f.tokens["kube"], issuer), "application/json")
+	if out.Status.Authenticated {
+		t.Fatalf("kubernetes token accepted for an audience outside --kube-api-audiences: %+v", out.Status)
+	}
+	_, out = f.review(t, reviewBody("v1", f.tokens["kube"], "https://issuer.example"), "application/json")
+	if !out.Status.Authenticated {
+		t.Fatalf("kubernetes token refused for a --kube-api-audiences audience: %+v", out.Status)
+	}
+	f.h.Options.KubeAPIAudiences = nil
 	for name, want := range map[string]string{"expired": "expired", "revoked": "revoked"} {
 		_, out = f.review(t, reviewBody("v1", f.tokens[name]), "application/json")
 		if out.Status.Authenticated || out.Status.Error != "invalid token: "+want {

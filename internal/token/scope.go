@@ -47,7 +47,7 @@ func ParseScope(s string) (Scope, error) {
 	if !ok {
 		return Scope{}, fmt.Errorf("must be resource:action, e.g. %s:read", orExample(s))
 	}
-	if !validResource(resource) {
+	if !ValidResource(resource) {
 		return Scope{}, fmt.Errorf("resource %q must be * or lower-case letters, digits, '.', '_' or '-', e.g. articles:read", resource)
 	}
 	if !validAction(action) {
@@ -57,13 +57,16 @@ func ParseScope(s string) (Scope, error) {
 }
 
 func orExample(s string) string {
-	if validResource(s) && s != Wildcard {
+	if ValidResource(s) && s != Wildcard {
 		return s
 	}
 	return "articles"
 }
 
-func validResource(r string) bool {
+// ValidResource reports whether r can be the resource of a scope: "*" or
+// lower-case letters, digits, '.', '_' and '-', starting and ending with a
+// letter or digit, at most 120 bytes.
+func ValidResource(r string) bool {
 	if r == Wildcard {
 		return true
 	}
@@ -151,19 +154,20 @@ func Granted(tokenType string, scopes []string) (ScopeSet, error) {
 }
 
 // ActionForMethod maps an HTTP method to the action it needs: GET and HEAD
-// read, POST creates, PUT and PATCH update, DELETE deletes. Other methods
-// (OPTIONS, custom verbs) map to their lower-cased name, so only a token
-// granting that verb or "*" passes.
-func ActionForMethod(method string) string {
+// read, POST creates, PUT and PATCH update, DELETE deletes. Any other
+// method (OPTIONS, TRACE, a custom or mis-cased verb) reports ok false:
+// the auth endpoint refuses what it cannot map rather than guess, so a
+// method spelled "READ" can never borrow the read action.
+func ActionForMethod(method string) (action string, ok bool) {
 	switch method {
 	case http.MethodGet, http.MethodHead:
-		return ActionRead
+		return ActionRead, true
 	case http.MethodPost:
-		return ActionCreate
+		return ActionCreate, true
 	case http.MethodPut, http.MethodPatch:
-		return ActionUpdate
+		return ActionUpdate, true
 	case http.MethodDelete:
-		return ActionDelete
+		return ActionDelete, true
 	}
-	return strings.ToLower(method)
+	return "", false
 }

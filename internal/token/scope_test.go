@@ -98,11 +98,12 @@ func TestGrantedAndAllows(t *testing.T) {
 
 func TestActionForMethod(t *testing.T) {
 	for m, want := range map[string]string{
-		"GET": "read", "HEAD": "read", "POST": "create", "PUT": "update",
-		"PATCH": "update", "DELETE": "delete", "OPTIONS": "options", "PROPFIND": "propfind",
+		"GET": "read", "HEAD": "read", "POST": "create", "PUT": "update", "PATCH": "update", "DELETE": "delete",
+		"OPTIONS": "", "PROPFIND": "", "READ": "", "get": "", "": "",
 	} {
-		if got := ActionForMethod(m); got != want {
-			t.Errorf("ActionForMethod(%s) = %s, want %s", m, got, want)
+		got, ok := ActionForMethod(m)
+		if got != want || ok != (want != "") {
+			t.Errorf("ActionForMethod(%q) = %q, %v, want %q", m, got, ok, want)
 		}
 	}
 }

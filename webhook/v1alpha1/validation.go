@@ -25,7 +25,7 @@ const (
 
 var (
 	supportedTypes     = []string{string(tokensv1alpha1.ReadOnly), string(tokensv1alpha1.FullAccess), string(tokensv1alpha1.Custom)}
-	supportedAudiences = []string{string(tokensv1alpha1.ContentAPI), string(tokensv1alpha1.Admin)}
+	supportedAudiences = []string{string(tokensv1alpha1.ContentAPI), string(tokensv1alpha1.Admin), string(tokensv1alpha1.Kubernetes)}
 )
 
 // ValidateApiToken checks an ApiToken being created (old is nil) or
@@ -99,7 +99,7 @@ func ValidateApiToken(old, at *tokensv1alpha1.ApiToken) (field.ErrorList, []stri
 
 	// Audience.
 	switch spec.Audience {
-	case "", tokensv1alpha1.ContentAPI, tokensv1alpha1.Admin:
+	case "", tokensv1alpha1.ContentAPI, tokensv1alpha1.Admin, tokensv1alpha1.Kubernetes:
 	default:
 		errs = append(errs, field.NotSupported(specPath.Child("audience"), spec.Audience, supportedAudiences))
 	}
