@@ -8,11 +8,13 @@ import (
 	"errors"
 	"flag"
 	"os"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/validation"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	_ "k8s.io/client-go/plugin/pkg/client/auth"
 	"k8s.io/utils/clock"
@@ -60,6 +62,8 @@ func main() {
 		authCert, authKey          string
 		authPathPrefix             string
 		authResourceSegment        int
+		authDefaultNamespaces      string
+		kubeAPIAudiences           string
 		lastUsedInterval           time.Duration
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint (use :8443 with --metrics-secure); 0 disables it.")
@@ -76,16 +80,24 @@ func main() {
 	flag.StringVar(&saltSecret, "salt-secret", "apitoken-operator-salt", "Name of the Secret holding the token salt (created if absent; API_TOKEN_SALT overrides it).")
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 4, "ApiTokens reconciled in parallel.")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "Address of Go's pprof endpoints (e.g. 127.0.0.1:6060); empty disables them.")
-	flag.StringVar(&authAddr, "auth-bind-address", ":8082", "Address of the auth endpoint (forward auth at /v1/authorize, TokenReview at /v1/tokenreview); served by every replica.")
-	flag.StringVar(&authCert, "auth-tls-cert-file", "", "Certificate for the auth endpoint; with --auth-tls-key-file it serves HTTPS.")
+	flag.StringVar(&authAddr, "auth-bind-address", ":8082", "Address of the auth endpoint (/v1/auth-request, /v1/forward-auth, /v1/ext-authz, /v1/authorize, /v1/tokenreview); served by every replica.")
+	flag.StringVar(&authCert, "auth-tls-cert-file", "", "Certificate for the auth endpoint; with --auth-tls-key-file it serves HTTPS, reloading both when they change.")
 	flag.StringVar(&authKey, "auth-tls-key-file", "", "Key for the auth endpoint's certificate.")
 	flag.StringVar(&authPathPrefix, "auth-path-prefix", "", "Prefix stripped from the original path before the resource is read (e.g. /api).")
 	flag.IntVar(&authResourceSegment, "auth-resource-segment", 0, "Index of the path segment, after --auth-path-prefix, that names the resource.")
+	flag.StringVar(&authDefaultNamespaces, "auth-default-namespaces", "", "Comma-separated namespaces whose tokens a route accepts when its policy names none (* for every namespace). Empty: such a route accepts no token.")
+	flag.StringVar(&kubeAPIAudiences, "kube-api-audiences", "", "Comma-separated audiences of the Kubernetes API server (its --api-audiences, by default the service-account issuer) for which TokenReview accepts tokens of audience kubernetes. Empty: whatever audiences the caller asks, answered with an empty status.audiences as the TokenReview API defines.")
 	flag.DurationVar(&lastUsedInterval, "last-used-interval", time.Minute, "How often status.lastUsedAt may be written per token.")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	for _, ns := range splitList(authDefaultNamespaces) {
+		if ns != "*" && len(validation.IsDNS1123Label(ns)) > 0 {
+			setupLog.Error(nil, "--auth-default-namespaces: not a namespace name (or *)", "value", ns)
+			os.Exit(2)
+		}
+	}
 
 	var tlsOpts []func(*tls.Config)
 	if !enableHTTP2 {
@@ -149,7 +161,10 @@ func main() {
 	}
 
 	index := authserver.NewIndex(saltStore.Hasher)
-	handler := &authserver.Handler{Index: index, Clock: clock.RealClock{}, Options: authserver.Options{PathPrefix: authPathPrefix, ResourceSegment: authResourceSegment}}
+	handler := &authserver.Handler{Index: index, Clock: clock.RealClock{}, Options: authserver.Options{
+		PathPrefix: authPathPrefix, ResourceSegment: authResourceSegment,
+		DefaultNamespaces: splitList(authDefaultNamespaces), KubeAPIAudiences: splitList(kubeAPIAudiences),
+	}}
 	for _, r := range []manager.Runnable{
 		&salt.Watcher{Store: saltStore, Cache: mgr.GetCache()},
 		&authserver.Server{Addr: authAddr, CertFile: authCert, KeyFile: authKey, Handler: handler, Cache: mgr.GetCache()},
@@ -199,4 +214,15 @@ func envOr(key, def string) string {
 		return v
 	}
 	return def
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }

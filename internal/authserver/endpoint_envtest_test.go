@@ -35,7 +35,7 @@ var _ = Describe("The auth endpoint fed by the operator", func() {
 		Eventually(func(g Gomega) {
 			tok = secretToken(g, ns, name+"-token")
 			g.Expect(tok).NotTo(BeEmpty())
-			g.Expect(status(authURL+"/v1/authorize", tok)).To(Equal(200))
+			g.Expect(status(authURL+verifyPath, tok)).To(Equal(200))
 		}).Should(Succeed())
 		return key, tok
 	}
@@ -50,7 +50,7 @@ var _ = Describe("The auth endpoint fed by the operator", func() {
 	// refusedWithin asserts that tok is refused within a second of the change.
 	refusedWithin := func(tok string) {
 		start := time.Now()
-		Eventually(func() int { return status(authURL+"/v1/authorize", tok) }, time.Second, 10*time.Millisecond).Should(Equal(401))
+		Eventually(func() int { return status(authURL+verifyPath, tok) }, time.Second, 10*time.Millisecond).Should(Equal(401))
 		AddReportEntry("refused after", time.Since(start).String())
 	}
 
@@ -63,7 +63,7 @@ var _ = Describe("The auth endpoint fed by the operator", func() {
 		Eventually(func(g Gomega) {
 			fresh := secretToken(g, ns, "regen-token")
 			g.Expect(fresh).NotTo(Equal(old))
-			g.Expect(status(authURL+"/v1/authorize", fresh)).To(Equal(200))
+			g.Expect(status(authURL+verifyPath, fresh)).To(Equal(200))
 		}).Should(Succeed())
 	})
 
@@ -87,21 +87,21 @@ var _ = Describe("The auth endpoint fed by the operator", func() {
 		Eventually(func(g Gomega) {
 			fresh := secretToken(g, ns, "grace-token")
 			g.Expect(fresh).NotTo(Equal(old))
-			g.Expect(status(authURL+"/v1/authorize", fresh)).To(Equal(200))
+			g.Expect(status(authURL+verifyPath, fresh)).To(Equal(200))
 		}).Should(Succeed())
-		Consistently(func() int { return status(authURL+"/v1/authorize", old) }, "500ms").Should(Equal(200))
+		Consistently(func() int { return status(authURL+verifyPath, old) }, "500ms").Should(Equal(200))
 		// The endpoint checks the grace end against its clock at request
 		// time: no reconcile is needed for the old token to stop working.
 		suiteClock.Step(2 * time.Minute)
 		DeferCleanup(func() { suiteClock.Step(-2 * time.Minute) })
-		Expect(status(authURL+"/v1/authorize", old)).To(Equal(401))
+		Expect(status(authURL+verifyPath, old)).To(Equal(401))
 	})
 
 	It("refuses an expiring token at the instant, before the reconciler runs", func() {
 		_, tok := issue("expiring", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "1h"})
 		suiteClock.Step(time.Hour)
 		DeferCleanup(func() { suiteClock.Step(-time.Hour) })
-		Expect(status(authURL+"/v1/authorize", tok)).To(Equal(401))
+		Expect(status(authURL+verifyPath, tok)).To(Equal(401))
 	})
 })
 

@@ -7,42 +7,108 @@ import (
 	"testing"
 )
 
-// FuzzAuthorizeHeaders sends arbitrary credential and original-request
-// headers: the handler never panics, never answers 5xx, and only a 200
-// carries identity headers.
-func FuzzAuthorizeHeaders(f *testing.F) {
+// FuzzClientCannotChoosePolicy plays the client being judged at every
+// proxy endpoint: it holds a read-only token, makes a write (POST, PUT,
+// PATCH or DELETE) and controls its path, its query and one header of its
+// own. Whatever it appends, the answer is never 200, never 5xx, and only a
+// 200 would carry identity headers.
+func FuzzClientCannotChoosePolicy(f *testing.F) {
 	fx := newFixture()
-	f.Add("Bearer "+fx.tokens["reader"], "", "GET", "/api/articles", "articles:read")
-	f.Add("bearer  "+fx.tokens["writer"]+" ", "", "POST", "https://x/api/orders?q", "")
-	f.Add("", fx.tokens["admin"], "", "", "")
-	f.Add("Basic abc", "k", "DELETE", "%zz", "a:b:c")
-	f.Add("Bearer atk_", "", "", "::", "*:*")
-	f.Add("Bearer "+fx.tokens["reader"], "", "POST", `/api/a"b\\/1`, "")
-	f.Fuzz(func(t *testing.T, auth, key, method, url, scope string) {
-		r := httptest.NewRequest(http.MethodGet, "/v1/authorize", nil)
-		if scope != "" {
-			q := r.URL.Query()
-			q.Set("scope", scope)
-			r.URL.RawQuery = q.Encode()
+	fx.h.Options.DefaultNamespaces = []string{"*"}
+	f.Add(uint8(3), "/api/orders/1", "scope=articles:read", "X-Original-Method", "GET")
+	f.Add(uint8(1), "/api/articles/../x", "audience=admin&namespace=team-a", "X-Forwarded-Method", "GET")
+	f.Add(uint8(0), "/api/orders%2f1", "resource=articles", "X-HTTP-Method-Override", "GET")
+	f.Add(uint8(2), "/scope=*:*/api/x", "", "X-Forwarded-Uri", "/api/articles")
+	f.Add(uint8(3), "/api/a/1", "", "Authorization", "Bearer x")
+	f.Fuzz(func(t *testing.T, method uint8, path, query, hk, hv string) {
+		write := []string{"POST", "PUT", "PATCH", "DELETE"}[method%4]
+		if !strings.HasPrefix(path, "/") {
+			path = "/" + path
 		}
-		for k, v := range map[string]string{"Authorization": auth, "X-API-Key": key, "X-Original-Method": method, "X-Original-URL": url} {
-			if v != "" {
-				r.Header.Set(k, v)
+		target := path
+		if query != "" {
+			target += "?" + query
+		}
+		for _, endpoint := range []string{"auth-request", "forward-auth", "ext-authz"} {
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			r.Header.Set("Authorization", "Bearer "+fx.tokens["reader"])
+			switch endpoint {
+			case "auth-request":
+				// nginx: a fixed auth URL, the original request in headers
+				// it sets; the client's own headers pass too.
+				r.RequestURI, r.URL.Path = AuthRequestPath, AuthRequestPath
+				r.Header.Set("X-Original-Method", write)
+				r.Header.Set("X-Original-URL", target)
+			case "forward-auth":
+				// Caddy: the client's query is appended to the auth URL.
+				r.RequestURI, r.URL.Path, r.URL.RawQuery = ForwardAuthPath+"?"+query, ForwardAuthPath, query
+				r.Header.Set("X-Forwarded-Method", write)
+				r.Header.Set("X-Forwarded-Uri", target)
+			case "ext-authz":
+				// Envoy: the client's path and query after the prefix.
+				r.Method = write
+				r.RequestURI = ExtAuthzPath + "/-" + target
+				r.URL.Path, _, _ = strings.Cut(r.RequestURI, "?")
+			}
+			if k := http.CanonicalHeaderKey(hk); hk != "" && validHeader(k, hv) &&
+				k != headerOriginalMethod && k != headerOriginalURL && k != headerForwardedMethod && k != headerForwardedURI {
+				// The proxy overwrites its own family; anything else the
+				// client sends arrives beside it.
+				r.Header.Add(k, hv)
+			}
+			w := httptest.NewRecorder()
+			(&Server{Handler: fx.h}).Mux().ServeHTTP(w, r)
+			switch {
+			case w.Code == 200:
+				t.Fatalf("%s: a read-only token's %s %q was allowed", endpoint, write, target)
+			case w.Code >= 500:
+				t.Fatalf("%s: 5xx for a decision: %d", endpoint, w.Code)
+			case w.Header().Get("X-Auth-Request-User") != "":
+				t.Fatalf("%s: identity headers on %d", endpoint, w.Code)
+			}
+			if c := w.Header().Get("WWW-Authenticate"); unescapedQuotes(c)%2 != 0 || strings.ContainsAny(c, "\r\n") {
+				t.Fatalf("%s: malformed challenge %q", endpoint, c)
 			}
 		}
-		w := httptest.NewRecorder()
-		fx.h.ServeAuthorize(w, r)
-		if w.Code >= 500 {
-			t.Fatalf("5xx for a decision: %d", w.Code)
+	})
+}
+
+// validHeader reports whether net/http could have received k: v.
+func validHeader(k, v string) bool {
+	if k == "" || strings.ContainsAny(v, "\r\n\x00") {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
 		}
-		if (w.Code == 200) != (w.Header().Get("X-Auth-Request-User") != "") {
-			t.Fatalf("identity headers on %d", w.Code)
+	}
+	return true
+}
+
+// FuzzNormalPath checks the path rules alone: an accepted path starts with
+// '/', and has no dot or empty segment (but a trailing slash), even
+// after decoding.
+func FuzzNormalPath(f *testing.F) {
+	for _, s := range []string{"/api/a", "/a/../b", "/a/%2e%2e/b", "https://h/a?q", "//h/a", "/a%2fb", "/a/./b/", "/%", "/a;b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, target string) {
+		p, problem := normalPath(target)
+		if problem != "" {
+			if p != "" {
+				t.Fatal("a path with a problem")
+			}
+			return
 		}
-		if w.Code == 200 && !strings.HasPrefix(w.Header().Get("X-Auth-Request-User"), "apitoken:") {
-			t.Fatal("bad identity")
+		if !strings.HasPrefix(p, "/") {
+			t.Fatalf("%q -> %q does not start with /", target, p)
 		}
-		if c := w.Header().Get("WWW-Authenticate"); unescapedQuotes(c)%2 != 0 || strings.ContainsAny(c, "\r\n") {
-			t.Fatalf("malformed challenge %q", c)
+		segs := strings.Split(p[1:], "/")
+		for i, seg := range segs {
+			if seg == "." || seg == ".." || (seg == "" && i < len(segs)-1) || strings.ContainsAny(seg, "\\;") {
+				t.Fatalf("%q -> %q has segment %q", target, p, seg)
+			}
 		}
 	})
 }

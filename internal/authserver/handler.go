@@ -92,8 +92,12 @@ var (
 // /v1/auth-request[/<policy>]. The original request is X-Original-Method and
 // X-Original-URL (which nginx sets); the policy is the path segment that the
 // proxy's operator wrote into the auth URL.
+//
+// nginx reads only 2xx, 401 and 403 from the auth request (anything else
+// becomes a 500 for the client), so a request that cannot be judged is
+// answered 403 here, with the same invalid_request challenge as a 400.
 func (h *Handler) ServeAuthRequest(w http.ResponseWriter, r *http.Request) {
-	h.serve(w, r, func(r *http.Request) (Request, string) {
+	h.serveAs(w, r, http.StatusForbidden, func(r *http.Request) (Request, string) {
 		seg, problem := singleSegment(r.RequestURI, AuthRequestPath)
 		if problem != "" {
 			return Request{}, problem
@@ -175,6 +179,12 @@ func (h *Handler) ServeAuthorize(w http.ResponseWriter, r *http.Request) {
 
 // serve runs one adapter, adds the credential, decides and answers.
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, adapt func(*http.Request) (Request, string)) {
+	h.serveAs(w, r, http.StatusBadRequest, adapt)
+}
+
+// serveAs is serve with the status that answers a request that cannot be
+// judged (400, or 403 for a proxy that understands no 400).
+func (h *Handler) serveAs(w http.ResponseWriter, r *http.Request, badRequest int, adapt func(*http.Request) (Request, string)) {
 	start := time.Now()
 	req, problem := adapt(r)
 	if problem == "" {
@@ -185,6 +195,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, adapt func(*http
 		d = refusal(problem)
 	} else {
 		d = h.Decide(req)
+	}
+	if d.Status == http.StatusBadRequest {
+		d.Status = badRequest
 	}
 	writeDecision(w, &d)
 	observe(d.Result, start)
@@ -197,7 +210,7 @@ func writeDecision(w http.ResponseWriter, d *Decision) {
 	hd := w.Header()
 	if d.Status != http.StatusOK {
 		hd[headerWWWAuthenticate] = d.Challenge
-		if d.Status == http.StatusBadRequest {
+		if d.Reason != "" {
 			http.Error(w, d.Reason, d.Status)
 			return
 		}

@@ -56,6 +56,7 @@ func newFixture() *fixture {
 	add("admin", "team-a", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.FullAccess, Audience: tokensv1alpha1.Admin}, nil)
 	add("kube", "team-a", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Audience: tokensv1alpha1.Kubernetes}, nil)
 	add("full", "team-a", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.FullAccess}, nil)
+	add("outsider", "team-c", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.FullAccess}, nil)
 	add("expired", "team-a", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly}, func(at *tokensv1alpha1.ApiToken, _ string) { at.Status.ExpiresAt = &past })
 	add("unlimited", "team-a", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly}, func(at *tokensv1alpha1.ApiToken, _ string) { at.Status.ExpiresAt = nil })
 	add("revoked", "team-a", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Revoked: true}, func(at *tokensv1alpha1.ApiToken, tok string) {
@@ -197,6 +198,8 @@ func TestAuthRequest(t *testing.T) {
 	orig := func(tok, method, url string, more ...[2]string) [][2]string {
 		return append([][2]string{bearer(tok), {"X-Original-Method", method}, {"X-Original-URL", url}}, more...)
 	}
+	// nginx understands only 2xx, 401 and 403: a request that cannot be
+	// judged is a 403 with error="invalid_request" here.
 	f.check(t, []authCase{
 		{"GET read", req{path: "/v1/auth-request", headers: orig(tk["reader"], "GET", "/api/articles/7?x=1")}, 200, "", "apitoken:team-a:reader"},
 		{"ingress-nginx absolute URL", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "GET", "https://shop.example/api/articles/7?x=1")}, 200, "", "apitoken:team-b:writer"},
@@ -208,38 +211,38 @@ func TestAuthRequest(t *testing.T) {
 		{"no credential", req{path: "/v1/auth-request", headers: [][2]string{{"X-Original-Method", "GET"}, {"X-Original-URL", "/api/a"}}}, 401, `Bearer realm="apitoken"`, ""},
 		{"route accepts no namespace", req{path: "/v1/auth-request", headers: orig(tk["writer"], "GET", "/api/orders")}, 403, `not accepted`, ""},
 		{"every namespace, explicitly", req{path: "/v1/auth-request/namespace=*", headers: orig(tk["writer"], "GET", "/api/orders")}, 200, "", "apitoken:team-b:writer"},
-		{"quote in the path cannot break the challenge", req{path: "/v1/auth-request", headers: orig(tk["reader"], "POST", `/api/a"b/1`)}, 400, `names no resource`, ""},
-		{"url without method", req{path: "/v1/auth-request", headers: [][2]string{bearer(tk["reader"]), {"X-Original-URL", "/api/articles"}}}, 400, `X-Original-Method must be sent once`, ""},
-		{"method without url: fail closed", req{path: "/v1/auth-request", headers: [][2]string{bearer(tk["reader"]), {"X-Original-Method", "GET"}}}, 400, `X-Original-URL must be sent once`, ""},
-		{"nothing: fail closed", req{path: "/v1/auth-request", headers: [][2]string{bearer(tk["reader"])}}, 400, `X-Original-Method must be sent once`, ""},
+		{"quote in the path cannot break the challenge", req{path: "/v1/auth-request", headers: orig(tk["reader"], "POST", `/api/a"b/1`)}, 403, `names no resource`, ""},
+		{"url without method", req{path: "/v1/auth-request", headers: [][2]string{bearer(tk["reader"]), {"X-Original-URL", "/api/articles"}}}, 403, `X-Original-Method must be sent once`, ""},
+		{"method without url: fail closed", req{path: "/v1/auth-request", headers: [][2]string{bearer(tk["reader"]), {"X-Original-Method", "GET"}}}, 403, `X-Original-URL must be sent once`, ""},
+		{"nothing: fail closed", req{path: "/v1/auth-request", headers: [][2]string{bearer(tk["reader"])}}, 403, `X-Original-Method must be sent once`, ""},
 		// Attacks: what a client adds must never change the answer to a yes.
-		{"client's policy in the query", req{path: "/v1/auth-request?scope=articles:read", headers: orig(tk["reader"], "DELETE", "/api/articles/1")}, 400, `put the route policy in the path`, ""},
-		{"client's X-Forwarded-Method", req{path: "/v1/auth-request", headers: orig(tk["reader"], "DELETE", "/api/articles/1", [2]string{"X-Forwarded-Method", "GET"})}, 400, `another proxy protocol's header`, ""},
-		{"method override", req{path: "/v1/auth-request", headers: orig(tk["reader"], "GET", "/api/articles/1", [2]string{"X-HTTP-Method-Override", "DELETE"})}, 400, `X-Http-Method-Override is refused`, ""},
-		{"second X-Original-Method", req{path: "/v1/auth-request", headers: orig(tk["reader"], "DELETE", "/api/articles/1", [2]string{"X-Original-Method", "GET"})}, 400, `X-Original-Method must be sent once by the proxy (got 2)`, ""},
-		{"unmapped method", req{path: "/v1/auth-request", headers: orig(tk["full"], "PROPFIND", "/api/articles/1")}, 400, `not one of GET`, ""},
-		{"lower-case method", req{path: "/v1/auth-request", headers: orig(tk["reader"], "get", "/api/articles/1")}, 400, `not one of GET`, ""},
-		{"READ is not read", req{path: "/v1/auth-request", headers: orig(tk["reader"], "READ", "/api/articles/1")}, 400, `not one of GET`, ""},
-		{"dot segments", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "/api/orders/../articles/1")}, 400, `dot segment`, ""},
-		{"encoded dot segments", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "/api/orders/%2e%2e/articles/1")}, 400, `encoded "."`, ""},
-		{"encoded slash", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "/api/orders%2F..%2Farticles/1")}, 400, `encoded "/"`, ""},
-		{"double-encoded", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "/api/orders/%252e%252e/articles")}, 400, `encoded "%"`, ""},
-		{"empty segment", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "/api//orders/1")}, 400, `empty segment`, ""},
-		{"leading //", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "//evil/api/orders/1")}, 400, `empty segment`, ""},
-		{"path parameter", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "/api/orders;x=1/1")}, 400, `';'`, ""},
-		{"backslash", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", `/api/orders\..rticles`)}, 400, `backslash`, ""},
-		{"encoded backslash", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", `/api/orders%5c..%5carticles`)}, 400, `(%5c)`, ""},
-		{"control character", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "/api/orders/%00")}, 400, `control character`, ""},
-		{"not a path", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "*")}, 400, `not a path`, ""},
-		{"other scheme", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "file://x/api/orders")}, 400, `scheme`, ""},
+		{"client's policy in the query", req{path: "/v1/auth-request?scope=articles:read", headers: orig(tk["reader"], "DELETE", "/api/articles/1")}, 403, `put the route policy in the path`, ""},
+		{"client's X-Forwarded-Method", req{path: "/v1/auth-request", headers: orig(tk["reader"], "DELETE", "/api/articles/1", [2]string{"X-Forwarded-Method", "GET"})}, 403, `another proxy protocol's header`, ""},
+		{"method override", req{path: "/v1/auth-request", headers: orig(tk["reader"], "GET", "/api/articles/1", [2]string{"X-HTTP-Method-Override", "DELETE"})}, 403, `X-Http-Method-Override is refused`, ""},
+		{"second X-Original-Method", req{path: "/v1/auth-request", headers: orig(tk["reader"], "DELETE", "/api/articles/1", [2]string{"X-Original-Method", "GET"})}, 403, `X-Original-Method must be sent once by the proxy (got 2)`, ""},
+		{"unmapped method", req{path: "/v1/auth-request", headers: orig(tk["full"], "PROPFIND", "/api/articles/1")}, 403, `not one of GET`, ""},
+		{"lower-case method", req{path: "/v1/auth-request", headers: orig(tk["reader"], "get", "/api/articles/1")}, 403, `not one of GET`, ""},
+		{"READ is not read", req{path: "/v1/auth-request", headers: orig(tk["reader"], "READ", "/api/articles/1")}, 403, `not one of GET`, ""},
+		{"dot segments", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "/api/orders/../articles/1")}, 403, `dot segment`, ""},
+		{"encoded dot segments", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "/api/orders/%2e%2e/articles/1")}, 403, `encoded "."`, ""},
+		{"encoded slash", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "/api/orders%2F..%2Farticles/1")}, 403, `encoded "/"`, ""},
+		{"double-encoded", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "/api/orders/%252e%252e/articles")}, 403, `encoded "%"`, ""},
+		{"empty segment", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "/api//orders/1")}, 403, `empty segment`, ""},
+		{"leading //", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "//evil/api/orders/1")}, 403, `empty segment`, ""},
+		{"path parameter", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "/api/orders;x=1/1")}, 403, `';'`, ""},
+		{"backslash", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", `/api/orders\..rticles`)}, 403, `backslash`, ""},
+		{"encoded backslash", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", `/api/orders%5c..%5carticles`)}, 403, `(%5c)`, ""},
+		{"control character", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "/api/orders/%00")}, 403, `control character`, ""},
+		{"not a path", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "*")}, 403, `not a path`, ""},
+		{"other scheme", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "file://x/api/orders")}, 403, `scheme`, ""},
 		{"encoded letters are read decoded", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "/api/%61rticles/1")}, 403, `scope="articles:delete"`, ""},
-		{"no resource", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "GET", "/api")}, 400, `names no resource`, ""},
+		{"no resource", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "GET", "/api")}, 403, `names no resource`, ""},
 		// Route policy mistakes by the proxy's operator are refused, not ignored.
-		{"policy twice", req{path: "/v1/auth-request/scope=a:read,scope=b:read", headers: orig(tk["reader"], "GET", "/api/a")}, 400, `scope is given more than once`, ""},
-		{"scope and resource", req{path: "/v1/auth-request/scope=a:read,resource=b", headers: orig(tk["reader"], "GET", "/api/a")}, 400, `not both`, ""},
-		{"unknown key", req{path: "/v1/auth-request/namespaces=team-a", headers: orig(tk["reader"], "GET", "/api/a")}, 400, `"namespaces" is unknown`, ""},
-		{"encoded policy", req{path: "/v1/auth-request/namespace%3Dteam-a", headers: orig(tk["reader"], "GET", "/api/a")}, 400, `percent-encoded`, ""},
-		{"policy deeper than one segment", req{path: "/v1/auth-request/namespace=team-a/x", headers: orig(tk["reader"], "GET", "/api/a")}, 400, `one segment`, ""},
+		{"policy twice", req{path: "/v1/auth-request/scope=a:read,scope=b:read", headers: orig(tk["reader"], "GET", "/api/a")}, 403, `scope is given more than once`, ""},
+		{"scope and resource", req{path: "/v1/auth-request/scope=a:read,resource=b", headers: orig(tk["reader"], "GET", "/api/a")}, 403, `not both`, ""},
+		{"unknown key", req{path: "/v1/auth-request/namespaces=team-a", headers: orig(tk["reader"], "GET", "/api/a")}, 403, `"namespaces" is unknown`, ""},
+		{"encoded policy", req{path: "/v1/auth-request/namespace%3Dteam-a", headers: orig(tk["reader"], "GET", "/api/a")}, 403, `percent-encoded`, ""},
+		{"policy deeper than one segment", req{path: "/v1/auth-request/namespace=team-a/x", headers: orig(tk["reader"], "GET", "/api/a")}, 403, `one segment`, ""},
 	})
 }
 

@@ -50,7 +50,7 @@ func TestLastUsedWritesAtMostOncePerInterval(t *testing.T) {
 		t.Fatalf("lastUsedAt = %v", at.Status.LastUsedAt)
 	}
 	// Used again within the interval: no write until the interval passed.
-	f.do(req{path: "/v1/authorize", headers: [][2]string{bearer(tok)}})
+	f.do(req{path: "/v1/authorize?scope=articles:read", headers: [][2]string{bearer(tok)}})
 	clk.Step(30 * time.Second)
 	w.Flush(context.Background())
 	if writes.Load() != 1 {
@@ -78,7 +78,7 @@ func TestLastUsedWritesAtMostOncePerInterval(t *testing.T) {
 	_ = c.Get(context.Background(), keyOf("team-a", "reader"), &at)
 	at.Status.LastUsedAt = &later
 	_ = c.Status().Update(context.Background(), &at)
-	f.do(req{path: "/v1/authorize", headers: [][2]string{bearer(tok)}})
+	f.do(req{path: "/v1/authorize?scope=articles:read", headers: [][2]string{bearer(tok)}})
 	clk.Step(2 * time.Minute)
 	w.Flush(context.Background())
 	_ = c.Get(context.Background(), keyOf("team-a", "reader"), &at)

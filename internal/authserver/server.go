@@ -2,6 +2,7 @@ package authserver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
@@ -107,14 +109,25 @@ func (s *Server) Start(ctx context.Context) error {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    16 << 10,
 	}
+	ln := s.ln
+	if s.CertFile != "" {
+		// The certificate is reloaded when its files change (cert-manager
+		// renews it in place), without a restart.
+		cw, err := certwatcher.New(s.CertFile, s.KeyFile)
+		if err != nil {
+			return fmt.Errorf("auth endpoint: %w", err)
+		}
+		go func() {
+			if err := cw.Start(ctx); err != nil {
+				log.Error(err, "Stopped watching the auth endpoint's certificate")
+			}
+		}()
+		ln = tls.NewListener(ln, &tls.Config{GetCertificate: cw.GetCertificate, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}})
+	}
 	errc := make(chan error, 1)
 	go func() {
 		log.Info("Serving the auth endpoint", "address", s.ln.Addr().String(), "tls", s.CertFile != "")
-		if s.CertFile != "" {
-			errc <- srv.ServeTLS(s.ln, s.CertFile, s.KeyFile)
-		} else {
-			errc <- srv.Serve(s.ln)
-		}
+		errc <- srv.Serve(ln)
 	}()
 	select {
 	case <-ctx.Done():

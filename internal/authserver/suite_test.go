@@ -59,7 +59,7 @@ var _ = BeforeSuite(func() {
 		Recorder: mgr.GetEventRecorder("apitoken-operator"), Clock: suiteClock, Salt: store,
 	}).SetupWithManager(mgr)).To(Succeed())
 	ix := NewIndex(store.Hasher)
-	srv := &Server{Addr: "127.0.0.1:0", Handler: &Handler{Index: ix, Clock: suiteClock}, Cache: mgr.GetCache()}
+	srv := &Server{Addr: "127.0.0.1:0", Handler: &Handler{Index: ix, Clock: suiteClock, Options: Options{DefaultNamespaces: []string{"*"}}}, Cache: mgr.GetCache()}
 	addr, err := srv.Listen()
 	Expect(err).NotTo(HaveOccurred())
 	authURL = "http://" + addr.String()
@@ -82,6 +82,9 @@ var _ = AfterSuite(func() {
 		Expect(suiteEnv.Stop()).To(Succeed())
 	}
 })
+
+// verifyPath asks the explicit endpoint for a scope every read-only token grants.
+const verifyPath = "/v1/authorize?scope=articles:read"
 
 // status sends a forward-auth GET with tok as bearer and returns the code.
 func status(url, tok string) int {

@@ -6,7 +6,15 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -31,6 +39,10 @@ var (
 	kubectlBin string
 	binary     string
 	workDir    string
+	// authnPort is where kube-apiserver's webhook token authentication
+	// finds an operator's auth endpoint (HTTPS, authnCert and authnKey).
+	authnPort           int
+	authnCert, authnKey string
 )
 
 func TestE2E(t *testing.T) {
@@ -100,11 +112,34 @@ var _ = BeforeSuite(func() {
 		kubectlBin = filepath.Join(strings.TrimSpace(string(out)), "kubectl")
 	}
 
+	By("writing kube-apiserver's webhook token authentication config (an HTTPS auth endpoint, a 1s cache)")
+	authnPort = freePort()
+	authnCert, authnKey = filepath.Join(workDir, "auth-tls.crt"), filepath.Join(workDir, "auth-tls.key")
+	Expect(writeSelfSignedCert(authnCert, authnKey)).To(Succeed())
+	webhookConfig := filepath.Join(workDir, "authn-webhook.yaml")
+	Expect(os.WriteFile(webhookConfig, []byte(fmt.Sprintf(`# docs/auth-endpoint.md: the API server's webhook token authentication
+apiVersion: v1
+kind: Config
+clusters:
+- name: apitoken
+  cluster: {server: "https://127.0.0.1:%d/v1/tokenreview", certificate-authority: %q}
+users:
+- name: kube-apiserver
+contexts:
+- context: {cluster: apitoken, user: kube-apiserver}
+  name: apitoken
+current-context: apitoken
+`, authnPort, authnCert)), 0o600)).To(Succeed())
+
 	By("starting kube-apiserver, etcd and the garbage collector")
-	env, err = testenv.Start(testenv.Options{
+	env, err = testenv.StartWith(testenv.Options{
 		GarbageCollector: true,
 		Restartable:      true,
 		Webhooks:         envtest.WebhookInstallOptions{Paths: []string{filepath.Join(root, "config", "webhook")}},
+	}, func(args map[string]string) {
+		args["authentication-token-webhook-config-file"] = webhookConfig
+		args["authentication-token-webhook-version"] = "v1"
+		args["authentication-token-webhook-cache-ttl"] = "1s"
 	})
 	Expect(err).NotTo(HaveOccurred())
 	kubeconfig = filepath.Join(workDir, "kubeconfig")
@@ -141,6 +176,7 @@ func startOperatorWith(name, kubeconfigPath string, extra ...string) *operator {
 		fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", probePort),
 		fmt.Sprintf("--auth-bind-address=127.0.0.1:%d", authPort),
 		"--last-used-interval=2s",
+		"--auth-default-namespaces=e2e",
 		fmt.Sprintf("--webhook-port=%d", wio.LocalServingPort),
 		"--webhook-cert-dir=" + wio.LocalServingCertDir,
 	}
@@ -153,6 +189,17 @@ func startOperatorWith(name, kubeconfigPath string, extra ...string) *operator {
 	Expect(o.cmd.Start()).To(Succeed())
 	o.done = make(chan struct{})
 	go func() { _ = o.cmd.Wait(); close(o.done) }()
+	for _, a := range extra {
+		// An auth endpoint moved by the caller, with TLS: probe it there.
+		if addr, ok := strings.CutPrefix(a, "--auth-bind-address="); ok {
+			o.authURL = "http://" + addr
+		}
+	}
+	for _, a := range extra {
+		if strings.HasPrefix(a, "--auth-tls-cert-file=") {
+			o.authURL = "https://" + strings.TrimPrefix(o.authURL, "http://")
+		}
+	}
 	Eventually(func() int { return get(o.authURL+"/readyz", "") }, "60s", "100ms").Should(Equal(200), "operator %s not ready; see %s", name, o.log)
 	return o
 }
@@ -200,6 +247,9 @@ func get(url, tok string) int {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	c := &http.Client{Timeout: 2 * time.Second}
+	if strings.HasPrefix(url, "https://") {
+		c.Transport = &http.Transport{TLSClientConfig: authnTLS()}
+	}
 	resp, err := c.Do(req)
 	if err != nil {
 		return 0
@@ -219,4 +269,40 @@ func tokenKubeconfig(tok string) string {
 	path := filepath.Join(workDir, fmt.Sprintf("kubeconfig-%d", time.Now().UnixNano()))
 	Expect(clientcmd.WriteToFile(*cfg, path)).To(Succeed())
 	return path
+}
+
+// writeSelfSignedCert writes a certificate for 127.0.0.1 that is its own CA,
+// for the auth endpoint that kube-apiserver calls.
+func writeSelfSignedCert(certFile, keyFile string) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "apitoken-operator-auth"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return err
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+}
+
+// authnTLS trusts the auth endpoint's self-signed certificate.
+func authnTLS() *tls.Config {
+	pool := x509.NewCertPool()
+	if b, err := os.ReadFile(authnCert); err == nil {
+		pool.AppendCertsFromPEM(b)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -41,7 +42,17 @@ var _ = Describe("apitoken-operator as a user runs it", Ordered, func() {
 		}, "60s", "200ms").ShouldNot(Or(BeEmpty(), Equal(not)))
 		return tok
 	}
-	authorize := func(o *operator, tok, query string) int { return get(o.authURL+"/v1/authorize"+query, tok) }
+	// authorize asks the explicit endpoint; a query without a scope asks for
+	// articles:read, which every token of this suite grants.
+	authorize := func(o *operator, tok, query string) int {
+		if !strings.Contains(query, "scope=") {
+			query = strings.TrimPrefix(query+"&scope=articles:read", "&")
+			if !strings.HasPrefix(query, "?") {
+				query = "?" + query
+			}
+		}
+		return get(o.authURL+"/v1/authorize"+query, tok)
+	}
 
 	BeforeAll(func() {
 		// The leader (started first) serves no webhooks; the follower does,
@@ -127,6 +138,49 @@ spec: {type: full-access, duration: 7d, rotation: {gracePeriod: 8d}}
 `, "-n", ns, "apply", "-f", "-")
 		Expect(err).To(HaveOccurred())
 		Expect(out).To(ContainSubstring(`spec.rotation.gracePeriod: Invalid value: "8d": must not be longer than spec.duration (7d)`))
+	})
+
+	It("authenticates kubectl at a real kube-apiserver through webhook token authentication", func() {
+		kubectlIn(`apiVersion: tokens.apitoken.dev/v1alpha1
+kind: ApiToken
+metadata: {name: kube-reader}
+spec: {type: read-only, duration: 30d, audience: kubernetes}
+`, "-n", ns, "apply", "-f", "-")
+		tok := waitToken("kube-reader-token", "")
+		authn := startOperatorWith("authn", kubeconfig, "--enable-controller=false",
+			fmt.Sprintf("--auth-bind-address=127.0.0.1:%d", authnPort), "--auth-tls-cert-file="+authnCert, "--auth-tls-key-file="+authnKey)
+		defer authn.stop()
+		whoami := func(tok string) (string, error) {
+			cmd := exec.Command(kubectlBin, "--kubeconfig", tokenKubeconfig(tok), "auth", "whoami", "-o", "jsonpath={.status.userInfo.username} {.status.userInfo.groups}")
+			out, err := cmd.CombinedOutput()
+			return strings.TrimSpace(string(out)), err
+		}
+		var out string
+		Eventually(func() error {
+			var err error
+			out, err = whoami(tok)
+			return err
+		}, "10s", "200ms").Should(Succeed(), "kubectl auth whoami: %s", out)
+		GinkgoWriter.Printf("kubectl --token=<kube-reader> auth whoami: %s\n", out)
+		Expect(out).To(HavePrefix("apitoken:e2e:kube-reader "))
+		Expect(out).To(ContainSubstring(`"apitoken:e2e:authenticated"`))
+		Expect(out).To(ContainSubstring(`"apitoken:e2e:type:read-only"`))
+		Expect(out).To(ContainSubstring(`"apitoken:e2e:scope:*:read"`))
+
+		By("refusing a token of another audience, and a revoked one once the API server's caches have passed")
+		ro := secretToken("read-only-token")
+		_, err := whoami(ro)
+		Expect(err).To(HaveOccurred(), "a content-api token must not authenticate at the API server")
+		kubectl("-n", ns, "patch", "apitoken", "kube-reader", "--type=merge", "-p", `{"spec":{"revoked":true}}`)
+		// The endpoint refuses it within a second; kube-apiserver keeps a
+		// success in its webhook cache (1s here) and in its overall token
+		// cache, which holds successes for 10s and has no flag.
+		start := time.Now()
+		Eventually(func() int {
+			return get(authn.authURL+"/v1/authorize?scope=articles:read&audience=kubernetes&namespace=e2e", tok)
+		}, "1s", "20ms").Should(Equal(401))
+		Eventually(func() string { out, _ := whoami(tok); return out }, "20s", "500ms").Should(ContainSubstring("Unauthorized"))
+		GinkgoWriter.Printf("kube-apiserver refused the revoked token after %s\n", time.Since(start).Round(100*time.Millisecond))
 	})
 
 	It("regenerates on kubectl annotate, keeping the old token for its grace period", func() {

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# tools.sh installs the real programs the tests run in front of the auth
+# endpoint (beside the envtest binaries of envtest-binaries.sh), once, into a
+# per-user cache keyed by version, and prints the path of the binary. A second
+# run, even from another clone, finds it there and does nothing.
+#
+# Usage: hack/tools.sh <tool>
+#   tools: caddy   (github.com/caddyserver/caddy/v2/cmd/caddy, CADDY_VERSION, default v2.11.9)
+#
+# Environment: TOOLS_CACHE (default ${XDG_DATA_HOME:-$HOME/.local/share}/apitoken-operator/tools).
+# On failure it prints the step, the command and the end of its output, and
+# exits non-zero.
+set -euo pipefail
+
+CADDY_VERSION=${CADDY_VERSION:-v2.11.9}
+TOOLS_CACHE=${TOOLS_CACHE:-${XDG_DATA_HOME:-$HOME/.local/share}/apitoken-operator/tools}
+
+log() { echo "tools: $*" >&2; }
+
+# run STEP CMD...: runs CMD with its output in a log; on failure prints the
+# step, the command and the last lines of the log, and exits.
+run() {
+  local step=$1
+  shift
+  local out
+  out=$(mktemp)
+  if ! "$@" >"$out" 2>&1; then
+    log "FAILED: $step"
+    log "command: $*"
+    tail -n 30 "$out" | sed 's/^/  | /' >&2
+    rm -f "$out"
+    exit 1
+  fi
+  rm -f "$out"
+}
+
+tool=${1:-}
+case "$tool" in
+  caddy)
+    dir="$TOOLS_CACHE/caddy-$CADDY_VERSION-$(go env GOOS)-$(go env GOARCH)"
+    pkg="github.com/caddyserver/caddy/v2/cmd/caddy@$CADDY_VERSION" ;;
+  *)
+    log "usage: hack/tools.sh caddy"
+    exit 2 ;;
+esac
+
+mkdir -p "$dir"
+exec 9>"$dir/.lock"
+flock 9
+if [[ ! -x "$dir/$tool" ]]; then
+  log "installing $pkg (about 2 minutes, once per machine)..."
+  start=$(date +%s)
+  GOBIN="$dir" GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod run "go install $pkg" go install "$pkg"
+  log "installed $tool in $(($(date +%s) - start))s"
+fi
+echo "$dir/$tool"

@@ -1,0 +1,161 @@
+package authserver
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+// Traefik v3.7 and Envoy do not run here (Traefik's module does not build
+// with go install; there is no Envoy binary). These handlers build the auth
+// request exactly as their source does, read on Traefik v3.7.9
+// (pkg/middlewares/auth/forward.go) and Envoy's ext_authz HTTP client
+// (source/extensions/filters/common/ext_authz/ext_authz_http_impl.cc and the
+// HttpService API docs), and the same attack table runs through them.
+
+// traefikForwardAuth is Traefik's ForwardAuth middleware with
+// trustForwardHeader false (the default) and preserveRequestMethod false.
+func traefikForwardAuth(address string, authResponseHeaders []string, next http.Handler) http.Handler {
+	hopByHop := []string{"Connection", "Keep-Alive", "Te", "Trailers", "Transfer-Encoding", "Upgrade"}
+	xForwarded := []string{"X-Forwarded-Proto", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Port", "X-Forwarded-Server",
+		"X-Forwarded-Uri", "X-Forwarded-Method", "X-Forwarded-Prefix", "X-Forwarded-Tls-Client-Cert", "X-Forwarded-Tls-Client-Cert-Info", "X-Real-Ip"}
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		// forward.go: GET <address> as written; the client's query is not appended.
+		fwd, _ := http.NewRequestWithContext(req.Context(), http.MethodGet, address, nil)
+		// writeHeader: every client header, minus hop-by-hop and the
+		// X-Forwarded-* family, which Traefik then sets itself.
+		fwd.Header = req.Header.Clone()
+		for _, c := range req.Header.Values("Connection") {
+			for _, k := range strings.Split(c, ",") {
+				fwd.Header.Del(strings.TrimSpace(k))
+			}
+		}
+		for _, k := range append(hopByHop, xForwarded...) {
+			fwd.Header.Del(k)
+		}
+		host, _, _ := net.SplitHostPort(req.RemoteAddr)
+		fwd.Header.Set("X-Forwarded-For", host)
+		fwd.Header.Set("X-Forwarded-Method", req.Method)
+		fwd.Header.Set("X-Forwarded-Proto", "http")
+		fwd.Header.Set("X-Forwarded-Host", req.Host)
+		fwd.Header.Set("X-Forwarded-Uri", req.URL.RequestURI())
+		resp, err := http.DefaultClient.Do(fwd)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode < 200 || resp.StatusCode > 299 {
+			// Non-2xx: the auth response's headers, status and body go to the client.
+			for k, vs := range resp.Header {
+				w.Header()[k] = vs
+			}
+			w.WriteHeader(resp.StatusCode)
+			_, _ = w.Write(body)
+			return
+		}
+		// 2xx: each authResponseHeaders entry is deleted from the request,
+		// then copied from the auth response when present.
+		for _, h := range authResponseHeaders {
+			k := http.CanonicalHeaderKey(h)
+			req.Header.Del(k)
+			if vs := resp.Header[k]; len(vs) > 0 {
+				req.Header[k] = append([]string(nil), vs...)
+			}
+		}
+		next.ServeHTTP(w, req)
+	})
+}
+
+// envoyExtAuthz is Envoy's ext_authz filter with an http_service: the check
+// request has the original method and path_prefix + the original :path
+// (query included), Host, Authorization, Content-Length: 0 and the
+// allowed_headers; on 200 the allowed_upstream_headers overwrite the
+// upstream request's; any other status goes back to the client with the
+// auth response's headers and body.
+func envoyExtAuthz(authBase, pathPrefix string, allowedHeaders, allowedUpstream []string, next http.Handler) http.Handler {
+	base, _ := url.Parse(authBase)
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		check := &http.Request{
+			Method: req.Method, Host: req.Host, Header: http.Header{},
+			// Opaque keeps the client's :path byte for byte on the wire.
+			URL: &url.URL{Scheme: base.Scheme, Host: base.Host, Opaque: pathPrefix + req.RequestURI},
+		}
+		check.Header.Set("Content-Length", "0")
+		for _, k := range append([]string{"Authorization"}, allowedHeaders...) {
+			if vs := req.Header.Values(k); len(vs) > 0 {
+				check.Header[http.CanonicalHeaderKey(k)] = vs
+			}
+		}
+		resp, err := http.DefaultClient.Do(check.WithContext(req.Context()))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusForbidden)
+			return
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			for k, vs := range resp.Header {
+				w.Header()[k] = vs
+			}
+			w.WriteHeader(resp.StatusCode)
+			_, _ = w.Write(body)
+			return
+		}
+		for _, h := range allowedUpstream {
+			if vs := resp.Header.Values(h); len(vs) > 0 {
+				req.Header[http.CanonicalHeaderKey(h)] = vs
+			}
+		}
+		next.ServeHTTP(w, req)
+	})
+}
+
+func reverseProxy(t *testing.T, target string) http.Handler {
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return httputil.NewSingleHostReverseProxy(u)
+}
+
+// TestTraefikForwardAuth runs the attack table through Traefik's
+// ForwardAuth as its source builds the request, with the middleware of
+// docs/auth-endpoint.md.
+func TestTraefikForwardAuth(t *testing.T) {
+	f := newFixture()
+	auth, up := newAuthRecorder(f.h), newUpstream()
+	defer auth.Close()
+	defer up.Close()
+	proxy := httptest.NewServer(traefikForwardAuth(auth.URL+"/v1/forward-auth/"+routePolicy, IdentityHeaders, reverseProxy(t, up.URL)))
+	defer proxy.Close()
+	runAttacks(t, f, strings.TrimPrefix(proxy.URL, "http://"), up)
+}
+
+// TestEnvoyExtAuthzHTTP runs the attack table through Envoy's HTTP
+// ext_authz as its source builds the check request, with the filter of
+// docs/auth-endpoint.md; and once more with every client header allowed,
+// as an Istio includeRequestHeadersInCheck of "*"-like breadth would.
+func TestEnvoyExtAuthzHTTP(t *testing.T) {
+	for name, allowed := range map[string][]string{
+		"allowed_headers as documented": {"x-api-key", "x-http-method-override", "x-http-method", "x-method-override"},
+		"every client header allowed": {"x-api-key", "x-original-method", "x-original-url", "x-forwarded-method", "x-forwarded-uri",
+			"x-http-method-override", "x-auth-request-user", "x-apitoken-scopes"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture()
+			auth, up := newAuthRecorder(f.h), newUpstream()
+			defer auth.Close()
+			defer up.Close()
+			proxy := httptest.NewServer(envoyExtAuthz(auth.URL, "/v1/ext-authz/"+routePolicy, allowed, IdentityHeaders, reverseProxy(t, up.URL)))
+			defer proxy.Close()
+			runAttacks(t, f, strings.TrimPrefix(proxy.URL, "http://"), up)
+		})
+	}
+}
