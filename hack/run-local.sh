@@ -14,7 +14,7 @@ if command -v kubectl >/dev/null 2>&1 && { [[ -n "${KUBECONFIG:-}" ]] || [[ -f "
   kubectl create namespace apitoken-system --dry-run=client -o yaml | kubectl apply --server-side -f -
   kubectl apply --server-side -n default -f config/samples/tokens_v1alpha1_apitoken_full_access.yaml \
     -f config/samples/tokens_v1alpha1_apitoken_read_only.yaml
-  exec bin/manager --enable-webhooks=false --namespace=apitoken-system "$@"
+  exec bin/manager --enable-webhooks=false --namespace=apitoken-system --auth-default-namespaces=default "$@"
 fi
 
 echo "make run: no reachable cluster; starting a local one (kubeconfig in .local/kubeconfig)"

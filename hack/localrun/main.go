@@ -84,6 +84,10 @@ func run(state, operator, authAddr string) error {
 		fmt.Sprintf("--webhook-port=%d", wio.LocalServingPort),
 		"--webhook-cert-dir="+wio.LocalServingCertDir,
 		"--auth-bind-address="+authAddr,
+		// The demo's tokens live in default; a route that names no
+		// namespace accepts them (a deployment names its own).
+		"--auth-default-namespaces=default",
+		"--auth-path-prefix=/api",
 	)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
@@ -145,7 +149,7 @@ apitoken-operator is running against a local control plane.
 
   kubeconfig     %[1]s
   operator log   %[2]s
-  auth endpoint  http://localhost%[3]s/v1/authorize
+  auth endpoint  http://localhost%[3]s (/v1/authorize, /v1/auth-request, /v1/forward-auth, /v1/ext-authz, /v1/tokenreview)
 
 Try:
 
@@ -154,6 +158,9 @@ Try:
   TOKEN=$(kubectl get secret read-only-token -n default -o jsonpath='{.data.token}' | base64 -d)
   curl -i -H "Authorization: Bearer $TOKEN" "http://localhost%[3]s/v1/authorize?scope=articles:read"    # 200
   curl -i -H "Authorization: Bearer $TOKEN" "http://localhost%[3]s/v1/authorize?scope=articles:create"  # 403
+  # as nginx auth_request asks, for DELETE /api/articles/1 (docs/auth-endpoint.md):
+  curl -i -H "Authorization: Bearer $TOKEN" -H "X-Original-Method: DELETE" -H "X-Original-URL: /api/articles/1" \
+    "http://localhost%[3]s/v1/auth-request/namespace=default"                                     # 403
   kubectl annotate apitoken read-only -n default tokens.apitoken.dev/regenerate="$(date +%%s)" --overwrite
 
 Press Ctrl-C to stop everything.
