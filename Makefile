@@ -12,8 +12,10 @@ GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 GOLANGCI_LINT_VERSION ?= v2.15.0
 
-GO_TEST_FLAGS ?= -count=1
-ENVTEST_DIR = $(shell hack/envtest-binaries.sh --print-dir)
+# -shuffle=on runs plain tests in random order (the seed is printed as
+# "-test.shuffle N"); the Ginkgo suites randomize their specs themselves.
+GO_TEST_FLAGS ?= -count=1 -shuffle=on
+ENVTEST_DIR := $(shell hack/envtest-binaries.sh --print-dir)
 
 .PHONY: all
 all: build
@@ -47,7 +49,7 @@ lint: golangci-lint ## Run golangci-lint.
 	$(GOLANGCI_LINT) run ./...
 
 .PHONY: verify
-verify: manifests generate ## Regenerate and fail on a diff; gofmt, vet, lint.
+verify: manifests generate golangci-lint ## Regenerate and fail on a diff; gofmt, vet, lint.
 	@git diff --exit-code -- api config || (echo "generated files are stale: run 'make manifests generate' and commit"; exit 1)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)
 	go vet ./...
@@ -59,7 +61,7 @@ envtest: ## Build (once, cached per user) etcd, kube-apiserver and kube-controll
 	@mkdir -p $(LOCALBIN) && ln -sfn $(ENVTEST_DIR) $(LOCALBIN)/k8s
 
 .PHONY: test
-test: manifests generate envtest ## Run every test: unit, fuzz seeds, envtest suites, nginx integration, e2e.
+test: manifests generate envtest tools ## Run every test: unit, fuzz seeds, envtest suites, real nginx and Caddy, e2e.
 	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-e2e
@@ -67,15 +69,17 @@ test-e2e: envtest ## Run the end-to-end tests against the built binary.
 	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test $(GO_TEST_FLAGS) ./test/e2e/...
 
 .PHONY: fuzz
-fuzz: ## Fuzz each parser for FUZZTIME (default 20s).
-	go test ./internal/token -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-20s}
-	go test ./internal/token -run '^$$' -fuzz FuzzParseScope -fuzztime $${FUZZTIME:-20s}
-	go test ./internal/token -run '^$$' -fuzz FuzzParseDuration -fuzztime $${FUZZTIME:-20s}
+fuzz: ## Fuzz every fuzz target of the repository (discovered) for FUZZTIME each (default 20s).
+	hack/fuzz.sh
 
 .PHONY: bench
 bench: envtest ## Measure against the alternatives (bench/) and write docs/benchmarks.md.
 	go test -run '^$$' -bench . -benchmem ./internal/...
 	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go run ./bench -out docs/benchmarks.md
+
+.PHONY: tools
+tools: ## Install (once, cached per user) the real proxies the tests run: Caddy.
+	@hack/tools.sh caddy >/dev/null
 
 ##@ Build
 

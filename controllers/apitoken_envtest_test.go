@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -128,7 +127,6 @@ var _ = Describe("The ApiToken reconciler", func() {
 		key := newToken("expiry", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.FullAccess, Duration: "1h"})
 		tok := activeToken(key)
 		fakeClock.Step(61 * time.Minute)
-		DeferCleanup(func() { fakeClock.Step(-61 * time.Minute) })
 		poke(key)
 		Eventually(func(g Gomega) {
 			at := get(g, key)
@@ -166,7 +164,6 @@ var _ = Describe("The ApiToken reconciler", func() {
 
 		By("ending the grace period")
 		fakeClock.Step(5 * time.Minute)
-		DeferCleanup(func() { fakeClock.Step(-5 * time.Minute) })
 		poke(key)
 		Eventually(func(g Gomega) string { return get(g, key).Status.Verification.PreviousHash }).Should(BeEmpty())
 		Expect(verifiesNow(Default, key, old)).To(BeFalse())
@@ -177,7 +174,6 @@ var _ = Describe("The ApiToken reconciler", func() {
 		key := newToken("renew", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "10h", Rotation: &tokensv1alpha1.Rotation{RenewBefore: "2h"}})
 		old := activeToken(key)
 		fakeClock.Step(8 * time.Hour)
-		DeferCleanup(func() { fakeClock.Step(-8 * time.Hour) })
 		poke(key)
 		Eventually(func(g Gomega) {
 			g.Expect(secretToken(g, key)).NotTo(Equal(old))
@@ -275,46 +271,6 @@ var _ = Describe("The ApiToken reconciler", func() {
 		Eventually(func(g Gomega) []string { return eventReasons(g, ns, "salt-a") }).Should(ContainElement("SaltRotated"))
 	})
 
-	It("makes 1,000 tokens Ready, measured next to creating 1,000 plain Secrets", Label("measure"), func() {
-		const n = 1000
-		parallel := func(f func(i int)) time.Duration {
-			start := time.Now()
-			var wg sync.WaitGroup
-			sem := make(chan struct{}, 16)
-			for i := 0; i < n; i++ {
-				wg.Add(1)
-				sem <- struct{}{}
-				go func() { defer wg.Done(); defer func() { <-sem }(); f(i) }()
-			}
-			wg.Wait()
-			return time.Since(start)
-		}
-		plain := parallel(func(i int) {
-			defer GinkgoRecover()
-			Expect(k8s.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("plain-%d", i), Namespace: ns}, StringData: map[string]string{"token": "x"}})).To(Succeed())
-		})
-		start := time.Now()
-		parallel(func(i int) {
-			defer GinkgoRecover()
-			Expect(k8s.Create(ctx, &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("bulk-%d", i), Namespace: ns},
-				Spec: tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "30d"}})).To(Succeed())
-		})
-		Eventually(func(g Gomega) int {
-			var list tokensv1alpha1.ApiTokenList
-			g.Expect(k8s.List(ctx, &list, client.InNamespace(ns))).To(Succeed())
-			ready := 0
-			for _, at := range list.Items {
-				if at.Status.Phase == tokensv1alpha1.PhaseActive {
-					ready++
-				}
-			}
-			return ready
-		}, "5m", "250ms").Should(Equal(n))
-		all := time.Since(start)
-		AddReportEntry("1000 ApiTokens Ready vs 1000 plain Secrets",
-			fmt.Sprintf("ApiTokens applied -> all Ready: %v; plain Secrets created: %v; ratio %.1fx", all.Round(time.Millisecond), plain.Round(time.Millisecond), float64(all)/float64(plain)))
-		GinkgoWriter.Printf("MEASURE 1000 ApiTokens Ready in %v, 1000 plain Secrets in %v (%.1fx)\n", all, plain, float64(all)/float64(plain))
-	})
 })
 
 // eventReasons lists the reasons of the Events about one ApiToken.

@@ -24,9 +24,11 @@ import (
 const operatorNamespace = "apitoken-system"
 
 var (
-	env       *testenv.Env
-	k8s       client.Client
-	scheme    = testenv.Scheme()
+	env    *testenv.Env
+	k8s    client.Client
+	scheme = testenv.Scheme()
+	// fakeClock only ever moves forward: a spec steps it past its own
+	// tokens' deadlines and never back, so every spec holds in any order.
 	fakeClock = clocktesting.NewFakeClock(time.Now())
 	saltStore = salt.NewStore(types.NamespacedName{Namespace: operatorNamespace, Name: "apitoken-operator-salt"})
 	cancelMgr context.CancelFunc
@@ -34,7 +36,11 @@ var (
 
 func TestControllersEnvtest(t *testing.T) {
 	RegisterFailHandler(Fail)
-	RunSpecs(t, "Controllers suite (real kube-apiserver and etcd)")
+	// Specs run in random order (the seed is printed as "Random Seed");
+	// rerun one order with -ginkgo.seed=N.
+	suiteConfig, reporterConfig := GinkgoConfiguration()
+	suiteConfig.RandomizeAllSpecs = true
+	RunSpecs(t, "Controllers suite (real kube-apiserver and etcd)", suiteConfig, reporterConfig)
 }
 
 var _ = BeforeSuite(func() {

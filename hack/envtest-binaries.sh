@@ -28,6 +28,9 @@ components=("$@")
 
 mkdir -p "$DIR"
 log() { echo "envtest-binaries: $*" >&2; }
+LOG_PREFIX=envtest-binaries
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 # Only one build at a time per cache directory; a second caller waits and then
 # finds the binaries ready.
@@ -53,10 +56,12 @@ import (
 
 func main() { etcdmain.Main(os.Args) }
 GO
-  (cd "$mod" && go mod init envtest/etcd >/dev/null 2>&1 &&
-    go get "go.etcd.io/etcd/server/v3@v${ETCD_VERSION}" >/dev/null 2>&1 &&
-    go mod tidy >/dev/null 2>&1 &&
-    go build -trimpath -o "$DIR/etcd.tmp" .)
+  cd "$mod"
+  run "etcd: go mod init" go mod init envtest/etcd
+  run "etcd: fetch go.etcd.io/etcd/server/v3@v${ETCD_VERSION}" go get "go.etcd.io/etcd/server/v3@v${ETCD_VERSION}"
+  run "etcd: go mod tidy" go mod tidy
+  run "etcd: go build" go build -trimpath -o "$DIR/etcd.tmp" .
+  cd - >/dev/null
   mv "$DIR/etcd.tmp" "$DIR/etcd"
 }
 
@@ -66,8 +71,17 @@ kubernetes_module() {
   local mod="$work/kubernetes"
   [[ -f "$mod/go.mod" ]] && return 0
   mkdir -p "$mod"
-  local gomod
-  gomod=$(go mod download -json "k8s.io/kubernetes@v${K8S_VERSION}" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  local gomod json
+  json=$(mktemp)
+  if ! go mod download -json "k8s.io/kubernetes@v${K8S_VERSION}" >"$json" 2>&1; then
+    log "FAILED: kubernetes: fetch k8s.io/kubernetes@v${K8S_VERSION}"
+    log "command: go mod download -json k8s.io/kubernetes@v${K8S_VERSION}"
+    tail -n 30 "$json" | sed 's/^/  | /' >&2
+    exit 1
+  fi
+  gomod=$(sed -n 's/.*"GoMod": "\(.*\)".*/\1/p' "$json")
+  rm -f "$json"
+  [[ -f "$gomod" ]] || { log "FAILED: k8s.io/kubernetes@v${K8S_VERSION} has no go.mod in the module cache"; exit 1; }
   {
     echo "module envtest/kubernetes"
     echo
@@ -90,7 +104,9 @@ import (
 	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 GO
-  (cd "$mod" && go mod tidy -e >/dev/null 2>&1 || true)
+  # -e: k8s.io/kubernetes lists test-only modules that need not resolve for
+  # these three commands; a real problem fails the build below, loudly.
+  (cd "$mod" && run "kubernetes: go mod tidy" go mod tidy -e)
 }
 
 build_kubernetes() {
@@ -98,7 +114,7 @@ build_kubernetes() {
   kubernetes_module
   local ldflags
   ldflags="-s -w -X k8s.io/component-base/version.gitVersion=v${K8S_VERSION} -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(echo "$K8S_VERSION" | cut -d. -f2)"
-  (cd "$work/kubernetes" && go build -trimpath -ldflags "$ldflags" -o "$DIR/$name.tmp" "k8s.io/kubernetes/cmd/$name")
+  (cd "$work/kubernetes" && run "$name: go build" go build -trimpath -ldflags "$ldflags" -o "$DIR/$name.tmp" "k8s.io/kubernetes/cmd/$name")
   mv "$DIR/$name.tmp" "$DIR/$name"
 }
 

@@ -17,22 +17,9 @@ TOOLS_CACHE=${TOOLS_CACHE:-${XDG_DATA_HOME:-$HOME/.local/share}/apitoken-operato
 
 log() { echo "tools: $*" >&2; }
 
-# run STEP CMD...: runs CMD with its output in a log; on failure prints the
-# step, the command and the last lines of the log, and exits.
-run() {
-  local step=$1
-  shift
-  local out
-  out=$(mktemp)
-  if ! "$@" >"$out" 2>&1; then
-    log "FAILED: $step"
-    log "command: $*"
-    tail -n 30 "$out" | sed 's/^/  | /' >&2
-    rm -f "$out"
-    exit 1
-  fi
-  rm -f "$out"
-}
+LOG_PREFIX=tools
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 tool=${1:-}
 case "$tool" in

@@ -24,8 +24,9 @@ import (
 )
 
 var (
-	suiteEnv   *testenv.Env
-	k8s        client.Client
+	suiteEnv *testenv.Env
+	k8s      client.Client
+	// suiteClock only ever moves forward (see controllers' fakeClock).
 	suiteClock = clocktesting.NewFakeClock(time.Now())
 	authURL    string
 	cancelMgr  context.CancelFunc
@@ -33,7 +34,11 @@ var (
 
 func TestAuthEndpointEnvtest(t *testing.T) {
 	RegisterFailHandler(Fail)
-	RunSpecs(t, "Auth endpoint suite (operator and endpoint against a real kube-apiserver)")
+	// Specs run in random order (the seed is printed as "Random Seed");
+	// rerun one order with -ginkgo.seed=N.
+	suiteConfig, reporterConfig := GinkgoConfiguration()
+	suiteConfig.RandomizeAllSpecs = true
+	RunSpecs(t, "Auth endpoint suite (operator and endpoint against a real kube-apiserver)", suiteConfig, reporterConfig)
 }
 
 var _ = BeforeSuite(func() {

@@ -46,7 +46,9 @@ type Env struct {
 	*envtest.Environment
 	Config *rest.Config
 	kcm    *exec.Cmd
-	dir    string
+	// kcmExited is closed when kube-controller-manager has exited.
+	kcmExited chan struct{}
+	dir       string
 }
 
 // RepoRoot returns the directory holding go.mod, walking up from the
@@ -171,10 +173,13 @@ func (e *Env) startGarbageCollector(assets string) error {
 	if err := e.kcm.Start(); err != nil {
 		return fmt.Errorf("starting kube-controller-manager: %w", err)
 	}
+	e.kcmExited = make(chan struct{})
+	go func() { _ = e.kcm.Wait(); close(e.kcmExited) }()
 	// Give it a moment to fail fast on bad flags.
-	time.Sleep(200 * time.Millisecond)
-	if e.kcm.ProcessState != nil {
-		return fmt.Errorf("kube-controller-manager exited early; see %s", logFile.Name())
+	select {
+	case <-e.kcmExited:
+		return fmt.Errorf("kube-controller-manager exited early (%v); see %s", e.kcm.ProcessState, logFile.Name())
+	case <-time.After(500 * time.Millisecond):
 	}
 	return nil
 }
@@ -210,9 +215,9 @@ func (e *Env) StartAPIServer() error { return e.ControlPlane.APIServer.Start() }
 
 // Stop stops everything Start started.
 func (e *Env) Stop() error {
-	if e.kcm != nil && e.kcm.Process != nil {
+	if e.kcmExited != nil {
 		_ = e.kcm.Process.Kill()
-		_ = e.kcm.Wait()
+		<-e.kcmExited
 	}
 	err := e.Environment.Stop()
 	if e.dir != "" {

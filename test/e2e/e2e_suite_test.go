@@ -47,7 +47,11 @@ var (
 
 func TestE2E(t *testing.T) {
 	RegisterFailHandler(Fail)
-	RunSpecs(t, "End-to-end: the operator binary, kubectl and HTTP")
+	// Specs run in random order (the seed is printed as "Random Seed");
+	// rerun one order with -ginkgo.seed=N.
+	suiteConfig, reporterConfig := GinkgoConfiguration()
+	suiteConfig.RandomizeAllSpecs = true
+	RunSpecs(t, "End-to-end: the operator binary, kubectl and HTTP", suiteConfig, reporterConfig)
 }
 
 // operator is one running operator process.

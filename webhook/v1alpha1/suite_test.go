@@ -31,7 +31,11 @@ var (
 
 func TestWebhookEnvtest(t *testing.T) {
 	RegisterFailHandler(Fail)
-	RunSpecs(t, "Webhook suite (real kube-apiserver calling the served webhooks)")
+	// Specs run in random order (the seed is printed as "Random Seed");
+	// rerun one order with -ginkgo.seed=N.
+	suiteConfig, reporterConfig := GinkgoConfiguration()
+	suiteConfig.RandomizeAllSpecs = true
+	RunSpecs(t, "Webhook suite (real kube-apiserver calling the served webhooks)", suiteConfig, reporterConfig)
 }
 
 var _ = BeforeSuite(func() {
