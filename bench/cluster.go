@@ -164,7 +164,7 @@ func (cb *clusterBench) startOperator() (time.Duration, error) {
 	}
 	cb.op = exec.Command(cb.binary, "--namespace=apitoken-system", "--enable-webhooks=false", "--metrics-bind-address=0", //nolint:gosec // the binary just built
 		fmt.Sprintf("--auth-bind-address=127.0.0.1:%d", auth), fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", probe),
-		"--max-concurrent-reconciles=8")
+		"--max-concurrent-reconciles=8", "--auth-default-namespaces=*")
 	cb.op.Env = append(os.Environ(), "KUBECONFIG="+cb.kubeconfig)
 	cb.op.Stdout, cb.op.Stderr = log, log
 	start := time.Now()
@@ -365,7 +365,7 @@ func (cb *clusterBench) propagation(ctx context.Context, ns string, tries int) (
 		}
 		tok := string(s.Data["token"])
 		code := func() int {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, cb.authURL+"/v1/authorize", nil)
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, cb.authURL+"/v1/authorize?scope=articles:read", nil)
 			req.Header.Set("Authorization", "Bearer "+tok)
 			resp, err := hc.Do(req)
 			if err != nil {

@@ -58,7 +58,7 @@ func serve(mode string, n int) error {
 	case "ours":
 		var ix *authserver.Index
 		ix, probe = syntheticIndex(n)
-		srv := &authserver.Server{Handler: &authserver.Handler{Index: ix, Clock: clock.RealClock{}}}
+		srv := &authserver.Server{Handler: &authserver.Handler{Index: ix, Clock: clock.RealClock{}, Options: authserver.Options{PathPrefix: "/api", DefaultNamespaces: []string{"bench"}}}}
 		h = srv.Mux()
 	default:
 		return fmt.Errorf("unknown serve mode %q", mode)

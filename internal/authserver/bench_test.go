@@ -74,3 +74,37 @@ func BenchmarkAuthorizeHandler(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkEndpoints is one allowed request through each endpoint's route
+// and adapter, without the network, as its proxy sends it: the figures
+// that docs/benchmarks.md compares with /v1/authorize before the split.
+func BenchmarkEndpoints(b *testing.B) {
+	f := newFixture()
+	tok := "Bearer " + f.tokens["reader"]
+	mux := (&Server{Handler: f.h}).Mux()
+	for _, c := range []struct {
+		name, method, target string
+		headers              [][2]string
+	}{
+		{"explicit", "GET", "/v1/authorize?scope=articles:read", nil},
+		{"auth-request", "GET", "/v1/auth-request/namespace=team-a", [][2]string{{"X-Original-Method", "GET"}, {"X-Original-Url", "/api/articles/7?page=2"}}},
+		{"forward-auth", "GET", "/v1/forward-auth/namespace=team-a", [][2]string{{"X-Forwarded-Method", "GET"}, {"X-Forwarded-Uri", "/api/articles/7?page=2"}}},
+		{"ext-authz", "GET", "/v1/ext-authz/namespace=team-a/api/articles/7?page=2", nil},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			r := httptest.NewRequest(c.method, c.target, nil)
+			r.Header["Authorization"] = []string{tok}
+			for _, h := range c.headers {
+				r.Header[h[0]] = []string{h[1]}
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				w := httptest.NewRecorder()
+				mux.ServeHTTP(w, r)
+				if w.Code != 200 {
+					b.Fatal(w.Code, w.Header())
+				}
+			}
+		})
+	}
+}

@@ -134,10 +134,11 @@ func (h *Handler) ServeExtAuthz(w http.ResponseWriter, r *http.Request) {
 		if !ok {
 			return Request{}, "use " + ExtAuthzPath + "/<policy>/ as the proxy's path prefix (- for no policy)"
 		}
-		seg, target, ok := strings.Cut(rest, "/")
-		if !ok {
+		i := strings.IndexByte(rest, '/')
+		if i < 0 {
 			return Request{}, "no original path after " + ExtAuthzPath + "/<policy>: the proxy's path prefix must end with the policy segment"
 		}
+		seg, target := rest[:i], rest[i:]
 		pol, problem := parsePolicySegment(seg)
 		if problem != "" {
 			return Request{}, problem
@@ -145,7 +146,7 @@ func (h *Handler) ServeExtAuthz(w http.ResponseWriter, r *http.Request) {
 		if problem := foreignHeaders(r.Header, originalFamily, forwardedFamily); problem != "" {
 			return Request{}, problem
 		}
-		path, problem := normalPath("/" + target)
+		path, problem := normalPath(target)
 		if problem != "" {
 			return Request{}, "the original path " + problem
 		}

@@ -3,18 +3,54 @@ package authserver
 import (
 	"net/url"
 	"strings"
+	"sync"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
 )
 
+// policyCacheSize bounds the parsed policy segments kept: a proxy's
+// operator configures a handful, and a caller that sends endless new ones
+// only gets them parsed each time.
+const policyCacheSize = 256
+
+// policyCache holds parsed policy segments (valid or not), so that the hot
+// path parses a route's policy once. Cached Policies are shared and never
+// modified.
+var policyCache = struct {
+	sync.RWMutex
+	m map[string]cachedPolicy
+}{m: map[string]cachedPolicy{}}
+
+type cachedPolicy struct {
+	p       Policy
+	problem string
+}
+
+// parsePolicySegment is parsePolicySegmentUncached through policyCache.
+func parsePolicySegment(seg string) (Policy, string) {
+	policyCache.RLock()
+	c, ok := policyCache.m[seg]
+	policyCache.RUnlock()
+	if ok {
+		return c.p, c.problem
+	}
+	p, problem := parsePolicySegmentUncached(seg)
+	policyCache.Lock()
+	if len(policyCache.m) < policyCacheSize {
+		policyCache.m[strings.Clone(seg)] = cachedPolicy{p, problem}
+	}
+	policyCache.Unlock()
+	return p, problem
+}
+
 // parsePolicySegment reads a route policy from one path segment of the
 // auth URL that the proxy's operator configured, such as
 // "namespace=shop+billing,resource=orders" in /v1/ext-authz/<policy>/...
 // "" and "-" are the empty policy. The segment is taken verbatim: a
 // percent-encoding is refused, so that one policy has one spelling.
-func parsePolicySegment(seg string) (Policy, string) {
+func parsePolicySegmentUncached(seg string) (Policy, string) {
 	if seg == "" || seg == "-" {
 		return Policy{}, ""
 	}
@@ -41,24 +77,34 @@ func parsePolicySegment(seg string) (Policy, string) {
 // parseExplicitQuery reads the query of the explicit endpoint: scope
 // (required), audience, namespace (repeated or comma-separated). Unknown
 // parameters are refused, so that a misspelt one is not silently ignored.
+// It allocates only for escaped values and for namespaces.
 func parseExplicitQuery(raw string) (Policy, string) {
-	q, err := url.ParseQuery(raw)
-	if err != nil {
-		return Policy{}, "the query is not URL-encoded correctly"
-	}
-	var pairs [][2]string
-	for k, vs := range q {
-		for _, v := range vs {
-			if k == "namespace" {
-				for _, ns := range strings.Split(v, ",") {
-					pairs = append(pairs, [2]string{k, strings.TrimSpace(ns)})
-				}
-				continue
-			}
-			pairs = append(pairs, [2]string{k, v})
+	var pairs [4][2]string
+	list := pairs[:0]
+	for raw != "" {
+		var kv string
+		kv, raw, _ = strings.Cut(raw, "&")
+		if kv == "" {
+			continue
 		}
+		k, v, _ := strings.Cut(kv, "=")
+		if strings.ContainsAny(k, "%+") || strings.ContainsAny(v, "%+") {
+			uk, err1 := url.QueryUnescape(k)
+			uv, err2 := url.QueryUnescape(v)
+			if err1 != nil || err2 != nil {
+				return Policy{}, "the query is not URL-encoded correctly"
+			}
+			k, v = uk, uv
+		}
+		if k == "namespace" {
+			for ns := range strings.SplitSeq(v, ",") {
+				list = append(list, [2]string{k, strings.TrimSpace(ns)})
+			}
+			continue
+		}
+		list = append(list, [2]string{k, v})
 	}
-	p, problem := policyOf(pairs, "query parameter")
+	p, problem := policyOf(list, "query parameter")
 	if problem == "" && p.Scope == nil {
 		problem = "the scope parameter is required (e.g. ?scope=articles:read): " + AuthorizePath + " takes the scope from its caller and derives nothing"
 	}
@@ -70,13 +116,24 @@ func parseExplicitQuery(raw string) (Policy, string) {
 // resource, or a malformed value is refused.
 func policyOf(pairs [][2]string, where string) (Policy, string) {
 	var p Policy
-	seen := map[string]bool{}
+	var seenScope, seenResource, seenAudience bool
 	for _, kv := range pairs {
 		k, v := kv[0], kv[1]
-		if seen[k] && k != "namespace" {
-			return Policy{}, where + " " + k + " is given more than once"
+		var seen *bool
+		switch k {
+		case "scope":
+			seen = &seenScope
+		case "resource":
+			seen = &seenResource
+		case "audience":
+			seen = &seenAudience
 		}
-		seen[k] = true
+		if seen != nil {
+			if *seen {
+				return Policy{}, where + " " + k + " is given more than once"
+			}
+			*seen = true
+		}
 		switch k {
 		case "scope":
 			sc, err := token.ParseScope(v)
