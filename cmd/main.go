@@ -86,7 +86,7 @@ func main() {
 	flag.StringVar(&authPathPrefix, "auth-path-prefix", "", "Prefix stripped from the original path before the resource is read (e.g. /api).")
 	flag.IntVar(&authResourceSegment, "auth-resource-segment", 0, "Index of the path segment, after --auth-path-prefix, that names the resource.")
 	flag.StringVar(&authDefaultNamespaces, "auth-default-namespaces", "", "Comma-separated namespaces whose tokens a route accepts when its policy names none (* for every namespace). Empty: such a route accepts no token.")
-	flag.StringVar(&kubeAPIAudiences, "kube-api-audiences", "", "Comma-separated audiences of the Kubernetes API server (its --api-audiences, by default the service-account issuer) for which TokenReview accepts tokens of audience kubernetes. Empty: whatever audiences the caller asks, answered with an empty status.audiences as the TokenReview API defines.")
+	flag.StringVar(&kubeAPIAudiences, "kube-api-audiences", "https://kubernetes.default.svc.cluster.local", "Comma-separated audiences of the Kubernetes API server (its --api-audiences, by default its --service-account-issuer): TokenReview accepts a token of audience kubernetes only when the caller asks for one of them.")
 	flag.DurationVar(&lastUsedInterval, "last-used-interval", time.Minute, "How often status.lastUsedAt may be written per token.")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)

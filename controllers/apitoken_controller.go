@@ -258,18 +258,20 @@ func (r *ApiTokenReconciler) issue(ctx context.Context, t, base *tokensv1alpha1.
 }
 
 // promote makes the pending hash current: the replaced hash stays valid
-// for the grace period (from now) when the reason allows it, the
+// for the grace period (from now, never past its own expiry, and not at all
+// once expired: token.PreviousValidUntil) when the reason allows it, the
 // regenerate request it answers is marked handled, and issuedAt is set to
 // issued (see lifetimeStart).
 func (r *ApiTokenReconciler) promote(t *tokensv1alpha1.ApiToken, p policy, saltID string, issued, now time.Time) {
 	st := &t.Status
 	v := st.Verification
 	reason := v.PendingReason
-	if keepsPrevious(reason) && p.grace > 0 && v.Hash != "" {
-		v.PreviousHash = v.Hash
-		v.PreviousValidUntil = &metav1.Time{Time: now.Add(p.grace)}
-	} else {
-		v.PreviousHash, v.PreviousValidUntil = "", nil
+	v.PreviousHash, v.PreviousValidUntil = "", nil
+	if keepsPrevious(reason) && v.Hash != "" && st.IssuedAt != nil {
+		expires, finite := token.ExpiresAt(st.IssuedAt.Time, p.lifetime, p.finite)
+		if until, keep := token.PreviousValidUntil(now, p.grace, expires, finite); keep {
+			v.PreviousHash, v.PreviousValidUntil = v.Hash, &metav1.Time{Time: until}
+		}
 	}
 	v.Hash, v.SaltID = v.PendingHash, saltID
 	if v.PendingRegenerate != "" {

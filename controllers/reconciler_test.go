@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/internal/authserver"
 	"github.com/apitoken-operator/apitoken-operator/internal/salt"
 	"github.com/apitoken-operator/apitoken-operator/internal/testenv"
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
@@ -111,22 +112,14 @@ func (h *harness) secretToken() string {
 	return string(s.Data["token"])
 }
 
-// verifies mirrors what the auth endpoint accepts: the current hash, the
-// pending one, or the previous one inside its grace window, and not expired.
+// verifies asks the auth endpoint's own index, fed the ApiToken's
+// current status, whether tok verifies now: the tests use the rule the
+// endpoint uses, not a copy of it.
 func (h *harness) verifies(tok string) bool {
-	st := h.token().Status
-	v := st.Verification
-	if v == nil || token.Parse(tok) != nil {
-		return false
-	}
-	if st.ExpiresAt != nil && !h.clock.Now().Before(st.ExpiresAt.Time) {
-		return false
-	}
-	d := h.r.Salt.Hasher().Hash(tok)
-	if matches(d, v.Hash) || matches(d, v.PendingHash) {
-		return true
-	}
-	return v.PreviousValidUntil != nil && h.clock.Now().Before(v.PreviousValidUntil.Time) && matches(d, v.PreviousHash)
+	ix := authserver.NewIndex(h.r.Salt.Hasher)
+	ix.Upsert(h.token())
+	_, v := ix.Lookup(tok, h.clock.Now())
+	return v == authserver.Valid
 }
 
 func (h *harness) annotate(k, v string) {
@@ -277,6 +270,55 @@ func TestRegenerateOnceAndAfterExpiry(t *testing.T) {
 	if at.Status.Phase != tokensv1alpha1.PhaseActive || !at.Status.IssuedAt.Time.Equal(t0.Add(time.Hour)) || !h.verifies(h.secretToken()) {
 		t.Fatalf("regeneration of an expired token: %+v", at.Status)
 	}
+}
+
+// TestExpiredTokenNeverRevived: a regeneration or a rotation keeps the
+// replaced token for the grace period only while it has not expired, and
+// never past its own expiry.
+func TestExpiredTokenNeverRevived(t *testing.T) {
+	t.Run("regenerate after expiry, with grace", func(t *testing.T) {
+		h := newHarness(t, tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "1h", Rotation: &tokensv1alpha1.Rotation{GracePeriod: "5m"}})
+		h.mustReconcile()
+		old := h.secretToken()
+		h.clock.Step(time.Hour)
+		h.mustReconcile()
+		h.annotate(tokensv1alpha1.RegenerateAnnotation, "after-expiry")
+		h.mustReconcile()
+		if h.verifies(old) || h.token().Status.Verification.PreviousHash != "" {
+			t.Fatal("an expired token was kept as previous and verifies again")
+		}
+		if !h.verifies(h.secretToken()) {
+			t.Fatal("the new token does not verify")
+		}
+	})
+	t.Run("rotation after the operator was down past expiry", func(t *testing.T) {
+		h := newHarness(t, tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "10h", Rotation: &tokensv1alpha1.Rotation{RenewBefore: "2h", GracePeriod: "10m"}})
+		h.mustReconcile()
+		old := h.secretToken()
+		h.clock.Step(10*time.Hour + time.Minute)
+		h.mustReconcile()
+		if h.secretToken() == old || h.verifies(old) || h.token().Status.Verification.PreviousHash != "" {
+			t.Fatal("a token that expired while the operator was down verifies again after the rotation")
+		}
+	})
+	t.Run("grace longer than the remaining lifetime", func(t *testing.T) {
+		h := newHarness(t, tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "1h", Rotation: &tokensv1alpha1.Rotation{GracePeriod: "30m"}})
+		h.mustReconcile()
+		old := h.secretToken()
+		h.clock.Step(50 * time.Minute)
+		h.annotate(tokensv1alpha1.RegenerateAnnotation, "late")
+		h.mustReconcile()
+		if !h.verifies(old) {
+			t.Fatal("the replaced token does not verify inside its grace and lifetime")
+		}
+		if until := h.token().Status.Verification.PreviousValidUntil; until == nil || !until.Time.Equal(t0.Add(time.Hour)) {
+			t.Fatalf("previousValidUntil = %v, want the old expiry %v", until, t0.Add(time.Hour))
+		}
+		h.clock.Step(10 * time.Minute)
+		if h.verifies(old) {
+			t.Fatal("the replaced token verifies past its own expiry")
+		}
+	})
 }
 
 func TestRenewBeforeRotates(t *testing.T) {

@@ -63,9 +63,10 @@ type Options struct {
 	// DefaultNamespaces are accepted on a route whose policy names no
 	// namespace; "*" is every namespace. Empty: such a route accepts none.
 	DefaultNamespaces []string
-	// KubeAPIAudiences restrict where a token of audience "kubernetes" is
-	// accepted by TokenReview: one of them must be among spec.audiences.
-	// Empty: wherever the caller asks (the API server's own audiences).
+	// KubeAPIAudiences are the Kubernetes API server's audiences (its
+	// --api-audiences, by default its service-account issuer): a token of
+	// audience "kubernetes" is accepted by TokenReview only when one of them
+	// is among spec.audiences. Empty: nowhere but where none is asked.
 	KubeAPIAudiences []string
 }
 

@@ -135,7 +135,7 @@ func TestTraefikForwardAuth(t *testing.T) {
 	defer up.Close()
 	proxy := httptest.NewServer(traefikForwardAuth(auth.URL+"/v1/forward-auth/"+routePolicy, IdentityHeaders, reverseProxy(t, up.URL)))
 	defer proxy.Close()
-	runAttacks(t, f, strings.TrimPrefix(proxy.URL, "http://"), up)
+	runAttacks(t, "traefik", f, strings.TrimPrefix(proxy.URL, "http://"), up)
 }
 
 // TestEnvoyExtAuthzHTTP runs the attack table through Envoy's HTTP
@@ -155,7 +155,7 @@ func TestEnvoyExtAuthzHTTP(t *testing.T) {
 			defer up.Close()
 			proxy := httptest.NewServer(envoyExtAuthz(auth.URL, "/v1/ext-authz/"+routePolicy, allowed, IdentityHeaders, reverseProxy(t, up.URL)))
 			defer proxy.Close()
-			runAttacks(t, f, strings.TrimPrefix(proxy.URL, "http://"), up)
+			runAttacks(t, "envoy", f, strings.TrimPrefix(proxy.URL, "http://"), up)
 		})
 	}
 }

@@ -70,12 +70,15 @@ type authRecorder struct {
 func newAuthRecorder(h *Handler) *authRecorder {
 	a := &authRecorder{}
 	mux := (&Server{Handler: h}).Mux()
-	a.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	a.Server = httptest.NewUnstartedServer(nil)
+	// The endpoint's own server settings (header limit, timeouts).
+	a.Config = NewHTTPServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a.mu.Lock()
 		a.seen = append(a.seen, http.Request{Method: r.Method, RequestURI: r.RequestURI, Header: r.Header.Clone()})
 		a.mu.Unlock()
 		mux.ServeHTTP(w, r)
 	}))
+	a.Start()
 	return a
 }
 
@@ -99,6 +102,9 @@ type attack struct {
 	// allow: 200 and the upstream sees the token's identity, and only it.
 	// Otherwise the upstream must not be reached at all.
 	allow bool
+	// notOn names proxies where the row does not hold, with the caveat that
+	// docs/auth-endpoint.md gives for them.
+	notOn map[string]string
 }
 
 // forged are identity headers a client sends in the hope that the upstream
@@ -128,6 +134,15 @@ var attacks = []attack{
 	{name: "garbage token", method: "GET", target: "/api/articles/1", token: "garbage"},
 	{name: "no token", method: "GET", target: "/api/articles/1"},
 	{name: "two credentials", method: "GET", target: "/api/articles/1", token: "reader", headers: [][2]string{{"X-API-Key", "{reader}"}}},
+	{name: "large client headers still get a decision", method: "GET", target: "/api/articles/1", token: "reader", allow: true,
+		headers: [][2]string{{"X-A", strings.Repeat("a", 7000)}, {"X-B", strings.Repeat("b", 7000)}, {"X-C", strings.Repeat("c", 7000)}},
+		notOn:   map[string]string{"caddy": "Caddy answers 431 itself for these headers (never a 5xx, the upstream not reached)"}},
+	{name: "Connection naming identity headers cannot strip them", method: "GET", target: "/api/articles/1", token: "reader", allow: true,
+		headers: [][2]string{{"Connection", "X-Auth-Request-User, X-ApiToken-Scopes"}},
+		notOn: map[string]string{
+			"traefik": "Go's reverse proxy drops the headers a client names in Connection after ForwardAuth set them",
+			"envoy":   "the upstream hop here is Go's reverse proxy, which drops the headers a client names in Connection",
+		}},
 }
 
 // rawDo sends one request exactly as written and returns the response.
@@ -158,10 +173,13 @@ func rawDo(t *testing.T, addr, method, target string, headers [][2]string) *http
 }
 
 // runAttacks sends every row through the proxy at addr.
-func runAttacks(t *testing.T, f *fixture, addr string, up *upstream) {
+func runAttacks(t *testing.T, proxy string, f *fixture, addr string, up *upstream) {
 	t.Helper()
 	for _, a := range attacks {
 		t.Run(a.name, func(t *testing.T) {
+			if why, ok := a.notOn[proxy]; ok {
+				t.Skipf("not on %s (documented caveat): %s", proxy, why)
+			}
 			var hs [][2]string
 			if tok, ok := f.tokens[a.token]; ok {
 				hs = append(hs, bearer(tok))
@@ -321,7 +339,7 @@ func TestNginxAuthRequest(t *testing.T) {
 	if sent.RequestURI != "/v1/auth-request/"+routePolicy || sent.Header.Get("X-Original-URL") != "/api/articles/1?scope=x" || sent.Header.Get("X-Client") != "1" {
 		t.Fatalf("nginx no longer sends what docs/auth-endpoint.md says: %s %v", sent.RequestURI, sent.Header)
 	}
-	runAttacks(t, f, addr, up)
+	runAttacks(t, "nginx", f, addr, up)
 }
 
 // caddyfile is the snippet of docs/auth-endpoint.md.
@@ -333,6 +351,9 @@ const caddyfile = `{
 http://:{{port}} {
 	bind 127.0.0.1
 	# --- docs/auth-endpoint.md: Caddy forward_auth ---
+	# A client's Connection header would make Caddy drop the headers it
+	# names (the identity headers included) on the way upstream.
+	request_header -Connection
 	forward_auth {{auth}} {
 		uri /v1/forward-auth/namespace=team-a+team-b
 		copy_headers X-Auth-Request-User X-ApiToken-Name X-ApiToken-Namespace X-ApiToken-Type X-ApiToken-Scopes
@@ -372,7 +393,7 @@ func TestCaddyForwardAuth(t *testing.T) {
 	if sent.Method != "GET" || sent.Header.Get("X-Forwarded-Method") != "DELETE" || sent.Header.Get("X-Forwarded-Uri") != "/api/articles/1?scope=x" || sent.Header.Get("X-Client") != "1" {
 		t.Fatalf("Caddy no longer sends what docs/auth-endpoint.md says: %s %s %v", sent.Method, sent.RequestURI, sent.Header)
 	}
-	runAttacks(t, f, addr, up)
+	runAttacks(t, "caddy", f, addr, up)
 }
 
 // withoutCredential is h for a log line: the token is never logged.

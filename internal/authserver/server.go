@@ -101,14 +101,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if _, err := s.Listen(); err != nil {
 		return err
 	}
-	srv := &http.Server{
-		Handler:           s.Mux(),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    16 << 10,
-	}
+	srv := NewHTTPServer(s.Mux())
 	ln := s.ln
 	if s.CertFile != "" {
 		// The certificate is reloaded when its files change (cert-manager
@@ -139,6 +132,21 @@ func (s *Server) Start(ctx context.Context) error {
 			return nil
 		}
 		return err
+	}
+}
+
+// NewHTTPServer is the auth endpoint's http.Server for h: its timeouts and
+// header limit (tests serve the real settings through it).
+func NewHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		// Above nginx's own limit (4 x 8 KiB by default): nginx passes the
+		// client's headers into the auth request and turns a 431 into a 500.
+		MaxHeaderBytes: 64 << 10,
 	}
 }
 

@@ -81,11 +81,14 @@ func (h *Handler) review(spec *authnv1.TokenReviewSpec, st *authnv1.TokenReviewS
 	case slices.Contains(spec.Audiences, id.Audience):
 		st.Audiences = []string{id.Audience}
 	case id.Audience == string(tokensv1alpha1.Kubernetes) &&
-		(len(h.Options.KubeAPIAudiences) == 0 || slices.ContainsFunc(spec.Audiences, func(a string) bool { return slices.Contains(h.Options.KubeAPIAudiences, a) })):
+		slices.ContainsFunc(spec.Audiences, func(a string) bool { return slices.Contains(h.Options.KubeAPIAudiences, a) }):
 		// The API server's webhook authenticator asks with its own
 		// audiences (by default the service-account issuer). An empty
 		// status.audiences answers "valid for the API server's audiences",
 		// which it then checks against its implicit audiences itself.
+	case id.Audience == string(tokensv1alpha1.Kubernetes):
+		st.Error = "a kubernetes token is valid only for the API server's audiences (--kube-api-audiences), and none of the requested audiences is one"
+		return "insufficient_scope"
 	default:
 		st.Error = "the token's audience " + id.Audience + " is not among the requested audiences"
 		return "insufficient_scope"

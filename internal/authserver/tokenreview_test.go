@@ -63,6 +63,7 @@ func TestTokenReview(t *testing.T) {
 	// issuer): a kubernetes token is valid there, answered with empty
 	// status.audiences; other tokens are not.
 	issuer := "https://kubernetes.default.svc.cluster.local"
+	f.h.Options.KubeAPIAudiences = []string{issuer}
 	_, out = f.review(t, reviewBody("v1", f.tokens["kube"], issuer), "application/json")
 	if !out.Status.Authenticated || len(out.Status.Audiences) != 0 || out.Status.User.Username != "apitoken:team-a:kube" {
 		t.Fatalf("kubernetes token for the API server = %+v", out.Status)
@@ -70,6 +71,15 @@ func TestTokenReview(t *testing.T) {
 	_, out = f.review(t, reviewBody("v1", f.tokens["reader"], issuer), "application/json")
 	if out.Status.Authenticated {
 		t.Fatalf("content-api token accepted for the API server: %+v", out.Status)
+	}
+	// Another TokenReview client asking for its own audience must not be
+	// told "valid for the API server's audiences" (an empty
+	// status.audiences, which k8s.io/apiserver's authenticator accepts).
+	for _, aud := range []string{"content-api", "my-service"} {
+		_, out = f.review(t, reviewBody("v1", f.tokens["kube"], aud), "application/json")
+		if out.Status.Authenticated {
+			t.Fatalf("kubernetes token accepted for audience %s: %+v", aud, out.Status)
+		}
 	}
 	f.h.Options.KubeAPIAudiences = []string{"https://issuer.example"}
 	_, out = f.review(t, reviewBody("v1", f.tokens["kube"], issuer), "application/json")

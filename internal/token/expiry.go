@@ -15,6 +15,22 @@ func ExpiresAt(issued time.Time, d time.Duration, finite bool) (t time.Time, ok 
 	return issued.Add(d), true
 }
 
+// PreviousValidUntil returns until when a replaced token stays valid: the
+// grace period from now, never past the replaced token's own expiry
+// (expires, ok false: it never expired). keep is false when nothing is
+// kept: no grace, or the replaced token has already expired, so that a
+// regeneration or a rotation never revives an expired token.
+func PreviousValidUntil(now time.Time, grace time.Duration, expires time.Time, ok bool) (until time.Time, keep bool) {
+	if grace <= 0 || Expired(expires, ok, now) {
+		return time.Time{}, false
+	}
+	until = now.Add(grace)
+	if ok && expires.Before(until) {
+		until = expires
+	}
+	return until, true
+}
+
 // Expired reports whether a token expiring at expires (ok false: never) is
 // expired at now. A token is invalid from its expiry instant on.
 func Expired(expires time.Time, ok bool, now time.Time) bool {

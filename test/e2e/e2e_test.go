@@ -147,7 +147,10 @@ metadata: {name: kube-reader}
 spec: {type: read-only, duration: 30d, audience: kubernetes}
 `, "-n", ns, "apply", "-f", "-")
 		tok := waitToken("kube-reader-token", "")
-		authn := startOperatorWith("authn", kubeconfig, "--enable-controller=false",
+		// envtest's kube-apiserver uses its own URL as the service-account
+		// issuer, hence as its audience.
+		issuer := strings.TrimSuffix(env.Config.Host, "/") + "/"
+		authn := startOperatorWith("authn", kubeconfig, "--enable-controller=false", "--kube-api-audiences="+issuer,
 			fmt.Sprintf("--auth-bind-address=127.0.0.1:%d", authnPort), "--auth-tls-cert-file="+authnCert, "--auth-tls-key-file="+authnKey)
 		defer authn.stop()
 		whoami := func(tok string) (string, error) {
