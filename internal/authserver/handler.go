@@ -304,8 +304,9 @@ func checkMethod(m, name string) (string, string) {
 }
 
 // credential returns the one token sent in Authorization: Bearer (scheme
-// case-insensitive) or X-API-Key. problem is set when the request carries
-// more than one credential, a repeated header or another scheme.
+// case-insensitive) or X-API-Key; none for another Authorization scheme.
+// problem is set when the request carries more than one credential or a
+// repeated header.
 func credential(hd http.Header) (tok, problem string) {
 	auth, keys := hd[headerAuthorization], hd[headerAPIKey]
 	switch {
@@ -324,7 +325,10 @@ func credential(hd http.Header) (tok, problem string) {
 	case len(auth) == 1:
 		scheme, rest, _ := strings.Cut(strings.TrimSpace(auth[0]), " ")
 		if !strings.EqualFold(scheme, "Bearer") {
-			return "", "the Authorization scheme must be Bearer"
+			// Another scheme (Basic, ...) carries no bearer credential:
+			// a 401 with the Bearer challenge (RFC 6750 section 3), which
+			// every proxy passes on, not a 400 that nginx turns into a 500.
+			return "", ""
 		}
 		tok = strings.TrimSpace(rest)
 		if tok == "" || strings.ContainsAny(tok, " \t,") {

@@ -171,7 +171,7 @@ func TestExplicit(t *testing.T) {
 		{"two authorization headers", req{path: "/v1/authorize?scope=articles:read", headers: [][2]string{bearer(tk["reader"]), bearer(tk["reader"])}}, 400, `more than one Authorization header`, ""},
 		{"two api keys", req{path: "/v1/authorize?scope=articles:read", headers: [][2]string{{"X-API-Key", tk["reader"]}, {"X-API-Key", tk["reader"]}}}, 400, `more than one X-API-Key header`, ""},
 		{"both credentials", req{path: "/v1/authorize?scope=articles:read", headers: [][2]string{bearer(tk["reader"]), {"X-API-Key", tk["reader"]}}}, 400, `send one credential`, ""},
-		{"basic scheme", req{path: "/v1/authorize?scope=articles:read", headers: [][2]string{{"Authorization", "Basic dXNlcjpwYXNz"}}}, 400, `scheme must be Bearer`, ""},
+		{"basic scheme is no bearer credential", req{path: "/v1/authorize?scope=articles:read", headers: [][2]string{{"Authorization", "Basic dXNlcjpwYXNz"}}}, 401, `Bearer realm="apitoken"`, ""},
 		{"bearer without token", req{path: "/v1/authorize?scope=articles:read", headers: [][2]string{{"Authorization", "Bearer"}}}, 400, `must be Bearer and one token`, ""},
 		{"bearer with two tokens", req{path: "/v1/authorize?scope=articles:read", headers: [][2]string{{"Authorization", "Bearer a, b"}}}, 400, `must be Bearer and one token`, ""},
 		{"repeated scope", req{path: "/v1/authorize?scope=articles:read&scope=orders:read", headers: [][2]string{bearer(tk["reader"])}}, 400, `scope is given more than once`, ""},
