@@ -219,7 +219,11 @@ func (r *ApiTokenReconciler) observeSecret(ctx context.Context, t *tokensv1alpha
 	if !metav1.IsControlledBy(secret, t) {
 		return secret, secretForeign, nil
 	}
-	return secret, classifySecret(string(secret.Data[tokensv1alpha1.SecretTokenKey]), t.Status.Verification, h), nil
+	state := classifySecret(string(secret.Data[tokensv1alpha1.SecretTokenKey]), t.Status.Verification, h)
+	if state == secretWellFormed && !plausibleIssuedAt(secret.Annotations[tokensv1alpha1.IssuedAtAnnotation], r.Clock.Now()) {
+		state = secretUntrusted
+	}
+	return secret, state, nil
 }
 
 // issue mints a token and delivers it, in the order that keeps a valid
@@ -288,7 +292,7 @@ func (r *ApiTokenReconciler) promote(t *tokensv1alpha1.ApiToken, p policy, saltI
 	eventType := corev1.EventTypeNormal
 	msg := "Issued a new token into Secret " + t.SecretName()
 	switch reason {
-	case tokensv1alpha1.ReasonSecretTampered, tokensv1alpha1.ReasonSecretMissing, tokensv1alpha1.ReasonSaltRotated:
+	case tokensv1alpha1.ReasonSecretTampered, tokensv1alpha1.ReasonSecretMissing, tokensv1alpha1.ReasonSaltRotated, tokensv1alpha1.ReasonSecretUntrusted:
 		eventType = corev1.EventTypeWarning
 		msg = reasonMessages[reason] + "; " + msg
 	}
@@ -299,6 +303,8 @@ var reasonMessages = map[string]string{
 	tokensv1alpha1.ReasonSecretTampered: "The Secret's token no longer matched the recorded hash",
 	tokensv1alpha1.ReasonSecretMissing:  "The Secret was deleted",
 	tokensv1alpha1.ReasonSaltRotated:    "The operator's salt changed, which invalidated every token",
+	tokensv1alpha1.ReasonSecretUntrusted: "The verification record was lost and the Secret's token was not adopted: " +
+		"its " + tokensv1alpha1.IssuedAtAnnotation + " annotation is missing or in the future",
 }
 
 // recover rebuilds a lost verification record from the Secret's token,

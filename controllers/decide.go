@@ -19,8 +19,13 @@ const (
 	secretMatchesCurrent
 	// secretMatchesPending: its token is the pending one (a crash between writes).
 	secretMatchesPending
-	// secretWellFormed: a well-formed token that matches no record.
+	// secretWellFormed: a well-formed token that matches no record, with a
+	// plausible issue time (see plausibleIssuedAt).
 	secretWellFormed
+	// secretUntrusted: a well-formed token that matches no record, whose
+	// issued-at annotation is missing or in the future: adopting it would
+	// give it a lifetime longer than the spec allows.
+	secretUntrusted
 	// secretInvalid: no token, or a malformed one.
 	secretInvalid
 )
@@ -42,6 +47,18 @@ func classifySecret(tok string, v *tokensv1alpha1.Verification, h *token.Hasher)
 		return secretMatchesPending
 	}
 	return secretWellFormed
+}
+
+// maxClockSkew is how far in the future a Secret's issued-at may be and
+// still be believed (clocks of replicas differ a little).
+const maxClockSkew = time.Minute
+
+// plausibleIssuedAt reports whether a Secret's issued-at annotation could
+// have been written by the operator by now: present, RFC 3339, and not in
+// the future beyond maxClockSkew.
+func plausibleIssuedAt(annotation string, now time.Time) bool {
+	at, err := time.Parse(time.RFC3339, annotation)
+	return err == nil && !at.After(now.Add(maxClockSkew))
 }
 
 func matches(d token.Digest, encoded string) bool {
@@ -93,6 +110,8 @@ func decide(t *tokensv1alpha1.ApiToken, p policy, s secretState, saltID string, 
 		return action{actPromote, v.PendingReason}
 	case t.Status.Phase == tokensv1alpha1.PhaseRevoked:
 		return action{actIssue, tokensv1alpha1.ReasonUnrevoked}
+	case !hasRecord && s == secretUntrusted:
+		return action{actIssue, tokensv1alpha1.ReasonSecretUntrusted}
 	case !hasRecord && s == secretWellFormed:
 		return action{actRecover, tokensv1alpha1.ReasonRecovered}
 	case !hasRecord && t.Status.IssuedAt == nil:
@@ -140,7 +159,7 @@ func keepsPrevious(reason string) bool {
 // token's lifetime.
 func lifetimeStart(t *tokensv1alpha1.ApiToken, reason string, now time.Time) time.Time {
 	switch reason {
-	case tokensv1alpha1.ReasonSecretMissing, tokensv1alpha1.ReasonSecretTampered, tokensv1alpha1.ReasonSaltRotated:
+	case tokensv1alpha1.ReasonSecretMissing, tokensv1alpha1.ReasonSecretTampered, tokensv1alpha1.ReasonSaltRotated, tokensv1alpha1.ReasonSecretUntrusted:
 		if t.Status.IssuedAt != nil {
 			return t.Status.IssuedAt.Time
 		}

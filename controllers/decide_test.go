@@ -59,6 +59,7 @@ func TestDecide(t *testing.T) {
 		}), secretInvalid, t0, action{actIssue, "Unrevoked"}},
 		{"first", &tokensv1alpha1.ApiToken{}, secretAbsent, t0, action{actIssue, "Generated"}},
 		{"status lost, secret intact", activeToken(func(a *tokensv1alpha1.ApiToken) { a.Status = tokensv1alpha1.ApiTokenStatus{} }), secretWellFormed, t0, action{actRecover, "Recovered"}},
+		{"status lost, secret untrusted", activeToken(func(a *tokensv1alpha1.ApiToken) { a.Status = tokensv1alpha1.ApiTokenStatus{} }), secretUntrusted, t0, action{actIssue, "SecretUntrusted"}},
 		{"salt changed", activeToken(func(a *tokensv1alpha1.ApiToken) { a.Status.Verification.SaltID = "old" }), secretWellFormed, t0, action{actIssue, "SaltRotated"}},
 		{"secret deleted", activeToken(func(a *tokensv1alpha1.ApiToken) { a.Status.Verification.SaltID = "salt2" }), secretAbsent, t0, action{actIssue, "SecretMissing"}},
 		{"secret edited", activeToken(func(a *tokensv1alpha1.ApiToken) { a.Status.Verification.SaltID = "salt2" }), secretWellFormed, t0, action{actIssue, "SecretTampered"}},
@@ -246,6 +247,21 @@ func TestReasonPolicies(t *testing.T) {
 		}
 		if got := lifetimeStart(tok, c.reason, now).Equal(now); got != c.newLifetime {
 			t.Errorf("lifetimeStart(%s) starts a new lifetime: %v, want %v", c.reason, got, c.newLifetime)
+		}
+	}
+}
+
+func TestPlausibleIssuedAt(t *testing.T) {
+	for v, want := range map[string]bool{
+		t0.Format(time.RFC3339):                                 true,
+		t0.Add(-90 * 24 * time.Hour).Format(time.RFC3339):       true,
+		t0.Add(maxClockSkew).Format(time.RFC3339):               true,
+		t0.Add(maxClockSkew + time.Second).Format(time.RFC3339): false,
+		"":          false,
+		"yesterday": false,
+	} {
+		if got := plausibleIssuedAt(v, t0); got != want {
+			t.Errorf("plausibleIssuedAt(%q) = %v, want %v", v, got, want)
 		}
 	}
 }

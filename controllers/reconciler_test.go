@@ -421,6 +421,47 @@ func TestSecretTamperedMissingForeignAndRecovered(t *testing.T) {
 	}
 }
 
+// TestRecoveryRefusesWhatCannotBeTrue: with the record lost, a Secret whose
+// issued-at is in the future, or missing, is not adopted (adopting it
+// would give its token a longer lifetime than the spec allows); a new
+// token is issued and a Warning says why.
+func TestRecoveryRefusesWhatCannotBeTrue(t *testing.T) {
+	for name, issuedAt := range map[string]string{
+		"issued-at in the future": t0.Add(365 * 24 * time.Hour).Format(time.RFC3339),
+		"issued-at missing":       "",
+		"issued-at malformed":     "yesterday",
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, graceSpec)
+			h.mustReconcile()
+			h.events()
+			var s corev1.Secret
+			_ = h.c.Get(context.Background(), types.NamespacedName{Namespace: "ns", Name: "tok-token"}, &s)
+			planted, _ := token.Generate()
+			s.Data["token"] = []byte(planted)
+			if issuedAt == "" {
+				delete(s.Annotations, tokensv1alpha1.IssuedAtAnnotation)
+			} else {
+				s.Annotations[tokensv1alpha1.IssuedAtAnnotation] = issuedAt
+			}
+			_ = h.c.Update(context.Background(), &s)
+			at := h.token()
+			at.Status = tokensv1alpha1.ApiTokenStatus{}
+			_ = h.c.Status().Update(context.Background(), at)
+			h.mustReconcile()
+			if cur := h.secretToken(); cur == planted || h.verifies(planted) || !h.verifies(cur) {
+				t.Fatal("a planted token with an implausible issued-at was adopted")
+			}
+			if exp := h.token().Status.ExpiresAt; exp == nil || exp.Time.After(t0.Add(30*24*time.Hour)) {
+				t.Fatalf("expiresAt = %v, beyond the spec's 30d from now", exp)
+			}
+			if evs := h.events(); len(evs) != 1 || !strings.HasPrefix(evs[0], "Warning SecretUntrusted") {
+				t.Fatalf("events = %q", evs)
+			}
+		})
+	}
+}
+
 func TestSaltChangeReissuesWithoutGrace(t *testing.T) {
 	h := newHarness(t, graceSpec)
 	h.mustReconcile()

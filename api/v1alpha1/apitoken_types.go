@@ -194,6 +194,10 @@ const (
 	ReasonUnrevoked = "Unrevoked"
 	// ReasonRecovered: the verification record was rebuilt from the Secret.
 	ReasonRecovered = "Recovered"
+	// ReasonSecretUntrusted: the record was lost and the Secret's token was
+	// not adopted (its issued-at is missing or in the future); a new token
+	// was issued.
+	ReasonSecretUntrusted = "SecretUntrusted"
 	// ReasonActive: the token is valid.
 	ReasonActive = "Active"
 	// ReasonExpired: the token has expired.
