@@ -13,8 +13,14 @@ import (
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 )
 
-// +kubebuilder:webhook:path=/mutate-tokens-apitoken-dev-v1alpha1-apitoken,mutating=true,failurePolicy=fail,sideEffects=None,groups=tokens.apitoken.dev,resources=apitokens,verbs=create;update,versions=v1alpha1,name=mapitoken-v1alpha1.tokens.apitoken.dev,admissionReviewVersions=v1
-// +kubebuilder:webhook:path=/validate-tokens-apitoken-dev-v1alpha1-apitoken,mutating=false,failurePolicy=fail,sideEffects=None,groups=tokens.apitoken.dev,resources=apitokens,verbs=create;update,versions=v1alpha1,name=vapitoken-v1alpha1.tokens.apitoken.dev,admissionReviewVersions=v1
+// +kubebuilder:webhook:path=/mutate-tokens-apitoken-dev-v1alpha1-apitoken,mutating=true,failurePolicy=fail,sideEffects=None,groups=tokens.apitoken.dev,resources=apitokens,verbs=create;update,versions=v1alpha1,name=mapitoken-v1alpha1.tokens.apitoken.dev,admissionReviewVersions=v1,patch=`{"timeoutSeconds":5,"matchConditions":[{"name":"not-metadata-only-or-revoke","expression":"!(request.operation == 'UPDATE' && (has(object.metadata.annotations) && 'tokens.apitoken.dev/created-by' in object.metadata.annotations ? object.metadata.annotations['tokens.apitoken.dev/created-by'] : '') == (has(oldObject.metadata.annotations) && 'tokens.apitoken.dev/created-by' in oldObject.metadata.annotations ? oldObject.metadata.annotations['tokens.apitoken.dev/created-by'] : '') && (object.spec == oldObject.spec || (has(object.spec.revoked) && object.spec.revoked == true && object.spec.filter(k, k != 'revoked').size() == oldObject.spec.filter(k, k != 'revoked').size() && object.spec.filter(k, k != 'revoked').all(k, k in oldObject.spec && object.spec[k] == oldObject.spec[k]))))"}]}`
+// +kubebuilder:webhook:path=/validate-tokens-apitoken-dev-v1alpha1-apitoken,mutating=false,failurePolicy=fail,sideEffects=None,groups=tokens.apitoken.dev,resources=apitokens,verbs=create;update,versions=v1alpha1,name=vapitoken-v1alpha1.tokens.apitoken.dev,admissionReviewVersions=v1,patch=`{"timeoutSeconds":5,"matchConditions":[{"name":"not-metadata-only-or-revoke","expression":"!(request.operation == 'UPDATE' && (has(object.metadata.annotations) && 'tokens.apitoken.dev/created-by' in object.metadata.annotations ? object.metadata.annotations['tokens.apitoken.dev/created-by'] : '') == (has(oldObject.metadata.annotations) && 'tokens.apitoken.dev/created-by' in oldObject.metadata.annotations ? oldObject.metadata.annotations['tokens.apitoken.dev/created-by'] : '') && (object.spec == oldObject.spec || (has(object.spec.revoked) && object.spec.revoked == true && object.spec.filter(k, k != 'revoked').size() == oldObject.spec.filter(k, k != 'revoked').size() && object.spec.filter(k, k != 'revoked').all(k, k in oldObject.spec && object.spec[k] == oldObject.spec[k]))))"}]}`
+
+// Both webhooks skip an update that changes no spec field (annotations
+// such as the regenerate request, labels) or only sets spec.revoked to
+// true, with created-by unchanged (matchConditions): revoking and
+// regenerating never wait on the webhook, even while it is down. They time
+// out after 5 seconds.
 
 // SetupWebhookWithManager registers the defaulting and validating webhooks.
 func SetupWebhookWithManager(mgr ctrl.Manager) error {

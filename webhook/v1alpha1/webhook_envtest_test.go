@@ -8,6 +8,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -124,6 +125,68 @@ var _ = Describe("The admission webhooks", Ordered, ContinueOnFailure, func() {
 		delete(got.Annotations, tokensv1alpha1.CreatedByAnnotation)
 		Expect(bob.Update(ctx, &got)).To(Succeed())
 		Expect(got.Annotations).To(HaveKeyWithValue(tokensv1alpha1.CreatedByAnnotation, "alice@example.com"))
+	})
+
+	It("lets revoke and regenerate through while the webhook server is down, and nothing else", func() {
+		at := validToken()
+		at.Namespace, at.Name = ns, "down"
+		Expect(k8s.Create(ctx, at)).To(Succeed())
+
+		By("pointing both webhook configurations at a closed port, as a webhook server that is down")
+		var mw admissionregistrationv1.MutatingWebhookConfiguration
+		var vw admissionregistrationv1.ValidatingWebhookConfiguration
+		Expect(k8s.Get(ctx, client.ObjectKey{Name: "mutating-webhook-configuration"}, &mw)).To(Succeed())
+		Expect(k8s.Get(ctx, client.ObjectKey{Name: "validating-webhook-configuration"}, &vw)).To(Succeed())
+		mwUp, vwUp := mw.DeepCopy(), vw.DeepCopy()
+		dead := func(cc *admissionregistrationv1.WebhookClientConfig) {
+			u := "https://127.0.0.1:1/down"
+			cc.URL, cc.Service = &u, nil
+		}
+		for i := range mw.Webhooks {
+			dead(&mw.Webhooks[i].ClientConfig)
+		}
+		for i := range vw.Webhooks {
+			dead(&vw.Webhooks[i].ClientConfig)
+		}
+		Expect(k8s.Update(ctx, &mw)).To(Succeed())
+		Expect(k8s.Update(ctx, &vw)).To(Succeed())
+		DeferCleanup(func() {
+			for _, o := range []client.Object{mwUp, vwUp} {
+				Eventually(func() error {
+					cur := o.DeepCopyObject().(client.Object)
+					if err := k8s.Get(ctx, client.ObjectKeyFromObject(o), cur); err != nil {
+						return err
+					}
+					o.SetResourceVersion(cur.GetResourceVersion())
+					return k8s.Update(ctx, o)
+				}).Should(Succeed())
+			}
+		})
+
+		update := func(mutate func(*tokensv1alpha1.ApiToken)) error {
+			var cur tokensv1alpha1.ApiToken
+			Expect(k8s.Get(ctx, client.ObjectKeyFromObject(at), &cur)).To(Succeed())
+			mutate(&cur)
+			return k8s.Update(ctx, &cur)
+		}
+		// The API server may take a moment to see the new configuration:
+		// a change the webhook must judge is refused once it does.
+		Eventually(func() error {
+			return update(func(a *tokensv1alpha1.ApiToken) { a.Spec.Description = "needs the webhook" })
+		}).Should(MatchError(ContainSubstring("failed calling webhook")))
+
+		Expect(update(func(a *tokensv1alpha1.ApiToken) {
+			a.Annotations = map[string]string{tokensv1alpha1.RegenerateAnnotation: "while-down", tokensv1alpha1.CreatedByAnnotation: a.Annotations[tokensv1alpha1.CreatedByAnnotation]}
+		})).To(Succeed(), "a regenerate request must not wait on the webhook")
+		Expect(update(func(a *tokensv1alpha1.ApiToken) { a.Spec.Revoked = true })).To(Succeed(), "revocation must not wait on the webhook")
+		Expect(update(func(a *tokensv1alpha1.ApiToken) { a.Spec.Revoked = false })).To(MatchError(ContainSubstring("failed calling webhook")), "un-revoking is judged")
+		Expect(update(func(a *tokensv1alpha1.ApiToken) {
+			a.Annotations[tokensv1alpha1.CreatedByAnnotation] = "mallory"
+		})).To(MatchError(ContainSubstring("failed calling webhook")), "created-by is guarded by the webhook")
+		Expect(update(func(a *tokensv1alpha1.ApiToken) {
+			a.Spec.Revoked = true
+			a.Spec.Type, a.Spec.Scopes = tokensv1alpha1.FullAccess, nil
+		})).To(MatchError(ContainSubstring("failed calling webhook")), "a revoke that also widens the token is judged")
 	})
 })
 
