@@ -75,7 +75,7 @@ func main() {
 	flag.BoolVar(&enableWebhooks, "enable-webhooks", true, "Serve the admission webhooks (they need a certificate in --webhook-cert-dir).")
 	flag.IntVar(&webhookPort, "webhook-port", 9443, "Port of the admission webhooks.")
 	flag.StringVar(&webhookCertDir, "webhook-cert-dir", "", "Directory with tls.crt and tls.key for the webhooks (default: controller-runtime's).")
-	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Serve metrics and webhooks over HTTP/2 (off: HTTP/2 rapid-reset hardening).")
+	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Serve metrics, webhooks and the TLS auth endpoint over HTTP/2 (off: HTTP/2 rapid-reset hardening).")
 	flag.StringVar(&namespace, "namespace", envOr("POD_NAMESPACE", "apitoken-system"), "The operator's own namespace, holding the salt Secret.")
 	flag.StringVar(&saltSecret, "salt-secret", "apitoken-operator-salt", "Name of the Secret holding the token salt (created if absent; API_TOKEN_SALT overrides it).")
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 4, "ApiTokens reconciled in parallel.")
@@ -108,10 +108,10 @@ func main() {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 	// An auth-only replica needs only the salt, in the operator's namespace.
-	cacheOpts := controllers.CacheOptions("")
+	cacheOpts := controllers.CacheOptions(types.NamespacedName{})
 	if !enableController {
 		enableWebhooks, leaderElect = false, false
-		cacheOpts = controllers.CacheOptions(namespace)
+		cacheOpts = controllers.CacheOptions(types.NamespacedName{Namespace: namespace, Name: saltSecret})
 	}
 
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
@@ -167,7 +167,7 @@ func main() {
 	}}
 	for _, r := range []manager.Runnable{
 		&salt.Watcher{Store: saltStore, Cache: mgr.GetCache()},
-		&authserver.Server{Addr: authAddr, CertFile: authCert, KeyFile: authKey, Handler: handler, Cache: mgr.GetCache()},
+		&authserver.Server{Addr: authAddr, CertFile: authCert, KeyFile: authKey, EnableHTTP2: enableHTTP2, Handler: handler, Cache: mgr.GetCache()},
 		&authserver.LastUsedWriter{Index: index, Client: mgr.GetClient(), Clock: clock.RealClock{}, Interval: lastUsedInterval},
 	} {
 		if err := mgr.Add(r); err != nil {

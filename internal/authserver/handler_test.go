@@ -3,6 +3,7 @@ package authserver
 import (
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -330,6 +331,30 @@ func TestIndexUpsertReplacesAndDeleteRemoves(t *testing.T) {
 	f.hasher = nil
 	if _, v := f.ix.Lookup(f.tokens["writer"], now); v != Unknown {
 		t.Fatalf("without a salt: %v", v)
+	}
+}
+
+// TestGrantTableIsBounded: a tenant cycling through scopes does not grow
+// the shared grant table; it holds only the grants of indexed ApiTokens.
+func TestGrantTableIsBounded(t *testing.T) {
+	f := newFixture()
+	before := f.ix.Grants()
+	at := &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: "cycler", Namespace: "team-z"}, Status: tokensv1alpha1.ApiTokenStatus{Verification: &tokensv1alpha1.Verification{Hash: f.hasher.Hash(mustToken()).Encode()}}}
+	for i := 0; i < 1000; i++ {
+		at.Spec = tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.Custom, Scopes: []string{"r" + strconv.Itoa(i) + ":read"}}
+		f.ix.Upsert(at)
+	}
+	if n := f.ix.Grants(); n != before+1 {
+		t.Fatalf("%d grants after 1,000 scope changes of one token, want %d", n, before+1)
+	}
+	f.ix.Delete(keyOf("team-z", "cycler"))
+	if n := f.ix.Grants(); n != before {
+		t.Fatalf("%d grants after the delete, want %d", n, before)
+	}
+	// Two tokens with the same spec share one grant; it outlives the first.
+	f.ix.Delete(keyOf("team-a", "reader"))
+	if n := f.ix.Grants(); n != before {
+		t.Fatalf("a grant still used by other read-only tokens was dropped: %d, want %d", n, before)
 	}
 }
 

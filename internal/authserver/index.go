@@ -26,6 +26,10 @@ type Grant struct {
 	ScopesHeader string
 	// typeHeader and scopesHeader are the header values of a 200, built once.
 	typeHeader, scopesHeader []string
+	// key and refs place the Grant in Index.grants; refs counts the
+	// ApiTokens holding it (under Index.mu).
+	key  string
+	refs int
 }
 
 // Identity is who a valid token speaks for. It is shared by every hash of
@@ -143,6 +147,8 @@ func (s *shard) remove(d digestKey, u *usage) {
 type object struct {
 	digests []digestKey
 	usage   *usage
+	// grant is the Grant this ApiToken holds a reference on.
+	grant *Grant
 }
 
 // Index maps token hashes to identities. Lookups hold one shard's read
@@ -194,7 +200,10 @@ func (ix *Index) Upsert(at *tokensv1alpha1.ApiToken) {
 		obj = &object{usage: &usage{key: key}}
 		ix.objects[key] = obj
 	}
-	entries := ix.entriesOf(at, obj.usage)
+	g := ix.grant(&at.Spec)
+	ix.release(obj.grant)
+	obj.grant = g
+	entries := ix.entriesOf(at, g, obj.usage)
 	fresh := make([]digestKey, 0, len(entries))
 	for d, e := range entries {
 		s := ix.shard(d)
@@ -228,10 +237,12 @@ func (ix *Index) Delete(key types.NamespacedName) {
 		s.remove(d, obj.usage)
 		s.mu.Unlock()
 	}
+	ix.release(obj.grant)
 	delete(ix.objects, key)
 }
 
-// grant returns the shared Grant of a spec. The caller holds ix.mu.
+// grant returns the shared Grant of a spec with one more reference. The
+// caller holds ix.mu.
 func (ix *Index) grant(spec *tokensv1alpha1.ApiTokenSpec) *Grant {
 	audience := string(spec.Audience)
 	if audience == "" {
@@ -239,28 +250,49 @@ func (ix *Index) grant(spec *tokensv1alpha1.ApiTokenSpec) *Grant {
 	}
 	key := string(spec.Type) + "\x00" + audience + "\x00" + strings.Join(spec.Scopes, ",")
 	if g := ix.grants[key]; g != nil {
+		g.refs++
 		return g
 	}
 	scopes, err := token.Granted(string(spec.Type), spec.Scopes)
 	if err != nil {
 		scopes = nil // an invalid spec grants nothing
 	}
-	g := &Grant{Type: string(spec.Type), Audience: audience, Scopes: scopes, ScopesHeader: strings.Join(scopes.Strings(), ",")}
+	g := &Grant{Type: string(spec.Type), Audience: audience, Scopes: scopes, ScopesHeader: strings.Join(scopes.Strings(), ","), key: key, refs: 1}
 	g.typeHeader, g.scopesHeader = []string{g.Type}, []string{g.ScopesHeader}
 	ix.grants[key] = g
 	return g
 }
 
+// release drops one reference on g, and g itself with the last one, so
+// that the table holds only the grants of indexed ApiTokens however often
+// their specs change. The caller holds ix.mu.
+func (ix *Index) release(g *Grant) {
+	if g == nil {
+		return
+	}
+	if g.refs--; g.refs <= 0 {
+		delete(ix.grants, g.key)
+	}
+}
+
+// Grants returns the number of distinct grants held (for tests and
+// memory accounting).
+func (ix *Index) Grants() int {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	return len(ix.grants)
+}
+
 // entriesOf builds the index entries of an ApiToken's verification record.
 // The caller holds ix.mu.
-func (ix *Index) entriesOf(at *tokensv1alpha1.ApiToken, u *usage) map[digestKey]entry {
+func (ix *Index) entriesOf(at *tokensv1alpha1.ApiToken, g *Grant, u *usage) map[digestKey]entry {
 	v := at.Status.Verification
 	out := map[digestKey]entry{}
 	if v == nil {
 		return out
 	}
 	id := &Identity{
-		Grant: ix.grant(&at.Spec), Namespace: at.Namespace, Name: at.Name, UID: string(at.UID),
+		Grant: g, Namespace: at.Namespace, Name: at.Name, UID: string(at.UID),
 		User: "apitoken:" + at.Namespace + ":" + at.Name, usage: u,
 	}
 	id.hdr = [3]string{id.User, id.Name, id.Namespace}

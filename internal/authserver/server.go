@@ -26,7 +26,10 @@ type Server struct {
 	Addr string
 	// CertFile and KeyFile, when set, serve TLS.
 	CertFile, KeyFile string
-	Handler           *Handler
+	// EnableHTTP2 offers HTTP/2 over TLS; off by default (HTTP/2 rapid
+	// reset hardening, as for the metrics and webhook servers).
+	EnableHTTP2 bool
+	Handler     *Handler
 	// Cache feeds the index with ApiTokens.
 	Cache cache.Cache
 
@@ -102,7 +105,6 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	srv := NewHTTPServer(s.Mux())
-	ln := s.ln
 	if s.CertFile != "" {
 		// The certificate is reloaded when its files change (cert-manager
 		// renews it in place), without a restart.
@@ -115,12 +117,20 @@ func (s *Server) Start(ctx context.Context) error {
 				log.Error(err, "Stopped watching the auth endpoint's certificate")
 			}
 		}()
-		ln = tls.NewListener(ln, &tls.Config{GetCertificate: cw.GetCertificate, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}})
+		srv.TLSConfig = &tls.Config{GetCertificate: cw.GetCertificate, MinVersion: tls.VersionTLS12}
+		if !s.EnableHTTP2 {
+			srv.TLSConfig.NextProtos = []string{"http/1.1"}
+			srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+		}
 	}
 	errc := make(chan error, 1)
 	go func() {
 		log.Info("Serving the auth endpoint", "address", s.ln.Addr().String(), "tls", s.CertFile != "")
-		errc <- srv.Serve(ln)
+		if srv.TLSConfig != nil {
+			errc <- srv.ServeTLS(s.ln, "", "")
+		} else {
+			errc <- srv.Serve(s.ln)
+		}
 	}()
 	select {
 	case <-ctx.Done():

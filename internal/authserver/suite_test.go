@@ -56,7 +56,7 @@ var _ = BeforeSuite(func() {
 
 	mgr, err := ctrl.NewManager(suiteEnv.Config, ctrl.Options{
 		Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"},
-		Cache: controllers.CacheOptions(""),
+		Cache: controllers.CacheOptions(types.NamespacedName{}),
 	})
 	Expect(err).NotTo(HaveOccurred())
 	Expect((&controllers.ApiTokenReconciler{

@@ -121,6 +121,9 @@ var _ = Describe("apitoken-operator as a user runs it", Ordered, func() {
 		}
 		Expect(canI("get", "secrets", "-n", ns)).To(Equal("no"))
 		Expect(canI("update", "secrets", "-n", "apitoken-system")).To(Equal("no"))
+		Expect(canI("get", "secrets/apitoken-operator-salt", "-n", "apitoken-system")).To(Equal("yes"))
+		Expect(canI("get", "secrets/apitoken-operator-webhook-cert", "-n", "apitoken-system")).To(Equal("no"), "only the salt, by name")
+		Expect(canI("list", "secrets", "-n", "apitoken-system")).To(Equal("no"), "only the salt, by name")
 		Expect(canI("watch", "apitokens.tokens.apitoken.dev", "-A")).To(Equal("yes"))
 		saToken := strings.TrimSpace(kubectl("-n", "apitoken-system", "create", "token", "apitoken-auth"))
 		authOnly = startOperatorWith("auth-only", tokenKubeconfig(saToken), "--enable-controller=false")
@@ -304,7 +307,7 @@ spec: {type: read-only, duration: 30d, audience: kubernetes}
 	})
 })
 
-var _ = Describe("config/default and config/auth-only", func() {
+var _ = Describe("config/default, config/auth-only and config/networkpolicy", func() {
 	It("build with kustomize and apply cleanly with a server-side dry run", func() {
 		// cert-manager's CRDs stand in for cert-manager, which is not installed here.
 		_, err := kubectlIn(certManagerCRDs, "apply", "-f", "-")
@@ -320,6 +323,9 @@ var _ = Describe("config/default and config/auth-only", func() {
 			Expect(err).NotTo(HaveOccurred(), out)
 			Expect(out).To(ContainSubstring("deployment.apps/" + deployment + " serverside-applied (server dry run)"))
 		}
+		out, err := kubectlIn(kubectl("kustomize", filepath.Join(testenv.RepoRoot(), "config", "networkpolicy")), "apply", "--server-side", "--dry-run=server", "-f", "-")
+		Expect(err).NotTo(HaveOccurred(), out)
+		Expect(out).To(ContainSubstring("networkpolicy.networking.k8s.io/apitoken-operator serverside-applied (server dry run)"))
 	})
 })
 
