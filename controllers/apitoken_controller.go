@@ -208,7 +208,15 @@ func (r *ApiTokenReconciler) observeSecret(ctx context.Context, t *tokensv1alpha
 	secret := &corev1.Secret{}
 	err := r.Get(ctx, key, secret)
 	if apierrors.IsNotFound(err) && uncached && r.APIReader != nil {
-		err = r.APIReader.Get(ctx, key, secret)
+		// Metadata first: a foreign Secret's data is never read.
+		meta := &metav1.PartialObjectMetadata{}
+		meta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+		if err = r.APIReader.Get(ctx, key, meta); err == nil {
+			if !metav1.IsControlledBy(meta, t) {
+				return &corev1.Secret{ObjectMeta: meta.ObjectMeta}, secretForeign, nil
+			}
+			err = r.APIReader.Get(ctx, key, secret)
+		}
 	}
 	if apierrors.IsNotFound(err) {
 		return nil, secretAbsent, nil
