@@ -5,8 +5,11 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
+	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -64,6 +67,10 @@ func main() {
 		authResourceSegment        int
 		authDefaultNamespaces      string
 		kubeAPIAudiences           string
+		reportUsageTo              string
+		reportUsageTokenFile       string
+		reportUsageCAFile          string
+		usageReporters             string
 		lastUsedInterval           time.Duration
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint (use :8443 with --metrics-secure); 0 disables it.")
@@ -71,7 +78,7 @@ func main() {
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader, so that only one replica reconciles (the auth endpoint runs on every replica).")
 	flag.StringVar(&leaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election lease (default: the operator's namespace).")
-	flag.BoolVar(&enableController, "enable-controller", true, "Run the ApiToken reconciler. false: an auth-only replica that reads ApiTokens and the salt Secret and writes only status.lastUsedAt (config/auth-only); it implies --enable-webhooks=false and no leader election.")
+	flag.BoolVar(&enableController, "enable-controller", true, "Run the ApiToken reconciler. false: an auth-only replica that reads ApiTokens and the salt Secret (config/auth); it implies --enable-webhooks=false and no leader election. With --report-usage-to it writes nothing.")
 	flag.BoolVar(&enableWebhooks, "enable-webhooks", true, "Serve the admission webhooks (they need a certificate in --webhook-cert-dir).")
 	flag.IntVar(&webhookPort, "webhook-port", 9443, "Port of the admission webhooks.")
 	flag.StringVar(&webhookCertDir, "webhook-cert-dir", "", "Directory with tls.crt and tls.key for the webhooks (default: controller-runtime's).")
@@ -88,6 +95,10 @@ func main() {
 	flag.StringVar(&authDefaultNamespaces, "auth-default-namespaces", "", "Comma-separated namespaces whose tokens a route accepts when its policy names none (* for every namespace). Empty: such a route accepts no token.")
 	flag.StringVar(&kubeAPIAudiences, "kube-api-audiences", "https://kubernetes.default.svc.cluster.local", "Comma-separated audiences of the Kubernetes API server (its --api-audiences, by default its --service-account-issuer): TokenReview accepts a token of audience kubernetes only when the caller asks for one of them.")
 	flag.DurationVar(&lastUsedInterval, "last-used-interval", time.Minute, "How often status.lastUsedAt may be written per token.")
+	flag.StringVar(&reportUsageTo, "report-usage-to", "", "An auth-only replica reports the uses it sees to this URL (an operator replica's "+authserver.UsagePath+"), which writes status.lastUsedAt, instead of writing status itself.")
+	flag.StringVar(&reportUsageTokenFile, "report-usage-token-file", "/var/run/secrets/kubernetes.io/serviceaccount/token", "The ServiceAccount token sent with usage reports (re-read at each report).")
+	flag.StringVar(&reportUsageCAFile, "report-usage-ca-file", "", "CA certificate that signs --report-usage-to's HTTPS certificate (default: the system's roots).")
+	flag.StringVar(&usageReporters, "usage-reporters", "", "Comma-separated usernames (e.g. system:serviceaccount:apitoken-system:apitoken-auth) whose usage reports this replica accepts at "+authserver.UsagePath+" and writes to status.lastUsedAt. Empty: none.")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -160,6 +171,24 @@ func main() {
 		}
 	}
 
+	var reporter *authserver.UsageReporter
+	if reportUsageTo != "" {
+		hc, err := usageClient(reportUsageCAFile)
+		if err != nil {
+			setupLog.Error(err, "--report-usage-ca-file")
+			os.Exit(2)
+		}
+		reporter = &authserver.UsageReporter{URL: reportUsageTo, TokenFile: reportUsageTokenFile, Client: hc}
+	}
+	var usage http.Handler
+	if reporters := splitList(usageReporters); len(reporters) > 0 {
+		if !enableController {
+			setupLog.Error(nil, "--usage-reporters needs a replica that writes status (--enable-controller=true)")
+			os.Exit(2)
+		}
+		usage = &authserver.UsageReceiver{Client: mgr.GetClient(), Reporters: reporters, Clock: clock.RealClock{}}
+	}
+
 	index := authserver.NewIndex(saltStore.Hasher)
 	handler := &authserver.Handler{Index: index, Clock: clock.RealClock{}, Options: authserver.Options{
 		PathPrefix: authPathPrefix, ResourceSegment: authResourceSegment,
@@ -167,8 +196,8 @@ func main() {
 	}}
 	for _, r := range []manager.Runnable{
 		&salt.Watcher{Store: saltStore, Cache: mgr.GetCache()},
-		&authserver.Server{Addr: authAddr, CertFile: authCert, KeyFile: authKey, EnableHTTP2: enableHTTP2, Handler: handler, Cache: mgr.GetCache()},
-		&authserver.LastUsedWriter{Index: index, Client: mgr.GetClient(), Clock: clock.RealClock{}, Interval: lastUsedInterval},
+		&authserver.Server{Addr: authAddr, CertFile: authCert, KeyFile: authKey, EnableHTTP2: enableHTTP2, Handler: handler, Usage: usage, Cache: mgr.GetCache()},
+		&authserver.LastUsedWriter{Index: index, Client: mgr.GetClient(), Reporter: reporter, Clock: clock.RealClock{}, Interval: lastUsedInterval},
 	} {
 		if err := mgr.Add(r); err != nil {
 			setupLog.Error(err, "Failed to add the auth endpoint")
@@ -225,4 +254,21 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// usageClient is the HTTP client of usage reports, trusting caFile when set.
+func usageClient(caFile string) (*http.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile) //nolint:gosec // a path the operator's deployer chose
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s holds no PEM certificate", caFile)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}, nil
 }

@@ -15,12 +15,16 @@ import (
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 )
 
-// LastUsedWriter writes status.lastUsedAt off the request path: every
-// Interval it patches each ApiToken used since its last write, so a token
+// LastUsedWriter records status.lastUsedAt off the request path: every
+// Interval it takes each ApiToken used since its last record, so a token
 // costs at most one write per Interval however many requests it serves.
+// With Reporter set (an auth-only replica, whose identity may not write
+// status) the uses go to an operator replica, which writes them; else they
+// are patched into status here.
 type LastUsedWriter struct {
 	Index    *Index
 	Client   client.Client
+	Reporter *UsageReporter
 	Clock    clock.PassiveClock
 	Interval time.Duration
 }
@@ -42,42 +46,80 @@ func (w *LastUsedWriter) Start(ctx context.Context) error {
 // NeedLeaderElection is false: each replica writes the uses it saw.
 func (w *LastUsedWriter) NeedLeaderElection() bool { return false }
 
-// Flush writes lastUsedAt for every token used since its last write and
-// whose last write is at least Interval old.
+// Flush records lastUsedAt for every token used since its last record and
+// whose last record is at least Interval old.
 func (w *LastUsedWriter) Flush(ctx context.Context) {
 	now := w.Clock.Now().UnixNano()
+	type due struct {
+		u    *usage
+		seen int64
+	}
+	var dues []due
 	w.Index.forEachUsage(func(u *usage) {
 		seen := u.lastSeen.Load()
 		if seen == 0 || seen <= u.writtenSeen.Load() || now-u.writtenAt.Load() < int64(w.Interval) {
 			return
 		}
-		err := w.write(ctx, u.key, time.Unix(0, seen))
+		dues = append(dues, due{u, seen})
+	})
+	done := func(d due) {
+		d.u.writtenSeen.Store(d.seen)
+		d.u.writtenAt.Store(now)
+	}
+	if w.Reporter != nil {
+		uses := make([]Use, len(dues))
+		for i, d := range dues {
+			uses[i] = Use{Namespace: d.u.key.Namespace, Name: d.u.key.Name, LastUsedAt: time.Unix(0, d.seen).UTC()}
+		}
+		if len(uses) == 0 {
+			return
+		}
+		if err := w.Reporter.Report(ctx, uses); err != nil {
+			lastUsedWrites.WithLabelValues("error").Add(float64(len(uses)))
+			logf.FromContext(ctx).Error(err, "Failed to report token use; retrying at the next tick", "uses", len(uses))
+			return
+		}
+		lastUsedWrites.WithLabelValues("ok").Add(float64(len(uses)))
+		for _, d := range dues {
+			done(d)
+		}
+		return
+	}
+	sink := StatusUsageSink{Client: w.Client}
+	for _, d := range dues {
+		err := sink.write(ctx, d.u.key, time.Unix(0, d.seen))
 		switch {
 		case err == nil:
 			lastUsedWrites.WithLabelValues("ok").Inc()
 		case apierrors.IsNotFound(err):
 		default:
 			lastUsedWrites.WithLabelValues("error").Inc()
-			logf.FromContext(ctx).Error(err, "Failed to record last use", "apitoken", klog.KRef(u.key.Namespace, u.key.Name))
-			return // retried at the next tick
+			logf.FromContext(ctx).Error(err, "Failed to record last use", "apitoken", klog.KRef(d.u.key.Namespace, d.u.key.Name))
+			continue // retried at the next tick
 		}
-		u.writtenSeen.Store(seen)
-		u.writtenAt.Store(now)
-	})
+		done(d)
+	}
+}
+
+// StatusUsageSink writes uses to ApiToken status.
+type StatusUsageSink struct {
+	Client client.Client
 }
 
 // write patches status.lastUsedAt to at, unless the ApiToken (read from
 // the cache) already records a use as late: another replica may have
 // written a later one, and the value never goes back in time.
-func (w *LastUsedWriter) write(ctx context.Context, key types.NamespacedName, at time.Time) error {
+func (s StatusUsageSink) write(ctx context.Context, key types.NamespacedName, at time.Time) error {
 	at = at.UTC().Truncate(time.Second)
 	obj := &tokensv1alpha1.ApiToken{}
-	if err := w.Client.Get(ctx, key, obj); err != nil {
+	if err := s.Client.Get(ctx, key, obj); err != nil {
 		return err
 	}
 	if last := obj.Status.LastUsedAt; last != nil && !last.Time.Before(at) {
 		return nil
 	}
 	patch := fmt.Sprintf(`{"status":{"lastUsedAt":%q}}`, at.Format(time.RFC3339))
-	return w.Client.Status().Patch(ctx, obj, client.RawPatch(types.MergePatchType, []byte(patch)))
+	return s.Client.Status().Patch(ctx, obj, client.RawPatch(types.MergePatchType, []byte(patch)))
 }
+
+func isNotFound(err error) bool { return apierrors.IsNotFound(err) }

@@ -30,6 +30,9 @@ type Server struct {
 	// reset hardening, as for the metrics and webhook servers).
 	EnableHTTP2 bool
 	Handler     *Handler
+	// Usage, when set, receives auth-only replicas' usage reports at
+	// UsagePath (an operator replica, which may write status).
+	Usage http.Handler
 	// Cache feeds the index with ApiTokens.
 	Cache cache.Cache
 
@@ -60,6 +63,9 @@ func (s *Server) Listen() (net.Addr, error) {
 func (s *Server) Mux() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc(TokenReviewPath, s.Handler.ServeTokenReview)
+	if s.Usage != nil {
+		mux.Handle(UsagePath, s.Usage)
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if s.synced == nil || !s.synced() {

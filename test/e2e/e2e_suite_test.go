@@ -162,7 +162,8 @@ var _ = AfterSuite(func() {
 
 // startOperator runs the binary with leader election; webhooks only when asked.
 func startOperator(name string, webhooks bool) *operator {
-	return startOperatorWith(name, kubeconfig, "--leader-elect", fmt.Sprintf("--enable-webhooks=%t", webhooks))
+	return startOperatorWith(name, kubeconfig, "--leader-elect", fmt.Sprintf("--enable-webhooks=%t", webhooks),
+		"--usage-reporters=system:serviceaccount:apitoken-system:apitoken-auth")
 }
 
 // startOperatorWith runs the binary with the given kubeconfig and flags.

@@ -112,25 +112,62 @@ var _ = Describe("apitoken-operator as a user runs it", Ordered, func() {
 		}, "30s", "500ms").ShouldNot(BeEmpty())
 	})
 
-	It("verifies them at an auth-only replica whose identity may not read token Secrets", func() {
-		kubectl("apply", "-f", filepath.Join(testenv.RepoRoot(), "config", "auth-only", "rbac.yaml"))
-		sa := "system:serviceaccount:apitoken-system:apitoken-auth"
-		canI := func(args ...string) string {
-			out, _ := kubectlErr(append([]string{"auth", "can-i"}, append(args, "--as", sa)...)...) // exits 1 for "no"
+	It("verifies them at an auth-only replica whose identity can write nothing, and records their use through the operator", func() {
+		By("checking what each identity of config/ can and cannot do (kubectl auth can-i)")
+		kubectlIn(kubectl("kustomize", filepath.Join(testenv.RepoRoot(), "config", "rbac")), "apply", "--server-side", "-f", "-")
+		kubectl("apply", "-f", filepath.Join(testenv.RepoRoot(), "config", "auth", "rbac.yaml"))
+		canI := func(sa string, args ...string) string {
+			out, _ := kubectlErr(append([]string{"auth", "can-i"}, append(args, "--as", "system:serviceaccount:apitoken-system:"+sa)...)...) // exits 1 for "no"
 			return strings.TrimSpace(out)
 		}
-		Expect(canI("get", "secrets", "-n", ns)).To(Equal("no"))
-		Expect(canI("update", "secrets", "-n", "apitoken-system")).To(Equal("no"))
-		Expect(canI("get", "secrets/apitoken-operator-salt", "-n", "apitoken-system")).To(Equal("yes"))
-		Expect(canI("get", "secrets/apitoken-operator-webhook-cert", "-n", "apitoken-system")).To(Equal("no"), "only the salt, by name")
-		Expect(canI("list", "secrets", "-n", "apitoken-system")).To(Equal("no"), "only the salt, by name")
-		Expect(canI("watch", "apitokens.tokens.apitoken.dev", "-A")).To(Equal("yes"))
+		matrix := []struct {
+			sa   string
+			args []string
+			want string
+		}{
+			// The auth endpoint's identity reads what it verifies against and writes nothing.
+			{"apitoken-auth", []string{"watch", "apitokens.tokens.apitoken.dev", "-A"}, "yes"},
+			{"apitoken-auth", []string{"patch", "apitokens.tokens.apitoken.dev", "--subresource=status", "-A"}, "no"},
+			{"apitoken-auth", []string{"update", "apitokens.tokens.apitoken.dev", "-A"}, "no"},
+			{"apitoken-auth", []string{"get", "secrets/apitoken-operator-salt", "-n", "apitoken-system"}, "yes"},
+			{"apitoken-auth", []string{"get", "secrets/apitoken-operator-webhook-cert", "-n", "apitoken-system"}, "no"},
+			{"apitoken-auth", []string{"list", "secrets", "-n", "apitoken-system"}, "no"},
+			{"apitoken-auth", []string{"get", "secrets", "-n", ns}, "no"},
+			{"apitoken-auth", []string{"update", "secrets", "-n", "apitoken-system"}, "no"},
+			{"apitoken-auth", []string{"create", "secrets", "-n", ns}, "no"},
+			// The reconciler's identity writes status and Secrets (its own only:
+			// the Secret policy, tested in controllers/), never an ApiToken's spec.
+			{"apitoken-operator", []string{"patch", "apitokens.tokens.apitoken.dev", "--subresource=status", "-A"}, "yes"},
+			{"apitoken-operator", []string{"update", "apitokens.tokens.apitoken.dev", "-A"}, "no"},
+			{"apitoken-operator", []string{"create", "secrets", "-n", ns}, "yes"},
+			{"apitoken-operator", []string{"delete", "secrets", "-n", ns}, "no"},
+			{"apitoken-operator", []string{"create", "tokenreviews.authentication.k8s.io"}, "yes"},
+		}
+		for _, m := range matrix {
+			Expect(canI(m.sa, m.args...)).To(Equal(m.want), "%s: can-i %v", m.sa, m.args)
+		}
+
 		saToken := strings.TrimSpace(kubectl("-n", "apitoken-system", "create", "token", "apitoken-auth"))
-		authOnly = startOperatorWith("auth-only", tokenKubeconfig(saToken), "--enable-controller=false")
+		tokenFile := filepath.Join(workDir, "auth-sa-token")
+		Expect(os.WriteFile(tokenFile, []byte(saToken), 0o600)).To(Succeed())
+		authOnly = startOperatorWith("auth-only", tokenKubeconfig(saToken), "--enable-controller=false",
+			"--report-usage-to="+follower.authURL+"/v1/usage", "--report-usage-token-file="+tokenFile)
 		ro := secretToken("read-only-token")
 		Eventually(func() int { return authorize(authOnly, ro, "?scope=articles:read") }, "5s").Should(Equal(200))
 		Expect(authorize(authOnly, ro, "?scope=articles:create")).To(Equal(403))
 		Expect(authorize(authOnly, "atk_x", "")).To(Equal(401))
+
+		By("recording a use seen only by the auth-only replica: reported to an operator replica, which writes lastUsedAt")
+		kubectlIn(`apiVersion: tokens.apitoken.dev/v1alpha1
+kind: ApiToken
+metadata: {name: auth-only-user}
+spec: {type: read-only, duration: 30d}
+`, "-n", ns, "apply", "-f", "-")
+		tok := waitToken("auth-only-user-token", "")
+		Eventually(func() int { return authorize(authOnly, tok, "?scope=articles:read") }, "5s").Should(Equal(200))
+		Eventually(func() string {
+			return kubectl("-n", ns, "get", "apitoken", "auth-only-user", "-o", "jsonpath={.status.lastUsedAt}")
+		}, "30s", "500ms").ShouldNot(BeEmpty())
 	})
 
 	It("refuses bad manifests through the served webhook", func() {
@@ -307,7 +344,7 @@ spec: {type: read-only, duration: 30d, audience: kubernetes}
 	})
 })
 
-var _ = Describe("config/default, config/auth-only and config/networkpolicy", func() {
+var _ = Describe("config/default and config/networkpolicy", func() {
 	It("build with kustomize and apply cleanly with a server-side dry run", func() {
 		// cert-manager's CRDs stand in for cert-manager, which is not installed here.
 		_, err := kubectlIn(certManagerCRDs, "apply", "-f", "-")
@@ -316,14 +353,14 @@ var _ = Describe("config/default, config/auth-only and config/networkpolicy", fu
 			_, err := kubectlErr("get", "certificates.cert-manager.io", "-A")
 			return err
 		}, "20s").Should(Succeed())
-		for overlay, deployment := range map[string]string{"default": "apitoken-operator", "auth-only": "apitoken-auth"} {
-			manifests := kubectl("kustomize", filepath.Join(testenv.RepoRoot(), "config", overlay))
-			Expect(manifests).To(ContainSubstring("kind: Deployment"))
-			out, err := kubectlIn(manifests, "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", "-")
-			Expect(err).NotTo(HaveOccurred(), out)
+		manifests := kubectl("kustomize", filepath.Join(testenv.RepoRoot(), "config", "default"))
+		out, err := kubectlIn(manifests, "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", "-")
+		Expect(err).NotTo(HaveOccurred(), out)
+		for _, deployment := range []string{"apitoken-operator", "apitoken-auth"} {
 			Expect(out).To(ContainSubstring("deployment.apps/" + deployment + " serverside-applied (server dry run)"))
 		}
-		out, err := kubectlIn(kubectl("kustomize", filepath.Join(testenv.RepoRoot(), "config", "networkpolicy")), "apply", "--server-side", "--dry-run=server", "-f", "-")
+		Expect(out).To(ContainSubstring("validatingadmissionpolicy.admissionregistration.k8s.io/apitoken-operator-own-secrets serverside-applied (server dry run)"))
+		out, err = kubectlIn(kubectl("kustomize", filepath.Join(testenv.RepoRoot(), "config", "networkpolicy")), "apply", "--server-side", "--dry-run=server", "-f", "-")
 		Expect(err).NotTo(HaveOccurred(), out)
 		Expect(out).To(ContainSubstring("networkpolicy.networking.k8s.io/apitoken-operator serverside-applied (server dry run)"))
 	})
