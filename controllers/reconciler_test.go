@@ -452,7 +452,7 @@ func TestRecoveryRefusesWhatCannotBeTrue(t *testing.T) {
 			if cur := h.secretToken(); cur == planted || h.verifies(planted) || !h.verifies(cur) {
 				t.Fatal("a planted token with an implausible issued-at was adopted")
 			}
-			if exp := h.token().Status.ExpiresAt; exp == nil || exp.Time.After(t0.Add(30*24*time.Hour)) {
+			if exp := h.token().Status.ExpiresAt; exp == nil || exp.After(t0.Add(30*24*time.Hour)) {
 				t.Fatalf("expiresAt = %v, beyond the spec's 30d from now", exp)
 			}
 			if evs := h.events(); len(evs) != 1 || !strings.HasPrefix(evs[0], "Warning SecretUntrusted") {
