@@ -173,6 +173,8 @@ func (r *ApiTokenReconciler) finish(t, base *tokensv1alpha1.ApiToken, p policy, 
 			r.event(t, corev1.EventTypeWarning, tokensv1alpha1.ReasonExpired, "The token expired at "+t.Status.ExpiresAt.UTC().Format(time.RFC3339))
 		case tokensv1alpha1.PhaseRevoked:
 			r.event(t, corev1.EventTypeNormal, tokensv1alpha1.ReasonRevoked, "The token was revoked and removed from Secret "+t.SecretName())
+		case tokensv1alpha1.PhaseInactive:
+			r.event(t, corev1.EventTypeWarning, tokensv1alpha1.ReasonInactive, "The token was not used for "+t.Spec.IdleTimeout+" and is refused until it is regenerated")
 		case tokensv1alpha1.PhaseFailed:
 			if b.reason == tokensv1alpha1.ReasonInvalidSpec {
 				r.event(t, corev1.EventTypeWarning, b.reason, b.message)
@@ -281,6 +283,10 @@ func (r *ApiTokenReconciler) promote(t *tokensv1alpha1.ApiToken, p policy, saltI
 	v.PreviousHash, v.PreviousValidUntil = "", nil
 	if keepsPrevious(reason) && v.Hash != "" && st.IssuedAt != nil {
 		expires, finite := token.ExpiresAt(st.IssuedAt.Time, p.lifetime, p.finite)
+		// An idle token ends at its idle deadline: no grace revives it.
+		if idle, ok := p.idleUntil(t); ok && (!finite || idle.Before(expires)) {
+			expires, finite = idle, true
+		}
 		if until, keep := token.PreviousValidUntil(now, p.grace, expires, finite); keep {
 			v.PreviousHash, v.PreviousValidUntil = v.Hash, &metav1.Time{Time: until}
 		}

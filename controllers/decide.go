@@ -191,5 +191,8 @@ func nextDeadline(t *tokensv1alpha1.ApiToken, p policy, now time.Time) time.Time
 	if v := t.Status.Verification; v != nil && v.PreviousValidUntil != nil {
 		consider(v.PreviousValidUntil.Time)
 	}
+	if until, ok := p.idleUntil(t); ok {
+		consider(until)
+	}
 	return next
 }

@@ -15,6 +15,8 @@ type policy struct {
 	finite      bool
 	grace       time.Duration
 	renewBefore time.Duration
+	// idle is spec.idleTimeout; 0: none.
+	idle time.Duration
 }
 
 // parsePolicy parses the spec's spans and scopes. The CRD schema and the
@@ -29,6 +31,11 @@ func parsePolicy(spec *tokensv1alpha1.ApiTokenSpec) (policy, error) {
 	}
 	if _, err := token.Granted(string(spec.Type), spec.Scopes); err != nil {
 		return p, field.Invalid(specPath.Child("scopes"), spec.Scopes, err.Error())
+	}
+	if spec.IdleTimeout != "" {
+		if p.idle, err = token.ParseSpan(spec.IdleTimeout); err != nil {
+			return p, field.Invalid(specPath.Child("idleTimeout"), spec.IdleTimeout, err.Error())
+		}
 	}
 	if r := spec.Rotation; r != nil {
 		rotPath := specPath.Child("rotation")
@@ -56,4 +63,17 @@ func (p policy) expiresAt(issued time.Time) *time.Time {
 		return nil
 	}
 	return &t
+}
+
+// idleUntil returns when t becomes inactive, and false without idleTimeout
+// or an issue time.
+func (p policy) idleUntil(t *tokensv1alpha1.ApiToken) (time.Time, bool) {
+	if p.idle == 0 || t.Status.IssuedAt == nil {
+		return time.Time{}, false
+	}
+	var last time.Time
+	if t.Status.LastUsedAt != nil {
+		last = t.Status.LastUsedAt.Time
+	}
+	return token.IdleUntil(t.Status.IssuedAt.Time, last, t.Status.LastUsedAt != nil, p.idle), true
 }

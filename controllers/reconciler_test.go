@@ -321,6 +321,51 @@ func TestExpiredTokenNeverRevived(t *testing.T) {
 	})
 }
 
+// TestIdleTimeout: a token unused for spec.idleTimeout is Inactive and
+// refused (with an Event); a use moves the deadline; regenerating brings it
+// back, and the idle token is not revived by the grace period.
+func TestIdleTimeout(t *testing.T) {
+	h := newHarness(t, tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "30d", IdleTimeout: "2h", Rotation: &tokensv1alpha1.Rotation{GracePeriod: "10m"}})
+	if res := h.mustReconcile(); res.RequeueAfter != 2*time.Hour {
+		t.Fatalf("RequeueAfter = %v, want the idle deadline (2h)", res.RequeueAfter)
+	}
+	old := h.secretToken()
+	h.events()
+
+	// a use one hour in moves the deadline to three hours.
+	at := h.token()
+	used := metav1.NewTime(t0.Add(time.Hour))
+	at.Status.LastUsedAt = &used
+	_ = h.c.Status().Update(context.Background(), at)
+	h.clock.Step(2 * time.Hour)
+	h.mustReconcile()
+	if at := h.token(); at.Status.Phase != tokensv1alpha1.PhaseActive || !h.verifies(old) {
+		t.Fatalf("used an hour ago, idle 2h: phase %s", at.Status.Phase)
+	}
+
+	// three hours: inactive and refused.
+	h.clock.Step(time.Hour)
+	h.mustReconcile()
+	if at := h.token(); at.Status.Phase != tokensv1alpha1.PhaseInactive || h.verifies(old) {
+		t.Fatalf("idle for 2h: phase %s", at.Status.Phase)
+	}
+	ix := authserver.NewIndex(h.r.Salt.Hasher)
+	ix.Upsert(h.token())
+	if _, v := ix.Lookup(old, h.clock.Now()); v != authserver.Inactive {
+		t.Fatalf("the endpoint's verdict = %v, want inactive", v)
+	}
+	if evs := h.events(); len(evs) != 1 || !strings.HasPrefix(evs[0], "Warning Inactive") {
+		t.Fatalf("events = %q", evs)
+	}
+
+	// regenerating brings it back, without reviving the idle token.
+	h.annotate(tokensv1alpha1.RegenerateAnnotation, "wake")
+	h.mustReconcile()
+	if at := h.token(); at.Status.Phase != tokensv1alpha1.PhaseActive || !h.verifies(h.secretToken()) || h.verifies(old) {
+		t.Fatalf("after regeneration: phase %s", at.Status.Phase)
+	}
+}
+
 func TestRenewBeforeRotates(t *testing.T) {
 	h := newHarness(t, tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "10h", Rotation: &tokensv1alpha1.Rotation{RenewBefore: "2h", GracePeriod: "10m"}})
 	res := h.mustReconcile()

@@ -59,6 +59,12 @@ func computeStatus(t *tokensv1alpha1.ApiToken, p policy, b blocker, now time.Tim
 		st.Phase = tokensv1alpha1.PhaseExpired
 		ready.Status, ready.Reason = metav1.ConditionFalse, tokensv1alpha1.ReasonExpired
 		ready.Message = fmt.Sprintf("The token expired at %s; annotate %s to issue a new one", st.ExpiresAt.UTC().Format(time.RFC3339), tokensv1alpha1.RegenerateAnnotation)
+	case idleSince(t, p, now):
+		until, _ := p.idleUntil(t)
+		st.Phase = tokensv1alpha1.PhaseInactive
+		ready.Status, ready.Reason = metav1.ConditionFalse, tokensv1alpha1.ReasonInactive
+		ready.Message = fmt.Sprintf("The token was not used for %s and is refused since %s; annotate %s to issue a new one",
+			t.Spec.IdleTimeout, until.UTC().Format(time.RFC3339), tokensv1alpha1.RegenerateAnnotation)
 	default:
 		st.Phase = tokensv1alpha1.PhaseActive
 		ready.Status, ready.Reason = metav1.ConditionTrue, tokensv1alpha1.ReasonActive
@@ -70,6 +76,12 @@ func computeStatus(t *tokensv1alpha1.ApiToken, p policy, b blocker, now time.Tim
 	}
 	setCondition(st, ready, now)
 	setCondition(st, soon, now)
+}
+
+// idleSince reports whether t has been idle for spec.idleTimeout at now.
+func idleSince(t *tokensv1alpha1.ApiToken, p policy, now time.Time) bool {
+	until, ok := p.idleUntil(t)
+	return ok && !now.Before(until)
 }
 
 func setCondition(st *tokensv1alpha1.ApiTokenStatus, c metav1.Condition, now time.Time) {

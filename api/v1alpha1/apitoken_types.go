@@ -116,6 +116,15 @@ type ApiTokenSpec struct {
 	// +optional
 	Rotation *Rotation `json:"rotation,omitempty"`
 
+	// idleTimeout makes a token that has not been used for this long
+	// Inactive: refused, until it is regenerated, e.g. "90d". The idle time
+	// runs from the later of status.issuedAt and status.lastUsedAt.
+	// Default: none.
+	// +optional
+	// +kubebuilder:validation:MaxLength=24
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([1-9][0-9]*d)?([1-9][0-9]*h)?([1-9][0-9]*m)?$')",message="must be a positive span of days, hours and minutes, such as 30d, 90d or 12h"
+	IdleTimeout string `json:"idleTimeout,omitempty"`
+
 	// revoked makes the token invalid at once and removes it from the
 	// Secret. Setting it back to false issues a new token.
 	// +optional
@@ -152,7 +161,7 @@ type Rotation struct {
 }
 
 // Phase summarises where a token is in its life.
-// +kubebuilder:validation:Enum=Pending;Active;Expired;Revoked;Failed
+// +kubebuilder:validation:Enum=Pending;Active;Expired;Inactive;Revoked;Failed
 type Phase string
 
 const (
@@ -162,6 +171,8 @@ const (
 	PhaseActive Phase = "Active"
 	// PhaseExpired: the token has passed status.expiresAt.
 	PhaseExpired Phase = "Expired"
+	// PhaseInactive: the token was not used for spec.idleTimeout.
+	PhaseInactive Phase = "Inactive"
 	// PhaseRevoked: spec.revoked is true.
 	PhaseRevoked Phase = "Revoked"
 	// PhaseFailed: the token cannot be delivered (see the Ready condition).
@@ -200,6 +211,8 @@ const (
 	ReasonSecretUntrusted = "SecretUntrusted"
 	// ReasonActive: the token is valid.
 	ReasonActive = "Active"
+	// ReasonInactive: the token was not used for spec.idleTimeout.
+	ReasonInactive = "Inactive"
 	// ReasonExpired: the token has expired.
 	ReasonExpired = "Expired"
 	// ReasonRevoked: the token was revoked.

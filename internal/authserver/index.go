@@ -65,6 +65,9 @@ type entry struct {
 	expiresAt  int64 // unix nanoseconds; 0: never
 	validUntil int64 // unix nanoseconds; 0: no grace limit
 	revoked    bool
+	// idle: expiresAt is the idleTimeout's deadline, earlier than the
+	// token's own expiry (the refusal then says "inactive").
+	idle bool
 }
 
 // Verdict is the outcome of a lookup.
@@ -81,11 +84,13 @@ const (
 	Expired
 	// Revoked: the ApiToken is revoked.
 	Revoked
+	// Inactive: the token was not used for its idleTimeout.
+	Inactive
 )
 
 // String returns the word used in responses and metrics.
 func (v Verdict) String() string {
-	return [...]string{"valid", "malformed", "unknown", "expired", "revoked"}[v]
+	return [...]string{"valid", "malformed", "unknown", "expired", "revoked", "inactive"}[v]
 }
 
 const shardCount = 64
@@ -114,6 +119,7 @@ type shard struct {
 type slot struct {
 	id         uint32
 	revoked    bool
+	idle       bool
 	expiresAt  int64
 	validUntil int64
 }
@@ -131,7 +137,7 @@ func (s *shard) put(d digestKey, e entry) {
 		}
 	}
 	s.ids[sl.id] = e.id
-	sl.revoked, sl.expiresAt, sl.validUntil = e.revoked, e.expiresAt, e.validUntil
+	sl.revoked, sl.idle, sl.expiresAt, sl.validUntil = e.revoked, e.idle, e.expiresAt, e.validUntil
 	s.m[d] = sl
 }
 
@@ -301,6 +307,10 @@ func (ix *Index) entriesOf(at *tokensv1alpha1.ApiToken, g *Grant, u *usage) map[
 	if at.Status.ExpiresAt != nil {
 		expires = at.Status.ExpiresAt.UnixNano()
 	}
+	idle := false
+	if until, ok := idleUntil(at); ok && (expires == 0 || until < expires) {
+		expires, idle = until, true
+	}
 	add := func(encoded string, e entry) {
 		if full, err := token.DecodeDigest(encoded); err == nil && encoded != "" {
 			d := indexKey(full)
@@ -313,9 +323,27 @@ func (ix *Index) entriesOf(at *tokensv1alpha1.ApiToken, g *Grant, u *usage) map[
 		add(v.PreviousHash, entry{validUntil: v.PreviousValidUntil.UnixNano()})
 	}
 	add(v.RevokedHash, entry{revoked: true})
-	add(v.PendingHash, entry{expiresAt: expires})
-	add(v.Hash, entry{expiresAt: expires})
+	add(v.PendingHash, entry{expiresAt: expires, idle: idle})
+	add(v.Hash, entry{expiresAt: expires, idle: idle})
 	return out
+}
+
+// idleUntil returns, in unix nanoseconds, when at becomes inactive under
+// spec.idleTimeout (token.IdleUntil); ok is false without one. A malformed
+// idleTimeout makes the token inactive at once: fail closed.
+func idleUntil(at *tokensv1alpha1.ApiToken) (int64, bool) {
+	if at.Spec.IdleTimeout == "" {
+		return 0, false
+	}
+	idle, err := token.ParseSpan(at.Spec.IdleTimeout)
+	if err != nil || at.Status.IssuedAt == nil {
+		return 1, true
+	}
+	var last time.Time
+	if at.Status.LastUsedAt != nil {
+		last = at.Status.LastUsedAt.Time
+	}
+	return token.IdleUntil(at.Status.IssuedAt.Time, last, at.Status.LastUsedAt != nil, idle).UnixNano(), true
 }
 
 // Lookup verifies tok at now: format first (no hashing for a malformed
@@ -344,6 +372,9 @@ func (ix *Index) Lookup(tok string, now time.Time) (*Identity, Verdict) {
 		return nil, Revoked
 	}
 	n := now.UnixNano()
+	if e.expiresAt != 0 && n >= e.expiresAt && e.idle {
+		return nil, Inactive
+	}
 	if (e.expiresAt != 0 && n >= e.expiresAt) || (e.validUntil != 0 && n >= e.validUntil) {
 		return nil, Expired
 	}

@@ -10,7 +10,7 @@ import (
 var (
 	verifications = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "apitoken_verifications_total",
-		Help: "Verifications at the auth endpoint by result: valid, missing, malformed, unknown, expired, revoked, insufficient_scope, bad_request.",
+		Help: "Verifications at the auth endpoint by result: valid, missing, malformed, unknown, expired, revoked, inactive, insufficient_scope, bad_request.",
 	}, []string{"result"})
 	verifyDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "apitoken_verify_duration_seconds",
@@ -26,7 +26,7 @@ var (
 
 func init() {
 	metrics.Registry.MustRegister(verifications, verifyDuration, lastUsedWrites)
-	for _, r := range []string{"valid", "missing", "malformed", "unknown", "expired", "revoked", "insufficient_scope", "bad_request"} {
+	for _, r := range []string{"valid", "missing", "malformed", "unknown", "expired", "revoked", "inactive", "insufficient_scope", "bad_request"} {
 		results[r] = verifications.WithLabelValues(r)
 	}
 }

@@ -31,6 +31,17 @@ func PreviousValidUntil(now time.Time, grace time.Duration, expires time.Time, o
 	return until, true
 }
 
+// IdleUntil returns when a token with idleTimeout idle (> 0) becomes
+// inactive: idle after the later of its issue and its last use (lastUsed,
+// ok false: never used).
+func IdleUntil(issued time.Time, lastUsed time.Time, used bool, idle time.Duration) time.Time {
+	from := issued
+	if used && lastUsed.After(from) {
+		from = lastUsed
+	}
+	return from.Add(idle)
+}
+
 // Expired reports whether a token expiring at expires (ok false: never) is
 // expired at now. A token is invalid from its expiry instant on.
 func Expired(expires time.Time, ok bool, now time.Time) bool {

@@ -53,6 +53,7 @@ var badCases = []badCase{
 	{"scopes on full-access", func(a *tokensv1alpha1.ApiToken) {
 		a.Spec.Type, a.Spec.Scopes = tokensv1alpha1.FullAccess, []string{"articles:read"}
 	}, "spec.scopes: Forbidden: scopes are only allowed with type custom; a full-access token grants *:*"},
+	{"malformed idleTimeout", func(a *tokensv1alpha1.ApiToken) { a.Spec.IdleTimeout = "90 days" }, "spec.idleTimeout: Invalid value:"},
 	{"custom without scopes", custom(), "spec.scopes: Required value: a custom token must list at least one scope, e.g. articles:read"},
 	{"scope without action", custom("articles:read", "users:read", "orders"), `spec.scopes[2]: Invalid value: "orders": must be resource:action, e.g. orders:read`},
 	{"scope with empty resource", custom(":read"), `spec.scopes[0]: Invalid value: ":read": resource "" must be * or lower-case letters`},

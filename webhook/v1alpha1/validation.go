@@ -73,6 +73,11 @@ func ValidateApiToken(old, at *tokensv1alpha1.ApiToken) (field.ErrorList, []stri
 	case durErr != nil:
 		errs = append(errs, field.Invalid(durPath, spec.Duration, durationMessage(durErr, spec.Duration)))
 	}
+	if spec.IdleTimeout != "" {
+		if _, err := token.ParseSpan(spec.IdleTimeout); err != nil {
+			errs = append(errs, field.Invalid(specPath.Child("idleTimeout"), spec.IdleTimeout, durationMessage(err, spec.IdleTimeout)))
+		}
+	}
 	if r := spec.Rotation; r != nil {
 		rotPath := specPath.Child("rotation")
 		if r.GracePeriod != "" {
