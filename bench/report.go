@@ -62,6 +62,9 @@ interleaved over several rounds; figures are medians.
 // analysis explains the misses found when the figures were last studied
 // (profiles, not numbers: the tables above are this run's).
 const analysis = `
+The proxy endpoints against ` + "`/v1/authorize`" + ` before the split into one
+endpoint per proxy protocol: [benchmarks-auth-endpoints.md](benchmarks-auth-endpoints.md).
+
 ## Where targets are missed, and why
 
 Measured with ` + "`" + `go tool pprof` + "`" + ` (CPU on the handler benchmark, heap of the

@@ -84,9 +84,6 @@ type originFamily struct{ method, target, methodName, targetName string }
 var (
 	originalFamily  = originFamily{headerOriginalMethod, headerOriginalURL, "X-Original-Method", "X-Original-URL"}
 	forwardedFamily = originFamily{headerForwardedMethod, headerForwardedURI, "X-Forwarded-Method", "X-Forwarded-Uri"}
-	// methodOverrides are headers some frameworks read as the method: an
-	// upstream could act on a method other than the one judged.
-	methodOverrides = []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
 )
 
 // ServeAuthRequest answers nginx auth_request and ingress-nginx auth-url at
@@ -275,20 +272,21 @@ func singleSegment(uri, base string) (string, string) {
 
 // foreignHeaders names a header that this endpoint must not receive: the
 // original-request headers of another proxy protocol, or a method override.
+// It walks the request's headers once (a few) rather than looking up each
+// name it refuses.
 func foreignHeaders(hd http.Header, families ...originFamily) string {
-	for _, f := range families {
-		for _, k := range [2]string{f.method, f.target} {
-			if len(hd[k]) > 0 {
-				name := f.methodName
-				if k == f.target {
-					name = f.targetName
+	for k := range hd {
+		switch k {
+		case headerOriginalMethod, headerOriginalURL, headerForwardedMethod, headerForwardedURI:
+			for _, f := range families {
+				switch k {
+				case f.method:
+					return f.methodName + " is another proxy protocol's header and is not accepted on this endpoint"
+				case f.target:
+					return f.targetName + " is another proxy protocol's header and is not accepted on this endpoint"
 				}
-				return name + " is another proxy protocol's header and is not accepted on this endpoint"
 			}
-		}
-	}
-	for _, k := range methodOverrides {
-		if len(hd[k]) > 0 {
+		case "X-Http-Method-Override", "X-Http-Method", "X-Method-Override":
 			return k + " is refused: the upstream could act on another method than the one judged"
 		}
 	}
