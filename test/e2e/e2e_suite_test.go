@@ -6,15 +6,9 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -119,7 +113,7 @@ var _ = BeforeSuite(func() {
 	By("writing kube-apiserver's webhook token authentication config (an HTTPS auth endpoint, a 1s cache)")
 	authnPort = freePort()
 	authnCert, authnKey = filepath.Join(workDir, "auth-tls.crt"), filepath.Join(workDir, "auth-tls.key")
-	Expect(writeSelfSignedCert(authnCert, authnKey)).To(Succeed())
+	Expect(testenv.WriteSelfSignedCert(authnCert, authnKey, 1)).To(Succeed())
 	webhookConfig := filepath.Join(workDir, "authn-webhook.yaml")
 	Expect(os.WriteFile(webhookConfig, []byte(fmt.Sprintf(`# docs/auth-endpoint.md: the API server's webhook token authentication
 apiVersion: v1
@@ -274,33 +268,6 @@ func tokenKubeconfig(tok string) string {
 	path := filepath.Join(workDir, fmt.Sprintf("kubeconfig-%d", time.Now().UnixNano()))
 	Expect(clientcmd.WriteToFile(*cfg, path)).To(Succeed())
 	return path
-}
-
-// writeSelfSignedCert writes a certificate for 127.0.0.1 that is its own CA,
-// for the auth endpoint that kube-apiserver calls.
-func writeSelfSignedCert(certFile, keyFile string) error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "apitoken-operator-auth"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return err
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		return err
-	}
-	return os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
 }
 
 // authnTLS trusts the auth endpoint's self-signed certificate.
