@@ -40,7 +40,8 @@ func FuzzClientCannotChoosePolicy(f *testing.F) {
 				r.Header.Set("X-Original-Method", write)
 				r.Header.Set("X-Original-URL", target)
 			case "forward-auth":
-				// Caddy: the client's query is appended to the auth URL.
+				// Caddy without a trailing ? on uri: the client's query is
+				// appended to the auth URL.
 				r.RequestURI, r.URL.Path, r.URL.RawQuery = ForwardAuthPath+"?"+query, ForwardAuthPath, query
 				r.Header.Set("X-Forwarded-Method", write)
 				r.Header.Set("X-Forwarded-Uri", target)

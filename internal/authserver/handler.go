@@ -2,6 +2,7 @@ package authserver
 
 import (
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -109,13 +110,20 @@ func (h *Handler) ServeAuthRequest(w http.ResponseWriter, r *http.Request) {
 
 // ServeForwardAuth answers Traefik ForwardAuth and Caddy forward_auth at
 // /v1/forward-auth[/<policy>]. The original request is X-Forwarded-Method
-// and X-Forwarded-Uri (which both proxies overwrite); the query is never
-// read, since Caddy appends the client's.
+// and X-Forwarded-Uri (which both proxies overwrite). The query is never
+// read (Caddy appends the client's unless uri ends with ?); one that
+// carries a policy key is refused.
 func (h *Handler) ServeForwardAuth(w http.ResponseWriter, r *http.Request) {
 	h.serve(w, r, func(r *http.Request) (Request, string) {
 		seg, problem := singleSegment(r.RequestURI, ForwardAuthPath)
 		if problem != "" {
 			return Request{}, problem
+		}
+		if k := policyKeyIn(r.URL.RawQuery); k != "" {
+			// Never read; refused, so that a policy written in the query
+			// by mistake is not silently ignored.
+			return Request{}, "the auth URL's query has " + k + "=, which is not read: put the route policy in the path (" + ForwardAuthPath +
+				"/namespace=shop,resource=orders); with Caddy, end uri with ? so that the client's query is not appended"
 		}
 		return h.fromOrigin(r, seg, forwardedFamily, originalFamily)
 	})
@@ -252,6 +260,24 @@ func (h *Handler) fromOrigin(r *http.Request, seg string, own, foreign originFam
 		return Request{}, own.targetName + " " + problem
 	}
 	return Request{Method: method, Path: path, Policy: pol}, ""
+}
+
+// policyKeyIn returns the first route-policy key (scope, resource,
+// audience, namespace) in a raw query, or "".
+func policyKeyIn(raw string) string {
+	for raw != "" {
+		var kv string
+		kv, raw, _ = strings.Cut(raw, "&")
+		k, _, _ := strings.Cut(kv, "=")
+		if u, err := url.QueryUnescape(k); err == nil {
+			k = u
+		}
+		switch k {
+		case "scope", "resource", "audience", "namespace":
+			return k
+		}
+	}
+	return ""
 }
 
 // singleSegment returns the policy segment of uri under base: "" for base
