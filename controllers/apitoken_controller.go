@@ -166,7 +166,7 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 // finish computes the status and records the Events and metrics of phase
 // transitions. The status itself is written by Reconcile's deferred patch.
 func (r *ApiTokenReconciler) finish(t, base *tokensv1alpha1.ApiToken, p policy, b blocker, now time.Time) {
-	computeStatus(t, p, b, now)
+	computeStatus(t, p, b, diedAs(t, base, now), now)
 	if t.Status.Phase != base.Status.Phase {
 		switch t.Status.Phase {
 		case tokensv1alpha1.PhaseExpired:
@@ -229,8 +229,11 @@ func (r *ApiTokenReconciler) observeSecret(ctx context.Context, t *tokensv1alpha
 	if !metav1.IsControlledBy(secret, t) {
 		return secret, secretForeign, nil
 	}
-	state := classifySecret(string(secret.Data[tokensv1alpha1.SecretTokenKey]), t.Status.Verification, h)
-	if state == secretWellFormed && !plausibleIssuedAt(secret.Annotations[tokensv1alpha1.IssuedAtAnnotation], r.Clock.Now()) {
+	tok := string(secret.Data[tokensv1alpha1.SecretTokenKey])
+	state := classifySecret(tok, t.Status.Verification, h)
+	issuedAt := secret.Annotations[tokensv1alpha1.IssuedAtAnnotation]
+	if state == secretWellFormed && (!plausibleIssuedAt(issuedAt, r.Clock.Now()) ||
+		!h.VerifySeal(secret.Annotations[tokensv1alpha1.SealAnnotation], sealParts(t, issuedAt, tok)...)) {
 		state = secretUntrusted
 	}
 	return secret, state, nil
@@ -268,7 +271,7 @@ func (r *ApiTokenReconciler) issue(ctx context.Context, t, base *tokensv1alpha1.
 			return err
 		}
 	}
-	return r.writeSecret(ctx, t, secret, tok, issued)
+	return r.writeSecret(ctx, t, secret, tok, issued, h)
 }
 
 // promote makes the pending hash current: the replaced hash stays valid
@@ -358,7 +361,7 @@ func (r *ApiTokenReconciler) revoke(ctx context.Context, t, base *tokensv1alpha1
 	if secret == nil || len(secret.Data[tokensv1alpha1.SecretTokenKey]) == 0 {
 		return nil
 	}
-	return r.writeSecret(ctx, t, secret, "", time.Time{})
+	return r.writeSecret(ctx, t, secret, "", time.Time{}, nil)
 }
 
 // desiredMetadata returns the Secret's labels and annotations: the
@@ -380,14 +383,17 @@ func desiredMetadata(t *tokensv1alpha1.ApiToken) (labels, annotations map[string
 
 // writeSecret creates or updates the Secret with tok (empty: revoked) and
 // the desired metadata, owned by t.
-func (r *ApiTokenReconciler) writeSecret(ctx context.Context, t *tokensv1alpha1.ApiToken, secret *corev1.Secret, tok string, issued time.Time) error {
+func (r *ApiTokenReconciler) writeSecret(ctx context.Context, t *tokensv1alpha1.ApiToken, secret *corev1.Secret, tok string, issued time.Time, h *token.Hasher) error {
 	create := secret == nil
 	if create {
 		secret = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: t.Namespace, Name: t.SecretName()}, Type: corev1.SecretTypeOpaque}
 	}
 	applyMetadata(t, secret)
+	delete(secret.Annotations, tokensv1alpha1.SealAnnotation)
 	if !issued.IsZero() {
-		secret.Annotations[tokensv1alpha1.IssuedAtAnnotation] = issued.UTC().Truncate(time.Second).Format(time.RFC3339)
+		at := issued.UTC().Truncate(time.Second).Format(time.RFC3339)
+		secret.Annotations[tokensv1alpha1.IssuedAtAnnotation] = at
+		secret.Annotations[tokensv1alpha1.SealAnnotation] = sealOf(h, t, at, tok)
 	}
 	secret.Data = map[string][]byte{tokensv1alpha1.SecretTokenKey: []byte(tok)}
 	if err := controllerutil.SetControllerReference(t, secret, r.Scheme); err != nil {
@@ -406,6 +412,17 @@ func (r *ApiTokenReconciler) writeSecret(ctx context.Context, t *tokensv1alpha1.
 		return fmt.Errorf("writing Secret %s/%s: %w", secret.Namespace, secret.Name, err)
 	}
 	return nil
+}
+
+// sealOf is the Secret's seal of tok issued at (RFC 3339) for t.
+func sealOf(h *token.Hasher, t *tokensv1alpha1.ApiToken, at, tok string) string {
+	return h.Seal(sealParts(t, at, tok)...)
+}
+
+// sealParts binds a seal to the ApiToken (by UID, so a Secret moved to
+// another ApiToken does not carry over), the issue time and the token.
+func sealParts(t *tokensv1alpha1.ApiToken, at, tok string) []string {
+	return []string{string(t.UID), at, tok}
 }
 
 // errSecretExists: the Secret was created by someone else meanwhile, or

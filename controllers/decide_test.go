@@ -146,7 +146,7 @@ func TestComputeStatus(t *testing.T) {
 			if c.mod != nil {
 				c.mod(tok)
 			}
-			computeStatus(tok, p, c.b, c.now)
+			computeStatus(tok, p, c.b, "", c.now)
 			if tok.Status.Phase != c.phase {
 				t.Fatalf("phase = %s, want %s", tok.Status.Phase, c.phase)
 			}
@@ -172,14 +172,14 @@ func TestComputeStatus(t *testing.T) {
 	}
 	// Changing the duration recomputes expiresAt from issuedAt.
 	tok := activeToken()
-	computeStatus(tok, mustPolicy(t, tokensv1alpha1.ApiTokenSpec{Type: "read-only", Duration: "90d"}), blocker{}, t0)
+	computeStatus(tok, mustPolicy(t, tokensv1alpha1.ApiTokenSpec{Type: "read-only", Duration: "90d"}), blocker{}, "", t0)
 	if !tok.Status.ExpiresAt.Time.Equal(t0.Add(90 * day)) {
 		t.Fatalf("expiresAt after duration change = %v", tok.Status.ExpiresAt)
 	}
 	// A grace window that has ended is dropped.
 	end := metav1.NewTime(t0.Add(time.Minute))
 	tok.Status.Verification.PreviousHash, tok.Status.Verification.PreviousValidUntil = "old", &end
-	computeStatus(tok, p, blocker{}, t0.Add(time.Minute))
+	computeStatus(tok, p, blocker{}, "", t0.Add(time.Minute))
 	if tok.Status.Verification.PreviousHash != "" {
 		t.Fatal("previous hash kept after its grace period")
 	}

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-operator/apitoken-operator/internal/authserver"
@@ -321,6 +322,70 @@ func TestExpiredTokenNeverRevived(t *testing.T) {
 	})
 }
 
+// TestSpecEditsNeverRevive: a tenant who may edit the spec cannot bring an
+// expired or idle token back by lengthening its duration or dropping its
+// idleTimeout; only a new token (regenerate) starts a new life.
+func TestSpecEditsNeverRevive(t *testing.T) {
+	edit := func(h *harness, mutate func(*tokensv1alpha1.ApiTokenSpec)) {
+		at := h.token()
+		mutate(&at.Spec)
+		at.Generation++
+		_ = h.c.Update(context.Background(), at)
+	}
+	t.Run("expired, then a longer duration", func(t *testing.T) {
+		h := newHarness(t, tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "1h"})
+		h.mustReconcile()
+		old := h.secretToken()
+		h.clock.Step(time.Hour)
+		h.mustReconcile()
+		edit(h, func(s *tokensv1alpha1.ApiTokenSpec) { s.Duration = "30d" })
+		h.mustReconcile()
+		if at := h.token(); at.Status.Phase != tokensv1alpha1.PhaseExpired || h.verifies(old) || !at.Status.ExpiresAt.Time.Equal(t0.Add(time.Hour)) {
+			t.Fatalf("a longer duration revived an expired token: phase %s, expiresAt %v", at.Status.Phase, at.Status.ExpiresAt)
+		}
+		h.annotate(tokensv1alpha1.RegenerateAnnotation, "new-life")
+		h.mustReconcile()
+		if at := h.token(); at.Status.Phase != tokensv1alpha1.PhaseActive || !h.verifies(h.secretToken()) || h.verifies(old) {
+			t.Fatalf("after regeneration: phase %s", at.Status.Phase)
+		}
+	})
+	t.Run("a longer duration applied before the reconciler saw the expiry", func(t *testing.T) {
+		h := newHarness(t, tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "1h"})
+		h.mustReconcile()
+		old := h.secretToken()
+		h.clock.Step(2 * time.Hour) // the operator was down at expiry
+		edit(h, func(s *tokensv1alpha1.ApiTokenSpec) { s.Duration = "30d" })
+		h.mustReconcile()
+		if at := h.token(); at.Status.Phase != tokensv1alpha1.PhaseExpired || h.verifies(old) {
+			t.Fatalf("phase %s: the expired token came back", at.Status.Phase)
+		}
+	})
+	t.Run("inactive, then no idleTimeout", func(t *testing.T) {
+		h := newHarness(t, tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "30d", IdleTimeout: "1h"})
+		h.mustReconcile()
+		old := h.secretToken()
+		h.clock.Step(time.Hour)
+		h.mustReconcile()
+		edit(h, func(s *tokensv1alpha1.ApiTokenSpec) { s.IdleTimeout = "" })
+		h.mustReconcile()
+		if at := h.token(); at.Status.Phase != tokensv1alpha1.PhaseInactive || h.verifies(old) {
+			t.Fatalf("dropping idleTimeout revived an inactive token: phase %s", at.Status.Phase)
+		}
+	})
+	t.Run("active, then a longer duration: allowed, as the spec says", func(t *testing.T) {
+		h := newHarness(t, tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "1h"})
+		h.mustReconcile()
+		old := h.secretToken()
+		edit(h, func(s *tokensv1alpha1.ApiTokenSpec) { s.Duration = "2h" })
+		h.mustReconcile() // the edit's watch event, before the old expiry
+		h.clock.Step(90 * time.Minute)
+		h.mustReconcile()
+		if at := h.token(); at.Status.Phase != tokensv1alpha1.PhaseActive || !h.verifies(old) {
+			t.Fatalf("phase %s", at.Status.Phase)
+		}
+	})
+}
+
 // TestIdleTimeout: a token unused for spec.idleTimeout is Inactive and
 // refused (with an Event); a use moves the deadline; regenerating brings it
 // back, and the idle token is not revived by the grace period.
@@ -504,6 +569,37 @@ func TestRecoveryRefusesWhatCannotBeTrue(t *testing.T) {
 				t.Fatalf("events = %q", evs)
 			}
 		})
+	}
+}
+
+// TestPlantedSecretNotAdopted: a tenant who may write Secrets plants one
+// with a token of its choice (or another ApiToken's) and a plausible
+// issued-at, and makes the ApiToken its controller owner. Only a Secret
+// sealed by the operator is adopted, so the planted token never verifies.
+func TestPlantedSecretNotAdopted(t *testing.T) {
+	planted, _ := token.Generate()
+	foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "tok-token", Namespace: "ns",
+		Labels:      map[string]string{tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue},
+		Annotations: map[string]string{tokensv1alpha1.IssuedAtAnnotation: t0.Format(time.RFC3339), tokensv1alpha1.SealAnnotation: "AAAA"}},
+		Data: map[string][]byte{"token": []byte(planted)}}
+	h := newHarness(t, tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.FullAccess, Duration: "unlimited"}, foreign)
+	h.mustReconcile()
+	if h.token().Status.Phase != tokensv1alpha1.PhaseFailed {
+		t.Fatalf("phase %s, want Failed (SecretConflict)", h.token().Status.Phase)
+	}
+	h.events()
+	var s corev1.Secret
+	_ = h.c.Get(context.Background(), types.NamespacedName{Namespace: "ns", Name: "tok-token"}, &s)
+	if err := controllerutil.SetControllerReference(h.token(), &s, h.c.Scheme()); err != nil {
+		t.Fatal(err)
+	}
+	_ = h.c.Update(context.Background(), &s)
+	h.mustReconcile()
+	if cur := h.secretToken(); cur == planted || h.verifies(planted) || !h.verifies(cur) {
+		t.Fatal("a planted token was adopted")
+	}
+	if evs := h.events(); len(evs) == 0 || !strings.HasPrefix(evs[0], "Warning SecretUntrusted") {
+		t.Fatalf("events = %q", evs)
 	}
 }
 

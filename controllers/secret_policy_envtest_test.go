@@ -75,6 +75,20 @@ var _ = Describe("The operator's Secret policy (config/rbac/secret_policy.yaml)"
 		ours.Annotations["touched-by"] = "the operator's identity"
 		Expect(op.Update(ctx, &ours)).To(Succeed())
 
+		By("a service-account-token Secret, even labelled and owned: refused")
+		sat := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "sa-token", Namespace: ns.Name,
+			Labels:          map[string]string{tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue},
+			Annotations:     map[string]string{corev1.ServiceAccountNameKey: "default"},
+			OwnerReferences: ours.OwnerReferences}, Type: corev1.SecretTypeServiceAccountToken}
+		Expect(op.Create(ctx, sat)).To(MatchError(ContainSubstring(refused)))
+
+		By("an owner reference to another version of the group (the garbage collector cannot resolve it): refused")
+		fake := ours.OwnerReferences[0]
+		fake.APIVersion = "tokens.apitoken.dev/v1"
+		Expect(op.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "bad-owner", Namespace: ns.Name,
+			Labels:          map[string]string{tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue},
+			OwnerReferences: []metav1.OwnerReference{fake}}})).To(MatchError(ContainSubstring(refused)))
+
 		By("taking over a foreign Secret by adding an owner reference: refused (it was not owned before)")
 		var s corev1.Secret
 		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(foreign), &s)).To(Succeed())

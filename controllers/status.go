@@ -21,17 +21,24 @@ type blocker struct {
 // computeStatus derives phase, conditions, expiresAt and secretRef from the
 // spec and the verification record at now. It is the one place where the
 // phase is decided. It also drops a previous hash whose grace has ended.
-func computeStatus(t *tokensv1alpha1.ApiToken, p policy, b blocker, now time.Time) {
+//
+// died is the phase (Expired or Inactive) in which the current token
+// already ended, or "": a token that expired or went idle stays so, with
+// its expiresAt, until a new token is issued, whatever the spec says now
+// (a longer duration or a removed idleTimeout never revives it).
+func computeStatus(t *tokensv1alpha1.ApiToken, p policy, b blocker, died tokensv1alpha1.Phase, now time.Time) {
 	st := &t.Status
 	st.ObservedGeneration = t.Generation
 	st.SecretRef = &tokensv1alpha1.SecretReference{Name: t.SecretName()}
 	if v := st.Verification; v != nil && v.PreviousValidUntil != nil && !now.Before(v.PreviousValidUntil.Time) {
 		v.PreviousHash, v.PreviousValidUntil = "", nil
 	}
-	st.ExpiresAt = nil
-	if st.IssuedAt != nil {
-		if exp := p.expiresAt(st.IssuedAt.Time); exp != nil {
-			st.ExpiresAt = &metav1.Time{Time: *exp}
+	if died != tokensv1alpha1.PhaseExpired || st.ExpiresAt == nil {
+		st.ExpiresAt = nil
+		if st.IssuedAt != nil {
+			if exp := p.expiresAt(st.IssuedAt.Time); exp != nil {
+				st.ExpiresAt = &metav1.Time{Time: *exp}
+			}
 		}
 	}
 
@@ -55,16 +62,14 @@ func computeStatus(t *tokensv1alpha1.ApiToken, p policy, b blocker, now time.Tim
 	case !hasRecord:
 		st.Phase = tokensv1alpha1.PhasePending
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, "Pending", "No token has been issued yet"
-	case st.ExpiresAt != nil && token.Expired(st.ExpiresAt.Time, true, now):
+	case died == tokensv1alpha1.PhaseExpired || (st.ExpiresAt != nil && token.Expired(st.ExpiresAt.Time, true, now)):
 		st.Phase = tokensv1alpha1.PhaseExpired
 		ready.Status, ready.Reason = metav1.ConditionFalse, tokensv1alpha1.ReasonExpired
 		ready.Message = fmt.Sprintf("The token expired at %s; annotate %s to issue a new one", st.ExpiresAt.UTC().Format(time.RFC3339), tokensv1alpha1.RegenerateAnnotation)
-	case idleSince(t, p, now):
-		until, _ := p.idleUntil(t)
+	case died == tokensv1alpha1.PhaseInactive || idleSince(t, p, now):
 		st.Phase = tokensv1alpha1.PhaseInactive
 		ready.Status, ready.Reason = metav1.ConditionFalse, tokensv1alpha1.ReasonInactive
-		ready.Message = fmt.Sprintf("The token was not used for %s and is refused since %s; annotate %s to issue a new one",
-			t.Spec.IdleTimeout, until.UTC().Format(time.RFC3339), tokensv1alpha1.RegenerateAnnotation)
+		ready.Message = fmt.Sprintf("The token was not used for its idleTimeout and is refused; annotate %s to issue a new one", tokensv1alpha1.RegenerateAnnotation)
 	default:
 		st.Phase = tokensv1alpha1.PhaseActive
 		ready.Status, ready.Reason = metav1.ConditionTrue, tokensv1alpha1.ReasonActive
@@ -76,6 +81,24 @@ func computeStatus(t *tokensv1alpha1.ApiToken, p policy, b blocker, now time.Tim
 	}
 	setCondition(st, ready, now)
 	setCondition(st, soon, now)
+}
+
+// diedAs returns the phase in which t's current token ended (Expired or
+// Inactive) according to base, t's status before this pass: recorded so,
+// or past the expiresAt recorded then (a spec edit that lands before the
+// reconciler saw the expiry revives nothing either). "" when the current
+// token is not the one that ended.
+func diedAs(t, base *tokensv1alpha1.ApiToken, now time.Time) tokensv1alpha1.Phase {
+	bv, v := base.Status.Verification, t.Status.Verification
+	switch {
+	case bv == nil || v == nil || bv.Hash == "" || bv.Hash != v.Hash:
+		return ""
+	case base.Status.Phase == tokensv1alpha1.PhaseExpired || base.Status.Phase == tokensv1alpha1.PhaseInactive:
+		return base.Status.Phase
+	case base.Status.ExpiresAt != nil && token.Expired(base.Status.ExpiresAt.Time, true, now):
+		return tokensv1alpha1.PhaseExpired
+	}
+	return ""
 }
 
 // idleSince reports whether t has been idle for spec.idleTimeout at now.

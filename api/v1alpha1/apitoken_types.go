@@ -15,6 +15,11 @@ const (
 	// IssuedAtAnnotation on the Secret records when its token was issued, so
 	// that a status lost in a restore can be rebuilt without a new token.
 	IssuedAtAnnotation = "tokens.apitoken.dev/issued-at"
+	// SealAnnotation on the Secret is a MAC, under the operator's salt, of
+	// the ApiToken's UID, the issue time and the token: only the operator
+	// can write one, so a status lost in a restore is rebuilt only from a
+	// Secret the operator wrote, never from one a tenant planted.
+	SealAnnotation = "tokens.apitoken.dev/seal"
 	// TemplateKeysAnnotation on the Secret lists the label and annotation
 	// keys that came from spec.secretTemplate, so that keys dropped from the
 	// template are removed and keys others added are kept.

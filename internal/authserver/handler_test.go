@@ -361,6 +361,27 @@ func TestGrantTableIsBounded(t *testing.T) {
 	}
 }
 
+// TestIndexNeverMovesATokenToAnotherIdentity: a second ApiToken recording
+// the hash of a token another one holds (a planted copy, revoked or not)
+// does not take it over.
+func TestIndexNeverMovesATokenToAnotherIdentity(t *testing.T) {
+	f := newFixture()
+	for _, victim := range []string{"revoked", "reader"} {
+		f.ix.Upsert(&tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: "thief-" + victim, Namespace: "team-z"}, Spec: tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.FullAccess},
+			Status: tokensv1alpha1.ApiTokenStatus{Verification: &tokensv1alpha1.Verification{Hash: f.hasher.Hash(f.tokens[victim]).Encode()}}})
+	}
+	if _, v := f.ix.Lookup(f.tokens["revoked"], now); v != Revoked {
+		t.Fatalf("the revoked token: %v, want revoked", v)
+	}
+	if id, v := f.ix.Lookup(f.tokens["reader"], now); v != Valid || id.User != "apitoken:team-a:reader" {
+		t.Fatalf("the reader's token now speaks for %v (%v)", id, v)
+	}
+	f.ix.Delete(keyOf("team-z", "thief-reader"))
+	if _, v := f.ix.Lookup(f.tokens["reader"], now); v != Valid {
+		t.Fatalf("deleting the thief dropped the owner's token: %v", v)
+	}
+}
+
 func TestResourceOf(t *testing.T) {
 	cases := []struct {
 		prefix  string

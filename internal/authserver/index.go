@@ -124,10 +124,15 @@ type slot struct {
 	validUntil int64
 }
 
-// put stores e under d, reusing d's identity slot if it has one. The
-// caller holds s.mu.
-func (s *shard) put(d digestKey, e entry) {
+// put stores e under d, reusing d's identity slot if it has one, and
+// reports whether it did. A digest another ApiToken already holds is left
+// to it: a token is never moved to a second identity (two records of one
+// token can only come from a planted copy). The caller holds s.mu.
+func (s *shard) put(d digestKey, e entry) bool {
 	sl, ok := s.m[d]
+	if ok && s.ids[sl.id].usage != e.id.usage {
+		return false
+	}
 	if !ok {
 		if n := len(s.free); n > 0 {
 			sl.id, s.free = s.free[n-1], s.free[:n-1]
@@ -139,6 +144,7 @@ func (s *shard) put(d digestKey, e entry) {
 	s.ids[sl.id] = e.id
 	sl.revoked, sl.idle, sl.expiresAt, sl.validUntil = e.revoked, e.idle, e.expiresAt, e.validUntil
 	s.m[d] = sl
+	return true
 }
 
 // remove drops d if it belongs to u. The caller holds s.mu.
@@ -214,9 +220,13 @@ func (ix *Index) Upsert(at *tokensv1alpha1.ApiToken) {
 	for d, e := range entries {
 		s := ix.shard(d)
 		s.mu.Lock()
-		s.put(d, e)
+		held := s.put(d, e)
 		s.mu.Unlock()
-		fresh = append(fresh, d)
+		if held {
+			fresh = append(fresh, d)
+		} else {
+			delete(entries, d)
+		}
 	}
 	for _, d := range obj.digests {
 		if _, kept := entries[d]; !kept {
@@ -310,6 +320,14 @@ func (ix *Index) entriesOf(at *tokensv1alpha1.ApiToken, g *Grant, u *usage) map[
 	idle := false
 	if until, ok := idleUntil(at); ok && (expires == 0 || until < expires) {
 		expires, idle = until, true
+	}
+	// A token the operator recorded as ended stays refused, whatever the
+	// spec says now, until a new one is issued (the phase changes with it).
+	switch at.Status.Phase {
+	case tokensv1alpha1.PhaseExpired:
+		expires, idle = 1, false
+	case tokensv1alpha1.PhaseInactive:
+		expires, idle = 1, true
 	}
 	add := func(encoded string, e entry) {
 		if full, err := token.DecodeDigest(encoded); err == nil && encoded != "" {

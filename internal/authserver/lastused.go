@@ -110,11 +110,16 @@ type StatusUsageSink struct {
 // the cache) already records a use as late: another replica may have
 // written a later one, and the value never goes back in time.
 func (s StatusUsageSink) write(ctx context.Context, key types.NamespacedName, at time.Time) error {
-	at = at.UTC().Truncate(time.Second)
 	obj := &tokensv1alpha1.ApiToken{}
 	if err := s.Client.Get(ctx, key, obj); err != nil {
 		return err
 	}
+	return s.writeTo(ctx, obj, at)
+}
+
+// writeTo is write for an ApiToken already read.
+func (s StatusUsageSink) writeTo(ctx context.Context, obj *tokensv1alpha1.ApiToken, at time.Time) error {
+	at = at.UTC().Truncate(time.Second)
 	if last := obj.Status.LastUsedAt; last != nil && !last.Time.Before(at) {
 		return nil
 	}

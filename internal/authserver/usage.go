@@ -21,6 +21,8 @@ import (
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 )
 
 // UsagePath is where an operator replica receives the uses that auth-only
@@ -146,11 +148,42 @@ func (u *UsageReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if at.After(now) {
 			at = now // a reporter cannot date a use in the future
 		}
-		if err := sink.write(r.Context(), types.NamespacedName{Namespace: use.Namespace, Name: use.Name}, at); err != nil && !isNotFound(err) {
+		obj := &tokensv1alpha1.ApiToken{}
+		if err := u.Client.Get(r.Context(), types.NamespacedName{Namespace: use.Namespace, Name: use.Name}, obj); err != nil {
+			if !isNotFound(err) {
+				logf.FromContext(r.Context()).Error(err, "Failed to read a reported ApiToken")
+			}
+			continue
+		}
+		if !couldBeUsed(obj, at) {
+			continue
+		}
+		if err := sink.writeTo(r.Context(), obj, at); err != nil && !isNotFound(err) {
 			logf.FromContext(r.Context()).Error(err, "Failed to record a reported use")
 		}
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// couldBeUsed reports whether at could have been a successful use of at's
+// token, as the status records it: issued, not revoked, not expired, not
+// idle. A report of a use that no replica could have accepted (say, of an
+// inactive token, to revive it) is dropped: a reporter can record uses,
+// never extend what the status allows.
+func couldBeUsed(at *tokensv1alpha1.ApiToken, when time.Time) bool {
+	st := &at.Status
+	switch {
+	case at.Spec.Revoked || st.IssuedAt == nil || st.Verification == nil || st.Verification.Hash == "":
+		return false
+	case when.Before(st.IssuedAt.Time.Add(-time.Minute)):
+		return false
+	case st.ExpiresAt != nil && !when.Before(st.ExpiresAt.Time):
+		return false
+	}
+	if until, ok := idleUntil(at); ok && when.UnixNano() >= until {
+		return false
+	}
+	return true
 }
 
 // authenticate returns the username of a ServiceAccount token, through a

@@ -34,7 +34,10 @@ func TestUsageReportedToAnOperatorReplica(t *testing.T) {
 	_ = authnv1.AddToScheme(s)
 	reviews := 0
 	c := fake.NewClientBuilder().WithScheme(s).WithStatusSubresource(&tokensv1alpha1.ApiToken{}).
-		WithObjects(&tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: "reader", Namespace: "team-a"}}).
+		WithObjects(&tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: "reader", Namespace: "team-a"},
+			Spec: tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, IdleTimeout: "2h"},
+			Status: tokensv1alpha1.ApiTokenStatus{IssuedAt: &metav1.Time{Time: now.Add(-time.Hour)},
+				Verification: &tokensv1alpha1.Verification{Hash: f.hasher.Hash(f.tokens["reader"]).Encode()}}}).
 		WithInterceptorFuncs(interceptor.Funcs{Create: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.CreateOption) error {
 			if tr, ok := o.(*authnv1.TokenReview); ok {
 				// The API server's answer for the two ServiceAccount tokens of this test.
@@ -118,5 +121,11 @@ func TestUsageReportedToAnOperatorReplica(t *testing.T) {
 	}
 	if post("auth-sa-token", report(now.Add(24*time.Hour))) != 204 || !lastUsed().Time.Equal(clk.Now()) {
 		t.Fatalf("a use dated in the future was not clamped to now: %v", lastUsed())
+	}
+	// Idle for its 2h: a reported use now would revive it; it is dropped.
+	last := lastUsed().Time
+	clk.Step(3 * time.Hour)
+	if post("auth-sa-token", report(clk.Now())) != 204 || !lastUsed().Time.Equal(last) {
+		t.Fatalf("a reported use revived an inactive token: lastUsedAt %v", lastUsed())
 	}
 }
