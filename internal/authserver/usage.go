@@ -175,7 +175,7 @@ func couldBeUsed(at *tokensv1alpha1.ApiToken, when time.Time) bool {
 	switch {
 	case at.Spec.Revoked || st.IssuedAt == nil || st.Verification == nil || st.Verification.Hash == "":
 		return false
-	case when.Before(st.IssuedAt.Time.Add(-time.Minute)):
+	case when.Before(st.IssuedAt.Add(-time.Minute)):
 		return false
 	case st.ExpiresAt != nil && !when.Before(st.ExpiresAt.Time):
 		return false
