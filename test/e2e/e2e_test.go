@@ -142,6 +142,8 @@ var _ = Describe("apitoken-operator as a user runs it", Ordered, func() {
 			{"apitoken-operator", []string{"create", "secrets", "-n", ns}, "yes"},
 			{"apitoken-operator", []string{"delete", "secrets", "-n", ns}, "no"},
 			{"apitoken-operator", []string{"create", "tokenreviews.authentication.k8s.io"}, "yes"},
+			{"apitoken-operator", []string{"create", "subjectaccessreviews.authorization.k8s.io"}, "yes"},
+			{"apitoken-auth", []string{"create", "subjectaccessreviews.authorization.k8s.io"}, "no"},
 		}
 		for _, m := range matrix {
 			Expect(canI(m.sa, m.args...)).To(Equal(m.want), "%s: can-i %v", m.sa, m.args)

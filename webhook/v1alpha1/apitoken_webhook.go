@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -12,6 +14,8 @@ import (
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 )
+
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 
 // +kubebuilder:webhook:path=/mutate-tokens-apitoken-dev-v1alpha1-apitoken,mutating=true,failurePolicy=fail,sideEffects=None,groups=tokens.apitoken.dev,resources=apitokens,verbs=create;update,versions=v1alpha1,name=mapitoken-v1alpha1.tokens.apitoken.dev,admissionReviewVersions=v1,patch=`{"timeoutSeconds":5,"matchConditions":[{"name":"not-metadata-only-or-revoke","expression":"!(request.operation == 'UPDATE' && (has(object.metadata.annotations) && 'tokens.apitoken.dev/created-by' in object.metadata.annotations ? object.metadata.annotations['tokens.apitoken.dev/created-by'] : '') == (has(oldObject.metadata.annotations) && 'tokens.apitoken.dev/created-by' in oldObject.metadata.annotations ? oldObject.metadata.annotations['tokens.apitoken.dev/created-by'] : '') && (object.spec == oldObject.spec || (has(object.spec.revoked) && object.spec.revoked == true && object.spec.filter(k, k != 'revoked').size() == oldObject.spec.filter(k, k != 'revoked').size() && object.spec.filter(k, k != 'revoked').all(k, k in oldObject.spec && object.spec[k] == oldObject.spec[k]))))"}]}`
 // +kubebuilder:webhook:path=/validate-tokens-apitoken-dev-v1alpha1-apitoken,mutating=false,failurePolicy=fail,sideEffects=None,groups=tokens.apitoken.dev,resources=apitokens,verbs=create;update,versions=v1alpha1,name=vapitoken-v1alpha1.tokens.apitoken.dev,admissionReviewVersions=v1,patch=`{"timeoutSeconds":5,"matchConditions":[{"name":"not-metadata-only-or-revoke","expression":"!(request.operation == 'UPDATE' && (has(object.metadata.annotations) && 'tokens.apitoken.dev/created-by' in object.metadata.annotations ? object.metadata.annotations['tokens.apitoken.dev/created-by'] : '') == (has(oldObject.metadata.annotations) && 'tokens.apitoken.dev/created-by' in oldObject.metadata.annotations ? oldObject.metadata.annotations['tokens.apitoken.dev/created-by'] : '') && (object.spec == oldObject.spec || (has(object.spec.revoked) && object.spec.revoked == true && object.spec.filter(k, k != 'revoked').size() == oldObject.spec.filter(k, k != 'revoked').size() && object.spec.filter(k, k != 'revoked').all(k, k in oldObject.spec && object.spec[k] == oldObject.spec[k]))))"}]}`
@@ -26,7 +30,7 @@ import (
 func SetupWebhookWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewWebhookManagedBy(mgr, &tokensv1alpha1.ApiToken{}).
 		WithDefaulter(&Defaulter{}).
-		WithValidator(&Validator{Reader: mgr.GetClient()}).
+		WithValidator(&Validator{Reader: mgr.GetClient(), Authorizer: mgr.GetClient()}).
 		Complete()
 }
 
@@ -78,10 +82,13 @@ func setCreator(at *tokensv1alpha1.ApiToken, user string) {
 	at.Annotations[tokensv1alpha1.CreatedByAnnotation] = user
 }
 
-// Validator adapts ValidateApiToken to admission.
+// Validator adapts ValidateApiToken to admission, and checks that the
+// requesting user may issue what the token grants (CheckIssuing).
 type Validator struct {
 	// Reader lists the namespace's ApiTokens to keep Secret names unique.
 	Reader client.Reader
+	// Authorizer creates the SubjectAccessReviews of CheckIssuing.
+	Authorizer client.Client
 }
 
 var _ admission.Validator[*tokensv1alpha1.ApiToken] = &Validator{}
@@ -103,6 +110,13 @@ func (v *Validator) ValidateDelete(context.Context, *tokensv1alpha1.ApiToken) (a
 
 func (v *Validator) validate(ctx context.Context, old, at *tokensv1alpha1.ApiToken) (admission.Warnings, error) {
 	errs, warnings := ValidateApiToken(old, at)
+	if len(errs) == 0 && v.Authorizer != nil {
+		req, err := admission.RequestFromContext(ctx)
+		if err != nil {
+			return warnings, apierrors.NewInternalError(fmt.Errorf("reading the admission request: %w", err))
+		}
+		errs = append(errs, CheckIssuing(ctx, v.Authorizer, userOf(req.UserInfo), old, at)...)
+	}
 	if v.Reader != nil && (old == nil || old.SecretName() != at.SecretName()) {
 		var list tokensv1alpha1.ApiTokenList
 		if err := v.Reader.List(ctx, &list, client.InNamespace(at.Namespace)); err != nil {
@@ -114,4 +128,13 @@ func (v *Validator) validate(ctx context.Context, old, at *tokensv1alpha1.ApiTok
 		return warnings, nil
 	}
 	return warnings, apierrors.NewInvalid(tokensv1alpha1.GroupVersion.WithKind("ApiToken").GroupKind(), at.Name, errs)
+}
+
+// userOf is the admission request's user, as a SubjectAccessReview takes it.
+func userOf(u authenticationv1.UserInfo) User {
+	extra := make(map[string]authorizationv1.ExtraValue, len(u.Extra))
+	for k, v := range u.Extra {
+		extra[k] = authorizationv1.ExtraValue(v)
+	}
+	return User{Name: u.Username, UID: u.UID, Groups: u.Groups, Extra: extra}
 }

@@ -1,0 +1,121 @@
+package v1alpha1
+
+import (
+	"context"
+	"fmt"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/internal/token"
+)
+
+// The issuing permissions, in ordinary RBAC: issuing scope resource:action
+// needs verb <action> on scopes.tokens.apitoken.dev named <resource> (a "*"
+// action needs verb "*", a "*" resource needs the verb on every name), and
+// an audience other than content-api needs verb issue on
+// audiences.tokens.apitoken.dev named after it.
+const (
+	scopesResource    = "scopes"
+	audiencesResource = "audiences"
+	issueVerb         = "issue"
+)
+
+// permission is one issuing permission a token needs, and the field that
+// asks for it.
+type permission struct {
+	field *field.Path
+	// what is issued, as a user reads it: "orders:delete", "audience admin".
+	what  string
+	attrs authorizationv1.ResourceAttributes
+}
+
+// requiredPermissions lists what the requesting user must be allowed to
+// issue: every scope the token grants (on create) or grants beyond what it
+// granted before (on update), and its audience when that is not content-api
+// and is new. A spec that does not parse needs nothing here: validation
+// refuses it.
+func requiredPermissions(old, at *tokensv1alpha1.ApiToken) []permission {
+	granted, err := token.Granted(string(at.Spec.Type), at.Spec.Scopes)
+	if err != nil {
+		return nil
+	}
+	var before token.ScopeSet
+	oldAudience := ""
+	if old != nil {
+		before, _ = token.Granted(string(old.Spec.Type), old.Spec.Scopes)
+		oldAudience = audienceOf(old)
+	}
+	specPath := field.NewPath("spec")
+	var out []permission
+	for i, s := range granted {
+		if before.Allows(s) {
+			continue
+		}
+		p := specPath.Child("type")
+		if at.Spec.Type == tokensv1alpha1.Custom {
+			p = specPath.Child("scopes").Index(i)
+		}
+		name := s.Resource
+		if name == token.Wildcard {
+			name = "" // every name
+		}
+		out = append(out, permission{field: p, what: s.String(), attrs: authorizationv1.ResourceAttributes{
+			Namespace: at.Namespace, Verb: s.Action, Group: tokensv1alpha1.GroupVersion.Group, Resource: scopesResource, Name: name,
+		}})
+	}
+	if aud := audienceOf(at); aud != string(tokensv1alpha1.ContentAPI) && aud != oldAudience {
+		out = append(out, permission{field: specPath.Child("audience"), what: "audience " + aud, attrs: authorizationv1.ResourceAttributes{
+			Namespace: at.Namespace, Verb: issueVerb, Group: tokensv1alpha1.GroupVersion.Group, Resource: audiencesResource, Name: aud,
+		}})
+	}
+	return out
+}
+
+func audienceOf(at *tokensv1alpha1.ApiToken) string {
+	if at.Spec.Audience == "" {
+		return string(tokensv1alpha1.ContentAPI)
+	}
+	return string(at.Spec.Audience)
+}
+
+// needs describes the RBAC rule a permission asks for, as a refusal says it:
+// `verb delete on scopes.tokens.apitoken.dev "orders"`.
+func (p permission) needs() string {
+	name := fmt.Sprintf("%q", p.attrs.Name)
+	if p.attrs.Name == "" {
+		name = "(every name)"
+	}
+	return fmt.Sprintf("verb %s on %s.%s %s", p.attrs.Verb, p.attrs.Resource, p.attrs.Group, name)
+}
+
+// User is who asks, as the admission request says.
+type User struct {
+	Name   string
+	UID    string
+	Groups []string
+	Extra  map[string]authorizationv1.ExtraValue
+}
+
+// CheckIssuing asks the API server, with one SubjectAccessReview per
+// permission, whether user may issue what the token would grant. A review
+// that cannot be answered refuses (fail closed).
+func CheckIssuing(ctx context.Context, c client.Client, user User, old, at *tokensv1alpha1.ApiToken) field.ErrorList {
+	var errs field.ErrorList
+	for _, p := range requiredPermissions(old, at) {
+		attrs := p.attrs
+		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User: user.Name, UID: user.UID, Groups: user.Groups, Extra: user.Extra, ResourceAttributes: &attrs,
+		}}
+		if err := c.Create(ctx, sar); err != nil {
+			errs = append(errs, field.Forbidden(p.field, fmt.Sprintf("could not check whether user %s may issue %s in namespace %s (SubjectAccessReview: %v); refused", user.Name, p.what, at.Namespace, err)))
+			continue
+		}
+		if !sar.Status.Allowed {
+			errs = append(errs, field.Forbidden(p.field, fmt.Sprintf("user %s may not issue %s in namespace %s (needs %s)", user.Name, p.what, at.Namespace, p.needs())))
+		}
+	}
+	return errs
+}

@@ -1,0 +1,207 @@
+package v1alpha1
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/internal/testenv"
+)
+
+// applyYAML creates every object of a multi-document YAML as the admin.
+func applyYAML(ctx context.Context, data []byte) {
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	for {
+		var u unstructured.Unstructured
+		err := dec.Decode(&u.Object)
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		Expect(err).NotTo(HaveOccurred())
+		if len(u.Object) == 0 {
+			continue
+		}
+		Expect(k8s.Create(ctx, &u)).To(Succeed(), "%s %s", u.GetKind(), u.GetName())
+	}
+}
+
+// docExamples returns the ```yaml blocks of the issuing section of
+// docs/admission.md, in order: the tests apply exactly what users copy.
+func docExamples() []string {
+	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "docs", "admission.md"))
+	Expect(err).NotTo(HaveOccurred())
+	doc := string(data)
+	start := strings.Index(doc, "## Issuing power")
+	end := strings.Index(doc[start:], "\n## ") + start
+	var out []string
+	for rest := doc[start:end]; ; {
+		i := strings.Index(rest, "```yaml\n")
+		if i < 0 {
+			return out
+		}
+		rest = rest[i+len("```yaml\n"):]
+		j := strings.Index(rest, "```")
+		out = append(out, rest[:j])
+		rest = rest[j+3:]
+	}
+}
+
+var _ = Describe("Issuing power (SubjectAccessReview against the real RBAC authorizer)", Ordered, func() {
+	const ns = "shop"
+	ctx := context.Background()
+	// as impersonates a user with groups: only RBAC decides what they may do.
+	as := func(user string, groups ...string) client.Client {
+		cfg := rest.CopyConfig(env.Config)
+		cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: append(groups, "system:authenticated")}
+		c, err := client.New(cfg, client.Options{Scheme: scheme})
+		Expect(err).NotTo(HaveOccurred())
+		return c
+	}
+	tok := func(name string, mutate func(*tokensv1alpha1.ApiToken)) *tokensv1alpha1.ApiToken {
+		at := &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec: tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "30d"}}
+		if mutate != nil {
+			mutate(at)
+		}
+		return at
+	}
+	var examples []string
+
+	BeforeAll(func() {
+		Expect(k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
+		data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", "issuer_roles.yaml"))
+		Expect(err).NotTo(HaveOccurred())
+		applyYAML(ctx, data)
+		// Everyone in this namespace may create and edit ApiTokens, which
+		// alone issues nothing.
+		Expect(k8s.Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "tokens-editors", Namespace: ns},
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "apitoken-edit"},
+			Subjects: []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "Group", Name: "system:authenticated"}}})).To(Succeed())
+		Expect(k8s.Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "tokens-viewers", Namespace: ns},
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "apitoken-view"},
+			Subjects: []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "Group", Name: "system:authenticated"}}})).To(Succeed())
+		examples = docExamples()
+		Expect(examples).To(HaveLen(3), "docs/admission.md's three examples")
+	})
+
+	type row struct {
+		name   string
+		client func() client.Client
+		token  *tokensv1alpha1.ApiToken
+		// refused is the exact message ("" to be accepted).
+		refused string
+	}
+	run := func(rows []row) {
+		for _, r := range rows {
+			err := r.client().Create(ctx, r.token)
+			if r.refused == "" {
+				Expect(err).NotTo(HaveOccurred(), r.name)
+				continue
+			}
+			Expect(err).To(HaveOccurred(), r.name)
+			Expect(err.Error()).To(ContainSubstring(r.refused), r.name)
+		}
+	}
+	alice := func() client.Client { return as("alice") }
+
+	It("refuses everything to a user who may only create ApiTokens", func() {
+		run([]row{
+			{"1 read-only", alice, tok("a1", nil), `spec.type: Forbidden: user alice may not issue *:read in namespace shop (needs verb read on scopes.tokens.apitoken.dev (every name))`},
+			{"2 custom orders:delete", alice, tok("a2", func(a *tokensv1alpha1.ApiToken) {
+				a.Spec.Type, a.Spec.Scopes = tokensv1alpha1.Custom, []string{"orders:delete"}
+			}), `spec.scopes[0]: Forbidden: user alice may not issue orders:delete in namespace shop (needs verb delete on scopes.tokens.apitoken.dev "orders")`},
+			{"3 full-access", alice, tok("a3", func(a *tokensv1alpha1.ApiToken) { a.Spec.Type = tokensv1alpha1.FullAccess }),
+				`spec.type: Forbidden: user alice may not issue *:* in namespace shop (needs verb * on scopes.tokens.apitoken.dev (every name))`},
+		})
+	})
+
+	It("applies example 1 (read-only for a group) and honours groups", func() {
+		applyYAML(ctx, []byte(examples[0]))
+		dev := func() client.Client { return as("bob", "shop-developers") }
+		Eventually(func() error { return dev().Create(ctx, tok("b1", nil)) }).Should(Succeed(), "4 read-only by a shop-developer")
+		run([]row{
+			{"5 custom articles:read by a shop-developer", dev, tok("b2", func(a *tokensv1alpha1.ApiToken) {
+				a.Spec.Type, a.Spec.Scopes = tokensv1alpha1.Custom, []string{"articles:read"}
+			}), ""},
+			{"6 articles:read, orders:delete", dev, tok("b3", func(a *tokensv1alpha1.ApiToken) {
+				a.Spec.Type, a.Spec.Scopes = tokensv1alpha1.Custom, []string{"articles:read", "orders:delete"}
+			}), `spec.scopes[1]: Forbidden: user bob may not issue orders:delete in namespace shop (needs verb delete on scopes.tokens.apitoken.dev "orders")`},
+			{"7 read-only for the admin audience", dev, tok("b4", func(a *tokensv1alpha1.ApiToken) { a.Spec.Audience = tokensv1alpha1.Admin }),
+				`spec.audience: Forbidden: user bob may not issue audience admin in namespace shop (needs verb issue on audiences.tokens.apitoken.dev "admin")`},
+			{"8 the same user without the group", func() client.Client { return as("bob") }, tok("b5", nil),
+				`spec.type: Forbidden: user bob may not issue *:read in namespace shop`},
+		})
+	})
+
+	It("applies example 2 (any scope on orders for alice) and checks widening updates again", func() {
+		applyYAML(ctx, []byte(examples[1]))
+		Eventually(func() error {
+			return alice().Create(ctx, tok("c1", func(a *tokensv1alpha1.ApiToken) {
+				a.Spec.Type, a.Spec.Scopes = tokensv1alpha1.Custom, []string{"orders:delete"}
+			}))
+		}).Should(Succeed(), "9 orders:delete")
+		run([]row{
+			{"10 orders:*", alice, tok("c2", func(a *tokensv1alpha1.ApiToken) {
+				a.Spec.Type, a.Spec.Scopes = tokensv1alpha1.Custom, []string{"orders:*"}
+			}), ""},
+			{"11 *:delete", alice, tok("c3", func(a *tokensv1alpha1.ApiToken) {
+				a.Spec.Type, a.Spec.Scopes = tokensv1alpha1.Custom, []string{"*:delete"}
+			}), `spec.scopes[0]: Forbidden: user alice may not issue *:delete in namespace shop (needs verb delete on scopes.tokens.apitoken.dev (every name))`},
+		})
+		By("12 an update that widens orders:delete with payments:delete is checked again")
+		var at tokensv1alpha1.ApiToken
+		Expect(alice().Get(ctx, client.ObjectKey{Namespace: ns, Name: "c1"}, &at)).To(Succeed())
+		at.Spec.Scopes = []string{"orders:delete", "payments:delete"}
+		err := alice().Update(ctx, &at)
+		Expect(err).To(HaveOccurred())
+		Expect(err.Error()).To(ContainSubstring(`spec.scopes[1]: Forbidden: user alice may not issue payments:delete in namespace shop (needs verb delete on scopes.tokens.apitoken.dev "payments")`))
+		By("13 an update that narrows, or only describes, needs no issuing power")
+		Expect(alice().Get(ctx, client.ObjectKey{Namespace: ns, Name: "c1"}, &at)).To(Succeed())
+		at.Spec.Description = "narrowed"
+		at.Spec.Scopes = []string{"orders:delete"}
+		Expect(as("carol").Update(ctx, &at)).To(Succeed(), "carol may edit ApiTokens but issue nothing")
+
+		By("14 regenerate and revoke by a user with update alone")
+		Expect(as("carol").Get(ctx, client.ObjectKey{Namespace: ns, Name: "c1"}, &at)).To(Succeed())
+		at.Annotations[tokensv1alpha1.RegenerateAnnotation] = "by-carol"
+		Expect(as("carol").Update(ctx, &at)).To(Succeed())
+		at.Spec.Revoked = true
+		Expect(as("carol").Update(ctx, &at)).To(Succeed())
+		By("15 un-revoking re-checks nothing it did not widen, but carol cannot widen it")
+		at.Spec.Revoked = false
+		Expect(as("carol").Update(ctx, &at)).To(Succeed())
+		at.Spec.Scopes = []string{"orders:*"}
+		err = as("carol").Update(ctx, &at)
+		Expect(err).To(HaveOccurred())
+		Expect(err.Error()).To(ContainSubstring(`spec.scopes[0]: Forbidden: user carol may not issue orders:* in namespace shop (needs verb * on scopes.tokens.apitoken.dev "orders")`))
+	})
+
+	It("applies example 3 (full access for the admin audience, to a group)", func() {
+		applyYAML(ctx, []byte(examples[2]))
+		platform := func() client.Client { return as("dana", "platform") }
+		Eventually(func() error {
+			return platform().Create(ctx, tok("d1", func(a *tokensv1alpha1.ApiToken) {
+				a.Spec.Type, a.Spec.Audience = tokensv1alpha1.FullAccess, tokensv1alpha1.Admin
+			}))
+		}).Should(Succeed(), "16 full-access, admin audience")
+		run([]row{
+			{"17 the kubernetes audience needs its own grant", platform, tok("d2", func(a *tokensv1alpha1.ApiToken) { a.Spec.Audience = tokensv1alpha1.Kubernetes }),
+				`spec.audience: Forbidden: user dana may not issue audience kubernetes in namespace shop (needs verb issue on audiences.tokens.apitoken.dev "kubernetes")`},
+		})
+	})
+})

@@ -1,0 +1,62 @@
+package v1alpha1
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+)
+
+func TestRequiredPermissions(t *testing.T) {
+	spec := func(typ tokensv1alpha1.TokenType, aud tokensv1alpha1.Audience, scopes ...string) *tokensv1alpha1.ApiToken {
+		at := validToken()
+		at.Namespace, at.Spec.Type, at.Spec.Audience, at.Spec.Scopes = "shop", typ, aud, scopes
+		return at
+	}
+	for _, c := range []struct {
+		name    string
+		old, at *tokensv1alpha1.ApiToken
+		needs   []string
+	}{
+		{"read-only", nil, spec(tokensv1alpha1.ReadOnly, ""), []string{`spec.type *:read verb read on scopes.tokens.apitoken.dev (every name)`}},
+		{"full-access, admin", nil, spec(tokensv1alpha1.FullAccess, tokensv1alpha1.Admin), []string{
+			`spec.type *:* verb * on scopes.tokens.apitoken.dev (every name)`, `spec.audience audience admin verb issue on audiences.tokens.apitoken.dev "admin"`}},
+		{"custom", nil, spec(tokensv1alpha1.Custom, "", "orders:delete", "articles:*"), []string{
+			`spec.scopes[0] orders:delete verb delete on scopes.tokens.apitoken.dev "orders"`, `spec.scopes[1] articles:* verb * on scopes.tokens.apitoken.dev "articles"`}},
+		{"narrowing needs nothing", spec(tokensv1alpha1.FullAccess, ""), spec(tokensv1alpha1.Custom, "", "orders:delete"), nil},
+		{"widening needs the new scope only", spec(tokensv1alpha1.Custom, "", "orders:delete"), spec(tokensv1alpha1.Custom, "", "orders:delete", "orders:create"),
+			[]string{`spec.scopes[1] orders:create verb create on scopes.tokens.apitoken.dev "orders"`}},
+		{"read-only to custom reads: nothing", spec(tokensv1alpha1.ReadOnly, ""), spec(tokensv1alpha1.Custom, "", "articles:read"), nil},
+		{"same audience: nothing", spec(tokensv1alpha1.ReadOnly, tokensv1alpha1.Admin), spec(tokensv1alpha1.ReadOnly, tokensv1alpha1.Admin), nil},
+		{"invalid spec: left to validation", nil, spec(tokensv1alpha1.Custom, ""), nil},
+	} {
+		var got []string
+		for _, p := range requiredPermissions(c.old, c.at) {
+			got = append(got, p.field.String()+" "+p.what+" "+p.needs())
+		}
+		if strings.Join(got, "|") != strings.Join(c.needs, "|") {
+			t.Errorf("%s: needs %q, want %q", c.name, got, c.needs)
+		}
+	}
+}
+
+// TestCheckIssuingFailsClosed: a SubjectAccessReview that cannot be
+// answered refuses, and says so.
+func TestCheckIssuingFailsClosed(t *testing.T) {
+	c := fake.NewClientBuilder().WithScheme(scheme).WithInterceptorFuncs(interceptor.Funcs{
+		Create: func(context.Context, client.WithWatch, client.Object, ...client.CreateOption) error {
+			return errors.New("the API server is unreachable")
+		}}).Build()
+	at := validToken()
+	at.Namespace = "shop"
+	errs := CheckIssuing(context.Background(), c, User{Name: "alice"}, nil, at)
+	if len(errs) != 1 || errs[0].Error() != "spec.type: Forbidden: could not check whether user alice may issue *:read in namespace shop (SubjectAccessReview: the API server is unreachable); refused" {
+		t.Fatalf("errs = %v", errs)
+	}
+}
