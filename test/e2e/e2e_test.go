@@ -118,7 +118,7 @@ var _ = Describe("apitoken-operator as a user runs it", Ordered, func() {
 		kubectl("apply", "-f", filepath.Join(testenv.RepoRoot(), "config", "auth", "rbac.yaml"))
 		canI := func(sa string, args ...string) string {
 			out, _ := kubectlErr(append([]string{"auth", "can-i"}, append(args, "--as", "system:serviceaccount:apitoken-system:"+sa)...)...) // exits 1 for "no"
-			answer, _, _ := strings.Cut(strings.TrimSpace(out), "\n") // a warning may follow
+			answer, _, _ := strings.Cut(strings.TrimSpace(out), "\n")                                                                        // a warning may follow
 			return answer
 		}
 		matrix := []struct {
