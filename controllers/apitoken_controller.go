@@ -127,7 +127,7 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 			return ctrl.Result{}, err
 		}
 	case actPromote:
-		r.promote(t, p, hasher.SaltID(), issuedAtOf(secret, now), now)
+		r.promote(t, p, hasher.SaltID(), sealedIssuedAt(t, secret, hasher, now), now)
 	case actRecover:
 		r.recover(t, secret, hasher, now)
 	case actIssue:
@@ -284,9 +284,15 @@ func (r *ApiTokenReconciler) promote(t *tokensv1alpha1.ApiToken, p policy, saltI
 	v := st.Verification
 	reason := v.PendingReason
 	v.PreviousHash, v.PreviousValidUntil = "", nil
-	if keepsPrevious(reason) && v.Hash != "" && st.IssuedAt != nil {
+	ended := st.Phase == tokensv1alpha1.PhaseExpired || st.Phase == tokensv1alpha1.PhaseInactive
+	if keepsPrevious(reason) && v.Hash != "" && st.IssuedAt != nil && !ended {
+		// The replaced token ends at the expiry recorded for it, not one
+		// recomputed from a spec edited since (a longer duration would
+		// revive it), and at its idle deadline if that comes first.
 		expires, finite := token.ExpiresAt(st.IssuedAt.Time, p.lifetime, p.finite)
-		// An idle token ends at its idle deadline: no grace revives it.
+		if st.ExpiresAt != nil && (!finite || st.ExpiresAt.Before(&metav1.Time{Time: expires})) {
+			expires, finite = st.ExpiresAt.Time, true
+		}
 		if idle, ok := p.idleUntil(t); ok && (!finite || idle.Before(expires)) {
 			expires, finite = idle, true
 		}
@@ -329,17 +335,26 @@ var reasonMessages = map[string]string{
 func (r *ApiTokenReconciler) recover(t *tokensv1alpha1.ApiToken, secret *corev1.Secret, h *token.Hasher, now time.Time) {
 	tok := string(secret.Data[tokensv1alpha1.SecretTokenKey])
 	t.Status.Verification = &tokensv1alpha1.Verification{Hash: h.Hash(tok).Encode(), SaltID: h.SaltID()}
-	at := metav1.NewTime(issuedAtOf(secret, now).Truncate(time.Second))
+	at := metav1.NewTime(sealedIssuedAt(t, secret, h, now).Truncate(time.Second))
 	t.Status.IssuedAt = &at
 	r.event(t, corev1.EventTypeNormal, tokensv1alpha1.ReasonRecovered, "Rebuilt the verification record from Secret "+secret.Name)
 }
 
-// issuedAtOf reads the issue time the Secret carries, or now.
-func issuedAtOf(secret *corev1.Secret, now time.Time) time.Time {
+// sealedIssuedAt reads the issue time the Secret carries, if the
+// operator's seal over it and the token verifies; otherwise the recorded
+// issuedAt (never later than what was), or now for a first token. A Secret
+// writer cannot choose a token's issue time.
+func sealedIssuedAt(t *tokensv1alpha1.ApiToken, secret *corev1.Secret, h *token.Hasher, now time.Time) time.Time {
 	if secret != nil {
-		if at, err := time.Parse(time.RFC3339, secret.Annotations[tokensv1alpha1.IssuedAtAnnotation]); err == nil {
+		a := secret.Annotations[tokensv1alpha1.IssuedAtAnnotation]
+		tok := string(secret.Data[tokensv1alpha1.SecretTokenKey])
+		if at, err := time.Parse(time.RFC3339, a); err == nil && plausibleIssuedAt(a, now) &&
+			h.VerifySeal(secret.Annotations[tokensv1alpha1.SealAnnotation], sealParts(t, a, tok)...) {
 			return at
 		}
+	}
+	if t.Status.IssuedAt != nil && t.Status.IssuedAt.Time.Before(now) {
+		return t.Status.IssuedAt.Time
 	}
 	return now
 }

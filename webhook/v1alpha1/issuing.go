@@ -33,10 +33,11 @@ type permission struct {
 }
 
 // requiredPermissions lists what the requesting user must be allowed to
-// issue: every scope the token grants (on create) or grants beyond what it
-// granted before (on update), and its audience when that is not content-api
-// and is new. A spec that does not parse needs nothing here: validation
-// refuses it.
+// issue: every scope the token grants (on create, and on un-revoke, which
+// issues a new token) or grants beyond what it granted before (on update),
+// and its audience when that is not content-api and is new or gets new
+// scopes. A spec that does not parse needs nothing here: validation refuses
+// it.
 func requiredPermissions(old, at *tokensv1alpha1.ApiToken) []permission {
 	granted, err := token.Granted(string(at.Spec.Type), at.Spec.Scopes)
 	if err != nil {
@@ -44,7 +45,8 @@ func requiredPermissions(old, at *tokensv1alpha1.ApiToken) []permission {
 	}
 	var before token.ScopeSet
 	oldAudience := ""
-	if old != nil {
+	// Un-revoking issues a new token: it is checked as a create.
+	if old != nil && !(old.Spec.Revoked && !at.Spec.Revoked) {
 		before, _ = token.Granted(string(old.Spec.Type), old.Spec.Scopes)
 		oldAudience = audienceOf(old)
 	}
@@ -66,7 +68,9 @@ func requiredPermissions(old, at *tokensv1alpha1.ApiToken) []permission {
 			Namespace: at.Namespace, Verb: s.Action, Group: tokensv1alpha1.GroupVersion.Group, Resource: scopesResource, Name: name,
 		}})
 	}
-	if aud := audienceOf(at); aud != string(tokensv1alpha1.ContentAPI) && aud != oldAudience {
+	// A new audience, or new scopes for an audience other than content-api
+	// (the pair is what a token grants), need the audience's permission.
+	if aud := audienceOf(at); aud != string(tokensv1alpha1.ContentAPI) && (aud != oldAudience || len(out) > 0) {
 		out = append(out, permission{field: specPath.Child("audience"), what: "audience " + aud, attrs: authorizationv1.ResourceAttributes{
 			Namespace: at.Namespace, Verb: issueVerb, Group: tokensv1alpha1.GroupVersion.Group, Resource: audiencesResource, Name: aud,
 		}})

@@ -182,9 +182,14 @@ var _ = Describe("Issuing power (SubjectAccessReview against the real RBAC autho
 		Expect(as("carol").Update(ctx, &at)).To(Succeed())
 		at.Spec.Revoked = true
 		Expect(as("carol").Update(ctx, &at)).To(Succeed())
-		By("15 un-revoking re-checks nothing it did not widen, but carol cannot widen it")
+		By("15 un-revoking issues a new token: carol, who may issue nothing, is refused; alice may")
 		at.Spec.Revoked = false
-		Expect(as("carol").Update(ctx, &at)).To(Succeed())
+		err = as("carol").Update(ctx, &at)
+		Expect(err).To(HaveOccurred())
+		Expect(err.Error()).To(ContainSubstring(`spec.scopes[0]: Forbidden: user carol may not issue orders:delete in namespace shop (needs verb delete on scopes.tokens.apitoken.dev "orders")`))
+		Expect(alice().Get(ctx, client.ObjectKey{Namespace: ns, Name: "c1"}, &at)).To(Succeed())
+		at.Spec.Revoked = false
+		Expect(alice().Update(ctx, &at)).To(Succeed())
 		at.Spec.Scopes = []string{"orders:*"}
 		err = as("carol").Update(ctx, &at)
 		Expect(err).To(HaveOccurred())
@@ -199,6 +204,16 @@ var _ = Describe("Issuing power (SubjectAccessReview against the real RBAC autho
 				a.Spec.Type, a.Spec.Audience = tokensv1alpha1.FullAccess, tokensv1alpha1.Admin
 			}))
 		}).Should(Succeed(), "16 full-access, admin audience")
+		By("18 a tenant with read power cannot give an admin-audience token new scopes")
+		Expect(k8s.Create(ctx, tok("d3", func(a *tokensv1alpha1.ApiToken) {
+			a.Spec.Type, a.Spec.Scopes, a.Spec.Audience = tokensv1alpha1.Custom, []string{"articles:read"}, tokensv1alpha1.Admin
+		}))).To(Succeed())
+		var adm tokensv1alpha1.ApiToken
+		Expect(k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "d3"}, &adm)).To(Succeed())
+		adm.Spec.Type, adm.Spec.Scopes = tokensv1alpha1.ReadOnly, nil
+		err := as("bob", "shop-developers").Update(ctx, &adm)
+		Expect(err).To(HaveOccurred())
+		Expect(err.Error()).To(ContainSubstring(`spec.audience: Forbidden: user bob may not issue audience admin in namespace shop (needs verb issue on audiences.tokens.apitoken.dev "admin")`))
 		run([]row{
 			{"17 the kubernetes audience needs its own grant", platform, tok("d2", func(a *tokensv1alpha1.ApiToken) { a.Spec.Audience = tokensv1alpha1.Kubernetes }),
 				`spec.audience: Forbidden: user dana may not issue audience kubernetes in namespace shop (needs verb issue on audiences.tokens.apitoken.dev "kubernetes")`},

@@ -13,6 +13,11 @@ import (
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 )
 
+func revoked(at *tokensv1alpha1.ApiToken) *tokensv1alpha1.ApiToken {
+	at.Spec.Revoked = true
+	return at
+}
+
 func TestRequiredPermissions(t *testing.T) {
 	spec := func(typ tokensv1alpha1.TokenType, aud tokensv1alpha1.Audience, scopes ...string) *tokensv1alpha1.ApiToken {
 		at := validToken()
@@ -34,6 +39,10 @@ func TestRequiredPermissions(t *testing.T) {
 			[]string{`spec.scopes[1] orders:create verb create on scopes.tokens.apitoken.dev "orders"`}},
 		{"read-only to custom reads: nothing", spec(tokensv1alpha1.ReadOnly, ""), spec(tokensv1alpha1.Custom, "", "articles:read"), nil},
 		{"same audience: nothing", spec(tokensv1alpha1.ReadOnly, tokensv1alpha1.Admin), spec(tokensv1alpha1.ReadOnly, tokensv1alpha1.Admin), nil},
+		{"new scopes on the admin audience need the audience too", spec(tokensv1alpha1.Custom, tokensv1alpha1.Admin, "articles:read"), spec(tokensv1alpha1.ReadOnly, tokensv1alpha1.Admin), []string{
+			`spec.type *:read verb read on scopes.tokens.apitoken.dev (every name)`, `spec.audience audience admin verb issue on audiences.tokens.apitoken.dev "admin"`}},
+		{"un-revoking is a create", revoked(spec(tokensv1alpha1.FullAccess, "")), spec(tokensv1alpha1.FullAccess, ""), []string{`spec.type *:* verb * on scopes.tokens.apitoken.dev (every name)`}},
+		{"revoking needs nothing", spec(tokensv1alpha1.FullAccess, tokensv1alpha1.Admin), revoked(spec(tokensv1alpha1.FullAccess, tokensv1alpha1.Admin)), nil},
 		{"invalid spec: left to validation", nil, spec(tokensv1alpha1.Custom, ""), nil},
 	} {
 		var got []string
