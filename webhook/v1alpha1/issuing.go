@@ -46,7 +46,8 @@ func requiredPermissions(old, at *tokensv1alpha1.ApiToken) []permission {
 	var before token.ScopeSet
 	oldAudience := ""
 	// Un-revoking issues a new token: it is checked as a create.
-	if old != nil && !(old.Spec.Revoked && !at.Spec.Revoked) {
+	unrevoking := old != nil && old.Spec.Revoked && !at.Spec.Revoked
+	if old != nil && !unrevoking {
 		before, _ = token.Granted(string(old.Spec.Type), old.Spec.Scopes)
 		oldAudience = audienceOf(old)
 	}
