@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"path/filepath"
 	"strings"
 	"time"
@@ -357,6 +358,9 @@ var _ = Describe("config/default and config/networkpolicy", func() {
 			return err
 		}, "20s").Should(Succeed())
 		manifests := kubectl("kustomize", filepath.Join(testenv.RepoRoot(), "config", "default"))
+		// Both Deployments take their image from config/default's images:.
+		Expect(regexp.MustCompile(`image: \S+`).FindAllString(manifests, -1)).To(HaveEach("image: apitoken-operator:dev"))
+		Expect(strings.Count(manifests, "image: apitoken-operator:dev")).To(Equal(2))
 		out, err := kubectlIn(manifests, "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", "-")
 		Expect(err).NotTo(HaveOccurred(), out)
 		for _, deployment := range []string{"apitoken-operator", "apitoken-auth"} {
