@@ -1,10 +1,7 @@
 package controllers
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"io"
 	"os"
 	"path/filepath"
 
@@ -12,8 +9,6 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -31,16 +26,10 @@ var _ = Describe("The operator's Secret policy (config/rbac/secret_policy.yaml)"
 	It("refuses the operator's identity any Secret it does not own, and lets it write its own", func() {
 		data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", "secret_policy.yaml"))
 		Expect(err).NotTo(HaveOccurred())
-		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-		for {
-			var u unstructured.Unstructured
-			if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
-				break
-			} else {
-				Expect(err).NotTo(HaveOccurred())
-			}
-			Expect(k8s.Create(ctx, &u)).To(Succeed())
-			DeferCleanup(func() { Expect(client.IgnoreNotFound(k8s.Delete(ctx, &u))).To(Succeed()) })
+		created, err := testenv.CreateYAML(ctx, k8s, data)
+		Expect(err).NotTo(HaveOccurred())
+		for _, o := range created {
+			DeferCleanup(func() { Expect(client.IgnoreNotFound(k8s.Delete(ctx, o))).To(Succeed()) })
 		}
 
 		// The operator's ServiceAccount, impersonated; system:masters so that

@@ -1,10 +1,7 @@
 package v1alpha1
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,8 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -25,19 +20,8 @@ import (
 
 // applyYAML creates every object of a multi-document YAML as the admin.
 func applyYAML(ctx context.Context, data []byte) {
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-	for {
-		var u unstructured.Unstructured
-		err := dec.Decode(&u.Object)
-		if errors.Is(err, io.EOF) {
-			return
-		}
-		Expect(err).NotTo(HaveOccurred())
-		if len(u.Object) == 0 {
-			continue
-		}
-		Expect(k8s.Create(ctx, &u)).To(Succeed(), "%s %s", u.GetKind(), u.GetName())
-	}
+	_, err := testenv.CreateYAML(ctx, k8s, data)
+	Expect(err).NotTo(HaveOccurred())
 }
 
 // docExamples returns the ```yaml blocks of the issuing section of
