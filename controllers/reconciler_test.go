@@ -332,12 +332,19 @@ func TestSpecEditsNeverRevive(t *testing.T) {
 		at.Generation++
 		_ = h.c.Update(context.Background(), at)
 	}
-	t.Run("expired, then a longer duration", func(t *testing.T) {
-		h := newHarness(t, tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "1h"})
+	// ended issues a token of spec, lets an hour pass and reconciles: it
+	// returns the harness and the token that ended.
+	ended := func(t *testing.T, spec tokensv1alpha1.ApiTokenSpec) (*harness, string) {
+		h := newHarness(t, spec)
 		h.mustReconcile()
 		old := h.secretToken()
 		h.clock.Step(time.Hour)
 		h.mustReconcile()
+		return h, old
+	}
+	oneHour := tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "1h"}
+	t.Run("expired, then a longer duration", func(t *testing.T) {
+		h, old := ended(t, oneHour)
 		edit(h, func(s *tokensv1alpha1.ApiTokenSpec) { s.Duration = "30d" })
 		h.mustReconcile()
 		if at := h.token(); at.Status.Phase != tokensv1alpha1.PhaseExpired || h.verifies(old) || !at.Status.ExpiresAt.Time.Equal(t0.Add(time.Hour)) {
@@ -350,11 +357,7 @@ func TestSpecEditsNeverRevive(t *testing.T) {
 		}
 	})
 	t.Run("expired, then a longer duration and grace, then regenerate", func(t *testing.T) {
-		h := newHarness(t, tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "1h"})
-		h.mustReconcile()
-		old := h.secretToken()
-		h.clock.Step(time.Hour)
-		h.mustReconcile()
+		h, old := ended(t, oneHour)
 		edit(h, func(s *tokensv1alpha1.ApiTokenSpec) {
 			s.Duration, s.Rotation = "30d", &tokensv1alpha1.Rotation{GracePeriod: "30d"}
 		})
@@ -366,11 +369,7 @@ func TestSpecEditsNeverRevive(t *testing.T) {
 		}
 	})
 	t.Run("inactive, then no idleTimeout and a long grace, then regenerate", func(t *testing.T) {
-		h := newHarness(t, tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "unlimited", IdleTimeout: "1h"})
-		h.mustReconcile()
-		old := h.secretToken()
-		h.clock.Step(time.Hour)
-		h.mustReconcile()
+		h, old := ended(t, tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "unlimited", IdleTimeout: "1h"})
 		edit(h, func(s *tokensv1alpha1.ApiTokenSpec) {
 			s.IdleTimeout, s.Rotation = "", &tokensv1alpha1.Rotation{GracePeriod: "30d"}
 		})
@@ -393,11 +392,7 @@ func TestSpecEditsNeverRevive(t *testing.T) {
 		}
 	})
 	t.Run("inactive, then no idleTimeout", func(t *testing.T) {
-		h := newHarness(t, tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "30d", IdleTimeout: "1h"})
-		h.mustReconcile()
-		old := h.secretToken()
-		h.clock.Step(time.Hour)
-		h.mustReconcile()
+		h, old := ended(t, tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "30d", IdleTimeout: "1h"})
 		edit(h, func(s *tokensv1alpha1.ApiTokenSpec) { s.IdleTimeout = "" })
 		h.mustReconcile()
 		if at := h.token(); at.Status.Phase != tokensv1alpha1.PhaseInactive || h.verifies(old) {

@@ -53,11 +53,7 @@ func traefikForwardAuth(address string, authResponseHeaders []string, next http.
 		body, _ := io.ReadAll(resp.Body)
 		if resp.StatusCode < 200 || resp.StatusCode > 299 {
 			// Non-2xx: the auth response's headers, status and body go to the client.
-			for k, vs := range resp.Header {
-				w.Header()[k] = vs
-			}
-			w.WriteHeader(resp.StatusCode)
-			_, _ = w.Write(body)
+			relay(w, resp, body)
 			return
 		}
 		// 2xx: each authResponseHeaders entry is deleted from the request,
@@ -101,11 +97,7 @@ func envoyExtAuthz(authBase, pathPrefix string, allowedHeaders, allowedUpstream 
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(resp.Body)
 		if resp.StatusCode != http.StatusOK {
-			for k, vs := range resp.Header {
-				w.Header()[k] = vs
-			}
-			w.WriteHeader(resp.StatusCode)
-			_, _ = w.Write(body)
+			relay(w, resp, body)
 			return
 		}
 		for _, h := range allowedUpstream {
@@ -115,6 +107,16 @@ func envoyExtAuthz(authBase, pathPrefix string, allowedHeaders, allowedUpstream 
 		}
 		next.ServeHTTP(w, req)
 	})
+}
+
+// relay answers the client with the auth response, as both proxies do on
+// a denial.
+func relay(w http.ResponseWriter, resp *http.Response, body []byte) {
+	for k, vs := range resp.Header {
+		w.Header()[k] = vs
+	}
+	w.WriteHeader(resp.StatusCode)
+	_, _ = w.Write(body)
 }
 
 func reverseProxy(t *testing.T, target string) http.Handler {
