@@ -284,19 +284,9 @@ func (r *ApiTokenReconciler) promote(t *tokensv1alpha1.ApiToken, p policy, saltI
 	v := st.Verification
 	reason := v.PendingReason
 	v.PreviousHash, v.PreviousValidUntil = "", nil
-	ended := st.Phase == tokensv1alpha1.PhaseExpired || st.Phase == tokensv1alpha1.PhaseInactive
-	if keepsPrevious(reason) && v.Hash != "" && st.IssuedAt != nil && !ended {
-		// The replaced token ends at the expiry recorded for it, not one
-		// recomputed from a spec edited since (a longer duration would
-		// revive it), and at its idle deadline if that comes first.
-		expires, finite := token.ExpiresAt(st.IssuedAt.Time, p.lifetime, p.finite)
-		if st.ExpiresAt != nil && (!finite || st.ExpiresAt.Before(&metav1.Time{Time: expires})) {
-			expires, finite = st.ExpiresAt.Time, true
-		}
-		if idle, ok := p.idleUntil(t); ok && (!finite || idle.Before(expires)) {
-			expires, finite = idle, true
-		}
-		if until, keep := token.PreviousValidUntil(now, p.grace, expires, finite); keep {
+	if keepsPrevious(reason) && v.Hash != "" {
+		end, finite := currentEnd(t, p)
+		if until, keep := token.PreviousValidUntil(now, p.grace, end, finite); keep {
 			v.PreviousHash, v.PreviousValidUntil = v.Hash, &metav1.Time{Time: until}
 		}
 	}
@@ -338,6 +328,32 @@ func (r *ApiTokenReconciler) recover(t *tokensv1alpha1.ApiToken, secret *corev1.
 	at := metav1.NewTime(sealedIssuedAt(t, secret, h, now).Truncate(time.Second))
 	t.Status.IssuedAt = &at
 	r.event(t, corev1.EventTypeNormal, tokensv1alpha1.ReasonRecovered, "Rebuilt the verification record from Secret "+secret.Name)
+}
+
+// currentEnd returns when t's current token ends, as its status records
+// it (finite false: never): at once if it already ended (phase Expired or
+// Inactive) or has no issue time, else the earliest of the expiresAt
+// recorded for it, its issue time plus the duration, and its idle deadline.
+// The recorded expiry counts because a spec edited since (a longer
+// duration) must not lengthen the life of a token being replaced.
+func currentEnd(t *tokensv1alpha1.ApiToken, p policy) (time.Time, bool) {
+	st := &t.Status
+	if st.IssuedAt == nil || st.Phase == tokensv1alpha1.PhaseExpired || st.Phase == tokensv1alpha1.PhaseInactive {
+		return time.Time{}, true
+	}
+	end, finite := token.ExpiresAt(st.IssuedAt.Time, p.lifetime, p.finite)
+	earlier := func(at time.Time) {
+		if !finite || at.Before(end) {
+			end, finite = at, true
+		}
+	}
+	if st.ExpiresAt != nil {
+		earlier(st.ExpiresAt.Time)
+	}
+	if idle, ok := p.idleUntil(t); ok {
+		earlier(idle)
+	}
+	return end, finite
 }
 
 // sealedIssuedAt reads the issue time the Secret carries, if the

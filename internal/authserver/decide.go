@@ -52,9 +52,6 @@ type Decision struct {
 	Reason string
 	// Challenge is the WWW-Authenticate value of a refusal.
 	Challenge []string
-	// Required is the scope the request needed (zero when it was refused
-	// before one was known).
-	Required token.Scope
 	// Identity is who the token speaks for, on a 200.
 	Identity *Identity
 }
@@ -96,10 +93,10 @@ func (h *Handler) Decide(req Request) Decision {
 	}
 	if why != "" {
 		challenge := realm + `, error="insufficient_scope", error_description=` + quoted(why) + `, scope=` + quoted(required.String())
-		return Decision{Status: http.StatusForbidden, Result: "insufficient_scope", Reason: why, Challenge: []string{challenge}, Required: required}
+		return Decision{Status: http.StatusForbidden, Result: "insufficient_scope", Reason: why, Challenge: []string{challenge}}
 	}
 	markUsed(id, now)
-	return Decision{Status: http.StatusOK, Result: "valid", Required: required, Identity: id}
+	return Decision{Status: http.StatusOK, Result: "valid", Identity: id}
 }
 
 // requiredScope returns the scope req needs: Policy.Scope, or the action of

@@ -85,7 +85,7 @@ func (w *LastUsedWriter) Flush(ctx context.Context) {
 		}
 		return
 	}
-	sink := StatusUsageSink{Client: w.Client}
+	sink := statusSink{Client: w.Client}
 	for _, d := range dues {
 		err := sink.write(ctx, d.u.key, time.Unix(0, d.seen))
 		switch {
@@ -101,15 +101,15 @@ func (w *LastUsedWriter) Flush(ctx context.Context) {
 	}
 }
 
-// StatusUsageSink writes uses to ApiToken status.
-type StatusUsageSink struct {
+// statusSink writes uses to ApiToken status.
+type statusSink struct {
 	Client client.Client
 }
 
 // write patches status.lastUsedAt to at, unless the ApiToken (read from
 // the cache) already records a use as late: another replica may have
 // written a later one, and the value never goes back in time.
-func (s StatusUsageSink) write(ctx context.Context, key types.NamespacedName, at time.Time) error {
+func (s statusSink) write(ctx context.Context, key types.NamespacedName, at time.Time) error {
 	obj := &tokensv1alpha1.ApiToken{}
 	if err := s.Client.Get(ctx, key, obj); err != nil {
 		return err
@@ -118,7 +118,7 @@ func (s StatusUsageSink) write(ctx context.Context, key types.NamespacedName, at
 }
 
 // writeTo is write for an ApiToken already read.
-func (s StatusUsageSink) writeTo(ctx context.Context, obj *tokensv1alpha1.ApiToken, at time.Time) error {
+func (s statusSink) writeTo(ctx context.Context, obj *tokensv1alpha1.ApiToken, at time.Time) error {
 	at = at.UTC().Truncate(time.Second)
 	if last := obj.Status.LastUsedAt; last != nil && !last.Time.Before(at) {
 		return nil
@@ -126,5 +126,3 @@ func (s StatusUsageSink) writeTo(ctx context.Context, obj *tokensv1alpha1.ApiTok
 	patch := fmt.Sprintf(`{"status":{"lastUsedAt":%q}}`, at.Format(time.RFC3339))
 	return s.Client.Status().Patch(ctx, obj, client.RawPatch(types.MergePatchType, []byte(patch)))
 }
-
-func isNotFound(err error) bool { return apierrors.IsNotFound(err) }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	authnv1 "k8s.io/api/authentication/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/utils/clock"
@@ -139,7 +140,7 @@ func (u *UsageReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := u.Clock.Now()
-	sink := StatusUsageSink{Client: u.Client}
+	sink := statusSink{Client: u.Client}
 	for _, use := range rep.Uses {
 		if len(validation.IsDNS1123Label(use.Namespace)) > 0 || len(validation.IsDNS1123Subdomain(use.Name)) > 0 {
 			continue
@@ -150,7 +151,7 @@ func (u *UsageReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		obj := &tokensv1alpha1.ApiToken{}
 		if err := u.Client.Get(r.Context(), types.NamespacedName{Namespace: use.Namespace, Name: use.Name}, obj); err != nil {
-			if !isNotFound(err) {
+			if !apierrors.IsNotFound(err) {
 				logf.FromContext(r.Context()).Error(err, "Failed to read a reported ApiToken")
 			}
 			continue
@@ -158,7 +159,7 @@ func (u *UsageReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !couldBeUsed(obj, at) {
 			continue
 		}
-		if err := sink.writeTo(r.Context(), obj, at); err != nil && !isNotFound(err) {
+		if err := sink.writeTo(r.Context(), obj, at); err != nil && !apierrors.IsNotFound(err) {
 			logf.FromContext(r.Context()).Error(err, "Failed to record a reported use")
 		}
 	}
