@@ -356,30 +356,31 @@ func TestSpecEditsNeverRevive(t *testing.T) {
 			t.Fatalf("after regeneration: phase %s", at.Status.Phase)
 		}
 	})
-	t.Run("expired, then a longer duration and grace, then regenerate", func(t *testing.T) {
-		h, old := ended(t, oneHour)
-		edit(h, func(s *tokensv1alpha1.ApiTokenSpec) {
+	for name, c := range map[string]struct {
+		spec     tokensv1alpha1.ApiTokenSpec
+		lengthen func(*tokensv1alpha1.ApiTokenSpec)
+	}{
+		"expired, then a longer duration and grace, then regenerate": {oneHour, func(s *tokensv1alpha1.ApiTokenSpec) {
 			s.Duration, s.Rotation = "30d", &tokensv1alpha1.Rotation{GracePeriod: "30d"}
+		}},
+		"inactive, then no idleTimeout and a long grace, then regenerate": {
+			tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "unlimited", IdleTimeout: "1h"},
+			func(s *tokensv1alpha1.ApiTokenSpec) {
+				s.IdleTimeout, s.Rotation = "", &tokensv1alpha1.Rotation{GracePeriod: "30d"}
+			},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h, old := ended(t, c.spec)
+			edit(h, c.lengthen)
+			h.mustReconcile()
+			h.annotate(tokensv1alpha1.RegenerateAnnotation, "r1")
+			h.mustReconcile()
+			if h.verifies(old) || h.token().Status.Verification.PreviousHash != "" {
+				t.Fatal("the ended token came back for the grace period after a spec edit and a regeneration")
+			}
 		})
-		h.mustReconcile()
-		h.annotate(tokensv1alpha1.RegenerateAnnotation, "r1")
-		h.mustReconcile()
-		if h.verifies(old) || h.token().Status.Verification.PreviousHash != "" {
-			t.Fatal("the expired token came back for the grace period after a spec edit and a regeneration")
-		}
-	})
-	t.Run("inactive, then no idleTimeout and a long grace, then regenerate", func(t *testing.T) {
-		h, old := ended(t, tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "unlimited", IdleTimeout: "1h"})
-		edit(h, func(s *tokensv1alpha1.ApiTokenSpec) {
-			s.IdleTimeout, s.Rotation = "", &tokensv1alpha1.Rotation{GracePeriod: "30d"}
-		})
-		h.mustReconcile()
-		h.annotate(tokensv1alpha1.RegenerateAnnotation, "r1")
-		h.mustReconcile()
-		if h.verifies(old) || h.token().Status.Verification.PreviousHash != "" {
-			t.Fatal("the idle token came back for the grace period after a spec edit and a regeneration")
-		}
-	})
+	}
 	t.Run("a longer duration applied before the reconciler saw the expiry", func(t *testing.T) {
 		h := newHarness(t, tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "1h"})
 		h.mustReconcile()
