@@ -62,7 +62,7 @@ var _ = Describe("The CRD schema", Ordered, func() {
 			"spec.scopes: Forbidden: scopes are only allowed with type custom"),
 		Entry("malformed scope", func(a *tokensv1alpha1.ApiToken) {
 			a.Spec.Type, a.Spec.Scopes = tokensv1alpha1.Custom, []string{"articles:read", "orders"}
-		}, `spec.scopes[1]: Invalid value: "orders": must be resource:action, e.g. orders:read; each part is * or lower-case`),
+		}, `spec.scopes[1]: Invalid value: "orders": must be resource[:sub-resource...]:action, e.g. orders:read, table:data:read or articles:findOne; each resource part is * or lower-case, at most 8`),
 		Entry("too many scopes", func(a *tokensv1alpha1.ApiToken) {
 			a.Spec.Type = tokensv1alpha1.Custom
 			for i := 0; i < 65; i++ {
@@ -90,6 +90,14 @@ var _ = Describe("The CRD schema", Ordered, func() {
 		Entry("description too long", func(a *tokensv1alpha1.ApiToken) { a.Spec.Description = strings.Repeat("x", 257) },
 			"spec.description: Too long: may not be more than 256 bytes"),
 	)
+
+	It("accepts the scope vocabularies of bkend and Strapi", func() {
+		at := valid()
+		at.Spec.Type = tokensv1alpha1.Custom
+		at.Spec.Scopes = []string{"project:read", "table:data:read", "table:data:delete", "table:*:read", "*:*",
+			"articles:find", "articles:findOne", "a:b:c:d:e:f:g:h:read"}
+		Expect(k8s.Create(ctx, at)).To(Succeed())
+	})
 
 	It("refuses a change of secretName after creation", func() {
 		at := valid()

@@ -12,6 +12,9 @@ const (
 	// CreatedByAnnotation records who created the ApiToken, stamped by the
 	// admission webhook from the admission request.
 	CreatedByAnnotation = "tokens.apitoken.dev/created-by"
+	// CreatedByGroupsAnnotation records the creator's groups (their role,
+	// as bkend lists it), comma-separated, stamped with CreatedByAnnotation.
+	CreatedByGroupsAnnotation = "tokens.apitoken.dev/created-by-groups"
 	// IssuedAtAnnotation on the Secret records when its token was issued, so
 	// that a status lost in a restore can be rebuilt without a new token.
 	IssuedAtAnnotation = "tokens.apitoken.dev/issued-at"
@@ -64,6 +67,20 @@ const (
 	Kubernetes Audience = "kubernetes"
 )
 
+// Presentation is how a client must present a token: bkend's API_KEY and
+// BEARER_TOKEN kinds.
+// +kubebuilder:validation:Enum=any;bearer;api-key
+type Presentation string
+
+const (
+	// AnyHeader accepts the token from Authorization: Bearer or X-API-Key.
+	AnyHeader Presentation = "any"
+	// BearerHeader accepts it only from Authorization: Bearer.
+	BearerHeader Presentation = "bearer"
+	// APIKeyHeader accepts it only from X-API-Key.
+	APIKeyHeader Presentation = "api-key"
+)
+
 // Unlimited is the duration of a token that never expires.
 const Unlimited = "unlimited"
 
@@ -83,13 +100,17 @@ type ApiTokenSpec struct {
 	// +required
 	Type TokenType `json:"type"`
 
-	// scopes lists what a custom token grants, each resource:action, where
-	// "*" matches any resource or action (e.g. "articles:read", "orders:*").
+	// scopes lists what a custom token grants, each
+	// resource[:sub-resource...]:action: the last part is the action, the
+	// others name the resource ("articles:read", "table:data:read",
+	// "articles:findOne"). "*" matches any one part or any action, and a
+	// resource of "*" alone matches every resource ("*:*"). read covers
+	// find and findOne. See docs/scopes.md.
 	// +optional
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=64
 	// +kubebuilder:validation:items:MaxLength=128
-	// +kubebuilder:validation:items:XValidation:rule="self.matches('^([*]|[a-z0-9]([a-z0-9._-]*[a-z0-9])?):([*]|[a-z][a-z0-9]*)$')",message="must be resource:action, e.g. orders:read; each part is * or lower-case"
+	// +kubebuilder:validation:items:XValidation:rule="self.matches('^([*]|[a-z0-9]([a-z0-9._-]*[a-z0-9])?)(:([*]|[a-z0-9]([a-z0-9._-]*[a-z0-9])?)){0,7}:([*]|[a-z][a-zA-Z0-9]*)$')",message="must be resource[:sub-resource...]:action, e.g. orders:read, table:data:read or articles:findOne; each resource part is * or lower-case, at most 8"
 	Scopes []string `json:"scopes,omitempty"`
 
 	// duration is how long a token is valid after it is issued: "unlimited",
@@ -105,6 +126,15 @@ type ApiTokenSpec struct {
 	// +optional
 	// +kubebuilder:default=content-api
 	Audience Audience `json:"audience,omitempty"`
+
+	// presentation is how clients must send the token: any (default;
+	// Authorization: Bearer or X-API-Key), bearer (Authorization: Bearer
+	// only; the only kind the Kubernetes API server can present) or
+	// api-key (X-API-Key only). A token sent the other way is refused with
+	// invalid_request.
+	// +optional
+	// +kubebuilder:default=any
+	Presentation Presentation `json:"presentation,omitempty"`
 
 	// secretName is the Secret the token is written to, under the key
 	// "token". Defaults to <name>-token. It cannot change after creation.
@@ -336,6 +366,9 @@ type ApiTokenStatus struct {
 // +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=`.status.expiresAt`
 // +kubebuilder:printcolumn:name="Last Used",type=date,JSONPath=`.status.lastUsedAt`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Presentation",type=string,JSONPath=`.spec.presentation`,priority=1
+// +kubebuilder:printcolumn:name="Audience",type=string,JSONPath=`.spec.audience`,priority=1
+// +kubebuilder:printcolumn:name="Created By",type=string,JSONPath=`.metadata.annotations.tokens\.apitoken\.dev/created-by`,priority=1
 // +kubebuilder:printcolumn:name="Description",type=string,JSONPath=`.spec.description`,priority=1
 type ApiToken struct {
 	metav1.TypeMeta `json:",inline"`

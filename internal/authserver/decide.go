@@ -17,6 +17,9 @@ import (
 // from what the proxy's operator configured.
 type Request struct {
 	Token string
+	// Via is the header the token came in: Authorization (as Bearer) or
+	// X-API-Key. Empty: Authorization.
+	Via string
 	// Method is the original method (GET, HEAD, POST, PUT, PATCH or DELETE);
 	// empty when Policy.Scope fixes the scope.
 	Method string
@@ -33,6 +36,9 @@ type Policy struct {
 	Scope *token.Scope
 	// Resource, when set, names the resource instead of the path.
 	Resource string
+	// Segments is how many path segments name the resource (joined by
+	// ':', or replaced by Resource); an entry follows them. Zero: 1.
+	Segments int
 	// Audience is the audience required; empty: content-api.
 	Audience string
 	// Namespaces are the namespaces whose tokens are accepted; "*" accepts
@@ -71,6 +77,9 @@ func (h *Handler) Decide(req Request) Decision {
 	if verdict != Valid {
 		return Decision{Status: http.StatusUnauthorized, Result: verdict.String(), Challenge: invalidToken[verdict]}
 	}
+	if problem := presentedWrongly(id, req.Via); problem != "" {
+		return refusal(problem)
+	}
 	audience := req.Policy.Audience
 	if audience == "" {
 		audience = string(tokensv1alpha1.ContentAPI)
@@ -99,8 +108,10 @@ func (h *Handler) Decide(req Request) Decision {
 	return Decision{Status: http.StatusOK, Result: "valid", Identity: id}
 }
 
-// requiredScope returns the scope req needs: Policy.Scope, or the action of
-// the method on the resource named by Policy.Resource or by the path.
+// requiredScope returns the scope req needs: Policy.Scope, or the action
+// of the method on the resource that Policy.Resource or the path names. A
+// read (GET, HEAD) is find on the resource itself (/articles) and findOne
+// on an entry under it (/articles/7): a token's read covers both.
 func (h *Handler) requiredScope(req *Request) (token.Scope, string) {
 	if req.Policy.Scope != nil {
 		return *req.Policy.Scope, ""
@@ -109,35 +120,76 @@ func (h *Handler) requiredScope(req *Request) (token.Scope, string) {
 	if !ok {
 		return token.Scope{}, "method " + quoted(req.Method) + " has no action: only GET, HEAD, POST, PUT, PATCH and DELETE are mapped (or fix the scope in the route policy)"
 	}
+	segments := req.Policy.Segments
+	if segments == 0 {
+		segments = 1
+	}
+	span, item, ok := h.resourceOf(req.Path, segments)
 	resource := req.Policy.Resource
-	if resource == "" {
-		resource = h.resourceOf(req.Path)
-		if resource == "" || !token.ValidResource(resource) || resource == token.Wildcard {
-			return token.Scope{}, "the path " + quoted(req.Path) + " names no resource (after --auth-path-prefix " + quoted(h.Options.PathPrefix) +
-				", segment " + strconv.Itoa(h.Options.ResourceSegment) + "): name it with resource= in the route policy"
+	if ok && resource == "" {
+		// One segment names one part: /table:data is not table:data.
+		if strings.Contains(span, token.Separator) {
+			ok = false
+		}
+		resource = strings.ToLower(span)
+		if segments > 1 {
+			resource = strings.ReplaceAll(resource, "/", token.Separator)
+		}
+	}
+	if !ok || !token.Concrete(resource) {
+		return token.Scope{}, "the path " + quoted(req.Path) + " names no resource (after --auth-path-prefix " + quoted(h.Options.PathPrefix) +
+			", segment " + strconv.Itoa(h.Options.ResourceSegment) + ", " + strconv.Itoa(segments) + " segment(s)): name it with resource= in the route policy"
+	}
+	if action == token.ActionRead {
+		action = token.ActionFind
+		if item {
+			action = token.ActionFindOne
 		}
 	}
 	return token.Scope{Resource: resource, Action: action}, ""
 }
 
-// resourceOf names the resource of a normalised path: the configured
-// segment after PathPrefix (matched on whole segments: /api does not strip
-// /apiary), lower-cased.
-func (h *Handler) resourceOf(p string) string {
+// resourceOf reads a normalised path: after PathPrefix (matched on whole
+// segments: /api does not strip /apiary) and ResourceSegment segments, span
+// is the next n segments as they appear ("table/data"), and item reports
+// whether a segment follows them (/articles/7, not /articles or
+// /articles/). ok is false when the path has fewer segments.
+func (h *Handler) resourceOf(p string, n int) (span string, item, ok bool) {
 	if prefix := strings.TrimSuffix(h.Options.PathPrefix, "/"); prefix != "" {
 		if rest, ok := strings.CutPrefix(p, prefix); ok && (rest == "" || rest[0] == '/') {
 			p = rest
 		}
 	}
-	p = strings.Trim(p, "/")
+	p = strings.TrimPrefix(p, "/")
 	for i := 0; i < h.Options.ResourceSegment; i++ {
-		var ok bool
 		if _, p, ok = strings.Cut(p, "/"); !ok {
-			return ""
+			return "", false, false
 		}
 	}
-	seg, _, _ := strings.Cut(p, "/")
-	return strings.ToLower(seg)
+	rest, end := p, 0
+	for i := 0; i < n; i++ {
+		seg, tail, more := strings.Cut(rest, "/")
+		if seg == "" || (!more && i < n-1) {
+			return "", false, false
+		}
+		if end += len(seg); i < n-1 {
+			end++
+		}
+		rest = tail
+	}
+	return p[:end], rest != "", true
+}
+
+// presentedWrongly names the header to use when a token came in another
+// header than its spec.presentation allows.
+func presentedWrongly(id *Identity, via string) string {
+	switch {
+	case id.Presentation == tokensv1alpha1.BearerHeader && via == headerAPIKey:
+		return "this token is a bearer token (spec.presentation: bearer): send it as Authorization: Bearer, not in X-API-Key"
+	case id.Presentation == tokensv1alpha1.APIKeyHeader && via != headerAPIKey:
+		return "this token is an API key (spec.presentation: api-key): send it in X-API-Key, not as Authorization: Bearer"
+	}
+	return ""
 }
 
 // refusal is the 400 answer to a request that cannot be judged.

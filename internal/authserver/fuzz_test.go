@@ -128,9 +128,12 @@ func FuzzCredential(f *testing.F) {
 		if key != "" {
 			h.Set("X-API-Key", key)
 		}
-		tok, problem := credential(h)
+		tok, via, problem := credential(h)
 		if tok != "" && problem != "" {
 			t.Fatal("both a token and a problem")
+		}
+		if (tok != "") != (via != "") || (via == headerAPIKey) != (tok != "" && key != "") {
+			t.Fatalf("token %q reported as from %q (Authorization %q, X-API-Key %q)", tok, via, auth, key)
 		}
 		if tok != strings.TrimSpace(tok) || (auth != "" && strings.ContainsAny(tok, " \t,")) {
 			t.Fatalf("untrimmed or compound token %q", tok)

@@ -195,7 +195,7 @@ func (h *Handler) serveAs(w http.ResponseWriter, r *http.Request, badRequest int
 	start := time.Now()
 	req, problem := adapt(r)
 	if problem == "" {
-		req.Token, problem = credential(r.Header)
+		req.Token, req.Via, problem = credential(r.Header)
 	}
 	var d Decision
 	if problem != "" {
@@ -262,7 +262,7 @@ func (h *Handler) fromOrigin(r *http.Request, seg string, own, foreign originFam
 	return Request{Method: method, Path: path, Policy: pol}, ""
 }
 
-// policyKeyIn returns the first route-policy key (scope, resource,
+// policyKeyIn returns the first route-policy key (scope, resource, segments,
 // audience, namespace) in a raw query, or "".
 func policyKeyIn(raw string) string {
 	for raw != "" {
@@ -273,7 +273,7 @@ func policyKeyIn(raw string) string {
 			k = u
 		}
 		switch k {
-		case "scope", "resource", "audience", "namespace":
+		case "scope", "resource", "segments", "audience", "namespace":
 			return k
 		}
 	}
@@ -328,39 +328,39 @@ func checkMethod(m, name string) (string, string) {
 }
 
 // credential returns the one token sent in Authorization: Bearer (scheme
-// case-insensitive) or X-API-Key; none for another Authorization scheme.
-// problem is set when the request carries more than one credential or a
-// repeated header.
-func credential(hd http.Header) (tok, problem string) {
+// case-insensitive) or X-API-Key, and the header it came in; none for
+// another Authorization scheme. problem is set when the request carries
+// more than one credential or a repeated header.
+func credential(hd http.Header) (tok, via, problem string) {
 	auth, keys := hd[headerAuthorization], hd[headerAPIKey]
 	switch {
 	case len(auth) > 1:
-		return "", "more than one Authorization header"
+		return "", "", "more than one Authorization header"
 	case len(keys) > 1:
-		return "", "more than one X-API-Key header"
+		return "", "", "more than one X-API-Key header"
 	case len(auth) == 1 && len(keys) == 1:
-		return "", "both Authorization and X-API-Key were sent; send one credential"
+		return "", "", "both Authorization and X-API-Key were sent; send one credential"
 	case len(keys) == 1:
 		tok = strings.TrimSpace(keys[0])
 		if tok == "" {
-			return "", "empty X-API-Key header"
+			return "", "", "empty X-API-Key header"
 		}
-		return tok, ""
+		return tok, headerAPIKey, ""
 	case len(auth) == 1:
 		scheme, rest, _ := strings.Cut(strings.TrimSpace(auth[0]), " ")
 		if !strings.EqualFold(scheme, "Bearer") {
 			// Another scheme (Basic, ...) carries no bearer credential:
 			// a 401 with the Bearer challenge (RFC 6750 section 3), which
 			// every proxy passes on, not a 400 that nginx turns into a 500.
-			return "", ""
+			return "", "", ""
 		}
 		tok = strings.TrimSpace(rest)
 		if tok == "" || strings.ContainsAny(tok, " \t,") {
-			return "", "the Authorization header must be Bearer and one token"
+			return "", "", "the Authorization header must be Bearer and one token"
 		}
-		return tok, ""
+		return tok, headerAuthorization, ""
 	}
-	return "", ""
+	return "", "", ""
 }
 
 var realmOnly = []string{realm}

@@ -386,21 +386,30 @@ func TestResourceOf(t *testing.T) {
 	cases := []struct {
 		prefix  string
 		segment int
+		n       int
 		path    string
 		want    string
+		item    bool
 	}{
-		{"/api", 0, "/api/Articles/7", "articles"},
-		{"/api/", 0, "/api/articles", "articles"},
-		{"/api", 0, "/apiary/honey", "apiary"},
-		{"/api", 0, "/api", ""},
-		{"", 0, "/orders/1", "orders"},
-		{"", 1, "/v2/orders/1", "orders"},
-		{"", 3, "/v2/orders", ""},
+		{"/api", 0, 1, "/api/Articles/7", "Articles", true},
+		{"/api/", 0, 1, "/api/articles", "articles", false},
+		{"/api/", 0, 1, "/api/articles/", "articles", false},
+		{"/api", 0, 1, "/apiary/honey", "apiary", true},
+		{"/api", 0, 1, "/api", "", false},
+		{"", 0, 1, "/orders/1", "orders", true},
+		{"", 1, 1, "/v2/orders/1", "orders", true},
+		{"", 3, 1, "/v2/orders", "", false},
+		{"", 0, 2, "/table/data/7", "table/data", true},
+		{"", 0, 2, "/table/data", "table/data", false},
+		{"", 0, 2, "/table", "", false},
+		{"", 0, 2, "/table/", "", false},
+		{"", 0, 3, "/tables/posts/data/7/", "tables/posts/data", true},
 	}
 	for _, c := range cases {
 		h := &Handler{Options: Options{PathPrefix: c.prefix, ResourceSegment: c.segment}}
-		if got := h.resourceOf(c.path); got != c.want {
-			t.Errorf("resourceOf(%q) with prefix %q, segment %d = %q, want %q", c.path, c.prefix, c.segment, got, c.want)
+		got, item, ok := h.resourceOf(c.path, c.n)
+		if got != c.want || item != c.item || ok != (c.want != "") {
+			t.Errorf("resourceOf(%q, %d) with prefix %q, segment %d = %q, %v, %v; want %q, %v", c.path, c.n, c.prefix, c.segment, got, item, ok, c.want, c.item)
 		}
 	}
 }

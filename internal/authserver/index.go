@@ -21,7 +21,9 @@ import (
 type Grant struct {
 	Type     string
 	Audience string
-	Scopes   token.ScopeSet
+	// Presentation is spec.presentation: any (""), bearer or api-key.
+	Presentation tokensv1alpha1.Presentation
+	Scopes       token.ScopeSet
 	// ScopesHeader is Scopes joined with commas, for X-ApiToken-Scopes.
 	ScopesHeader string
 	// typeHeader and scopesHeader are the header values of a 200, built once.
@@ -264,7 +266,11 @@ func (ix *Index) grant(spec *tokensv1alpha1.ApiTokenSpec) *Grant {
 	if audience == "" {
 		audience = string(tokensv1alpha1.ContentAPI)
 	}
-	key := string(spec.Type) + "\x00" + audience + "\x00" + strings.Join(spec.Scopes, ",")
+	presentation := spec.Presentation
+	if presentation == tokensv1alpha1.AnyHeader {
+		presentation = ""
+	}
+	key := string(spec.Type) + "\x00" + audience + "\x00" + string(presentation) + "\x00" + strings.Join(spec.Scopes, ",")
 	if g := ix.grants[key]; g != nil {
 		g.refs++
 		return g
@@ -273,7 +279,7 @@ func (ix *Index) grant(spec *tokensv1alpha1.ApiTokenSpec) *Grant {
 	if err != nil {
 		scopes = nil // an invalid spec grants nothing
 	}
-	g := &Grant{Type: string(spec.Type), Audience: audience, Scopes: scopes, ScopesHeader: strings.Join(scopes.Strings(), ","), key: key, refs: 1}
+	g := &Grant{Type: string(spec.Type), Audience: audience, Presentation: presentation, Scopes: scopes, ScopesHeader: strings.Join(scopes.Strings(), ","), key: key, refs: 1}
 	g.typeHeader, g.scopesHeader = []string{g.Type}, []string{g.ScopesHeader}
 	ix.grants[key] = g
 	return g

@@ -2,6 +2,7 @@ package authserver
 
 import (
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -14,6 +15,10 @@ import (
 // operator configures a handful, and a caller that sends endless new ones
 // only gets them parsed each time.
 const policyCacheSize = 256
+
+// maxSegments bounds segments=: how many path segments a route's resource
+// spans.
+const maxSegments = 16
 
 // policyCache holds parsed policy segments (valid or not), so that the hot
 // path parses a route's policy once. Cached Policies are shared and never
@@ -47,7 +52,7 @@ func parsePolicySegment(seg string) (Policy, string) {
 
 // parsePolicySegment reads a route policy from one path segment of the
 // auth URL that the proxy's operator configured, such as
-// "namespace=shop+billing,resource=orders" in /v1/ext-authz/<policy>/...
+// "namespace=shop+billing,resource=orders,segments=2" in /v1/ext-authz/<policy>/...
 // "" and "-" are the empty policy. The segment is taken verbatim: a
 // percent-encoding is refused, so that one policy has one spelling.
 func parsePolicySegmentUncached(seg string) (Policy, string) {
@@ -61,7 +66,7 @@ func parsePolicySegmentUncached(seg string) (Policy, string) {
 	for _, kv := range strings.Split(seg, ",") {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok {
-			return Policy{}, "the route policy " + quoted(seg) + " must be - or key=value pairs joined by ',' (scope, resource, audience, namespace), e.g. namespace=shop,resource=orders"
+			return Policy{}, "the route policy " + quoted(seg) + " must be - or key=value pairs joined by ',' (scope, resource, segments, audience, namespace), e.g. namespace=shop,resource=orders"
 		}
 		if k == "namespace" {
 			for _, ns := range strings.Split(v, "+") {
@@ -116,7 +121,7 @@ func parseExplicitQuery(raw string) (Policy, string) {
 // resource, or a malformed value is refused.
 func policyOf(pairs [][2]string, where string) (Policy, string) {
 	var p Policy
-	var seenScope, seenResource, seenAudience bool
+	var seenScope, seenResource, seenAudience, seenSegments bool
 	for _, kv := range pairs {
 		k, v := kv[0], kv[1]
 		var seen *bool
@@ -127,6 +132,8 @@ func policyOf(pairs [][2]string, where string) (Policy, string) {
 			seen = &seenResource
 		case "audience":
 			seen = &seenAudience
+		case "segments":
+			seen = &seenSegments
 		}
 		if seen != nil {
 			if *seen {
@@ -142,10 +149,16 @@ func policyOf(pairs [][2]string, where string) (Policy, string) {
 			}
 			p.Scope = &sc
 		case "resource":
-			if !token.ValidResource(v) || v == token.Wildcard {
-				return Policy{}, where + " resource " + quoted(v) + " must be lower-case letters, digits, '.', '_' or '-'"
+			if !token.Concrete(v) {
+				return Policy{}, where + " resource " + quoted(v) + " must be parts joined by ':' (such as orders or table:data), each lower-case letters, digits, '.', '_' or '-'"
 			}
 			p.Resource = v
+		case "segments":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > maxSegments || v != strconv.Itoa(n) {
+				return Policy{}, where + " segments " + quoted(v) + " must be a number of path segments from 1 to " + strconv.Itoa(maxSegments)
+			}
+			p.Segments = n
 		case "audience":
 			if len(validation.IsDNS1123Label(v)) > 0 {
 				return Policy{}, where + " audience " + quoted(v) + " must be a lower-case name such as content-api or admin"
@@ -157,11 +170,11 @@ func policyOf(pairs [][2]string, where string) (Policy, string) {
 			}
 			p.Namespaces = append(p.Namespaces, v)
 		default:
-			return Policy{}, where + " " + quoted(k) + " is unknown: use scope, resource, audience or namespace"
+			return Policy{}, where + " " + quoted(k) + " is unknown: use scope, resource, segments, audience or namespace"
 		}
 	}
-	if p.Scope != nil && p.Resource != "" {
-		return Policy{}, where + ": give scope or resource, not both"
+	if p.Scope != nil && (p.Resource != "" || p.Segments != 0) {
+		return Policy{}, where + ": give scope, or resource and segments, not both"
 	}
 	return p, ""
 }

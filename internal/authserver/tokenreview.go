@@ -74,6 +74,11 @@ func (h *Handler) review(spec *authnv1.TokenReviewSpec, st *authnv1.TokenReviewS
 		st.Error = "invalid token: " + verdict.String()
 		return verdict.String()
 	}
+	// The API server presents what it got as Authorization: Bearer.
+	if problem := presentedWrongly(id, headerAuthorization); problem != "" {
+		st.Error = problem
+		return "bad_request"
+	}
 	switch {
 	case len(spec.Audiences) == 0:
 		// No audience asked: the caller checks none.

@@ -13,6 +13,11 @@ func TestParseScope(t *testing.T) {
 		"*:*":                  {"*", "*"},
 		"api.v2_items:publish": {"api.v2_items", "publish"},
 		"a:b1":                 {"a", "b1"},
+		"table:data:read":      {"table:data", "read"},
+		"table:*:read":         {"table:*", "read"},
+		"*:*:*":                {"*:*", "*"},
+		"articles:findOne":     {"articles", "findOne"},
+		"a:b:c:d:e:f:g:h:read": {"a:b:c:d:e:f:g:h", "read"},
 	}
 	for in, want := range good {
 		got, err := ParseScope(in)
@@ -24,23 +29,74 @@ func TestParseScope(t *testing.T) {
 		}
 	}
 	bad := map[string]string{
-		"orders":         "must be resource:action, e.g. orders:read",
-		"":               "must be resource:action",
-		":read":          `resource ""`,
-		"Articles:read":  `resource "Articles"`,
-		"-a:read":        `resource "-a"`,
-		"a-:read":        `resource "a-"`,
-		"articles:":      `action ""`,
-		"articles:Read":  `action "Read"`,
-		"articles:1read": `action "1read"`,
-		"articles:re-ad": `action "re-ad"`,
-		"a:b:c":          `action "b:c"`,
-		"articles:read ": `action "read "`,
+		"orders":                 "must be resource:action, e.g. orders:read",
+		"":                       "must be resource:action",
+		":read":                  `resource ""`,
+		"Articles:read":          `resource "Articles"`,
+		"-a:read":                `resource "-a"`,
+		"a-:read":                `resource "a-"`,
+		"articles:":              `action ""`,
+		"articles:Read":          `action "Read"`,
+		"articles:1read":         `action "1read"`,
+		"articles:re-ad":         `action "re-ad"`,
+		"a::read":                `resource "a:"`,
+		":a:read":                `resource ":a"`,
+		"a:B:read":               `resource "a:B"`,
+		"a:b:c:d:e:f:g:h:i:read": `resource "a:b:c:d:e:f:g:h:i"`,
+		"articles:find-one":      `action "find-one"`,
+		"articles:FindOne":       `action "FindOne"`,
+		"articles:read ":         `action "read "`,
 	}
 	for in, msg := range bad {
 		_, err := ParseScope(in)
 		if err == nil || !strings.Contains(err.Error(), msg) {
 			t.Errorf("ParseScope(%q) = %v, want error containing %q", in, err, msg)
+		}
+	}
+}
+
+// TestCovers is the matching table of docs/scopes.md, row by row.
+func TestCovers(t *testing.T) {
+	for _, c := range []struct {
+		grant, req string
+		want       bool
+	}{
+		{"*:*", "table:data:read", true},
+		{"*:*", "articles:findOne", true},
+		{"*:read", "table:data:read", true},
+		{"*:read", "articles:find", true},
+		{"*:read", "articles:create", false},
+		{"table:*", "table:read", true},
+		{"table:*", "table:data:read", false},
+		{"table:*:read", "table:data:read", true},
+		{"table:*:read", "table:read", false},
+		{"table:*:read", "table:data:rows:read", false},
+		{"*:data:read", "table:data:read", true},
+		{"*:*:read", "table:data:read", true},
+		{"*:*:read", "articles:read", false},
+		{"table:read", "table:data:read", false},
+		{"table:data:read", "table:read", false},
+		{"table:data:read", "table:data:find", true},
+		{"table:data:read", "table:data:findOne", true},
+		{"table:data:find", "table:data:read", false},
+		{"articles:read", "articles:find", true},
+		{"articles:read", "articles:findOne", true},
+		{"articles:find", "articles:find", true},
+		{"articles:find", "articles:findOne", false},
+		{"articles:findOne", "articles:find", false},
+		{"articles:find", "articles:read", false},
+		{"articles:*", "articles:findOne", true},
+		{"table:data:read", "table:*:read", false},
+		{"table:*:read", "table:*:read", true},
+		{"orders:read", "orders-archive:read", false},
+	} {
+		g, err1 := ParseScope(c.grant)
+		r, err2 := ParseScope(c.req)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("%s, %s: %v %v", c.grant, c.req, err1, err2)
+		}
+		if got := g.Covers(r); got != c.want {
+			t.Errorf("%s covers %s = %v, want %v", c.grant, c.req, got, c.want)
 		}
 	}
 }

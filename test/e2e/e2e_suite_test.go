@@ -257,6 +257,21 @@ func get(url, tok string) int {
 	return resp.StatusCode
 }
 
+// send sends a request with the given headers and returns the status code
+// (0 when the endpoint does not answer).
+func send(method, url string, headers map[string]string) int {
+	req, _ := http.NewRequest(method, url, nil)
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := (&http.Client{Timeout: 2 * time.Second}).Do(req)
+	if err != nil {
+		return 0
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode
+}
+
 // tokenKubeconfig writes a kubeconfig for the test API server that
 // authenticates with a bearer token (a ServiceAccount's).
 func tokenKubeconfig(tok string) string {

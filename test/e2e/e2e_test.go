@@ -113,6 +113,46 @@ var _ = Describe("apitoken-operator as a user runs it", Ordered, func() {
 		}, "30s", "500ms").ShouldNot(BeEmpty())
 	})
 
+	It("applies the bkend and Strapi samples, and verifies them as docs/scopes.md says", func() {
+		samples := filepath.Join(testenv.RepoRoot(), "config", "samples")
+		kubectl("-n", ns, "apply", "-f", filepath.Join(samples, "tokens_v1alpha1_apitoken_bkend.yaml"),
+			"-f", filepath.Join(samples, "tokens_v1alpha1_apitoken_strapi.yaml"))
+		Eventually(func() string { return kubectl("-n", ns, "get", "apitokens", "-o", "wide") }, "60s", "250ms").Should(And(
+			MatchRegexp(`NAME\s+TYPE\s+PHASE\s+EXPIRES\s+LAST USED\s+AGE\s+PRESENTATION\s+AUDIENCE\s+CREATED BY\s+DESCRIPTION`),
+			MatchRegexp(`table-data-reader\s+custom\s+Active\s+\d{4}-.*\s+bearer\s+content-api\s+e2e-admin\s+Reads and adds`),
+			MatchRegexp(`articles-browser\s+custom\s+Active\s+\d{4}-.*\s+api-key\s+content-api\s+e2e-admin\s+Lists and reads`),
+		))
+		Expect(kubectl("-n", ns, "describe", "apitoken", "articles-browser")).To(And(
+			ContainSubstring("tokens.apitoken.dev/created-by: e2e-admin"),
+			MatchRegexp(`tokens.apitoken.dev/created-by-groups: \S*system:masters`),
+		))
+		bkend := waitToken("table-data-reader-token", "")
+		strapi := waitToken("articles-browser-token", "")
+		o := follower
+		bearerOf := func(tok string) map[string]string { return map[string]string{"Authorization": "Bearer " + tok} }
+		apiKeyOf := func(tok string) map[string]string { return map[string]string{"X-API-Key": tok} }
+		for _, r := range []struct {
+			method, path string
+			headers      map[string]string
+			want         int
+		}{
+			{"GET", "/v1/ext-authz/segments=2/table/data/7", bearerOf(bkend), 200},
+			{"GET", "/v1/ext-authz/segments=2/table/data", bearerOf(bkend), 200},
+			{"POST", "/v1/ext-authz/segments=2/table/data", bearerOf(bkend), 200},
+			{"DELETE", "/v1/ext-authz/segments=2/table/data/7", bearerOf(bkend), 403},
+			{"GET", "/v1/ext-authz/-/table/7", bearerOf(bkend), 403},
+			{"GET", "/v1/ext-authz/segments=2/table/data/7", apiKeyOf(bkend), 400},
+			{"GET", "/v1/ext-authz/-/articles", apiKeyOf(strapi), 200},
+			{"GET", "/v1/ext-authz/-/articles/7", apiKeyOf(strapi), 200},
+			{"GET", "/v1/ext-authz/-/categories", apiKeyOf(strapi), 200},
+			{"GET", "/v1/ext-authz/-/categories/3", apiKeyOf(strapi), 403},
+			{"POST", "/v1/ext-authz/-/articles", apiKeyOf(strapi), 403},
+			{"GET", "/v1/ext-authz/-/articles", bearerOf(strapi), 400},
+		} {
+			Eventually(func() int { return send(r.method, o.authURL+r.path, r.headers) }, "5s", "100ms").Should(Equal(r.want), "%s %s", r.method, r.path)
+		}
+	})
+
 	It("verifies them at an auth-only replica whose identity can write nothing, and records their use through the operator", func() {
 		By("checking what each identity of config/ can and cannot do (kubectl auth can-i)")
 		kubectlIn(kubectl("kustomize", filepath.Join(testenv.RepoRoot(), "config", "rbac")), "apply", "--server-side", "-f", "-")

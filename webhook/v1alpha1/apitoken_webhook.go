@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -17,12 +18,12 @@ import (
 
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 
-// +kubebuilder:webhook:path=/mutate-tokens-apitoken-dev-v1alpha1-apitoken,mutating=true,failurePolicy=fail,sideEffects=None,groups=tokens.apitoken.dev,resources=apitokens,verbs=create;update,versions=v1alpha1,name=mapitoken-v1alpha1.tokens.apitoken.dev,admissionReviewVersions=v1,patch=`{"timeoutSeconds":5,"matchConditions":[{"name":"not-metadata-only-or-revoke","expression":"!(request.operation == 'UPDATE' && (has(object.metadata.annotations) && 'tokens.apitoken.dev/created-by' in object.metadata.annotations ? object.metadata.annotations['tokens.apitoken.dev/created-by'] : '') == (has(oldObject.metadata.annotations) && 'tokens.apitoken.dev/created-by' in oldObject.metadata.annotations ? oldObject.metadata.annotations['tokens.apitoken.dev/created-by'] : '') && (object.spec == oldObject.spec || (has(object.spec.revoked) && object.spec.revoked == true && object.spec.filter(k, k != 'revoked').size() == oldObject.spec.filter(k, k != 'revoked').size() && object.spec.filter(k, k != 'revoked').all(k, k in oldObject.spec && object.spec[k] == oldObject.spec[k]))))"}]}`
-// +kubebuilder:webhook:path=/validate-tokens-apitoken-dev-v1alpha1-apitoken,mutating=false,failurePolicy=fail,sideEffects=None,groups=tokens.apitoken.dev,resources=apitokens,verbs=create;update,versions=v1alpha1,name=vapitoken-v1alpha1.tokens.apitoken.dev,admissionReviewVersions=v1,patch=`{"timeoutSeconds":5,"matchConditions":[{"name":"not-metadata-only-or-revoke","expression":"!(request.operation == 'UPDATE' && (has(object.metadata.annotations) && 'tokens.apitoken.dev/created-by' in object.metadata.annotations ? object.metadata.annotations['tokens.apitoken.dev/created-by'] : '') == (has(oldObject.metadata.annotations) && 'tokens.apitoken.dev/created-by' in oldObject.metadata.annotations ? oldObject.metadata.annotations['tokens.apitoken.dev/created-by'] : '') && (object.spec == oldObject.spec || (has(object.spec.revoked) && object.spec.revoked == true && object.spec.filter(k, k != 'revoked').size() == oldObject.spec.filter(k, k != 'revoked').size() && object.spec.filter(k, k != 'revoked').all(k, k in oldObject.spec && object.spec[k] == oldObject.spec[k]))))"}]}`
+// +kubebuilder:webhook:path=/mutate-tokens-apitoken-dev-v1alpha1-apitoken,mutating=true,failurePolicy=fail,sideEffects=None,groups=tokens.apitoken.dev,resources=apitokens,verbs=create;update,versions=v1alpha1,name=mapitoken-v1alpha1.tokens.apitoken.dev,admissionReviewVersions=v1,patch=`{"timeoutSeconds":5,"matchConditions":[{"name":"not-metadata-only-or-revoke","expression":"!(request.operation == 'UPDATE' && ['tokens.apitoken.dev/created-by', 'tokens.apitoken.dev/created-by-groups'].all(k, object.metadata.?annotations[?k] == oldObject.metadata.?annotations[?k]) && (object.spec == oldObject.spec || (has(object.spec.revoked) && object.spec.revoked == true && object.spec.filter(k, k != 'revoked').size() == oldObject.spec.filter(k, k != 'revoked').size() && object.spec.filter(k, k != 'revoked').all(k, k in oldObject.spec && object.spec[k] == oldObject.spec[k]))))"}]}`
+// +kubebuilder:webhook:path=/validate-tokens-apitoken-dev-v1alpha1-apitoken,mutating=false,failurePolicy=fail,sideEffects=None,groups=tokens.apitoken.dev,resources=apitokens,verbs=create;update,versions=v1alpha1,name=vapitoken-v1alpha1.tokens.apitoken.dev,admissionReviewVersions=v1,patch=`{"timeoutSeconds":5,"matchConditions":[{"name":"not-metadata-only-or-revoke","expression":"!(request.operation == 'UPDATE' && ['tokens.apitoken.dev/created-by', 'tokens.apitoken.dev/created-by-groups'].all(k, object.metadata.?annotations[?k] == oldObject.metadata.?annotations[?k]) && (object.spec == oldObject.spec || (has(object.spec.revoked) && object.spec.revoked == true && object.spec.filter(k, k != 'revoked').size() == oldObject.spec.filter(k, k != 'revoked').size() && object.spec.filter(k, k != 'revoked').all(k, k in oldObject.spec && object.spec[k] == oldObject.spec[k]))))"}]}`
 
 // Both webhooks skip an update that changes no spec field (annotations
 // such as the regenerate request, labels) or only sets spec.revoked to
-// true, with created-by unchanged (matchConditions): revoking and
+// true, with created-by and created-by-groups unchanged (matchConditions): revoking and
 // regenerating never wait on the webhook, even while it is down. They time
 // out after 5 seconds.
 
@@ -40,9 +41,10 @@ type Defaulter struct{}
 
 var _ admission.Defaulter[*tokensv1alpha1.ApiToken] = &Defaulter{}
 
-// Default sets tokens.apitoken.dev/created-by to the requesting user on
-// create, overwriting any value sent, and on update restores the value the
-// object had, so the record can be neither forged nor changed. It fills
+// Default sets tokens.apitoken.dev/created-by to the requesting user and
+// tokens.apitoken.dev/created-by-groups to their groups on create,
+// overwriting any value sent, and on update restores the values the object
+// had, so the record can be neither forged nor changed. It fills
 // spec.secretName and spec.audience when unset.
 func (d *Defaulter) Default(ctx context.Context, at *tokensv1alpha1.ApiToken) error {
 	req, err := admission.RequestFromContext(ctx)
@@ -50,13 +52,13 @@ func (d *Defaulter) Default(ctx context.Context, at *tokensv1alpha1.ApiToken) er
 		return fmt.Errorf("reading the admission request: %w", err)
 	}
 	if req.OldObject.Raw == nil {
-		setCreator(at, req.UserInfo.Username)
+		setCreator(at, req.UserInfo.Username, strings.Join(req.UserInfo.Groups, ","))
 	} else {
 		var old tokensv1alpha1.ApiToken
 		if err := json.Unmarshal(req.OldObject.Raw, &old); err != nil {
 			return fmt.Errorf("decoding the old object: %w", err)
 		}
-		setCreator(at, old.Annotations[tokensv1alpha1.CreatedByAnnotation])
+		setCreator(at, old.Annotations[tokensv1alpha1.CreatedByAnnotation], old.Annotations[tokensv1alpha1.CreatedByGroupsAnnotation])
 		if old.Spec.SecretName == "" && at.Spec.SecretName == "" {
 			// Created before the webhook: keep the default it already uses.
 			at.Spec.SecretName = old.SecretName()
@@ -71,15 +73,19 @@ func (d *Defaulter) Default(ctx context.Context, at *tokensv1alpha1.ApiToken) er
 	return nil
 }
 
-func setCreator(at *tokensv1alpha1.ApiToken, user string) {
-	if user == "" {
-		delete(at.Annotations, tokensv1alpha1.CreatedByAnnotation)
-		return
+// setCreator sets (or, for an empty value, removes) the created-by and
+// created-by-groups annotations.
+func setCreator(at *tokensv1alpha1.ApiToken, user, groups string) {
+	for key, value := range map[string]string{tokensv1alpha1.CreatedByAnnotation: user, tokensv1alpha1.CreatedByGroupsAnnotation: groups} {
+		if value == "" {
+			delete(at.Annotations, key)
+			continue
+		}
+		if at.Annotations == nil {
+			at.Annotations = map[string]string{}
+		}
+		at.Annotations[key] = value
 	}
-	if at.Annotations == nil {
-		at.Annotations = map[string]string{}
-	}
-	at.Annotations[tokensv1alpha1.CreatedByAnnotation] = user
 }
 
 // Validator adapts ValidateApiToken to admission, and checks that the

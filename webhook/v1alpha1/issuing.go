@@ -14,7 +14,10 @@ import (
 
 // The issuing permissions, in ordinary RBAC: issuing scope resource:action
 // needs verb <action> on scopes.tokens.apitoken.dev named <resource> (a "*"
-// action needs verb "*", a "*" resource needs the verb on every name), and
+// action needs verb "*", a "*" resource needs the verb on every name, and
+// a nested resource such as table:data or table:* is one name, as
+// written; find and findOne are also allowed by verb read, which covers
+// them), and
 // an audience other than content-api needs verb issue on
 // audiences.tokens.apitoken.dev named after it.
 const (
@@ -30,6 +33,8 @@ type permission struct {
 	// what is issued, as a user reads it: "orders:delete", "audience admin".
 	what  string
 	attrs authorizationv1.ResourceAttributes
+	// orVerb, when set, is a verb that allows it too (read, for find).
+	orVerb string
 }
 
 // requiredPermissions lists what the requesting user must be allowed to
@@ -65,9 +70,13 @@ func requiredPermissions(old, at *tokensv1alpha1.ApiToken) []permission {
 		if name == token.Wildcard {
 			name = "" // every name
 		}
-		out = append(out, permission{field: p, what: s.String(), attrs: authorizationv1.ResourceAttributes{
+		perm := permission{field: p, what: s.String(), attrs: authorizationv1.ResourceAttributes{
 			Namespace: at.Namespace, Verb: s.Action, Group: tokensv1alpha1.GroupVersion.Group, Resource: scopesResource, Name: name,
-		}})
+		}}
+		if (token.Scope{Resource: s.Resource, Action: token.ActionRead}).Covers(s) && s.Action != token.ActionRead {
+			perm.orVerb = token.ActionRead
+		}
+		out = append(out, perm)
 	}
 	// A new audience, or new scopes for an audience other than content-api
 	// (the pair is what a token grants), need the audience's permission.
@@ -93,7 +102,11 @@ func (p permission) needs() string {
 	if p.attrs.Name == "" {
 		name = "(every name)"
 	}
-	return fmt.Sprintf("verb %s on %s.%s %s", p.attrs.Verb, p.attrs.Resource, p.attrs.Group, name)
+	verb := p.attrs.Verb
+	if p.orVerb != "" {
+		verb += " or " + p.orVerb
+	}
+	return fmt.Sprintf("verb %s on %s.%s %s", verb, p.attrs.Resource, p.attrs.Group, name)
 }
 
 // User is who asks, as the admission request says.
@@ -110,17 +123,29 @@ type User struct {
 func CheckIssuing(ctx context.Context, c client.Client, user User, old, at *tokensv1alpha1.ApiToken) field.ErrorList {
 	var errs field.ErrorList
 	for _, p := range requiredPermissions(old, at) {
-		attrs := p.attrs
-		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-			User: user.Name, UID: user.UID, Groups: user.Groups, Extra: user.Extra, ResourceAttributes: &attrs,
-		}}
-		if err := c.Create(ctx, sar); err != nil {
-			errs = append(errs, field.Forbidden(p.field, fmt.Sprintf("could not check whether user %s may issue %s in namespace %s (SubjectAccessReview: %v); refused", user.Name, p.what, at.Namespace, err)))
-			continue
+		allowed, err := allows(ctx, c, user, p.attrs)
+		if err == nil && !allowed && p.orVerb != "" {
+			attrs := p.attrs
+			attrs.Verb = p.orVerb
+			allowed, err = allows(ctx, c, user, attrs)
 		}
-		if !sar.Status.Allowed {
+		switch {
+		case err != nil:
+			errs = append(errs, field.Forbidden(p.field, fmt.Sprintf("could not check whether user %s may issue %s in namespace %s (SubjectAccessReview: %v); refused", user.Name, p.what, at.Namespace, err)))
+		case !allowed:
 			errs = append(errs, field.Forbidden(p.field, fmt.Sprintf("user %s may not issue %s in namespace %s (needs %s)", user.Name, p.what, at.Namespace, p.needs())))
 		}
 	}
 	return errs
+}
+
+// allows asks the API server whether user may do attrs.
+func allows(ctx context.Context, c client.Client, user User, attrs authorizationv1.ResourceAttributes) (bool, error) {
+	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+		User: user.Name, UID: user.UID, Groups: user.Groups, Extra: user.Extra, ResourceAttributes: &attrs,
+	}}
+	if err := c.Create(ctx, sar); err != nil {
+		return false, err
+	}
+	return sar.Status.Allowed, nil
 }

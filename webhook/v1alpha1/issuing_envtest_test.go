@@ -24,14 +24,21 @@ func applyYAML(ctx context.Context, data []byte) {
 	Expect(err).NotTo(HaveOccurred())
 }
 
-// docExamples returns the ```yaml blocks of the issuing section of
-// docs/admission.md, in order: the tests apply exactly what users copy.
-func docExamples() []string {
-	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "docs", "admission.md"))
+// docExamples returns the ```yaml blocks of a section of a page under
+// docs/ (the first whose heading starts with section), in order: the tests
+// apply exactly what users copy.
+func docExamples(page, section string) []string {
+	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "docs", page))
 	Expect(err).NotTo(HaveOccurred())
 	doc := string(data)
-	start := strings.Index(doc, "## Issuing power")
-	end := strings.Index(doc[start:], "\n## ") + start
+	start := strings.Index(doc, "\n"+section)
+	Expect(start).NotTo(BeNumerically("<", 0), "docs/%s has a section %q", page, section)
+	end := strings.Index(doc[start+1:], "\n## ")
+	if end < 0 {
+		end = len(doc)
+	} else {
+		end += start + 1
+	}
 	var out []string
 	for rest := doc[start:end]; ; {
 		i := strings.Index(rest, "```yaml\n")
@@ -79,7 +86,7 @@ var _ = Describe("Issuing power (SubjectAccessReview against the real RBAC autho
 		Expect(k8s.Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "tokens-viewers", Namespace: ns},
 			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "apitoken-view"},
 			Subjects: []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "Group", Name: "system:authenticated"}}})).To(Succeed())
-		examples = docExamples()
+		examples = docExamples("admission.md", "## Issuing power")
 		Expect(examples).To(HaveLen(3), "docs/admission.md's three examples")
 	})
 
@@ -201,6 +208,32 @@ var _ = Describe("Issuing power (SubjectAccessReview against the real RBAC autho
 		run([]row{
 			{"17 the kubernetes audience needs its own grant", platform, tok("d2", func(a *tokensv1alpha1.ApiToken) { a.Spec.Audience = tokensv1alpha1.Kubernetes }),
 				`spec.audience: Forbidden: user dana may not issue audience kubernetes in namespace shop (needs verb issue on audiences.tokens.apitoken.dev "kubernetes")`},
+		})
+	})
+
+	It("issues nested and Strapi scopes by the Roles of docs/scopes.md", func() {
+		roles := docExamples("scopes.md", "## Issuing them")
+		Expect(roles).To(HaveLen(2), "docs/scopes.md's two Roles")
+		for _, r := range roles {
+			applyYAML(ctx, []byte(r))
+		}
+		erin := func() client.Client { return as("erin") }
+		frank := func() client.Client { return as("frank") }
+		custom := func(name string, scopes ...string) *tokensv1alpha1.ApiToken {
+			return tok(name, func(a *tokensv1alpha1.ApiToken) { a.Spec.Type, a.Spec.Scopes = tokensv1alpha1.Custom, scopes })
+		}
+		Eventually(func() error { return erin().Create(ctx, custom("e1", "table:data:read", "table:data:create")) }).Should(Succeed(),
+			"19 erin issues bkend's table:data:read and table:data:create")
+		Eventually(func() error { return frank().Create(ctx, custom("f1", "articles:find")) }).Should(Succeed(), "23 frank issues articles:find")
+		run([]row{
+			{"20 table:data:delete", erin, custom("e2", "table:data:delete"),
+				`spec.scopes[0]: Forbidden: user erin may not issue table:data:delete in namespace shop (needs verb delete on scopes.tokens.apitoken.dev "table:data")`},
+			{"21 table:*:read is a name of its own", erin, custom("e3", "table:*:read"),
+				`spec.scopes[0]: Forbidden: user erin may not issue table:*:read in namespace shop (needs verb read on scopes.tokens.apitoken.dev "table:*")`},
+			{"22 read allows find and findOne", erin, custom("e4", "table:data:find", "table:data:findOne"), ""},
+			{"24 find does not allow findOne", frank, custom("f2", "articles:find", "articles:findOne"),
+				`spec.scopes[1]: Forbidden: user frank may not issue articles:findOne in namespace shop (needs verb findOne or read on scopes.tokens.apitoken.dev "articles")`},
+			{"25 categories:find", frank, custom("f3", "categories:find"), ""},
 		})
 	})
 })

@@ -34,6 +34,11 @@ func TestRequiredPermissions(t *testing.T) {
 			`spec.type *:* verb * on scopes.tokens.apitoken.dev (every name)`, `spec.audience audience admin verb issue on audiences.tokens.apitoken.dev "admin"`}},
 		{"custom", nil, spec(tokensv1alpha1.Custom, "", "orders:delete", "articles:*"), []string{
 			`spec.scopes[0] orders:delete verb delete on scopes.tokens.apitoken.dev "orders"`, `spec.scopes[1] articles:* verb * on scopes.tokens.apitoken.dev "articles"`}},
+		{"nested resources are one name", nil, spec(tokensv1alpha1.Custom, "", "table:data:read", "table:*:delete"), []string{
+			`spec.scopes[0] table:data:read verb read on scopes.tokens.apitoken.dev "table:data"`, `spec.scopes[1] table:*:delete verb delete on scopes.tokens.apitoken.dev "table:*"`}},
+		{"find and findOne are also allowed by read", nil, spec(tokensv1alpha1.Custom, "", "articles:find", "articles:findOne"), []string{
+			`spec.scopes[0] articles:find verb find or read on scopes.tokens.apitoken.dev "articles"`, `spec.scopes[1] articles:findOne verb findOne or read on scopes.tokens.apitoken.dev "articles"`}},
+		{"read to find narrows", spec(tokensv1alpha1.Custom, "", "articles:read"), spec(tokensv1alpha1.Custom, "", "articles:find"), nil},
 		{"narrowing needs nothing", spec(tokensv1alpha1.FullAccess, ""), spec(tokensv1alpha1.Custom, "", "orders:delete"), nil},
 		{"widening needs the new scope only", spec(tokensv1alpha1.Custom, "", "orders:delete"), spec(tokensv1alpha1.Custom, "", "orders:delete", "orders:create"),
 			[]string{`spec.scopes[1] orders:create verb create on scopes.tokens.apitoken.dev "orders"`}},

@@ -140,8 +140,10 @@ func ValidateApiToken(old, at *tokensv1alpha1.ApiToken) (field.ErrorList, []stri
 	}
 
 	// The creator annotation is the webhook's to write.
-	if old != nil && old.Annotations[tokensv1alpha1.CreatedByAnnotation] != at.Annotations[tokensv1alpha1.CreatedByAnnotation] {
-		errs = append(errs, field.Forbidden(field.NewPath("metadata", "annotations").Key(tokensv1alpha1.CreatedByAnnotation), "records who created the ApiToken and cannot be changed"))
+	for _, key := range []string{tokensv1alpha1.CreatedByAnnotation, tokensv1alpha1.CreatedByGroupsAnnotation} {
+		if old != nil && old.Annotations[key] != at.Annotations[key] {
+			errs = append(errs, field.Forbidden(field.NewPath("metadata", "annotations").Key(key), "records who created the ApiToken and cannot be changed"))
+		}
 	}
 	return errs, warnings
 }

@@ -27,9 +27,9 @@ var _ = Describe("The admission webhooks", Ordered, ContinueOnFailure, func() {
 		Expect(k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
 	})
 
-	as := func(user string) client.Client {
+	as := func(user string, groups ...string) client.Client {
 		cfg := rest.CopyConfig(env.Config)
-		cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: []string{"system:masters"}}
+		cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: append(groups, "system:masters")}
 		c, err := client.New(cfg, client.Options{Scheme: scheme})
 		Expect(err).NotTo(HaveOccurred())
 		return c
@@ -37,7 +37,7 @@ var _ = Describe("The admission webhooks", Ordered, ContinueOnFailure, func() {
 
 	It("accepts the samples and fills the defaults", func() {
 		files, _ := filepath.Glob(filepath.Join(testenv.RepoRoot(), "config", "samples", "tokens_*.yaml"))
-		Expect(files).To(HaveLen(3))
+		Expect(files).To(HaveLen(5))
 		for _, f := range files {
 			data, err := os.ReadFile(f)
 			Expect(err).NotTo(HaveOccurred())
@@ -52,6 +52,7 @@ var _ = Describe("The admission webhooks", Ordered, ContinueOnFailure, func() {
 		Expect(k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "read-only"}, &ro)).To(Succeed())
 		Expect(ro.Spec.SecretName).To(Equal("read-only-token"))
 		Expect(ro.Spec.Audience).To(Equal(tokensv1alpha1.ContentAPI))
+		Expect(ro.Spec.Presentation).To(Equal(tokensv1alpha1.AnyHeader))
 	})
 
 	for _, c := range badCases {
@@ -105,13 +106,14 @@ var _ = Describe("The admission webhooks", Ordered, ContinueOnFailure, func() {
 		))
 	})
 
-	It("stamps the creator from the admission request and does not let it be forged or changed", func() {
-		alice := as("alice@example.com")
+	It("stamps the creator and their groups from the admission request and does not let them be forged or changed", func() {
+		alice := as("alice@example.com", "shop-developers")
 		at := validToken()
 		at.Namespace, at.Name = ns, "stamped"
-		at.Annotations = map[string]string{tokensv1alpha1.CreatedByAnnotation: "mallory"}
+		at.Annotations = map[string]string{tokensv1alpha1.CreatedByAnnotation: "mallory", tokensv1alpha1.CreatedByGroupsAnnotation: "platform-admins"}
 		Expect(alice.Create(ctx, at)).To(Succeed())
 		Expect(at.Annotations).To(HaveKeyWithValue(tokensv1alpha1.CreatedByAnnotation, "alice@example.com"))
+		Expect(at.Annotations).To(HaveKeyWithValue(tokensv1alpha1.CreatedByGroupsAnnotation, "shop-developers,system:masters,system:authenticated"))
 
 		bob := as("bob@example.com")
 		var got tokensv1alpha1.ApiToken
@@ -123,8 +125,10 @@ var _ = Describe("The admission webhooks", Ordered, ContinueOnFailure, func() {
 		Expect(got.Spec.Description).To(Equal("changed by bob"))
 
 		delete(got.Annotations, tokensv1alpha1.CreatedByAnnotation)
+		got.Annotations[tokensv1alpha1.CreatedByGroupsAnnotation] = "platform-admins"
 		Expect(bob.Update(ctx, &got)).To(Succeed())
 		Expect(got.Annotations).To(HaveKeyWithValue(tokensv1alpha1.CreatedByAnnotation, "alice@example.com"))
+		Expect(got.Annotations).To(HaveKeyWithValue(tokensv1alpha1.CreatedByGroupsAnnotation, "shop-developers,system:masters,system:authenticated"))
 	})
 
 	It("lets revoke and regenerate through while the webhook server is down, and nothing else", func() {
@@ -176,13 +180,19 @@ var _ = Describe("The admission webhooks", Ordered, ContinueOnFailure, func() {
 		}).Should(MatchError(ContainSubstring("failed calling webhook")))
 
 		Expect(update(func(a *tokensv1alpha1.ApiToken) {
-			a.Annotations = map[string]string{tokensv1alpha1.RegenerateAnnotation: "while-down", tokensv1alpha1.CreatedByAnnotation: a.Annotations[tokensv1alpha1.CreatedByAnnotation]}
+			a.Annotations[tokensv1alpha1.RegenerateAnnotation] = "while-down"
 		})).To(Succeed(), "a regenerate request must not wait on the webhook")
 		Expect(update(func(a *tokensv1alpha1.ApiToken) { a.Spec.Revoked = true })).To(Succeed(), "revocation must not wait on the webhook")
 		Expect(update(func(a *tokensv1alpha1.ApiToken) { a.Spec.Revoked = false })).To(MatchError(ContainSubstring("failed calling webhook")), "un-revoking is judged")
 		Expect(update(func(a *tokensv1alpha1.ApiToken) {
 			a.Annotations[tokensv1alpha1.CreatedByAnnotation] = "mallory"
 		})).To(MatchError(ContainSubstring("failed calling webhook")), "created-by is guarded by the webhook")
+		Expect(update(func(a *tokensv1alpha1.ApiToken) {
+			a.Annotations[tokensv1alpha1.CreatedByGroupsAnnotation] = "system:masters"
+		})).To(MatchError(ContainSubstring("failed calling webhook")), "created-by-groups is guarded by the webhook")
+		Expect(update(func(a *tokensv1alpha1.ApiToken) {
+			delete(a.Annotations, tokensv1alpha1.CreatedByGroupsAnnotation)
+		})).To(MatchError(ContainSubstring("failed calling webhook")), "removing created-by-groups is guarded by the webhook")
 		Expect(update(func(a *tokensv1alpha1.ApiToken) {
 			a.Spec.Revoked = true
 			a.Spec.Type, a.Spec.Scopes = tokensv1alpha1.FullAccess, nil
