@@ -28,7 +28,7 @@ var _ = Describe("The CRD schema", Ordered, func() {
 	It("accepts every sample", func() {
 		files, err := filepath.Glob(filepath.Join(testenv.RepoRoot(), "config", "samples", "tokens_*.yaml"))
 		Expect(err).NotTo(HaveOccurred())
-		Expect(files).To(HaveLen(3))
+		Expect(files).To(HaveLen(5))
 		for _, f := range files {
 			data, err := os.ReadFile(f)
 			Expect(err).NotTo(HaveOccurred())
