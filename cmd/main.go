@@ -72,6 +72,8 @@ func main() {
 		reportUsageCAFile          string
 		usageReporters             string
 		lastUsedInterval           time.Duration
+		grpcAuthAddr               string
+		auditLog                   string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint (use :8443 with --metrics-secure); 0 disables it.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", false, "Serve metrics over HTTPS with authentication and authorization (as in-cluster).")
@@ -88,7 +90,9 @@ func main() {
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 4, "ApiTokens reconciled in parallel.")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "Address of Go's pprof endpoints (e.g. 127.0.0.1:6060); empty disables them.")
 	flag.StringVar(&authAddr, "auth-bind-address", ":8082", "Address of the auth endpoint (/v1/auth-request, /v1/forward-auth, /v1/ext-authz, /v1/authorize, /v1/tokenreview); served by every replica.")
-	flag.StringVar(&authCert, "auth-tls-cert-file", "", "Certificate for the auth endpoint; with --auth-tls-key-file it serves HTTPS, reloading both when they change.")
+	flag.StringVar(&grpcAuthAddr, "grpc-auth-bind-address", ":9002", "Address of Envoy's gRPC ext_authz (envoy.service.auth.v3.Authorization/Check) and the gRPC health service; served by every replica, over TLS with --auth-tls-cert-file. 0 disables it.")
+	flag.StringVar(&auditLog, "audit-log", "off", "Where to write one JSON line per auth decision (allowed and refused): stdout, a file path, or off. Never blocks a request: records beyond an 8192-record buffer are dropped and counted (apitoken_audit_records_dropped_total).")
+	flag.StringVar(&authCert, "auth-tls-cert-file", "", "Certificate for the auth endpoint (HTTP and gRPC); with --auth-tls-key-file it serves TLS, reloading both when they change.")
 	flag.StringVar(&authKey, "auth-tls-key-file", "", "Key for the auth endpoint's certificate.")
 	flag.StringVar(&authPathPrefix, "auth-path-prefix", "", "Prefix stripped from the original path before the resource is read (e.g. /api).")
 	flag.IntVar(&authResourceSegment, "auth-resource-segment", 0, "Index of the path segment, after --auth-path-prefix, that names the resource.")
@@ -190,15 +194,31 @@ func main() {
 	}
 
 	index := authserver.NewIndex(saltStore.Hasher)
-	handler := &authserver.Handler{Index: index, Clock: clock.RealClock{}, Options: authserver.Options{
+	audit, auditFile, err := authserver.OpenAuditLog(auditLog)
+	if err != nil {
+		setupLog.Error(err, "Failed to open the audit log")
+		os.Exit(2)
+	}
+	if auditFile != nil {
+		defer func() { _ = auditFile.Close() }()
+	}
+	handler := &authserver.Handler{Index: index, Clock: clock.RealClock{}, Audit: audit, Options: authserver.Options{
 		PathPrefix: authPathPrefix, ResourceSegment: authResourceSegment,
 		DefaultNamespaces: splitList(authDefaultNamespaces), KubeAPIAudiences: splitList(kubeAPIAudiences),
 	}}
-	for _, r := range []manager.Runnable{
+	httpServer := &authserver.Server{Addr: authAddr, CertFile: authCert, KeyFile: authKey, EnableHTTP2: enableHTTP2, Handler: handler, Usage: usage, Cache: mgr.GetCache()}
+	runnables := []manager.Runnable{
 		&salt.Watcher{Store: saltStore, Cache: mgr.GetCache()},
-		&authserver.Server{Addr: authAddr, CertFile: authCert, KeyFile: authKey, EnableHTTP2: enableHTTP2, Handler: handler, Usage: usage, Cache: mgr.GetCache()},
+		httpServer,
 		&authserver.LastUsedWriter{Index: index, Client: mgr.GetClient(), Reporter: reporter, Clock: clock.RealClock{}, Interval: lastUsedInterval},
-	} {
+	}
+	if grpcAuthAddr != "0" {
+		runnables = append(runnables, &authserver.GRPCServer{Addr: grpcAuthAddr, CertFile: authCert, KeyFile: authKey, Handler: handler, Ready: httpServer.Ready})
+	}
+	if audit != nil {
+		runnables = append(runnables, audit)
+	}
+	for _, r := range runnables {
 		if err := mgr.Add(r); err != nil {
 			setupLog.Error(err, "Failed to add the auth endpoint")
 			os.Exit(1)

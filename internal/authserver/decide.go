@@ -58,8 +58,12 @@ type Decision struct {
 	Reason string
 	// Challenge is the WWW-Authenticate value of a refusal.
 	Challenge []string
-	// Identity is who the token speaks for, on a 200.
+	// Identity is who the token speaks for: on a 200, and on a refusal of
+	// a known token (for the audit log; never sent).
 	Identity *Identity
+	// Required and Audience are what the request needed, once known.
+	Required token.Scope
+	Audience string
 }
 
 // Decide is the one place that answers "is this token valid for this
@@ -69,20 +73,22 @@ func (h *Handler) Decide(req Request) Decision {
 	if problem != "" {
 		return refusal(problem)
 	}
+	audience := req.Policy.Audience
+	if audience == "" {
+		audience = string(tokensv1alpha1.ContentAPI)
+	}
 	if req.Token == "" {
-		return Decision{Status: http.StatusUnauthorized, Result: "missing", Challenge: realmOnly}
+		return Decision{Status: http.StatusUnauthorized, Result: "missing", Challenge: realmOnly, Required: required, Audience: audience}
 	}
 	now := h.Clock.Now()
 	id, verdict := h.Index.Lookup(req.Token, now)
 	if verdict != Valid {
-		return Decision{Status: http.StatusUnauthorized, Result: verdict.String(), Challenge: invalidToken[verdict]}
+		return Decision{Status: http.StatusUnauthorized, Result: verdict.String(), Challenge: invalidToken[verdict], Identity: id, Required: required, Audience: audience}
 	}
 	if problem := presentedWrongly(id, req.Via); problem != "" {
-		return refusal(problem)
-	}
-	audience := req.Policy.Audience
-	if audience == "" {
-		audience = string(tokensv1alpha1.ContentAPI)
+		d := refusal(problem)
+		d.Identity, d.Required, d.Audience = id, required, audience
+		return d
 	}
 	namespaces := req.Policy.Namespaces
 	if len(namespaces) == 0 {
@@ -102,10 +108,10 @@ func (h *Handler) Decide(req Request) Decision {
 	}
 	if why != "" {
 		challenge := realm + `, error="insufficient_scope", error_description=` + quoted(why) + `, scope=` + quoted(required.String())
-		return Decision{Status: http.StatusForbidden, Result: "insufficient_scope", Reason: why, Challenge: []string{challenge}}
+		return Decision{Status: http.StatusForbidden, Result: "insufficient_scope", Reason: why, Challenge: []string{challenge}, Identity: id, Required: required, Audience: audience}
 	}
 	markUsed(id, now)
-	return Decision{Status: http.StatusOK, Result: "valid", Identity: id}
+	return Decision{Status: http.StatusOK, Result: "valid", Identity: id, Required: required, Audience: audience}
 }
 
 // requiredScope returns the scope req needs: Policy.Scope, or the action

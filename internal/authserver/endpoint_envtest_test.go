@@ -6,6 +6,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"google.golang.org/grpc/codes"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -67,9 +68,18 @@ var _ = Describe("The auth endpoint fed by the operator", func() {
 		}).Should(Succeed())
 	})
 
-	It("refuses a revoked token within a second", func() {
+	It("refuses a revoked token within a second, over HTTP and gRPC ext_authz", func() {
 		key, tok := issue("revoke", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "30d"})
+		check := func() int32 {
+			resp, err := grpcClient.Check(ctx, checkRequest("GET", "/articles/7", map[string]string{"authorization": "Bearer " + tok}, nil))
+			Expect(err).NotTo(HaveOccurred())
+			return resp.GetStatus().GetCode()
+		}
+		Expect(check()).To(Equal(int32(codes.OK)))
 		update(key, func(at *tokensv1alpha1.ApiToken) { at.Spec.Revoked = true })
+		start := time.Now()
+		Eventually(check, time.Second, 10*time.Millisecond).Should(Equal(int32(codes.Unauthenticated)))
+		AddReportEntry("refused through gRPC after", time.Since(start).String())
 		refusedWithin(tok)
 	})
 

@@ -76,6 +76,8 @@ type Handler struct {
 	Index   *Index
 	Clock   clock.PassiveClock
 	Options Options
+	// Audit, when set, records every decision.
+	Audit *AuditLog
 }
 
 // originFamily is a pair of headers in which one kind of proxy reports
@@ -96,7 +98,7 @@ var (
 // becomes a 500 for the client), so a request that cannot be judged is
 // answered 403 here, with the same invalid_request challenge as a 400.
 func (h *Handler) ServeAuthRequest(w http.ResponseWriter, r *http.Request) {
-	h.serveAs(w, r, http.StatusForbidden, func(r *http.Request) (Request, string) {
+	h.serveAs(w, r, "auth-request", http.StatusForbidden, func(r *http.Request) (Request, string) {
 		seg, problem := singleSegment(r.RequestURI, AuthRequestPath)
 		if problem != "" {
 			return Request{}, problem
@@ -114,7 +116,7 @@ func (h *Handler) ServeAuthRequest(w http.ResponseWriter, r *http.Request) {
 // read (Caddy appends the client's unless uri ends with ?); one that
 // carries a policy key is refused.
 func (h *Handler) ServeForwardAuth(w http.ResponseWriter, r *http.Request) {
-	h.serve(w, r, func(r *http.Request) (Request, string) {
+	h.serve(w, r, "forward-auth", func(r *http.Request) (Request, string) {
 		seg, problem := singleSegment(r.RequestURI, ForwardAuthPath)
 		if problem != "" {
 			return Request{}, problem
@@ -135,7 +137,7 @@ func (h *Handler) ServeForwardAuth(w http.ResponseWriter, r *http.Request) {
 // prefix, which ends with the policy segment, so the client's path can
 // only follow it. The method is the check request's own.
 func (h *Handler) ServeExtAuthz(w http.ResponseWriter, r *http.Request) {
-	h.serve(w, r, func(r *http.Request) (Request, string) {
+	h.serve(w, r, "ext-authz", func(r *http.Request) (Request, string) {
 		rest, ok := strings.CutPrefix(r.RequestURI, ExtAuthzPath+"/")
 		if !ok {
 			return Request{}, "use " + ExtAuthzPath + "/<policy>/ as the proxy's path prefix (- for no policy)"
@@ -169,7 +171,7 @@ func (h *Handler) ServeExtAuthz(w http.ResponseWriter, r *http.Request) {
 // It derives nothing from the request; a proxy's original-request headers
 // or a path under it are refused with the endpoint to use instead.
 func (h *Handler) ServeAuthorize(w http.ResponseWriter, r *http.Request) {
-	h.serve(w, r, func(r *http.Request) (Request, string) {
+	h.serve(w, r, "authorize", func(r *http.Request) (Request, string) {
 		if r.URL.Path != AuthorizePath {
 			return Request{}, AuthorizePath + "/<path> is gone: Envoy, Istio and Gateway API use " + ExtAuthzPath + "/<policy>/ as the path prefix"
 		}
@@ -184,14 +186,15 @@ func (h *Handler) ServeAuthorize(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// serve runs one adapter, adds the credential, decides and answers.
-func (h *Handler) serve(w http.ResponseWriter, r *http.Request, adapt func(*http.Request) (Request, string)) {
-	h.serveAs(w, r, http.StatusBadRequest, adapt)
+// serve runs one adapter, adds the credential, decides, audits and
+// answers; endpoint names it in the audit log.
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, endpoint string, adapt func(*http.Request) (Request, string)) {
+	h.serveAs(w, r, endpoint, http.StatusBadRequest, adapt)
 }
 
 // serveAs is serve with the status that answers a request that cannot be
 // judged (400, or 403 for a proxy that understands no 400).
-func (h *Handler) serveAs(w http.ResponseWriter, r *http.Request, badRequest int, adapt func(*http.Request) (Request, string)) {
+func (h *Handler) serveAs(w http.ResponseWriter, r *http.Request, endpoint string, badRequest int, adapt func(*http.Request) (Request, string)) {
 	start := time.Now()
 	req, problem := adapt(r)
 	if problem == "" {
@@ -206,8 +209,20 @@ func (h *Handler) serveAs(w http.ResponseWriter, r *http.Request, badRequest int
 	if d.Status == http.StatusBadRequest {
 		d.Status = badRequest
 	}
+	if h.Audit != nil {
+		h.audit(endpoint, &req, &d, auditSource{client: clientOf(r.Header), requestID: r.Header.Get("X-Request-Id"), peer: r.RemoteAddr})
+	}
 	writeDecision(w, &d)
 	observe(d.Result, start)
+}
+
+// clientOf is the client's address as the proxy reported it: X-Real-IP
+// (nginx, ingress-nginx), else X-Forwarded-For (Traefik, Caddy, Envoy).
+func clientOf(hd http.Header) string {
+	if v := hd.Get("X-Real-Ip"); v != "" {
+		return v
+	}
+	return strings.Join(hd.Values("X-Forwarded-For"), ", ")
 }
 
 // writeDecision answers d over HTTP: a 200 carries every identity header

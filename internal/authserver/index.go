@@ -371,7 +371,9 @@ func idleUntil(at *tokensv1alpha1.ApiToken) (int64, bool) {
 }
 
 // Lookup verifies tok at now: format first (no hashing for a malformed
-// token), then the keyed hash, then revocation, expiry and grace.
+// token), then the keyed hash, then revocation, expiry and grace. The
+// identity comes with Valid, and with Revoked, Expired and Inactive (to
+// name the ApiToken in the audit log): check the verdict first.
 func (ix *Index) Lookup(tok string, now time.Time) (*Identity, Verdict) {
 	if token.Parse(tok) != nil {
 		return nil, Malformed
@@ -393,14 +395,14 @@ func (ix *Index) Lookup(tok string, now time.Time) (*Identity, Verdict) {
 	case !ok:
 		return nil, Unknown
 	case e.revoked:
-		return nil, Revoked
+		return id, Revoked
 	}
 	n := now.UnixNano()
 	if e.expiresAt != 0 && n >= e.expiresAt && e.idle {
-		return nil, Inactive
+		return id, Inactive
 	}
 	if (e.expiresAt != 0 && n >= e.expiresAt) || (e.validUntil != 0 && n >= e.validUntil) {
-		return nil, Expired
+		return id, Expired
 	}
 	return id, Valid
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -36,8 +37,14 @@ type Server struct {
 	// Cache feeds the index with ApiTokens.
 	Cache cache.Cache
 
-	synced func() bool
+	synced atomic.Pointer[func() bool]
 	ln     net.Listener
+}
+
+// Ready reports whether the ApiToken informer and the index have synced.
+func (s *Server) Ready() bool {
+	f := s.synced.Load()
+	return f != nil && (*f)()
 }
 
 // NeedLeaderElection is false: every replica answers.
@@ -68,7 +75,7 @@ func (s *Server) Mux() http.Handler {
 	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if s.synced == nil || !s.synced() {
+		if !s.Ready() {
 			http.Error(w, "the ApiToken cache has not synced", http.StatusServiceUnavailable)
 			return
 		}
@@ -106,7 +113,8 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("auth endpoint: %w", err)
 	}
-	s.synced = reg.HasSynced
+	hasSynced := reg.HasSynced
+	s.synced.Store(&hasSynced)
 	if _, err := s.Listen(); err != nil {
 		return err
 	}

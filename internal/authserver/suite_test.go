@@ -18,6 +18,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"github.com/apitoken-operator/apitoken-operator/controllers"
 	"github.com/apitoken-operator/apitoken-operator/internal/salt"
 	"github.com/apitoken-operator/apitoken-operator/internal/testenv"
@@ -29,6 +33,8 @@ var (
 	// suiteClock only ever moves forward (see controllers' fakeClock).
 	suiteClock = clocktesting.NewFakeClock(time.Now())
 	authURL    string
+	// grpcClient asks the same index through gRPC ext_authz.
+	grpcClient authv3.AuthorizationClient
 	cancelMgr  context.CancelFunc
 )
 
@@ -69,6 +75,13 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	authURL = "http://" + addr.String()
 	Expect(mgr.Add(srv)).To(Succeed())
+	gsrv := &GRPCServer{Addr: "127.0.0.1:0", Handler: srv.Handler, Ready: srv.Ready}
+	gaddr, err := gsrv.Listen()
+	Expect(err).NotTo(HaveOccurred())
+	Expect(mgr.Add(gsrv)).To(Succeed())
+	conn, err := grpc.NewClient(gaddr.String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	Expect(err).NotTo(HaveOccurred())
+	grpcClient = authv3.NewAuthorizationClient(conn)
 
 	var mctx context.Context
 	mctx, cancelMgr = context.WithCancel(context.Background())

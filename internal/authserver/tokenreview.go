@@ -27,57 +27,68 @@ const maxReviewBytes = 64 << 10
 // status.audiences as the TokenReview API defines.
 func (h *Handler) ServeTokenReview(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	result := h.tokenReview(w, r)
+	var st authnv1.TokenReviewStatus
+	result, id := h.tokenReview(w, r, &st)
+	if h.Audit != nil {
+		d := Decision{Status: http.StatusUnauthorized, Result: result, Identity: id, Reason: st.Error}
+		if st.Authenticated {
+			d.Status = http.StatusOK
+		}
+		h.audit("tokenreview", &Request{}, &d, auditSource{client: clientOf(r.Header), requestID: r.Header.Get("X-Request-Id"), peer: r.RemoteAddr})
+	}
 	observe(result, start)
 }
 
-func (h *Handler) tokenReview(w http.ResponseWriter, r *http.Request) string {
+// tokenReview answers one TokenReview request with status st, and returns
+// the metrics result and the ApiToken the token belongs to, if known.
+func (h *Handler) tokenReview(w http.ResponseWriter, r *http.Request, st *authnv1.TokenReviewStatus) (string, *Identity) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		http.Error(w, "TokenReview must be POSTed", http.StatusMethodNotAllowed)
-		return "bad_request"
+		return "bad_request", nil
 	}
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
 		http.Error(w, "Content-Type must be application/json", http.StatusUnsupportedMediaType)
-		return "bad_request"
+		return "bad_request", nil
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxReviewBytes+1))
 	if err != nil || len(body) > maxReviewBytes {
 		http.Error(w, "the TokenReview body is unreadable or larger than 64 KiB", http.StatusBadRequest)
-		return "bad_request"
+		return "bad_request", nil
 	}
 	var review authnv1.TokenReview
 	if err := json.Unmarshal(body, &review); err != nil {
 		http.Error(w, "the body is not a TokenReview", http.StatusBadRequest)
-		return "bad_request"
+		return "bad_request", nil
 	}
 	if review.Kind != "TokenReview" || (review.APIVersion != "authentication.k8s.io/v1" && review.APIVersion != "authentication.k8s.io/v1beta1") {
 		http.Error(w, "expected kind TokenReview in authentication.k8s.io/v1 or v1beta1", http.StatusBadRequest)
-		return "bad_request"
+		return "bad_request", nil
 	}
 	// v1 and v1beta1 share this shape; answer in the version asked.
 	resp := authnv1.TokenReview{TypeMeta: review.TypeMeta, ObjectMeta: review.ObjectMeta}
-	result := h.review(&review.Spec, &resp.Status)
+	result, id := h.review(&review.Spec, &resp.Status)
+	*st = resp.Status
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(&resp)
-	return result
+	return result, id
 }
 
-func (h *Handler) review(spec *authnv1.TokenReviewSpec, st *authnv1.TokenReviewStatus) string {
+func (h *Handler) review(spec *authnv1.TokenReviewSpec, st *authnv1.TokenReviewStatus) (string, *Identity) {
 	if spec.Token == "" {
 		st.Error = "no token"
-		return "missing"
+		return "missing", nil
 	}
 	now := h.Clock.Now()
 	id, verdict := h.Index.Lookup(spec.Token, now)
 	if verdict != Valid {
 		st.Error = "invalid token: " + verdict.String()
-		return verdict.String()
+		return verdict.String(), id
 	}
 	// The API server presents what it got as Authorization: Bearer.
 	if problem := presentedWrongly(id, headerAuthorization); problem != "" {
 		st.Error = problem
-		return "bad_request"
+		return "bad_request", id
 	}
 	switch {
 	case len(spec.Audiences) == 0:
@@ -93,10 +104,10 @@ func (h *Handler) review(spec *authnv1.TokenReviewSpec, st *authnv1.TokenReviewS
 		// which it then checks against its implicit audiences itself.
 	case id.Audience == string(tokensv1alpha1.Kubernetes):
 		st.Error = "a kubernetes token is valid only for the API server's audiences (--kube-api-audiences), and none of the requested audiences is one"
-		return "insufficient_scope"
+		return "insufficient_scope", id
 	default:
 		st.Error = "the token's audience " + id.Audience + " is not among the requested audiences"
-		return "insufficient_scope"
+		return "insufficient_scope", id
 	}
 	markUsed(id, now)
 	// Every group carries the namespace, so that an RBAC binding to a
@@ -114,5 +125,5 @@ func (h *Handler) review(spec *authnv1.TokenReviewSpec, st *authnv1.TokenReviewS
 		Groups:   groups,
 		Extra:    map[string]authnv1.ExtraValue{"tokens.apitoken.dev/audience": {id.Audience}},
 	}
-	return "valid"
+	return "valid", id
 }

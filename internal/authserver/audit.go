@@ -1,0 +1,244 @@
+package authserver
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/apitoken-operator/apitoken-operator/internal/token"
+)
+
+// auditBuffer is how many records wait for the writer; beyond it records
+// are dropped (and counted), never waited for.
+const auditBuffer = 8192
+
+var auditDropped = prometheus.NewCounter(prometheus.CounterOpts{
+	Name: "apitoken_audit_records_dropped_total",
+	Help: "Audit records dropped because the audit log's writer fell behind (its buffer was full).",
+})
+
+func init() { metrics.Registry.MustRegister(auditDropped) }
+
+// auditSource is what the proxy reported about the client: its address
+// (X-Forwarded-For, or Envoy's source address), the request id, and the
+// address of the peer that asked (the proxy).
+type auditSource struct{ client, requestID, peer string }
+
+// auditRecord is one decision, as the audit log keeps it: never the
+// token, its hash or the salt.
+type auditRecord struct {
+	at       time.Time
+	endpoint string
+	d        Decision
+	policy   Policy
+	src      auditSource
+}
+
+// AuditLog writes one JSON line per decision (allowed and refused) to its
+// own stream. Recording never blocks a request: records go through a
+// bounded buffer to one writer, and are dropped (and counted in
+// apitoken_audit_records_dropped_total) when it is full.
+type AuditLog struct {
+	ch chan auditRecord
+	w  io.Writer
+}
+
+// OpenAuditLog returns the audit log for --audit-log: "stdout", a file
+// path (appended to, created 0600), or "off" / "" for none (nil).
+func OpenAuditLog(dest string) (*AuditLog, io.Closer, error) {
+	switch dest {
+	case "", "off":
+		return nil, nil, nil
+	case "stdout":
+		return NewAuditLog(os.Stdout), nil, nil
+	}
+	f, err := os.OpenFile(dest, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600) //nolint:gosec // the path the operator's administrator chose
+	if err != nil {
+		return nil, nil, fmt.Errorf("--audit-log: %w", err)
+	}
+	return NewAuditLog(f), f, nil
+}
+
+// NewAuditLog returns an audit log that writes to w once Start runs.
+func NewAuditLog(w io.Writer) *AuditLog {
+	return &AuditLog{ch: make(chan auditRecord, auditBuffer), w: w}
+}
+
+// NeedLeaderElection is false: every replica audits its own decisions.
+func (a *AuditLog) NeedLeaderElection() bool { return false }
+
+// Start writes records until ctx ends, then writes what is buffered.
+func (a *AuditLog) Start(ctx context.Context) error {
+	bw := bufio.NewWriterSize(a.w, 64<<10)
+	var line []byte
+	write := func(r *auditRecord) {
+		line = r.appendJSON(line[:0])
+		_, _ = bw.Write(line)
+	}
+	for {
+		select {
+		case r := <-a.ch:
+			write(&r)
+			// Drain what is waiting, then flush once.
+			for n := len(a.ch); n > 0; n-- {
+				r := <-a.ch
+				write(&r)
+			}
+			_ = bw.Flush()
+		case <-ctx.Done():
+			for n := len(a.ch); n > 0; n-- {
+				r := <-a.ch
+				write(&r)
+			}
+			return bw.Flush()
+		}
+	}
+}
+
+// record queues one decision, or drops it when the buffer is full.
+func (a *AuditLog) record(r auditRecord) {
+	select {
+	case a.ch <- r:
+	default:
+		auditDropped.Inc()
+	}
+}
+
+// audit records a decision when an audit log is configured.
+func (h *Handler) audit(endpoint string, req *Request, d *Decision, src auditSource) {
+	if h.Audit == nil {
+		return
+	}
+	h.Audit.record(auditRecord{at: time.Now(), endpoint: endpoint, d: *d, policy: req.Policy, src: src})
+}
+
+// appendJSON appends the record as one JSON line. Every value a client
+// controls (a derived scope names its path segment, the reason quotes its
+// path; its headers) is scrubbed of anything shaped like a token, in any
+// case (a derived resource is lower-cased).
+func (r *auditRecord) appendJSON(b []byte) []byte {
+	b = append(b, `{"time":"`...)
+	b = r.at.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","endpoint":`...)
+	b = appendString(b, r.endpoint)
+	b = append(b, `,"result":`...)
+	b = appendString(b, r.d.Result)
+	b = append(b, `,"status":`...)
+	b = strconv.AppendInt(b, int64(r.d.Status), 10)
+	if id := r.d.Identity; id != nil {
+		b = append(b, `,"namespace":`...)
+		b = appendString(b, id.Namespace)
+		b = append(b, `,"name":`...)
+		b = appendString(b, id.Name)
+		b = append(b, `,"uid":`...)
+		b = appendString(b, id.UID)
+	}
+	if r.d.Required != (token.Scope{}) {
+		// A derived scope names the client's path segment.
+		b = append(b, `,"scope":`...)
+		b = appendString(b, redactTokens(r.d.Required.String()))
+	}
+	if r.d.Audience != "" {
+		b = append(b, `,"audience":`...)
+		b = appendString(b, r.d.Audience)
+	}
+	if p := r.policy.String(); p != "" {
+		b = append(b, `,"policy":`...)
+		b = appendString(b, redactTokens(p))
+	}
+	for _, f := range [...]struct{ k, v string }{
+		{"reason", r.d.Reason}, {"client", r.src.client}, {"request_id", r.src.requestID}, {"peer", r.src.peer},
+	} {
+		if f.v != "" {
+			b = append(b, `,"`...)
+			b = append(b, f.k...)
+			b = append(b, `":`...)
+			b = appendString(b, redactTokens(f.v))
+		}
+	}
+	return append(b, "}\n"...)
+}
+
+// String is the policy as a policy segment would spell it ("" for none).
+func (p Policy) String() string {
+	var parts []string
+	if p.Scope != nil {
+		parts = append(parts, "scope="+p.Scope.String())
+	}
+	if p.Resource != "" {
+		parts = append(parts, "resource="+p.Resource)
+	}
+	if p.Segments != 0 {
+		parts = append(parts, "segments="+strconv.Itoa(p.Segments))
+	}
+	if p.Audience != "" {
+		parts = append(parts, "audience="+p.Audience)
+	}
+	if len(p.Namespaces) > 0 {
+		parts = append(parts, "namespace="+strings.Join(p.Namespaces, "+"))
+	}
+	return strings.Join(parts, ",")
+}
+
+// redactTokens replaces anything shaped like a token (the prefix, in any
+// case, and what follows it) with [redacted].
+func redactTokens(s string) string {
+	i := indexPrefix(s)
+	if i < 0 {
+		return s
+	}
+	var b strings.Builder
+	for i >= 0 {
+		b.WriteString(s[:i])
+		b.WriteString("[redacted]")
+		s = s[i+len(token.Prefix):]
+		j := 0
+		for j < len(s) && (s[j] >= '0' && s[j] <= '9' || s[j] >= 'a' && s[j] <= 'z' || s[j] >= 'A' && s[j] <= 'Z') {
+			j++
+		}
+		s = s[j:]
+		i = indexPrefix(s)
+	}
+	b.WriteString(s)
+	return b.String()
+}
+
+// indexPrefix is the index of token.Prefix in s, ASCII case-insensitive,
+// or -1.
+func indexPrefix(s string) int {
+	for i := 0; i+len(token.Prefix) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(token.Prefix)], token.Prefix) {
+			return i
+		}
+	}
+	return -1
+}
+
+// appendString appends s as a JSON string.
+func appendString(b []byte, s string) []byte {
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20 || c == 0x7f:
+			b = append(b, `\u00`...)
+			b = append(b, "0123456789abcdef"[c>>4], "0123456789abcdef"[c&0xf])
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
+}

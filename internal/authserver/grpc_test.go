@@ -1,0 +1,282 @@
+package authserver
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// checkRequest is what Envoy sends for an original request: headers
+// lower-cased (the pseudo-headers included), the path with its query.
+func checkRequest(method, path string, headers, ext map[string]string) *authv3.CheckRequest {
+	hd := map[string]string{":method": method, ":path": path, ":authority": "shop.example"}
+	for k, v := range headers {
+		hd[k] = v
+	}
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Id: "req-1", Method: method, Path: path, Host: "shop.example", Scheme: "https", Headers: hd,
+		}},
+		ContextExtensions: ext,
+	}}
+}
+
+// startGRPC serves f's handler over a real gRPC listener and returns a
+// client built from Envoy's generated types, and the server's ready flag.
+func startGRPC(t testing.TB, h *Handler) (authv3.AuthorizationClient, *grpc.ClientConn, *atomic.Bool) {
+	t.Helper()
+	var ready atomic.Bool
+	s := &GRPCServer{Addr: "127.0.0.1:0", Handler: h, Ready: ready.Load}
+	addr, err := s.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = s.Start(ctx); close(done) }()
+	conn, err := grpc.NewClient(addr.String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(); cancel(); <-done })
+	return authv3.NewAuthorizationClient(conn), conn, &ready
+}
+
+func headerOf(opts []*corev3.HeaderValueOption, key string) (string, int) {
+	v, n := "", 0
+	for _, o := range opts {
+		if strings.EqualFold(o.GetHeader().GetKey(), key) {
+			v, n = o.GetHeader().GetValue(), n+1
+			if o.GetAppendAction() != corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD {
+				panic("a header set without overwriting the client's copy: " + key)
+			}
+		}
+	}
+	return v, n
+}
+
+// TestGRPCExtAuthz runs the attack table against the gRPC endpoint with a
+// real grpc-go client: the allowed cases pass with exactly the token's
+// identity; everything else is refused with the right code and status.
+func TestGRPCExtAuthz(t *testing.T) {
+	f := newFixture()
+	client, _, _ := startGRPC(t, f.h)
+	tk := f.tokens
+	bearerOf := func(name string) map[string]string { return map[string]string{"authorization": "Bearer " + tk[name]} }
+	with := func(base map[string]string, kv ...string) map[string]string {
+		out := map[string]string{}
+		for k, v := range base {
+			out[k] = v
+		}
+		for i := 0; i < len(kv); i += 2 {
+			out[kv[i]] = kv[i+1]
+		}
+		return out
+	}
+	cases := []struct {
+		name         string
+		method, path string
+		headers, ext map[string]string
+		code         codes.Code
+		status       int
+		user, detail string
+	}{
+		{"read", "GET", "/api/articles/7", bearerOf("reader"), nil, codes.OK, 200, "apitoken:team-a:reader", ""},
+		{"forged identity headers are overwritten", "GET", "/api/articles/7", with(bearerOf("reader"), "x-auth-request-user", "apitoken:team-a:full", "x-apitoken-scopes", "*:*"), nil, codes.OK, 200, "apitoken:team-a:reader", ""},
+		{"in-scope delete", "DELETE", "/api/orders/1", bearerOf("writer"), map[string]string{"namespace": "team-b"}, codes.OK, 200, "apitoken:team-b:writer", ""},
+		{"api key", "GET", "/api/articles", map[string]string{"x-api-key": tk["reader"]}, nil, codes.OK, 200, "apitoken:team-a:reader", ""},
+		{"write with a read-only token", "DELETE", "/api/articles/1", bearerOf("reader"), nil, codes.PermissionDenied, 403, "", `scope="articles:delete"`},
+		{"client's policy in the query is not read", "DELETE", "/api/articles/1?scope=articles:read&resource=x&namespace=team-a", bearerOf("reader"), nil, codes.PermissionDenied, 403, "", `scope="articles:delete"`},
+		{"client's X-Original-Method", "DELETE", "/api/articles/1", with(bearerOf("full"), "x-original-method", "GET"), nil, codes.InvalidArgument, 400, "", "X-Original-Method is another proxy protocol's header"},
+		{"client's X-Forwarded-Uri", "GET", "/api/articles/1", with(bearerOf("full"), "x-forwarded-uri", "/api/other"), nil, codes.InvalidArgument, 400, "", "X-Forwarded-Uri is another proxy protocol's header"},
+		{"method override", "POST", "/api/articles", with(bearerOf("full"), "x-http-method-override", "GET"), nil, codes.InvalidArgument, 400, "", "X-Http-Method-Override is refused"},
+		{"dot segments", "GET", "/api/../admin/users", bearerOf("full"), nil, codes.InvalidArgument, 400, "", "dot segment"},
+		{"encoded dot segments", "GET", "/api/%2e%2e/admin", bearerOf("full"), nil, codes.InvalidArgument, 400, "", `encoded "."`},
+		{"encoded slash", "GET", "/api/articles%2F1", bearerOf("full"), nil, codes.InvalidArgument, 400, "", `encoded "/"`},
+		{"empty segment", "GET", "/api//articles", bearerOf("full"), nil, codes.InvalidArgument, 400, "", "empty segment"},
+		{"path parameter", "GET", "/api/articles;x=1", bearerOf("full"), nil, codes.InvalidArgument, 400, "", "';'"},
+		{"unmapped method", "OPTIONS", "/api/articles", bearerOf("full"), nil, codes.InvalidArgument, 400, "", "is not one of GET"},
+		{"another namespace", "GET", "/api/articles", bearerOf("outsider"), nil, codes.PermissionDenied, 403, "", "tokens from namespace team-c are not accepted"},
+		{"namespace from the route", "GET", "/api/articles", bearerOf("outsider"), map[string]string{"namespace": "team-c, team-x"}, codes.OK, 200, "apitoken:team-c:outsider", ""},
+		{"audience from the route", "GET", "/api/users", bearerOf("admin"), map[string]string{"audience": "admin"}, codes.OK, 200, "apitoken:team-a:admin", ""},
+		{"admin token on a content route", "GET", "/api/users", bearerOf("admin"), nil, codes.PermissionDenied, 403, "", "audience is admin, not content-api"},
+		{"scope from the route", "GET", "/anything", bearerOf("writer"), map[string]string{"scope": "orders:read", "namespace": "team-b"}, codes.OK, 200, "apitoken:team-b:writer", ""},
+		{"segments from the route", "GET", "/api/table/data/7", bearerOf("reader"), map[string]string{"segments": "2"}, codes.OK, 200, "apitoken:team-a:reader", ""},
+		{"unknown context extension", "GET", "/api/articles", bearerOf("reader"), map[string]string{"namespaces": "team-a"}, codes.InvalidArgument, 400, "", `context extension "namespaces" is unknown`},
+		{"bad namespace", "GET", "/api/articles", bearerOf("reader"), map[string]string{"namespace": "Team A"}, codes.InvalidArgument, 400, "", "is not a namespace name"},
+		{"expired", "GET", "/api/articles", bearerOf("expired"), nil, codes.Unauthenticated, 401, "", `error_description="expired"`},
+		{"revoked", "GET", "/api/articles", bearerOf("revoked"), nil, codes.Unauthenticated, 401, "", `error_description="revoked"`},
+		{"garbage", "GET", "/api/articles", map[string]string{"authorization": "Bearer atk_garbage"}, nil, codes.Unauthenticated, 401, "", `error_description="malformed"`},
+		{"no token", "GET", "/api/articles", nil, nil, codes.Unauthenticated, 401, "", `Bearer realm="apitoken"`},
+		{"two credentials", "GET", "/api/articles", with(bearerOf("reader"), "x-api-key", tk["reader"]), nil, codes.InvalidArgument, 400, "", "send one credential"},
+		{"repeated authorization, joined by Envoy", "GET", "/api/articles", map[string]string{"authorization": "Bearer " + tk["reader"] + ",Bearer " + tk["full"]}, nil, codes.InvalidArgument, 400, "", "must be Bearer and one token"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			resp, err := client.Check(context.Background(), checkRequest(c.method, c.path, c.headers, c.ext))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := codes.Code(resp.GetStatus().GetCode()); got != c.code {
+				t.Fatalf("code %v, want %v (%v)", got, c.code, resp)
+			}
+			if c.code == codes.OK {
+				ok := resp.GetOkResponse()
+				if user, n := headerOf(ok.GetHeaders(), "X-Auth-Request-User"); user != c.user || n != 1 {
+					t.Fatalf("X-Auth-Request-User = %q (%d), want %q", user, n, c.user)
+				}
+				for _, h := range IdentityHeaders {
+					if _, n := headerOf(ok.GetHeaders(), h); n != 1 {
+						t.Fatalf("an OK must set %s once, got %d", h, n)
+					}
+				}
+				if len(ok.GetHeadersToRemove()) != 0 {
+					t.Fatalf("removed %v unasked", ok.GetHeadersToRemove())
+				}
+				return
+			}
+			denied := resp.GetDeniedResponse()
+			if int(denied.GetStatus().GetCode()) != c.status {
+				t.Fatalf("HTTP status %d, want %d", denied.GetStatus().GetCode(), c.status)
+			}
+			challenge, _ := headerOf(denied.GetHeaders(), "WWW-Authenticate")
+			if !strings.Contains(challenge+"\n"+denied.GetBody(), c.detail) {
+				t.Fatalf("challenge %q, body %q; want %q", challenge, denied.GetBody(), c.detail)
+			}
+			for _, tok := range tk {
+				if strings.Contains(challenge+denied.GetBody()+resp.GetStatus().GetMessage(), tok) {
+					t.Fatal("the answer echoes a token")
+				}
+			}
+		})
+	}
+}
+
+// TestGRPCRawHeadersAndRemoval: with encode_raw_headers Envoy sends
+// header_map, where a repeated header stays repeated (and is refused); a
+// route may ask for the credential to be removed upstream.
+func TestGRPCRawHeadersAndRemoval(t *testing.T) {
+	f := newFixture()
+	client, _, _ := startGRPC(t, f.h)
+	raw := checkRequest("GET", "/api/articles", nil, nil)
+	raw.Attributes.Request.Http.Headers = nil
+	raw.Attributes.Request.Http.HeaderMap = &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
+		{Key: "authorization", RawValue: []byte("Bearer " + f.tokens["reader"])},
+		{Key: "authorization", RawValue: []byte("Bearer " + f.tokens["full"])},
+	}}
+	resp, err := client.Check(context.Background(), raw)
+	if err != nil || codes.Code(resp.GetStatus().GetCode()) != codes.InvalidArgument || !strings.Contains(resp.GetDeniedResponse().GetBody(), "more than one Authorization header") {
+		t.Fatalf("repeated raw authorization: %v %v", resp, err)
+	}
+	raw.Attributes.Request.Http.HeaderMap.Headers = raw.Attributes.Request.Http.HeaderMap.Headers[:1]
+	raw.Attributes.ContextExtensions = map[string]string{removeCredentialKey: "true"}
+	resp, err = client.Check(context.Background(), raw)
+	if err != nil || codes.Code(resp.GetStatus().GetCode()) != codes.OK ||
+		strings.Join(resp.GetOkResponse().GetHeadersToRemove(), ",") != "authorization,x-api-key" {
+		t.Fatalf("remove-credential: %v %v", resp, err)
+	}
+	raw.Attributes.Request.Http = nil
+	if resp, err = client.Check(context.Background(), raw); err != nil || codes.Code(resp.GetStatus().GetCode()) != codes.InvalidArgument {
+		t.Fatalf("no http attributes: %v %v", resp, err)
+	}
+}
+
+// TestGRPCHealth: the standard health service answers NOT_SERVING until
+// the index has synced, then SERVING, for the server and the service.
+func TestGRPCHealth(t *testing.T) {
+	f := newFixture()
+	_, conn, ready := startGRPC(t, f.h)
+	hc := healthpb.NewHealthClient(conn)
+	for _, svc := range []string{"", authv3.Authorization_ServiceDesc.ServiceName} {
+		resp, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{Service: svc})
+		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+			t.Fatalf("%q before sync: %v %v", svc, resp, err)
+		}
+	}
+	ready.Store(true)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{Service: authv3.Authorization_ServiceDesc.ServiceName})
+		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not SERVING after sync: %v %v", resp, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// FuzzGRPCMatchesHTTP: for any method, path and client header, gRPC
+// ext_authz decides exactly as the HTTP ext-authz endpoint does (one
+// decision, two transports), and an OK names the token's own ApiToken.
+func FuzzGRPCMatchesHTTP(f *testing.F) {
+	f.Add("GET", "/api/articles/7", "x-original-method", "DELETE", "segments=2")
+	f.Add("DELETE", "/api/%2e%2e/x", "x-http-method-override", "GET", "-")
+	f.Add("POST", "/api/orders", "authorization", "Bearer x", "namespace=team-b")
+	f.Add("GET", "/api/a;b", "x-api-key", "", "resource=orders")
+	fx := newFixture()
+	x := &ExtAuthz{Handler: fx.h}
+	tok := fx.tokens["writer"]
+	f.Fuzz(func(t *testing.T, method, path, hk, hv, policy string) {
+		if strings.ContainsAny(policy, "/?#% ") || policy == "" || strings.ContainsAny(hk, "\r\n:") || strings.ContainsAny(hv, "\r\n") || hk == "" {
+			return
+		}
+		headers := map[string]string{"authorization": "Bearer " + tok}
+		headers[strings.ToLower(hk)] = hv
+		ext := map[string]string{}
+		pol, problem := parsePolicySegment(policy)
+		if problem != "" {
+			return
+		}
+		if pol.Scope != nil {
+			ext["scope"] = pol.Scope.String()
+		}
+		if pol.Resource != "" {
+			ext["resource"] = pol.Resource
+		}
+		if pol.Segments != 0 {
+			ext["segments"] = strings.TrimPrefix(strings.Split(policy[strings.Index(policy, "segments="):], ",")[0], "segments=")
+		}
+		if pol.Audience != "" {
+			ext["audience"] = pol.Audience
+		}
+		if len(pol.Namespaces) > 0 {
+			ext["namespace"] = strings.Join(pol.Namespaces, ",")
+		}
+		resp, err := x.Check(context.Background(), checkRequest(method, path, headers, ext))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &http.Request{Method: method, RequestURI: ExtAuthzPath + "/" + policy + path, URL: &url.URL{Path: ExtAuthzPath}, Header: http.Header{}}
+		for k, v := range headers {
+			r.Header[http.CanonicalHeaderKey(k)] = []string{v}
+		}
+		w := httptest.NewRecorder()
+		fx.h.ServeExtAuthz(w, r)
+		got := http.StatusOK
+		if d := resp.GetDeniedResponse(); d != nil {
+			got = int(d.GetStatus().GetCode())
+		}
+		if got != w.Code {
+			t.Fatalf("%s %q with %s: %q, policy %q: gRPC %d, HTTP %d (%s)", method, path, hk, hv, policy, got, w.Code, w.Body.String())
+		}
+		if got == http.StatusOK {
+			if user, _ := headerOf(resp.GetOkResponse().GetHeaders(), "X-Auth-Request-User"); user != "apitoken:team-b:writer" {
+				t.Fatalf("OK for %q", user)
+			}
+		}
+	})
+}
