@@ -5,7 +5,8 @@
 // Stages: in-process verification; forward auth over loopback HTTP against
 // a bare net/http handler; TokenReview against kube-apiserver's own with a
 // static token file; revoke-to-refusal propagation; reconcile throughput
-// against the API server floor; memory of the operator process.
+// against the API server floor; memory of the operator process; gRPC
+// ext_authz against a bare gRPC server; the audit log's cost.
 package main
 
 import (
@@ -46,7 +47,7 @@ func main() {
 	flag.IntVar(&cfg.rounds, "rounds", 3, "Interleaved rounds per comparison (medians are reported).")
 	flag.DurationVar(&cfg.duration, "duration", 2*time.Second, "Length of each HTTP load run.")
 	flag.StringVar(&tokens, "reconcile-tokens", "1000,10000", "ApiToken counts for the reconcile-throughput and memory stages.")
-	flag.StringVar(&skip, "skip", "", "Comma-separated stages to skip: verify,http,tokenreview,cluster.")
+	flag.StringVar(&skip, "skip", "", "Comma-separated stages to skip: verify,http,tokenreview,grpc,audit,cluster.")
 	flag.Parse()
 	cfg.skip = map[string]bool{}
 	for _, s := range strings.Split(skip, ",") {
@@ -70,6 +71,8 @@ func main() {
 		{"http", stageHTTP},
 		{"tokenreview", stageTokenReview},
 		{"cluster", stageCluster},
+		{"grpc", stageGRPC},
+		{"audit", stageAudit},
 	}
 	for _, s := range steps {
 		if cfg.skip[s.name] {

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -43,23 +45,38 @@ func syntheticIndex(n int) (*authserver.Index, string) {
 }
 
 // serve is the child process of the HTTP stages: "ours" serves the auth
-// endpoint over an index of n tokens; "bare" answers 200 and does nothing.
+// endpoint over an index of n tokens ("ours-audit" with an audit log to a
+// temporary file); "bare" answers 200 and does nothing; "grpc-*" is
+// serveGRPC.
 // It prints the address and the probe token, then serves until killed.
 func serve(mode string, n int) error {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
+	if strings.HasPrefix(mode, "grpc-") {
+		_ = ln.Close()
+		return serveGRPC(mode, n)
+	}
 	var h http.Handler
 	probe := "-"
 	switch mode {
 	case "bare":
 		h = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
-	case "ours":
+	case "ours", "ours-audit":
 		var ix *authserver.Index
 		ix, probe = syntheticIndex(n)
-		srv := &authserver.Server{Handler: &authserver.Handler{Index: ix, Clock: clock.RealClock{}, Options: authserver.Options{PathPrefix: "/api", DefaultNamespaces: []string{"bench"}}}}
-		h = srv.Mux()
+		handler := &authserver.Handler{Index: ix, Clock: clock.RealClock{}, Options: authserver.Options{PathPrefix: "/api", DefaultNamespaces: []string{"bench"}}}
+		if mode == "ours-audit" {
+			f, err := os.CreateTemp("", "apitoken-bench-audit-*.jsonl")
+			if err != nil {
+				return err
+			}
+			defer os.Remove(f.Name())
+			handler.Audit = authserver.NewAuditLog(f)
+			go func() { _ = handler.Audit.Start(context.Background()) }()
+		}
+		h = (&authserver.Server{Handler: handler}).Mux()
 	default:
 		return fmt.Errorf("unknown serve mode %q", mode)
 	}

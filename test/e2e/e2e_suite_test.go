@@ -11,10 +11,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -56,6 +58,28 @@ type operator struct {
 	log      string
 	authURL  string
 	probeURL string
+	// audit is the --audit-log file; killed says it may miss the records
+	// still buffered when the process was killed.
+	audit  string
+	killed bool
+}
+
+// decisions counts the decision requests the suite sent to each auth
+// endpoint (host:port), to compare with the audit logs.
+var decisions = struct {
+	sync.Mutex
+	sent map[string]int
+}{sent: map[string]int{}}
+
+// countDecision counts a request to a decision endpoint that was answered.
+func countDecision(rawURL string, status int) {
+	u, err := url.Parse(rawURL)
+	if err != nil || status == 0 || !strings.HasPrefix(u.Path, "/v1/") || u.Path == "/v1/usage" || u.Path == "/v1/tokenreview" {
+		return
+	}
+	decisions.Lock()
+	decisions.sent[u.Host]++
+	decisions.Unlock()
 }
 
 // alive reports whether the process still runs (a leader that loses its
@@ -71,6 +95,7 @@ func (o *operator) alive() bool {
 
 func (o *operator) kill() {
 	if o.alive() {
+		o.killed = true
 		_ = o.cmd.Process.Signal(syscall.SIGKILL)
 		<-o.done
 	}
@@ -164,7 +189,7 @@ func startOperator(name string, webhooks bool) *operator {
 func startOperatorWith(name, kubeconfigPath string, extra ...string) *operator {
 	authPort, probePort := freePort(), freePort()
 	o := &operator{
-		name: name, log: filepath.Join(workDir, name+".log"),
+		name: name, log: filepath.Join(workDir, name+".log"), audit: filepath.Join(workDir, name+".audit.jsonl"),
 		authURL:  fmt.Sprintf("http://127.0.0.1:%d", authPort),
 		probeURL: fmt.Sprintf("http://127.0.0.1:%d", probePort),
 	}
@@ -176,6 +201,8 @@ func startOperatorWith(name, kubeconfigPath string, extra ...string) *operator {
 		fmt.Sprintf("--auth-bind-address=127.0.0.1:%d", authPort),
 		"--last-used-interval=2s",
 		"--auth-default-namespaces=e2e",
+		"--grpc-auth-bind-address=0",
+		"--audit-log=" + o.audit,
 		fmt.Sprintf("--webhook-port=%d", wio.LocalServingPort),
 		"--webhook-cert-dir=" + wio.LocalServingCertDir,
 	}
@@ -254,6 +281,7 @@ func get(url, tok string) int {
 		return 0
 	}
 	_ = resp.Body.Close()
+	countDecision(url, resp.StatusCode)
 	return resp.StatusCode
 }
 
@@ -269,6 +297,7 @@ func send(method, url string, headers map[string]string) int {
 		return 0
 	}
 	_ = resp.Body.Close()
+	countDecision(url, resp.StatusCode)
 	return resp.StatusCode
 }
 

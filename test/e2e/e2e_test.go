@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -22,6 +23,7 @@ var _ = Describe("apitoken-operator as a user runs it", Ordered, func() {
 		leader, follower *operator
 		restarted        *operator
 		authOnly         *operator
+		authn            *operator // the API server's webhook token authenticator
 		issued           []string // every token seen, to look for in logs
 	)
 
@@ -234,7 +236,7 @@ spec: {type: read-only, duration: 30d, audience: kubernetes}
 		// envtest's kube-apiserver uses its own URL as the service-account
 		// issuer, hence as its audience.
 		issuer := strings.TrimSuffix(env.Config.Host, "/") + "/"
-		authn := startOperatorWith("authn", kubeconfig, "--enable-controller=false", "--kube-api-audiences="+issuer,
+		authn = startOperatorWith("authn", kubeconfig, "--enable-controller=false", "--kube-api-audiences="+issuer,
 			fmt.Sprintf("--auth-bind-address=127.0.0.1:%d", authnPort), "--auth-tls-cert-file="+authnCert, "--auth-tls-key-file="+authnKey)
 		defer authn.stop()
 		whoami := func(tok string) (string, error) {
@@ -358,7 +360,7 @@ spec: {type: read-only, duration: 30d, audience: kubernetes}
 		}
 	})
 
-	It("never writes a token, a hash or the salt to a log or an Event", func() {
+	It("never writes a token, a hash or the salt to a log, an Event or the audit log, which records every decision", func() {
 		secrets := append([]string{}, issued...)
 		saltB64 := kubectl("-n", "apitoken-system", "get", "secret", "apitoken-operator-salt", "-o", "jsonpath={.data.salt}")
 		salt, err := base64.StdEncoding.DecodeString(saltB64)
@@ -369,14 +371,48 @@ spec: {type: read-only, duration: 30d, audience: kubernetes}
 		Expect(len(issued)).To(BeNumerically(">=", 4))
 
 		var corpus strings.Builder
-		for _, o := range []*operator{leader, follower, restarted, authOnly} {
+		corpus.WriteString(kubectl("get", "events", "-A", "-o", "yaml"))
+		corpus.WriteString(kubectl("get", "events.events.k8s.io", "-A", "-o", "yaml"))
+		By("stopping every operator, so that each audit log is flushed")
+		records, reviews := 0, 0
+		var audits strings.Builder
+		for _, o := range []*operator{leader, follower, restarted, authOnly, authn} {
+			o.stop()
 			data, err := os.ReadFile(o.log)
 			Expect(err).NotTo(HaveOccurred())
 			Expect(data).NotTo(BeEmpty())
 			corpus.Write(data)
+			audit, err := os.ReadFile(o.audit)
+			Expect(err).NotTo(HaveOccurred())
+			corpus.Write(audit)
+			audits.Write(audit)
+			answered := 0
+			for _, line := range strings.Split(strings.TrimSpace(string(audit)), "\n") {
+				if line == "" {
+					continue
+				}
+				var rec map[string]any
+				Expect(json.Unmarshal([]byte(line), &rec)).To(Succeed(), line)
+				if rec["endpoint"] == "tokenreview" {
+					reviews++
+				} else {
+					answered++
+				}
+			}
+			records += answered
+			decisions.Lock()
+			sent := decisions.sent[strings.TrimPrefix(strings.TrimPrefix(o.authURL, "http://"), "https://")]
+			decisions.Unlock()
+			if o.killed {
+				Expect(answered).To(BeNumerically("<=", sent), "%s was killed: at most what it answered", o.name)
+			} else {
+				Expect(answered).To(Equal(sent), "%s: one audit record per decision it answered", o.name)
+			}
 		}
-		corpus.WriteString(kubectl("get", "events", "-A", "-o", "yaml"))
-		corpus.WriteString(kubectl("get", "events.events.k8s.io", "-A", "-o", "yaml"))
+		AddReportEntry("audit records", fmt.Sprintf("%d decisions, %d TokenReviews", records, reviews))
+		Expect(records).To(BeNumerically(">", 20))
+		Expect(reviews).To(BeNumerically(">", 0), "the API server's TokenReviews are audited too")
+		Expect(strings.ToLower(audits.String())).NotTo(ContainSubstring("atk_"), "nothing token-shaped in the audit logs")
 		text := corpus.String()
 		Expect(text).To(ContainSubstring("Regenerated"), "the Events were collected")
 		for _, s := range secrets {
