@@ -70,10 +70,13 @@ func grpcCheck(tok string) *authv3.CheckRequest {
 	}}}}
 }
 
-// grpcLoop runs streams workers, each sending the next Check as soon as
-// the previous answer arrives, over one connection (as Envoy multiplexes
-// its checks), for d.
-func grpcLoop(addr string, req *authv3.CheckRequest, streams int, d time.Duration) loadResult {
+// grpcStreams is how many Checks the load keeps in flight.
+const grpcStreams = 16
+
+// grpcLoop runs grpcStreams workers, each sending the next Check as soon
+// as the previous answer arrives, over one connection (as Envoy
+// multiplexes its checks), for d.
+func grpcLoop(addr string, req *authv3.CheckRequest, d time.Duration) loadResult {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return loadResult{errors: 1}
@@ -88,7 +91,7 @@ func grpcLoop(addr string, req *authv3.CheckRequest, streams int, d time.Duratio
 		deadline = time.Now().Add(d)
 	)
 	start := time.Now()
-	for w := 0; w < streams; w++ {
+	for w := 0; w < grpcStreams; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -139,12 +142,12 @@ func stageGRPC(cfg *config, r *report) error {
 	var bareP99, oursP99, httpP99 []time.Duration
 	var errs int64
 	bareReq, oursReq := grpcCheck(bare.probe), grpcCheck(ours.probe)
-	grpcLoop(bare.addr, bareReq, 16, 300*time.Millisecond)
-	grpcLoop(ours.addr, oursReq, 16, 300*time.Millisecond)
+	grpcLoop(bare.addr, bareReq, 300*time.Millisecond)
+	grpcLoop(ours.addr, oursReq, 300*time.Millisecond)
 	closedLoop(httpReq, 16, 300*time.Millisecond)
 	for round := 0; round < cfg.rounds; round++ {
-		b := grpcLoop(bare.addr, bareReq, 16, cfg.duration)
-		o := grpcLoop(ours.addr, oursReq, 16, cfg.duration)
+		b := grpcLoop(bare.addr, bareReq, cfg.duration)
+		o := grpcLoop(ours.addr, oursReq, cfg.duration)
 		h := closedLoop(httpReq, 16, cfg.duration)
 		bareRPS, oursRPS, httpRPS = append(bareRPS, b.rps), append(oursRPS, o.rps), append(httpRPS, h.rps)
 		bareP99, oursP99, httpP99 = append(bareP99, b.p99), append(oursP99, o.p99), append(httpP99, h.p99)

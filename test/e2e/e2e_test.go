@@ -24,7 +24,7 @@ var _ = Describe("apitoken-operator as a user runs it", Ordered, func() {
 		restarted        *operator
 		authOnly         *operator
 		authn            *operator // the API server's webhook token authenticator
-		issued           []string // every token seen, to look for in logs
+		issued           []string  // every token seen, to look for in logs
 	)
 
 	secretToken := func(name string) string {
