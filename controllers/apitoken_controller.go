@@ -181,6 +181,9 @@ func (r *ApiTokenReconciler) finish(t, base *tokensv1alpha1.ApiToken, p policy, 
 			}
 		}
 	}
+	if b.reason != tokensv1alpha1.ReasonInvalidSpec {
+		r.recordGrant(t, base)
+	}
 	wasSoon := conditionTrue(base, tokensv1alpha1.ConditionExpiringSoon)
 	if !wasSoon && conditionTrue(t, tokensv1alpha1.ConditionExpiringSoon) {
 		r.event(t, corev1.EventTypeWarning, tokensv1alpha1.ReasonExpiringSoon, "The token expires at "+t.Status.ExpiresAt.UTC().Format(time.RFC3339))
@@ -190,6 +193,32 @@ func (r *ApiTokenReconciler) finish(t, base *tokensv1alpha1.ApiToken, p policy, 
 		exp = float64(t.Status.ExpiresAt.Unix())
 	}
 	recordMetrics(t.Namespace, t.Name, t.Spec.Type, t.Status.Phase, exp, t.Status.ExpiresAt != nil)
+}
+
+// recordGrant keeps status.granted in step with the spec, and records a
+// PermissionsChanged Event when a live token's type, scopes or audience
+// changed: a change of power is visible, not only in the spec's history.
+func (r *ApiTokenReconciler) recordGrant(t, base *tokensv1alpha1.ApiToken) {
+	g := &tokensv1alpha1.Granted{Type: t.Spec.Type, Scopes: t.Spec.Scopes, Audience: t.Spec.Audience}
+	if g.Audience == "" {
+		g.Audience = tokensv1alpha1.ContentAPI
+	}
+	prev := base.Status.Granted
+	if prev != nil && !equality.Semantic.DeepEqual(prev, g) && t.Status.Phase == tokensv1alpha1.PhaseActive {
+		r.event(t, corev1.EventTypeNormal, tokensv1alpha1.ReasonPermissionsChanged,
+			"The token's permissions changed from "+describeGrant(prev)+" to "+describeGrant(g))
+	}
+	t.Status.Granted = g
+}
+
+// describeGrant says what a grant is, as an Event reads it:
+// "custom [articles:read orders:*] for content-api".
+func describeGrant(g *tokensv1alpha1.Granted) string {
+	s := string(g.Type)
+	if len(g.Scopes) > 0 {
+		s += " [" + strings.Join(g.Scopes, " ") + "]"
+	}
+	return s + " for " + string(g.Audience)
 }
 
 func conditionTrue(t *tokensv1alpha1.ApiToken, typ string) bool {

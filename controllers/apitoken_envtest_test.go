@@ -89,6 +89,22 @@ var _ = Describe("The ApiToken reconciler", func() {
 		annotate(key, "test/poke", strconv.FormatInt(time.Now().UnixNano(), 10))
 	}
 
+	It("records a PermissionsChanged Event from the old grant to the new one when a live token's power changes", func() {
+		key := newToken("power", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.Custom, Scopes: []string{"articles:read"}, Duration: "30d"})
+		tok := activeToken(key)
+		Expect(eventReasons(Default, ns, "power")).NotTo(ContainElement(tokensv1alpha1.ReasonPermissionsChanged), "issuing is not a change")
+		patch(key, func(at *tokensv1alpha1.ApiToken) {
+			at.Spec.Scopes = []string{"articles:read", "orders:delete"}
+			at.Spec.Audience = "billing-api"
+		})
+		Eventually(func(g Gomega) []string { return eventNotes(g, ns, "power", tokensv1alpha1.ReasonPermissionsChanged) }).Should(ConsistOf(
+			"The token's permissions changed from custom [articles:read] for content-api to custom [articles:read orders:delete] for billing-api"))
+		Eventually(func(g Gomega) []string { return get(g, key).Status.Granted.Scopes }).Should(Equal([]string{"articles:read", "orders:delete"}))
+		Expect(secretToken(Default, key)).To(Equal(tok), "the same token, with new power")
+		patch(key, func(at *tokensv1alpha1.ApiToken) { at.Spec.Description = "only words" })
+		Consistently(func(g Gomega) []string { return eventNotes(g, ns, "power", tokensv1alpha1.ReasonPermissionsChanged) }, "1s").Should(HaveLen(1))
+	})
+
 	It("delivers a token into an owned, labelled Secret and fills the status", func() {
 		key := newToken("create", tokensv1alpha1.ApiTokenSpec{
 			Type: tokensv1alpha1.ReadOnly, Duration: "30d",
@@ -267,6 +283,19 @@ var _ = Describe("The ApiToken reconciler", func() {
 })
 
 // eventReasons lists the reasons of the Events about one ApiToken.
+// eventNotes are the notes of the Events with the given reason about name.
+func eventNotes(g Gomega, ns, name, reason string) []string {
+	var list eventsv1.EventList
+	g.Expect(k8s.List(context.Background(), &list, client.InNamespace(ns))).To(Succeed())
+	var out []string
+	for _, e := range list.Items {
+		if e.Regarding.Name == name && e.Reason == reason {
+			out = append(out, e.Note)
+		}
+	}
+	return out
+}
+
 func eventReasons(g Gomega, ns, name string) []string {
 	var list eventsv1.EventList
 	g.Expect(k8s.List(context.Background(), &list, client.InNamespace(ns))).To(Succeed())

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,7 +29,7 @@ var _ = Describe("The CRD schema", Ordered, func() {
 	It("accepts every sample", func() {
 		files, err := filepath.Glob(filepath.Join(testenv.RepoRoot(), "config", "samples", "tokens_*.yaml"))
 		Expect(err).NotTo(HaveOccurred())
-		Expect(files).To(HaveLen(5))
+		Expect(files).To(HaveLen(6))
 		for _, f := range files {
 			data, err := os.ReadFile(f)
 			Expect(err).NotTo(HaveOccurred())
@@ -70,26 +71,36 @@ var _ = Describe("The CRD schema", Ordered, func() {
 			}
 		}, "spec.scopes: Too many: 65: must have at most 64 items"),
 		Entry("zero duration", func(a *tokensv1alpha1.ApiToken) { a.Spec.Duration = "0d" },
-			`spec.duration: Invalid value: "0d": must be unlimited or a positive span of days, hours and minutes, such as 7d, 30d, 90d, 36h or 1d12h`),
+			`spec.duration: Invalid value: "0d": must be unlimited or a positive span of days, hours, minutes and seconds, such as 7d, 30d, 90d, 2160h, 1h30m or 30s`),
 		Entry("negative duration", func(a *tokensv1alpha1.ApiToken) { a.Spec.Duration = "-1d" },
 			`spec.duration: Invalid value: "-1d"`),
 		Entry("duration in weeks", func(a *tokensv1alpha1.ApiToken) { a.Spec.Duration = "2w" },
 			`spec.duration: Invalid value: "2w"`),
 		Entry("missing duration", func(a *tokensv1alpha1.ApiToken) { a.Spec.Duration = "" },
 			`spec.duration: Invalid value: "": must be unlimited or a positive span`),
-		Entry("unknown audience", func(a *tokensv1alpha1.ApiToken) { a.Spec.Audience = "public" },
-			`spec.audience: Unsupported value: "public": supported values: "content-api", "admin"`),
+		Entry("audience not a name", func(a *tokensv1alpha1.ApiToken) { a.Spec.Audience = "billing_api" },
+			`spec.audience: Invalid value: "billing_api": must be a lower-case name (a DNS label) such as content-api, admin or billing-api`),
 		Entry("invalid secretName", func(a *tokensv1alpha1.ApiToken) { a.Spec.SecretName = "My_Secret" },
 			`spec.secretName: Invalid value: "My_Secret": must be a valid Secret name`),
 		Entry("renewBefore with unlimited", func(a *tokensv1alpha1.ApiToken) {
 			a.Spec.Duration, a.Spec.Rotation = "unlimited", &tokensv1alpha1.Rotation{RenewBefore: "7d"}
 		}, "spec.rotation.renewBefore: Forbidden: renewBefore needs a finite duration"),
-		Entry("gracePeriod in seconds", func(a *tokensv1alpha1.ApiToken) {
-			a.Spec.Rotation = &tokensv1alpha1.Rotation{GracePeriod: "30s"}
-		}, `spec.rotation.gracePeriod: Invalid value: "30s": must be a positive span of days, hours and minutes, such as 5m, 2h or 7d`),
+		Entry("gracePeriod in milliseconds", func(a *tokensv1alpha1.ApiToken) {
+			a.Spec.Rotation = &tokensv1alpha1.Rotation{GracePeriod: "500ms"}
+		}, `spec.rotation.gracePeriod: Invalid value: "500ms": must be a positive span of days, hours, minutes and seconds, such as 30s, 5m, 2h or 7d`),
 		Entry("description too long", func(a *tokensv1alpha1.ApiToken) { a.Spec.Description = strings.Repeat("x", 257) },
 			"spec.description: Too long: may not be more than 256 bytes"),
 	)
+
+	It("accepts Kubernetes/Go duration strings", func() {
+		for i, d := range []string{"2160h", "2160h0m0s", "1h30m", "30s"} {
+			at := valid()
+			at.Name = fmt.Sprintf("go-duration-%d", i)
+			at.Spec.Duration = d
+			at.Spec.Rotation = &tokensv1alpha1.Rotation{GracePeriod: "30s"}
+			Expect(k8s.Create(ctx, at)).To(Succeed(), d)
+		}
+	})
 
 	It("accepts the scope vocabularies of bkend and Strapi", func() {
 		at := valid()

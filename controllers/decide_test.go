@@ -189,7 +189,7 @@ func TestParsePolicyNamesTheField(t *testing.T) {
 	cases := map[string]tokensv1alpha1.ApiTokenSpec{
 		"spec.duration":             {Type: "read-only", Duration: "0d"},
 		"spec.scopes":               {Type: "custom", Duration: "7d"},
-		"spec.rotation.gracePeriod": {Type: "read-only", Duration: "7d", Rotation: &tokensv1alpha1.Rotation{GracePeriod: "5s"}},
+		"spec.rotation.gracePeriod": {Type: "read-only", Duration: "7d", Rotation: &tokensv1alpha1.Rotation{GracePeriod: "5ms"}},
 		"spec.rotation.renewBefore": {Type: "read-only", Duration: "7d", Rotation: &tokensv1alpha1.Rotation{RenewBefore: "7d"}},
 	}
 	for path, spec := range cases {

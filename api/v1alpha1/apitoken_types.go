@@ -52,9 +52,11 @@ const (
 	Custom TokenType = "custom"
 )
 
-// Audience is where a token may be presented; a token is refused where
-// another audience is required.
-// +kubebuilder:validation:Enum=content-api;admin;kubernetes
+// Audience is where a token may be presented, by name: a lower-case DNS
+// label such as billing-api; a token is refused where another audience is
+// required.
+// +kubebuilder:validation:MaxLength=63
+// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="must be a lower-case name (a DNS label) such as content-api, admin or billing-api"
 type Audience string
 
 const (
@@ -114,15 +116,18 @@ type ApiTokenSpec struct {
 	Scopes []string `json:"scopes,omitempty"`
 
 	// duration is how long a token is valid after it is issued: "unlimited",
-	// or a positive span in days, hours and minutes such as "7d", "30d",
-	// "90d", "365d", "36h" or "1d12h".
+	// or a positive span (at least 1s) in days, hours, minutes and seconds,
+	// in that order, such as "7d", "30d", "90d", "1d12h", or a Kubernetes/Go
+	// duration string as cert-manager takes: "2160h", "1h30m", "30s".
 	// +required
 	// +kubebuilder:validation:MaxLength=24
-	// +kubebuilder:validation:XValidation:rule="self == 'unlimited' || (self != '' && self.matches('^([1-9][0-9]*d)?([1-9][0-9]*h)?([1-9][0-9]*m)?$'))",message="must be unlimited or a positive span of days, hours and minutes, such as 7d, 30d, 90d, 36h or 1d12h"
+	// +kubebuilder:validation:XValidation:rule="self == 'unlimited' || (self.matches('^((0|[1-9][0-9]*)d)?((0|[1-9][0-9]*)h)?((0|[1-9][0-9]*)m)?((0|[1-9][0-9]*)s)?$') && self.matches('[1-9]'))",message="must be unlimited or a positive span of days, hours, minutes and seconds, such as 7d, 30d, 90d, 2160h, 1h30m or 30s"
 	Duration string `json:"duration"`
 
-	// audience is where the token may be presented: content-api (default),
-	// admin, or kubernetes (the API server, through webhook token authentication).
+	// audience is where the token may be presented, by name: content-api
+	// (default), admin (Strapi's), kubernetes (the API server, through
+	// webhook token authentication), or any lower-case DNS label naming a
+	// service, such as billing-api. A route requires one by name.
 	// +optional
 	// +kubebuilder:default=content-api
 	Audience Audience `json:"audience,omitempty"`
@@ -157,7 +162,7 @@ type ApiTokenSpec struct {
 	// Default: none.
 	// +optional
 	// +kubebuilder:validation:MaxLength=24
-	// +kubebuilder:validation:XValidation:rule="self.matches('^([1-9][0-9]*d)?([1-9][0-9]*h)?([1-9][0-9]*m)?$')",message="must be a positive span of days, hours and minutes, such as 30d, 90d or 12h"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^((0|[1-9][0-9]*)d)?((0|[1-9][0-9]*)h)?((0|[1-9][0-9]*)m)?((0|[1-9][0-9]*)s)?$') && self.matches('[1-9]')",message="must be a positive span of days, hours, minutes and seconds, such as 30d, 90d, 12h or 2160h"
 	IdleTimeout string `json:"idleTimeout,omitempty"`
 
 	// revoked makes the token invalid at once and removes it from the
@@ -184,14 +189,14 @@ type Rotation struct {
 	// mounted Secret). Default: none.
 	// +optional
 	// +kubebuilder:validation:MaxLength=24
-	// +kubebuilder:validation:XValidation:rule="self.matches('^([1-9][0-9]*d)?([1-9][0-9]*h)?([1-9][0-9]*m)?$')",message="must be a positive span of days, hours and minutes, such as 5m, 2h or 7d"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^((0|[1-9][0-9]*)d)?((0|[1-9][0-9]*)h)?((0|[1-9][0-9]*)m)?((0|[1-9][0-9]*)s)?$') && self.matches('[1-9]')",message="must be a positive span of days, hours, minutes and seconds, such as 30s, 5m, 2h or 7d"
 	GracePeriod string `json:"gracePeriod,omitempty"`
 
 	// renewBefore regenerates the token automatically this long before it
 	// expires, e.g. "7d". Only with a finite duration, and shorter than it.
 	// +optional
 	// +kubebuilder:validation:MaxLength=24
-	// +kubebuilder:validation:XValidation:rule="self.matches('^([1-9][0-9]*d)?([1-9][0-9]*h)?([1-9][0-9]*m)?$')",message="must be a positive span of days, hours and minutes, such as 5m, 2h or 7d"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^((0|[1-9][0-9]*)d)?((0|[1-9][0-9]*)h)?((0|[1-9][0-9]*)m)?((0|[1-9][0-9]*)s)?$') && self.matches('[1-9]')",message="must be a positive span of days, hours, minutes and seconds, such as 30s, 5m, 2h or 7d"
 	RenewBefore string `json:"renewBefore,omitempty"`
 }
 
@@ -222,8 +227,21 @@ const (
 	ConditionExpiringSoon = "ExpiringSoon"
 )
 
+// Granted is what a token grants.
+type Granted struct {
+	Type TokenType `json:"type"`
+	// +optional
+	// +listType=atomic
+	Scopes []string `json:"scopes,omitempty"`
+	// +optional
+	Audience Audience `json:"audience,omitempty"`
+}
+
 // Condition reasons; the same words are the reasons of the Events.
 const (
+	// ReasonPermissionsChanged (an Event only): the type, scopes or
+	// audience of a live token changed.
+	ReasonPermissionsChanged = "PermissionsChanged"
 	// ReasonGenerated: a first token was issued.
 	ReasonGenerated = "Generated"
 	// ReasonRegenerated: a new token was issued on request (annotation).
@@ -350,6 +368,12 @@ type ApiTokenStatus struct {
 	// verification holds the keyed hashes the auth endpoint verifies against.
 	// +optional
 	Verification *Verification `json:"verification,omitempty"`
+
+	// granted is what the token grants (type, scopes, audience) as the
+	// operator last saw the spec: a change of a live token records a
+	// PermissionsChanged Event from this to the new grant.
+	// +optional
+	Granted *Granted `json:"granted,omitempty"`
 
 	// observedGeneration is the generation last reconciled.
 	// +optional

@@ -229,3 +229,34 @@ func TestPresentation(t *testing.T) {
 		}
 	}
 }
+
+// TestNamedAudience: a billing-api token verifies only where a route
+// requires billing-api, on every protocol and the explicit endpoint.
+func TestNamedAudience(t *testing.T) {
+	f := newFixture()
+	tok := mustToken()
+	future := metav1.NewTime(now.Add(time.Hour))
+	f.tokens["billing"] = tok
+	f.ix.Upsert(&tokensv1alpha1.ApiToken{
+		ObjectMeta: metav1.ObjectMeta{Name: "billing", Namespace: "team-a"},
+		Spec:       tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Audience: "billing-api"},
+		Status:     tokensv1alpha1.ApiTokenStatus{ExpiresAt: &future, Verification: &tokensv1alpha1.Verification{Hash: f.hasher.Hash(tok).Encode()}},
+	})
+	for _, p := range protocols {
+		for policy, want := range map[string]int{"audience=billing-api": 200, "-": 403, "audience=orders-api": 403, "audience=admin": 403} {
+			w := f.do(p.build(policy, "GET", "/api/invoices/7", bearer(tok)))
+			if w.Code != want {
+				t.Errorf("%s %s: %d, want %d (%s)", p.name, policy, w.Code, want, w.Header().Get("WWW-Authenticate"))
+			}
+			if want == 403 && !strings.Contains(w.Header().Get("WWW-Authenticate"), "the token's audience is billing-api") {
+				t.Errorf("%s %s: %q", p.name, policy, w.Header().Get("WWW-Authenticate"))
+			}
+		}
+		if w := f.do(p.build("audience=billing-api", "GET", "/api/invoices/7", bearer(f.tokens["reader"]))); w.Code != 403 {
+			t.Errorf("%s: a content-api token on a billing-api route: %d", p.name, w.Code)
+		}
+	}
+	if w := f.do(req{path: AuthorizePath + "?scope=invoices:read&audience=billing-api", headers: [][2]string{bearer(tok)}}); w.Code != 200 {
+		t.Errorf("explicit: %d", w.Code)
+	}
+}

@@ -16,7 +16,8 @@ const day = 24 * time.Hour
 var ErrDuration = errors.New("invalid duration")
 
 // ParseDuration parses a token duration: "unlimited" (finite is false), or a
-// positive span such as "7d", "30d", "36h", "1d12h" or "90m" (see ParseSpan).
+// positive span such as "7d", "30d", "2160h", "1d12h", "90m" or "30s" (see
+// ParseSpan).
 func ParseDuration(s string) (d time.Duration, finite bool, err error) {
 	if s == Unlimited {
 		return 0, false, nil
@@ -28,16 +29,23 @@ func ParseDuration(s string) (d time.Duration, finite bool, err error) {
 	return d, true, nil
 }
 
-// ParseSpan parses a positive span of days, hours and minutes, written as up
-// to one of each in that order ("30d", "36h", "1d12h30m", "5m"). Each number
-// is a positive integer without leading zeros. It refuses an empty string,
-// zero, a sign, other units, and a total beyond what time.Duration holds.
+// MinSpan is the shortest span ParseSpan accepts.
+const MinSpan = time.Second
+
+// ParseSpan parses a positive span of days, hours, minutes and seconds,
+// written as up to one of each in that order: this project's "30d",
+// "1d12h", and the Kubernetes/Go duration strings "2160h", "90m", "30s",
+// "1h30m" and "2160h0m0s" (as kubectl prints a metav1.Duration). Each
+// number is a whole number without leading zeros; the total must be at
+// least MinSpan. It refuses an empty string, a zero total, a sign, a
+// fraction, other units (w, ms) and a total beyond what time.Duration
+// holds.
 func ParseSpan(s string) (time.Duration, error) {
 	if s == "" {
-		return 0, fmt.Errorf("%w: empty: must be a positive span such as 30d, 36h or 90m", ErrDuration)
+		return 0, fmt.Errorf("%w: empty: must be a positive span such as 30d, 2160h, 90m or 30s", ErrDuration)
 	}
 	var total time.Duration
-	units := "dhm"
+	units := "dhms"
 	rest := s
 	for rest != "" {
 		i := 0
@@ -45,15 +53,23 @@ func ParseSpan(s string) (time.Duration, error) {
 			i++
 		}
 		if i == 0 || i == len(rest) {
-			return 0, fmt.Errorf("%w: %q: must be a positive span such as 30d, 36h or 90m", ErrDuration, s)
+			return 0, fmt.Errorf("%w: %q: must be a positive span such as 30d, 2160h, 90m or 30s", ErrDuration, s)
 		}
 		num, unit := rest[:i], rest[i]
+		if unit == '.' {
+			return 0, fmt.Errorf("%w: %q: use whole numbers, such as 90m instead of 1.5h", ErrDuration, s)
+		}
 		k := indexByte(units, unit)
-		if k < 0 {
-			return 0, fmt.Errorf("%w: %q: unit %q must be d, h or m, in that order, each at most once", ErrDuration, s, string(unit))
+		millis := unit == 'm' && i+1 < len(rest) && rest[i+1] == 's'
+		if k < 0 || millis {
+			u := string(unit)
+			if millis {
+				u = "ms"
+			}
+			return 0, fmt.Errorf("%w: %q: unit %q must be d, h, m or s, in that order, each at most once", ErrDuration, s, u)
 		}
 		units = units[k+1:]
-		if num[0] == '0' {
+		if len(num) > 1 && num[0] == '0' {
 			return 0, fmt.Errorf("%w: %q: must be positive, without leading zeros", ErrDuration, s)
 		}
 		var per time.Duration
@@ -62,8 +78,10 @@ func ParseSpan(s string) (time.Duration, error) {
 			per = day
 		case 'h':
 			per = time.Hour
-		default:
+		case 'm':
 			per = time.Minute
+		default:
+			per = time.Second
 		}
 		n, ok := atoiBounded(num, int64(math.MaxInt64/per))
 		if !ok {
@@ -75,6 +93,9 @@ func ParseSpan(s string) (time.Duration, error) {
 		}
 		total += part
 		rest = rest[i+1:]
+	}
+	if total < MinSpan {
+		return 0, fmt.Errorf("%w: %q: must be positive (at least %v)", ErrDuration, s, MinSpan)
 	}
 	return total, nil
 }

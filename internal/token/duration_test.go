@@ -20,6 +20,14 @@ func TestParseDuration(t *testing.T) {
 		"1d1h1m":   day + time.Hour + time.Minute,
 		"106751d":  106751 * day,
 		"2562047h": 2562047 * time.Hour,
+		// Kubernetes/Go duration strings (cert-manager's duration: 2160h).
+		"2160h":     90 * day,
+		"30s":       30 * time.Second,
+		"1h30m":     90 * time.Minute,
+		"2160h0m0s": 90 * day,
+		"0h1s":      time.Second,
+		"1d0h0m1s":  day + time.Second,
+		"3600s":     time.Hour,
 	}
 	for in, want := range good {
 		d, finite, err := ParseDuration(in)
@@ -33,17 +41,21 @@ func TestParseDuration(t *testing.T) {
 	bad := map[string]string{
 		"":                      "empty",
 		"0d":                    "must be positive",
-		"00d":                   "must be positive",
+		"00d":                   "without leading zeros",
+		"0h0m0s":                "must be positive (at least 1s)",
 		"07d":                   "without leading zeros",
+		"500ms":                 `unit "ms"`,
+		"1m30ms":                `unit "ms"`,
+		"1s1m":                  `unit "m"`,
 		"-1d":                   "must be a positive span",
 		"+1d":                   "must be a positive span",
 		"1w":                    `unit "w"`,
-		"1s":                    `unit "s"`,
 		"1h1d":                  `unit "d"`,
 		"1d1d":                  `unit "d"`,
 		"30":                    "must be a positive span",
 		"d":                     "must be a positive span",
-		"1.5d":                  `unit "."`,
+		"1.5d":                  "use whole numbers",
+		"1.5h":                  "use whole numbers",
 		"Unlimited":             "must be a positive span",
 		"30d ":                  "must be a positive span",
 		"106752d":               "too long",
@@ -75,8 +87,8 @@ func TestFormatSpanRoundTrip(t *testing.T) {
 			t.Errorf("formatSpan(%v) = %q, want %q", d, got, want)
 		}
 	}
-	if formatSpan(time.Second) != "0m" {
-		t.Error("sub-minute span")
+	if formatSpan(time.Millisecond) != "0s" || formatSpan(90*time.Second) != "1m30s" {
+		t.Error("sub-second or seconds span")
 	}
 }
 
@@ -111,11 +123,11 @@ func TestExpiryMath(t *testing.T) {
 	}
 }
 
-// formatSpan writes d the way ParseSpan reads it, dropping seconds: the
-// inverse the round-trip tests need.
+// formatSpan writes d the way ParseSpan reads it, dropping fractions of a
+// second: the inverse the round-trip tests need.
 func formatSpan(d time.Duration) string {
-	if d < time.Minute {
-		return "0m"
+	if d < time.Second {
+		return "0s"
 	}
 	out := ""
 	if days := d / day; days > 0 {
@@ -128,6 +140,10 @@ func formatSpan(d time.Duration) string {
 	}
 	if m := d / time.Minute; m > 0 {
 		out += fmt.Sprintf("%dm", m)
+		d -= m * time.Minute
+	}
+	if sec := d / time.Second; sec > 0 {
+		out += fmt.Sprintf("%ds", sec)
 	}
 	return out
 }

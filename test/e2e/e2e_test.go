@@ -118,7 +118,7 @@ var _ = Describe("apitoken-operator as a user runs it", Ordered, func() {
 	It("applies the bkend and Strapi samples, and verifies them as docs/scopes.md says", func() {
 		samples := filepath.Join(testenv.RepoRoot(), "config", "samples")
 		kubectl("-n", ns, "apply", "-f", filepath.Join(samples, "tokens_v1alpha1_apitoken_bkend.yaml"),
-			"-f", filepath.Join(samples, "tokens_v1alpha1_apitoken_strapi.yaml"))
+			"-f", filepath.Join(samples, "tokens_v1alpha1_apitoken_strapi.yaml"), "-f", filepath.Join(samples, "tokens_v1alpha1_apitoken_billing.yaml"))
 		Eventually(func() string { return kubectl("-n", ns, "get", "apitokens", "-o", "wide") }, "60s", "250ms").Should(And(
 			MatchRegexp(`NAME\s+TYPE\s+PHASE\s+EXPIRES\s+LAST USED\s+AGE\s+PRESENTATION\s+AUDIENCE\s+CREATED BY\s+DESCRIPTION`),
 			MatchRegexp(`table-data-reader\s+custom\s+Active\s+\d{4}-.*\s+bearer\s+content-api\s+e2e-admin\s+Reads and adds`),
@@ -128,6 +128,18 @@ var _ = Describe("apitoken-operator as a user runs it", Ordered, func() {
 			ContainSubstring("tokens.apitoken.dev/created-by: e2e-admin"),
 			MatchRegexp(`tokens.apitoken.dev/created-by-groups: \S*system:masters`),
 		))
+		Expect(kubectl("-n", ns, "get", "apitoken", "billing-reader", "-o", "jsonpath={.spec.duration}")).To(Equal("2160h"))
+		billing := waitToken("billing-reader-token", "")
+		Eventually(func(g Gomega) {
+			at := kubectl("-n", ns, "get", "apitoken", "billing-reader", "-o", "jsonpath={.status.issuedAt} {.status.expiresAt}")
+			f := strings.Fields(at)
+			g.Expect(f).To(HaveLen(2))
+			issuedAt, err1 := time.Parse(time.RFC3339, f[0])
+			expiresAt, err2 := time.Parse(time.RFC3339, f[1])
+			g.Expect(err1).NotTo(HaveOccurred())
+			g.Expect(err2).NotTo(HaveOccurred())
+			g.Expect(expiresAt.Sub(issuedAt)).To(Equal(90*24*time.Hour), "2160h is 90d")
+		}, "30s", "250ms").Should(Succeed())
 		bkend := waitToken("table-data-reader-token", "")
 		strapi := waitToken("articles-browser-token", "")
 		o := follower
@@ -150,6 +162,9 @@ var _ = Describe("apitoken-operator as a user runs it", Ordered, func() {
 			{"GET", "/v1/ext-authz/-/categories/3", apiKeyOf(strapi), 403},
 			{"POST", "/v1/ext-authz/-/articles", apiKeyOf(strapi), 403},
 			{"GET", "/v1/ext-authz/-/articles", bearerOf(strapi), 400},
+			{"GET", "/v1/ext-authz/audience=billing-api/invoices/7", bearerOf(billing), 200},
+			{"GET", "/v1/ext-authz/-/invoices/7", bearerOf(billing), 403},
+			{"GET", "/v1/ext-authz/audience=orders-api/invoices/7", bearerOf(billing), 403},
 		} {
 			Eventually(func() int { return send(r.method, o.authURL+r.path, r.headers) }, "5s", "100ms").Should(Equal(r.want), "%s %s", r.method, r.path)
 		}

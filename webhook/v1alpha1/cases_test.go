@@ -65,20 +65,21 @@ var badCases = []badCase{
 	{"scope with a space", custom("articles: read"), `spec.scopes[0]: Invalid value: "articles: read": action " read" must be`},
 	{"too many scopes", custom(strings.Split(strings.Repeat("a:read,", 65), ",")[:65]...), "spec.scopes: Too many: 65: must have at most 64 items"},
 	{"missing duration", duration(""), `spec.duration: Required value: must be "unlimited" or a positive span such as 7d, 30d, 90d or 36h`},
-	{"zero duration", duration("0d"), `spec.duration: Invalid value: "0d": must be positive, without leading zeros; or "unlimited"`},
-	{"negative duration", duration("-7d"), `spec.duration: Invalid value: "-7d": must be a positive span such as 30d, 36h or 90m; or "unlimited"`},
-	{"weeks", duration("2w"), `spec.duration: Invalid value: "2w": unit "w" must be d, h or m, in that order, each at most once`},
-	{"seconds", duration("3600s"), `spec.duration: Invalid value: "3600s": unit "s" must be d, h or m`},
-	{"units out of order", duration("1h1d"), `spec.duration: Invalid value: "1h1d": unit "d" must be d, h or m, in that order`},
+	{"zero duration", duration("0d"), `spec.duration: Invalid value: "0d": must be positive (at least 1s); or "unlimited"`},
+	{"negative duration", duration("-7d"), `spec.duration: Invalid value: "-7d": must be a positive span such as 30d, 2160h, 90m or 30s; or "unlimited"`},
+	{"weeks", duration("2w"), `spec.duration: Invalid value: "2w": unit "w" must be d, h, m or s, in that order, each at most once`},
+	{"milliseconds", duration("500ms"), `spec.duration: Invalid value: "500ms": unit "ms" must be d, h, m or s`},
+	{"fraction", duration("1.5h"), `spec.duration: Invalid value: "1.5h": use whole numbers, such as 90m instead of 1.5h`},
+	{"units out of order", duration("1h1d"), `spec.duration: Invalid value: "1h1d": unit "d" must be d, h, m or s, in that order`},
 	{"overflowing duration", duration("999999d"), `spec.duration: Invalid value: "999999d": too long (at most about 292 years); or "unlimited"`},
 	{"capitalised unlimited", duration("Unlimited"), `spec.duration: Invalid value: "Unlimited": must be a positive span`},
 	{"renewBefore with unlimited", both(duration("unlimited"), rotation("", "7d")), "spec.rotation.renewBefore: Forbidden: renewBefore needs a finite spec.duration; an unlimited token never expires"},
 	{"renewBefore equal to duration", rotation("", "30d"), `spec.rotation.renewBefore: Invalid value: "30d": must be shorter than spec.duration (30d)`},
 	{"renewBefore longer than duration", both(duration("7d"), rotation("", "8d")), `spec.rotation.renewBefore: Invalid value: "8d": must be shorter than spec.duration (7d)`},
-	{"malformed renewBefore", rotation("", "1week"), `spec.rotation.renewBefore: Invalid value: "1week": unit "w" must be d, h or m`},
+	{"malformed renewBefore", rotation("", "1week"), `spec.rotation.renewBefore: Invalid value: "1week": unit "w" must be d, h, m or s`},
 	{"grace longer than duration", both(duration("1h"), rotation("2h", "")), `spec.rotation.gracePeriod: Invalid value: "2h": must not be longer than spec.duration (1h)`},
-	{"grace in seconds", rotation("30s", ""), `spec.rotation.gracePeriod: Invalid value: "30s": unit "s" must be d, h or m`},
-	{"unknown audience", func(a *tokensv1alpha1.ApiToken) { a.Spec.Audience = "public" }, `spec.audience: Unsupported value: "public": supported values: "content-api", "admin"`},
+	{"zero grace", rotation("0m0s", ""), `spec.rotation.gracePeriod: Invalid value: "0m0s": must be positive (at least 1s)`},
+	{"audience not a name", func(a *tokensv1alpha1.ApiToken) { a.Spec.Audience = "Billing API" }, `spec.audience: Invalid value: "Billing API": must be a lower-case name such as content-api, admin or billing-api`},
 	{"secretName with upper case", func(a *tokensv1alpha1.ApiToken) { a.Spec.SecretName = "My-Secret" }, `spec.secretName: Invalid value: "My-Secret": must be a valid Secret name: a lowercase RFC 1123 subdomain`},
 	{"secretName with underscore", func(a *tokensv1alpha1.ApiToken) { a.Spec.SecretName = "my_secret" }, `spec.secretName: Invalid value: "my_secret": must be a valid Secret name`},
 	{"secretName too long", func(a *tokensv1alpha1.ApiToken) { a.Spec.SecretName = strings.Repeat("a", 254) }, "spec.secretName: Invalid value: \"" + strings.Repeat("a", 254) + "\": must be a valid Secret name: must be no more than 253 characters"},
@@ -124,12 +125,14 @@ var schemaMessages = map[string]string{
 	"zero duration":                  `spec.duration: Invalid value: "0d": ` + durationRule,
 	"negative duration":              `spec.duration: Invalid value: "-7d": ` + durationRule,
 	"weeks":                          `spec.duration: Invalid value: "2w": ` + durationRule,
-	"seconds":                        `spec.duration: Invalid value: "3600s": ` + durationRule,
+	"milliseconds":                   `spec.duration: Invalid value: "500ms": ` + durationRule,
+	"fraction":                       `spec.duration: Invalid value: "1.5h": ` + durationRule,
 	"units out of order":             `spec.duration: Invalid value: "1h1d": ` + durationRule,
 	"capitalised unlimited":          `spec.duration: Invalid value: "Unlimited": ` + durationRule,
 	"renewBefore with unlimited":     "spec.rotation.renewBefore: Forbidden: renewBefore needs a finite duration",
 	"malformed renewBefore":          `spec.rotation.renewBefore: Invalid value: "1week": ` + spanRule,
-	"grace in seconds":               `spec.rotation.gracePeriod: Invalid value: "30s": ` + spanRule,
+	"zero grace":                     `spec.rotation.gracePeriod: Invalid value: "0m0s": ` + spanRule,
+	"audience not a name":            `spec.audience: Invalid value: "Billing API": must be a lower-case name (a DNS label) such as content-api, admin or billing-api`,
 	"secretName with upper case":     `spec.secretName: Invalid value: "My-Secret": ` + secretNameRule,
 	"secretName with underscore":     `spec.secretName: Invalid value: "my_secret": ` + secretNameRule,
 	"secretName too long":            "spec.secretName: Too long: may not be more than 253 bytes",
@@ -141,7 +144,7 @@ var schemaMessages = map[string]string{
 // The CRD's CEL messages (api/v1alpha1 markers).
 const (
 	scopeRule      = "must be resource[:sub-resource...]:action, e.g. orders:read, table:data:read or articles:findOne; each resource part is * or lower-case, at most 8"
-	durationRule   = "must be unlimited or a positive span of days, hours and minutes, such as 7d, 30d, 90d, 36h or 1d12h"
-	spanRule       = "must be a positive span of days, hours and minutes, such as 5m, 2h or 7d"
+	durationRule   = "must be unlimited or a positive span of days, hours, minutes and seconds, such as 7d, 30d, 90d, 2160h, 1h30m or 30s"
+	spanRule       = "must be a positive span of days, hours, minutes and seconds, such as 30s, 5m, 2h or 7d"
 	secretNameRule = "must be a valid Secret name: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"
 )

@@ -39,6 +39,8 @@ func TestRequiredPermissions(t *testing.T) {
 		{"find and findOne are also allowed by read", nil, spec(tokensv1alpha1.Custom, "", "articles:find", "articles:findOne"), []string{
 			`spec.scopes[0] articles:find verb find or read on scopes.tokens.apitoken.dev "articles"`, `spec.scopes[1] articles:findOne verb findOne or read on scopes.tokens.apitoken.dev "articles"`}},
 		{"read to find narrows", spec(tokensv1alpha1.Custom, "", "articles:read"), spec(tokensv1alpha1.Custom, "", "articles:find"), nil},
+		{"a named audience needs its own grant", nil, spec(tokensv1alpha1.ReadOnly, "billing-api"), []string{
+			`spec.type *:read verb read on scopes.tokens.apitoken.dev (every name)`, `spec.audience audience billing-api verb issue on audiences.tokens.apitoken.dev "billing-api"`}},
 		{"narrowing needs nothing", spec(tokensv1alpha1.FullAccess, ""), spec(tokensv1alpha1.Custom, "", "orders:delete"), nil},
 		{"widening needs the new scope only", spec(tokensv1alpha1.Custom, "", "orders:delete"), spec(tokensv1alpha1.Custom, "", "orders:delete", "orders:create"),
 			[]string{`spec.scopes[1] orders:create verb create on scopes.tokens.apitoken.dev "orders"`}},

@@ -5,6 +5,7 @@ package v1alpha1
 
 import (
 	"fmt"
+	"time"
 	"strconv"
 	"strings"
 
@@ -23,10 +24,11 @@ const (
 	maxDescription = 256
 )
 
-var (
-	supportedTypes     = []string{string(tokensv1alpha1.ReadOnly), string(tokensv1alpha1.FullAccess), string(tokensv1alpha1.Custom)}
-	supportedAudiences = []string{string(tokensv1alpha1.ContentAPI), string(tokensv1alpha1.Admin), string(tokensv1alpha1.Kubernetes)}
-)
+var supportedTypes = []string{string(tokensv1alpha1.ReadOnly), string(tokensv1alpha1.FullAccess), string(tokensv1alpha1.Custom)}
+
+// shortDuration is below kubelet's Secret refresh (about a minute): a pod
+// that mounts the Secret may see a token only after it expired.
+const shortDuration = time.Minute
 
 // ValidateApiToken checks an ApiToken being created (old is nil) or
 // updated. It returns every error with its field path, and warnings for
@@ -102,11 +104,21 @@ func ValidateApiToken(old, at *tokensv1alpha1.ApiToken) (field.ErrorList, []stri
 		}
 	}
 
-	// Audience.
-	switch spec.Audience {
-	case "", tokensv1alpha1.ContentAPI, tokensv1alpha1.Admin, tokensv1alpha1.Kubernetes:
-	default:
-		errs = append(errs, field.NotSupported(specPath.Child("audience"), spec.Audience, supportedAudiences))
+	if durErr == nil && finite {
+		if lifetime < shortDuration {
+			warnings = append(warnings, fmt.Sprintf("spec.duration: %s is shorter than kubelet's Secret refresh (about a minute): a pod that mounts the Secret may read the token only after it expired", spec.Duration))
+		}
+		if old != nil && old.Spec.Duration != spec.Duration && old.Status.IssuedAt != nil && !old.Spec.Revoked &&
+			!old.Status.IssuedAt.Add(lifetime).After(time.Now()) {
+			warnings = append(warnings, fmt.Sprintf("spec.duration: %s expires the current token at once (issued at %s); clients using it are refused from now on", spec.Duration, old.Status.IssuedAt.UTC().Format(time.RFC3339)))
+		}
+	}
+
+	// Audience: a name.
+	if spec.Audience != "" {
+		for _, msg := range validation.IsDNS1123Label(string(spec.Audience)) {
+			errs = append(errs, field.Invalid(specPath.Child("audience"), spec.Audience, "must be a lower-case name such as content-api, admin or billing-api: "+msg))
+		}
 	}
 
 	// Secret name and template.

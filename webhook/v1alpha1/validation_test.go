@@ -3,6 +3,9 @@ package v1alpha1
 import (
 	"strings"
 	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 )
@@ -42,6 +45,11 @@ func TestValidateApiTokenAccepts(t *testing.T) {
 		custom("articles:read", "orders:*", "*:publish"),
 		both(duration("90d"), rotation("5m", "7d")),
 		func(a *tokensv1alpha1.ApiToken) { a.Spec.Audience = tokensv1alpha1.Admin; a.Spec.SecretName = "x.y-z" },
+		func(a *tokensv1alpha1.ApiToken) { a.Spec.Audience = "billing-api" },
+		duration("2160h"),
+		duration("2160h0m0s"),
+		both(duration("1h30m"), rotation("30s", "10m")),
+		custom("table:data:read", "articles:findOne", "*:*:read"),
 	}
 	for i, g := range good {
 		at := validToken()
@@ -67,6 +75,32 @@ func TestValidateApiTokenWarns(t *testing.T) {
 	}
 	if strings.Join(warnings, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("warnings:\n%s\nwant:\n%s", strings.Join(warnings, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestValidateDurationWarns: a duration below kubelet's Secret refresh,
+// and a duration edit that ends the current token at once, are allowed
+// with a warning that says so.
+func TestValidateDurationWarns(t *testing.T) {
+	at := validToken()
+	at.Spec.Duration = "30s"
+	if _, warnings := ValidateApiToken(nil, at); len(warnings) != 1 || !strings.Contains(warnings[0], "spec.duration: 30s is shorter than kubelet's Secret refresh") {
+		t.Fatalf("warnings %q", warnings)
+	}
+	old := validToken()
+	issued := metav1.NewTime(time.Now().Add(-2 * time.Hour))
+	old.Status.IssuedAt = &issued
+	for d, want := range map[string]string{
+		"1h":  "spec.duration: 1h expires the current token at once (issued at " + issued.UTC().Format(time.RFC3339) + ")",
+		"3h":  "",
+		"90d": "",
+	} {
+		at := old.DeepCopy()
+		at.Spec.Duration = d
+		_, warnings := ValidateApiToken(old, at)
+		if got := strings.Join(warnings, "\n"); (want == "") != (got == "") || !strings.Contains(got, want) {
+			t.Errorf("%s: warnings %q, want %q", d, got, want)
+		}
 	}
 }
 

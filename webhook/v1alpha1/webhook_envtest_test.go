@@ -37,7 +37,7 @@ var _ = Describe("The admission webhooks", Ordered, ContinueOnFailure, func() {
 
 	It("accepts the samples and fills the defaults", func() {
 		files, _ := filepath.Glob(filepath.Join(testenv.RepoRoot(), "config", "samples", "tokens_*.yaml"))
-		Expect(files).To(HaveLen(5))
+		Expect(files).To(HaveLen(6))
 		for _, f := range files {
 			data, err := os.ReadFile(f)
 			Expect(err).NotTo(HaveOccurred())
