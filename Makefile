@@ -113,6 +113,14 @@ install: manifests ## Install the CRD into the cluster of the current kubeconfig
 deploy: manifests ## Deploy the operator (kustomize config/default).
 	kubectl apply --server-side -k config/default
 
+# KEEP_CRD=false: make undeploy also deletes the CRD, and so every ApiToken
+# and every token Secret in the cluster, and the namespace with the salt.
+KEEP_CRD ?= true
+
+.PHONY: undeploy
+undeploy: ## Delete the operator but keep the CRD (every token) and its namespace (the salt); KEEP_CRD=false deletes them too.
+	KEEP_CRD=$(KEEP_CRD) hack/undeploy.sh
+
 ##@ Tools
 
 .PHONY: controller-gen
