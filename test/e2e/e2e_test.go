@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -403,6 +404,23 @@ var _ = Describe("config/default and config/networkpolicy", func() {
 		Expect(metrics.Spec.Selector).To(Equal(auth.Spec.Selector.MatchLabels))
 		Expect(metrics.Spec.Ports).To(ConsistOf(And(
 			HaveField("Name", "http-metrics"), HaveField("Port", BeEquivalentTo(8080)), HaveField("TargetPort", intstr.FromString("metrics")))))
+
+		By("the auth replicas' usage reports go to a name the serving certificate holds")
+		var reportTo *url.URL
+		for _, a := range container.Args {
+			if v, ok := strings.CutPrefix(a, "--report-usage-to="); ok {
+				reportTo, err = url.Parse(v)
+				Expect(err).NotTo(HaveOccurred())
+			}
+		}
+		Expect(reportTo).NotTo(BeNil())
+		var dnsNames []string
+		for _, o := range objs {
+			if o.GetKind() == "Certificate" && o.GetName() == "apitoken-operator-auth-cert" {
+				dnsNames, _, _ = unstructured.NestedStringSlice(o.Object, "spec", "dnsNames")
+			}
+		}
+		Expect(dnsNames).To(ContainElement(reportTo.Hostname()), "--report-usage-to is verified against the certificate the operator's replicas serve")
 
 		By("each ServiceMonitor of config/prometheus finds a Service of config/default with its port")
 		monitors := renderedObjects(kubectl("kustomize", filepath.Join(testenv.RepoRoot(), "config", "prometheus")))
