@@ -170,8 +170,8 @@ func fluxTakeOver(entries []metav1.ManagedFieldsEntry, manager string) ([]metav1
 // mergeFieldsV1 is the union of two managed field sets (their JSON trees).
 func mergeFieldsV1(a, b *metav1.FieldsV1) *metav1.FieldsV1 {
 	var ma, mb map[string]any
-	Expect(json.Unmarshal(a.Raw, &ma)).To(Succeed())
-	Expect(json.Unmarshal(b.Raw, &mb)).To(Succeed())
+	Expect(json.Unmarshal(a.GetRawBytes(), &ma)).To(Succeed())
+	Expect(json.Unmarshal(b.GetRawBytes(), &mb)).To(Succeed())
 	var merge func(x, y map[string]any)
 	merge = func(x, y map[string]any) {
 		for k, v := range y {
@@ -187,7 +187,7 @@ func mergeFieldsV1(a, b *metav1.FieldsV1) *metav1.FieldsV1 {
 	merge(ma, mb)
 	raw, err := json.Marshal(ma)
 	Expect(err).NotTo(HaveOccurred())
-	return &metav1.FieldsV1{Raw: raw}
+	return metav1.NewFieldsV1(string(raw))
 }
 
 var _ = Describe("Revoking a token that a GitOps tool applies (docs/lifecycle.md)", func() {

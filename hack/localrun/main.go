@@ -240,8 +240,16 @@ func (op *operator) wait(ctx context.Context) error {
 		return nil
 	case err := <-op.exited:
 		op.exited <- err
-		return fmt.Errorf("the operator exited: %v (see %s)", err, op.logPath)
+		return op.exitError(err)
 	}
+}
+
+// exitError reports the operator's exit (err from its Wait), naming its log.
+func (op *operator) exitError(err error) error {
+	if err == nil {
+		return fmt.Errorf("the operator exited (see %s)", op.logPath)
+	}
+	return fmt.Errorf("the operator exited: %w (see %s)", err, op.logPath)
 }
 
 // stop stops the operator (SIGTERM, then SIGKILL after 10 s) and waits for it.
@@ -287,7 +295,7 @@ func waitReady(ctx context.Context, authAddr string, op *operator) error {
 			return errInterrupted
 		case err := <-op.exited:
 			op.exited <- err
-			return fmt.Errorf("the operator exited: %v (see %s)", err, op.logPath)
+			return op.exitError(err)
 		case <-deadline:
 			return fmt.Errorf("the operator's auth endpoint %s did not become ready (see %s)", url, op.logPath)
 		case <-time.After(200 * time.Millisecond):
@@ -325,7 +333,7 @@ func waitSampleToken(ctx context.Context, c client.Client, op *operator) error {
 			return errInterrupted
 		case err := <-op.exited:
 			op.exited <- err
-			return fmt.Errorf("the operator exited: %v (see %s)", err, op.logPath)
+			return op.exitError(err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
