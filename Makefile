@@ -87,9 +87,17 @@ tools: ## Install (once, cached per user) the real proxies the tests run: Caddy.
 build: manifests generate ## Build the manager binary.
 	go build -o $(LOCALBIN)/manager ./cmd
 
+# make run CLUSTER=current uses your kubeconfig's current context instead
+# of a local control plane, and removes what it created when it stops. Only
+# the make command line counts: a CLUSTER variable in your environment is
+# ignored.
+ifneq ($(origin CLUSTER),command line)
+CLUSTER :=
+endif
+
 .PHONY: run
-run: manifests generate envtest ## Run the operator against the current cluster, or a local control plane.
-	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) hack/run-local.sh
+run: manifests generate envtest ## Run the operator on a local control plane; CLUSTER=current: on your kubeconfig's cluster (cleaned up on exit).
+	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) CLUSTER=$(CLUSTER) hack/run-local.sh
 
 .PHONY: docker-build
 docker-build: ## Build the container image.
@@ -104,6 +112,14 @@ install: manifests ## Install the CRD into the cluster of the current kubeconfig
 .PHONY: deploy
 deploy: manifests ## Deploy the operator (kustomize config/default).
 	kubectl apply --server-side -k config/default
+
+# KEEP_CRD=false: make undeploy also deletes the CRD, and so every ApiToken
+# and every token Secret in the cluster, and the namespace with the salt.
+KEEP_CRD ?= true
+
+.PHONY: undeploy
+undeploy: ## Delete the operator but keep the CRD (every token) and its namespace (the salt); KEEP_CRD=false deletes them too.
+	KEEP_CRD=$(KEEP_CRD) hack/undeploy.sh
 
 ##@ Tools
 

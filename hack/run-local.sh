@@ -1,21 +1,16 @@
 #!/usr/bin/env bash
-# make run: run the operator against the cluster of the current kubeconfig
-# when one answers, or else against a local control plane (hack/localrun).
+# make run: run the operator against a local control plane (hack/localrun).
+# It uses the cluster of your kubeconfig only when asked to:
+#   make run CLUSTER=current
+# and then prints what it will create there, and removes it again when it
+# stops (Ctrl-C, SIGTERM, or the operator exiting).
+#
+# Usage: hack/run-local.sh [localrun flags] [-- operator flags]
+#   localrun flags: -state DIR, -auth-bind-address ADDR (go run ./hack/localrun -h)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 go build -o bin/manager ./cmd
-
-if command -v kubectl >/dev/null 2>&1 && { [[ -n "${KUBECONFIG:-}" ]] || [[ -f "$HOME/.kube/config" ]]; } &&
-  kubectl version --request-timeout=3s >/dev/null 2>&1; then
-  echo "make run: using the cluster of your kubeconfig (context $(kubectl config current-context))"
-  echo "make run: installing the CRD; webhooks stay off (the cluster cannot call this machine)"
-  kubectl apply --server-side -f config/crd/bases
-  kubectl create namespace apitoken-system --dry-run=client -o yaml | kubectl apply --server-side -f -
-  kubectl apply --server-side -n default -f config/samples/tokens_v1alpha1_apitoken_full_access.yaml \
-    -f config/samples/tokens_v1alpha1_apitoken_read_only.yaml
-  exec bin/manager --enable-webhooks=false --namespace=apitoken-system --auth-default-namespaces=default "$@"
-fi
-
-echo "make run: no reachable cluster; starting a local one (kubeconfig in .local/kubeconfig)"
-exec go run ./hack/localrun "$@"
+go build -o bin/localrun ./hack/localrun
+# exec: Ctrl-C and SIGTERM reach localrun itself, which cleans up.
+exec bin/localrun -cluster="${CLUSTER:-}" "$@"

@@ -1,13 +1,23 @@
-// Command localrun is `make run` on a machine without a cluster: it starts
-// a local control plane (etcd, kube-apiserver and kube-controller-manager,
-// built from Go modules by hack/envtest-binaries.sh), installs the CRD and
-// the webhook configurations (self-signed certificate), runs the operator
-// binary against it with its webhooks and auth endpoint, applies the two
-// default tokens and prints what to try next. Ctrl-C stops everything.
+// Command localrun is `make run`. By default it starts a local control
+// plane (etcd, kube-apiserver and kube-controller-manager, built from Go
+// modules by hack/envtest-binaries.sh), installs the CRD and the webhook
+// configurations (self-signed certificate), runs the operator binary
+// against it with its webhooks and auth endpoint, applies the two default
+// tokens and prints what to try next; Ctrl-C stops everything. It never
+// touches the cluster of the user's kubeconfig, and says so when one is
+// reachable.
+//
+// With -cluster=current (make run CLUSTER=current) it uses the current
+// context of the kubeconfig instead: it prints what it will create, creates
+// it, runs the operator with its webhooks off, and on exit removes what it
+// created that was not there before (see cluster.go).
+//
+// Arguments after -- go to the operator.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net/http"
@@ -15,6 +25,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -29,25 +40,74 @@ import (
 	"github.com/apitoken-operator/apitoken-operator/internal/testenv"
 )
 
+// What make run creates, in both modes.
+const (
+	operatorNamespace = "apitoken-system"
+	saltSecretName    = "apitoken-operator-salt"
+	samplesNamespace  = "default"
+	crdName           = "apitokens.tokens.apitoken.dev"
+)
+
+// samples are the default tokens (config/samples), applied in samplesNamespace.
+var samples = []struct{ file, name string }{
+	{"tokens_v1alpha1_apitoken_full_access.yaml", "full-access"},
+	{"tokens_v1alpha1_apitoken_read_only.yaml", "read-only"},
+}
+
+// options are localrun's flags.
+type options struct {
+	state, operator, authAddr string
+	// operatorArgs are the arguments after --, appended to the operator's.
+	operatorArgs []string
+}
+
 func main() {
-	state := flag.String("state", ".local", "Folder for the kubeconfig and the operator's log (git-ignored).")
-	operator := flag.String("operator", "bin/manager", "The operator binary.")
-	authAddr := flag.String("auth-bind-address", ":8082", "Address of the operator's auth endpoint.")
+	var o options
+	flag.StringVar(&o.state, "state", ".local", "Folder for the kubeconfig and the operator's log (git-ignored).")
+	flag.StringVar(&o.operator, "operator", "bin/manager", "The operator binary.")
+	flag.StringVar(&o.authAddr, "auth-bind-address", ":8082", "Address of the operator's auth endpoint.")
+	cluster := flag.String("cluster", "", `"current": use the current context of the kubeconfig (KUBECONFIG or ~/.kube/config) instead of a local control plane.`)
 	flag.Parse()
-	if err := run(*state, *operator, *authAddr); err != nil {
+	o.operatorArgs = flag.Args()
+	var err error
+	switch *cluster {
+	case "":
+		err = runLocal(o)
+	case "current":
+		err = runCurrent(o)
+	default:
+		err = fmt.Errorf("CLUSTER=%s: the only value is current (make run CLUSTER=current uses your kubeconfig's current context)", *cluster)
+	}
+	if err != nil && !errors.Is(err, errInterrupted) {
 		fmt.Fprintln(os.Stderr, "make run:", err)
 		os.Exit(1)
 	}
 }
 
-func run(state, operator, authAddr string) error {
+// signalContext is cancelled by the first Ctrl-C or SIGTERM; after that,
+// the signals' default action is restored, so that a second one stops the
+// process at once.
+func signalContext() context.Context {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := os.MkdirAll(state, 0o700); err != nil {
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
+	return ctx
+}
+
+// runLocal runs the operator against a local control plane, after saying
+// why the kubeconfig's cluster, if one answers, is not used.
+func runLocal(o options) error {
+	ctx := signalContext()
+	if name, server, ok := reachableContext(); ok {
+		say(fmt.Sprintf("your kubeconfig reaches context %q (%s); not using it: make run CLUSTER=current to use it", name, server))
+	}
+	if err := os.MkdirAll(o.state, 0o700); err != nil {
 		return err
 	}
 	root := testenv.RepoRoot()
-	say("starting etcd, kube-apiserver and kube-controller-manager (built once by hack/envtest-binaries.sh)...")
+	say("starting a local control plane: etcd, kube-apiserver and kube-controller-manager (built once by hack/envtest-binaries.sh)...")
 	env, err := testenv.Start(testenv.Options{
 		GarbageCollector: true,
 		Webhooks:         envtest.WebhookInstallOptions{Paths: []string{filepath.Join(root, "config", "webhook")}},
@@ -60,7 +120,7 @@ func run(state, operator, authAddr string) error {
 		_ = env.Stop()
 	}()
 
-	kubeconfig, _ := filepath.Abs(filepath.Join(state, "kubeconfig"))
+	kubeconfig, _ := filepath.Abs(filepath.Join(o.state, "kubeconfig"))
 	if err := env.WriteKubeconfig(kubeconfig, "admin"); err != nil {
 		return err
 	}
@@ -68,82 +128,35 @@ func run(state, operator, authAddr string) error {
 	if err != nil {
 		return err
 	}
-	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "apitoken-system"}}); err != nil {
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}}); err != nil {
 		return err
 	}
 
-	logPath, _ := filepath.Abs(filepath.Join(state, "operator.log"))
-	logFile, err := os.Create(logPath) //nolint:gosec // the state folder make run owns
+	wio := env.WebhookInstallOptions
+	op, err := startOperator(o, kubeconfig, []string{
+		fmt.Sprintf("--webhook-port=%d", wio.LocalServingPort),
+		"--webhook-cert-dir=" + wio.LocalServingCertDir,
+	})
 	if err != nil {
 		return err
 	}
-	defer logFile.Close()
-	wio := env.WebhookInstallOptions
-	cmd := exec.Command(operator, //nolint:gosec // the operator binary make run just built
-		"--namespace=apitoken-system",
-		fmt.Sprintf("--webhook-port=%d", wio.LocalServingPort),
-		"--webhook-cert-dir="+wio.LocalServingCertDir,
-		"--auth-bind-address="+authAddr,
-		// The demo's tokens live in default; a route that names no
-		// namespace accepts them (a deployment names its own).
-		"--auth-default-namespaces=default",
-		"--auth-path-prefix=/api",
-	)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting the operator: %w", err)
+	defer op.stop()
+	if err := waitReady(ctx, o.authAddr, op); err != nil {
+		return err
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		say("stopping the operator")
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			waitErr := <-exited
-			say(fmt.Sprintf("the operator did not stop in 10s and was killed (%v)", waitErr))
-		case waitErr := <-exited:
-			if waitErr != nil {
-				say(fmt.Sprintf("the operator stopped: %v", waitErr))
-			}
-		}
-	}()
-
-	if err := waitReady(ctx, "http://127.0.0.1"+portOf(authAddr)+"/readyz", exited); err != nil {
-		return fmt.Errorf("%w (see %s)", err, logPath)
-	}
-	for _, f := range []string{"tokens_v1alpha1_apitoken_full_access.yaml", "tokens_v1alpha1_apitoken_read_only.yaml"} {
-		data, err := os.ReadFile(filepath.Join(root, "config", "samples", f)) //nolint:gosec // the repository's samples
-		if err != nil {
+	for _, s := range samples {
+		if err := createSample(ctx, c, root, s.file); err != nil {
 			return err
 		}
-		var at tokensv1alpha1.ApiToken
-		if err := yaml.UnmarshalStrict(data, &at); err != nil {
-			return fmt.Errorf("%s: %w", f, err)
-		}
-		at.Namespace = "default"
-		if err := c.Create(ctx, &at); err != nil {
-			return fmt.Errorf("applying %s: %w", f, err)
-		}
 	}
-	var secret corev1.Secret
-	for {
-		err := c.Get(ctx, types.NamespacedName{Namespace: "default", Name: "read-only-token"}, &secret)
-		if err == nil && len(secret.Data["token"]) > 0 {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case err := <-exited:
-			return fmt.Errorf("the operator exited: %w (see %s)", err, logPath)
-		case <-time.After(100 * time.Millisecond):
-		}
+	if err := waitSampleToken(ctx, c, op); err != nil {
+		return err
 	}
 
-	rel, _ := filepath.Rel(root, kubeconfig)
+	shown := kubeconfig
+	if rel, err := filepath.Rel(root, kubeconfig); err == nil && !strings.HasPrefix(rel, "..") {
+		shown = "$PWD/" + rel
+	}
 	fmt.Printf(`
 apitoken-operator is running against a local control plane.
 
@@ -153,28 +166,122 @@ apitoken-operator is running against a local control plane.
 
 Try:
 
-  export KUBECONFIG=$PWD/%[1]s
-  kubectl get apitokens -n default
+  export KUBECONFIG=%[1]s
+%[4]s
+Press Ctrl-C to stop everything.
+`, shown, op.logPath, portOf(o.authAddr), tryLines(o.authAddr))
+
+	return op.wait(ctx)
+}
+
+// tryLines are the commands printed for the user to try.
+func tryLines(authAddr string) string {
+	return fmt.Sprintf(`  kubectl get apitokens -n default
   TOKEN=$(kubectl get secret read-only-token -n default -o jsonpath='{.data.token}' | base64 -d)
-  curl -i -H "Authorization: Bearer $TOKEN" "http://localhost%[3]s/v1/authorize?scope=articles:read"    # 200
-  curl -i -H "Authorization: Bearer $TOKEN" "http://localhost%[3]s/v1/authorize?scope=articles:create"  # 403
+  curl -i -H "Authorization: Bearer $TOKEN" "http://localhost%[1]s/v1/authorize?scope=articles:read"    # 200
+  curl -i -H "Authorization: Bearer $TOKEN" "http://localhost%[1]s/v1/authorize?scope=articles:create"  # 403
   # as nginx auth_request asks, for DELETE /api/articles/1 (docs/auth-endpoint.md):
   curl -i -H "Authorization: Bearer $TOKEN" -H "X-Original-Method: DELETE" -H "X-Original-URL: /api/articles/1" \
-    "http://localhost%[3]s/v1/auth-request/namespace=default"                                     # 403
+    "http://localhost%[1]s/v1/auth-request/namespace=default"                                     # 403
   kubectl annotate apitoken read-only -n default tokens.apitoken.dev/regenerate="$(date +%%s)" --overwrite
+`, portOf(authAddr))
+}
 
-Press Ctrl-C to stop everything.
-`, rel, logPath, portOf(authAddr))
+// operator is the running operator process.
+type operator struct {
+	cmd     *exec.Cmd
+	exited  chan error
+	logPath string
+	log     *os.File
+}
 
+// startOperator runs the operator binary against kubeconfig with the flags
+// both modes share, extra, and the user's arguments after --.
+func startOperator(o options, kubeconfig string, extra []string) (*operator, error) {
+	if err := os.MkdirAll(o.state, 0o700); err != nil {
+		return nil, err
+	}
+	logPath, _ := filepath.Abs(filepath.Join(o.state, "operator.log"))
+	logFile, err := os.Create(logPath) //nolint:gosec // the state folder make run owns
+	if err != nil {
+		return nil, err
+	}
+	args := append([]string{
+		"--namespace=" + operatorNamespace,
+		"--auth-bind-address=" + o.authAddr,
+		// The demo's tokens live in default; a route that names no
+		// namespace accepts them (a deployment names its own).
+		"--auth-default-namespaces=" + samplesNamespace,
+		"--auth-path-prefix=/api",
+	}, extra...)
+	args = append(args, o.operatorArgs...)
+	cmd := exec.Command(o.operator, args...) //nolint:gosec // the operator binary make run just built
+	cmd.Env = os.Environ()
+	if kubeconfig != "" {
+		cmd.Env = append(cmd.Env, "KUBECONFIG="+kubeconfig)
+	}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// Its own process group: a terminal's Ctrl-C reaches localrun only,
+	// which stops the operator with one SIGTERM before it cleans up.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		_ = logFile.Close()
+		return nil, fmt.Errorf("starting the operator: %w", err)
+	}
+	op := &operator{cmd: cmd, exited: make(chan error, 1), logPath: logPath, log: logFile}
+	go func() { op.exited <- cmd.Wait() }()
+	return op, nil
+}
+
+// wait returns when ctx is done (nil) or the operator exits (an error).
+func (op *operator) wait(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 		return nil
-	case err := <-exited:
-		return fmt.Errorf("the operator exited: %w (see %s)", err, logPath)
+	case err := <-op.exited:
+		op.exited <- err
+		return op.exitError(err)
 	}
 }
 
-func waitReady(ctx context.Context, url string, exited <-chan error) error {
+// exitError reports the operator's exit (err from its Wait), naming its log.
+func (op *operator) exitError(err error) error {
+	if err == nil {
+		return fmt.Errorf("the operator exited (see %s)", op.logPath)
+	}
+	return fmt.Errorf("the operator exited: %w (see %s)", err, op.logPath)
+}
+
+// stop stops the operator (SIGTERM, then SIGKILL after 10 s) and waits for it.
+func (op *operator) stop() {
+	defer op.log.Close()
+	select {
+	case err := <-op.exited:
+		op.exited <- err
+		return
+	default:
+	}
+	say("stopping the operator")
+	_ = op.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-time.After(10 * time.Second):
+		_ = op.cmd.Process.Kill()
+		waitErr := <-op.exited
+		say(fmt.Sprintf("the operator did not stop in 10s and was killed (%v)", waitErr))
+	case waitErr := <-op.exited:
+		if waitErr != nil {
+			say(fmt.Sprintf("the operator stopped: %v", waitErr))
+		}
+	}
+}
+
+// errInterrupted is returned by a wait cut short by Ctrl-C or SIGTERM: the
+// run then ends normally.
+var errInterrupted = errors.New("interrupted")
+
+// waitReady waits until the operator's auth endpoint answers /readyz.
+func waitReady(ctx context.Context, authAddr string, op *operator) error {
+	url := "http://127.0.0.1" + portOf(authAddr) + "/readyz"
 	deadline := time.After(2 * time.Minute)
 	for {
 		if resp, err := http.Get(url); err == nil { //nolint:gosec,noctx // local readiness probe
@@ -185,12 +292,49 @@ func waitReady(ctx context.Context, url string, exited <-chan error) error {
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
-		case err := <-exited:
-			return fmt.Errorf("the operator exited: %w", err)
+			return errInterrupted
+		case err := <-op.exited:
+			op.exited <- err
+			return op.exitError(err)
 		case <-deadline:
-			return fmt.Errorf("the operator's auth endpoint %s did not become ready", url)
+			return fmt.Errorf("the operator's auth endpoint %s did not become ready (see %s)", url, op.logPath)
 		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// createSample creates the ApiToken of a config/samples file in samplesNamespace.
+func createSample(ctx context.Context, c client.Client, root, file string) error {
+	data, err := os.ReadFile(filepath.Join(root, "config", "samples", file)) //nolint:gosec // the repository's samples
+	if err != nil {
+		return err
+	}
+	var at tokensv1alpha1.ApiToken
+	if err := yaml.UnmarshalStrict(data, &at); err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	at.Namespace = samplesNamespace
+	if err := c.Create(ctx, &at, client.FieldOwner("make-run")); err != nil {
+		return fmt.Errorf("applying %s: %w", file, err)
+	}
+	return nil
+}
+
+// waitSampleToken waits until the read-only sample's Secret holds a token.
+func waitSampleToken(ctx context.Context, c client.Client, op *operator) error {
+	var secret corev1.Secret
+	for {
+		err := c.Get(ctx, types.NamespacedName{Namespace: samplesNamespace, Name: "read-only-token"}, &secret)
+		if err == nil && len(secret.Data[tokensv1alpha1.SecretTokenKey]) > 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return errInterrupted
+		case err := <-op.exited:
+			op.exited <- err
+			return op.exitError(err)
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }

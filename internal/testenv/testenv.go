@@ -32,6 +32,10 @@ type Options struct {
 	// GarbageCollector also starts kube-controller-manager with only the
 	// garbage collector.
 	GarbageCollector bool
+	// Namespaces also runs kube-controller-manager's namespace controller
+	// (with GarbageCollector), so that a deleted namespace goes away as in
+	// a real cluster instead of staying Terminating.
+	Namespaces bool
 	// Webhooks are the webhook install options (manifests to install and
 	// serve locally); empty: none.
 	Webhooks envtest.WebhookInstallOptions
@@ -122,7 +126,11 @@ func StartWith(opts Options, apiserverArgs func(map[string]string)) (*Env, error
 		return nil, fmt.Errorf("starting envtest (binaries in %s): %w", assets, err)
 	}
 	if opts.GarbageCollector {
-		if err := e.startGarbageCollector(assets); err != nil {
+		controllers := "garbagecollector"
+		if opts.Namespaces {
+			controllers += ",namespace"
+		}
+		if err := e.startControllerManager(assets, controllers); err != nil {
 			_ = e.Stop()
 			return nil, err
 		}
@@ -152,7 +160,9 @@ func (e *Env) WriteKubeconfig(path, user string) error {
 	return os.WriteFile(path, kubeconfig, 0o600)
 }
 
-func (e *Env) startGarbageCollector(assets string) error {
+// startControllerManager runs kube-controller-manager with only the given
+// controllers (comma-separated kube-controller-manager controller names).
+func (e *Env) startControllerManager(assets, controllers string) error {
 	var err error
 	if e.dir == "" {
 		if e.dir, err = os.MkdirTemp("", "testenv-"); err != nil {
@@ -164,7 +174,7 @@ func (e *Env) startGarbageCollector(assets string) error {
 		return err
 	}
 	e.kcm = exec.Command(filepath.Join(assets, "kube-controller-manager"), //nolint:gosec // the binary built by hack/
-		"--kubeconfig="+path, "--controllers=garbagecollector", "--leader-elect=false", "--secure-port=0", "-v=0")
+		"--kubeconfig="+path, "--controllers="+controllers, "--leader-elect=false", "--secure-port=0", "-v=0")
 	logFile, err := os.Create(filepath.Join(e.dir, "kcm.log"))
 	if err != nil {
 		return err

@@ -3,7 +3,10 @@ package e2e
 import (
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +16,13 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
 	"github.com/apitoken-operator/apitoken-operator/internal/testenv"
 )
@@ -452,17 +462,133 @@ var _ = Describe("config/default and config/networkpolicy", func() {
 		// Both Deployments take their image from config/default's images:.
 		Expect(regexp.MustCompile(`image: \S+`).FindAllString(manifests, -1)).To(HaveEach("image: apitoken-operator:dev"))
 		Expect(strings.Count(manifests, "image: apitoken-operator:dev")).To(Equal(2))
+		By("one images: entry sets the image of both Deployments")
+		overlay, err := os.MkdirTemp(workDir, "image-overlay-")
+		Expect(err).NotTo(HaveOccurred())
+		base, err := filepath.Rel(overlay, filepath.Join(testenv.RepoRoot(), "config", "default"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte("resources: ["+base+"]\n"+
+			"images: [{name: apitoken-operator, newName: registry.example.com/apitoken-operator, newTag: v9.9.9}]\n"), 0o600)).To(Succeed())
+		Expect(regexp.MustCompile(`image: \S+`).FindAllString(kubectl("kustomize", overlay), -1)).To(
+			Equal([]string{"image: registry.example.com/apitoken-operator:v9.9.9", "image: registry.example.com/apitoken-operator:v9.9.9"}))
+
+		By("the auth replicas: spread over zones, a PodDisruptionBudget, a Service for their metrics")
+		objs := renderedObjects(manifests)
+		var auth appsv1.Deployment
+		Expect(objs.decode("Deployment", "apitoken-auth", &auth)).To(Succeed())
+		Expect(auth.Spec.Template.Spec.TopologySpreadConstraints).To(ContainElement(And(
+			HaveField("TopologyKey", "topology.kubernetes.io/zone"),
+			HaveField("WhenUnsatisfiable", corev1.ScheduleAnyway),
+			HaveField("MaxSkew", BeEquivalentTo(1)),
+			HaveField("LabelSelector.MatchLabels", Equal(auth.Spec.Selector.MatchLabels)),
+		)))
+		container := auth.Spec.Template.Spec.Containers[0]
+		Expect(container.Args).To(ContainElement("--metrics-bind-address=:8080"))
+		Expect(container.Ports).To(ContainElement(And(HaveField("Name", "metrics"), HaveField("ContainerPort", BeEquivalentTo(8080)))))
+		var pdb policyv1.PodDisruptionBudget
+		Expect(objs.decode("PodDisruptionBudget", "apitoken-auth", &pdb)).To(Succeed())
+		Expect(pdb.Namespace).To(Equal("apitoken-system"))
+		Expect(pdb.Spec.MinAvailable).To(HaveValue(Equal(intstr.FromInt32(1))))
+		Expect(pdb.Spec.Selector.MatchLabels).To(Equal(auth.Spec.Selector.MatchLabels))
+		var metrics corev1.Service
+		Expect(objs.decode("Service", "apitoken-auth-metrics", &metrics)).To(Succeed())
+		Expect(metrics.Spec.Selector).To(Equal(auth.Spec.Selector.MatchLabels))
+		Expect(metrics.Spec.Ports).To(ConsistOf(And(
+			HaveField("Name", "http-metrics"), HaveField("Port", BeEquivalentTo(8080)), HaveField("TargetPort", intstr.FromString("metrics")))))
+
+		By("the auth replicas' usage reports go to a name the serving certificate holds")
+		var reportTo *url.URL
+		for _, a := range container.Args {
+			if v, ok := strings.CutPrefix(a, "--report-usage-to="); ok {
+				reportTo, err = url.Parse(v)
+				Expect(err).NotTo(HaveOccurred())
+			}
+		}
+		Expect(reportTo).NotTo(BeNil())
+		var dnsNames []string
+		for _, o := range objs {
+			if o.GetKind() == "Certificate" && o.GetName() == "apitoken-operator-auth-cert" {
+				dnsNames, _, _ = unstructured.NestedStringSlice(o.Object, "spec", "dnsNames")
+			}
+		}
+		Expect(dnsNames).To(ContainElement(reportTo.Hostname()), "--report-usage-to is verified against the certificate the operator's replicas serve")
+
+		By("each ServiceMonitor of config/prometheus finds a Service of config/default with its port")
+		monitors := renderedObjects(kubectl("kustomize", filepath.Join(testenv.RepoRoot(), "config", "prometheus")))
+		Expect(monitors).To(HaveLen(2))
+		for _, m := range monitors {
+			labels, _, _ := unstructured.NestedStringMap(m.Object, "spec", "selector", "matchLabels")
+			endpoints, _, _ := unstructured.NestedSlice(m.Object, "spec", "endpoints")
+			Expect(endpoints).To(HaveLen(1))
+			port := endpoints[0].(map[string]any)["port"]
+			var found []string
+			for _, o := range objs {
+				if o.GetKind() != "Service" || !labelsMatch(o.GetLabels(), labels) {
+					continue
+				}
+				var svc corev1.Service
+				Expect(runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &svc)).To(Succeed())
+				for _, p := range svc.Spec.Ports {
+					if p.Name == port {
+						found = append(found, svc.Name)
+					}
+				}
+			}
+			Expect(found).To(HaveLen(1), "ServiceMonitor %s: one Service labelled %v with port %v", m.GetName(), labels, port)
+		}
+
 		out, err := kubectlIn(manifests, "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", "-")
 		Expect(err).NotTo(HaveOccurred(), out)
 		for _, deployment := range []string{"apitoken-operator", "apitoken-auth"} {
 			Expect(out).To(ContainSubstring("deployment.apps/" + deployment + " serverside-applied (server dry run)"))
 		}
+		Expect(out).To(ContainSubstring("poddisruptionbudget.policy/apitoken-auth serverside-applied (server dry run)"))
+		Expect(out).To(ContainSubstring("service/apitoken-auth-metrics serverside-applied (server dry run)"))
 		Expect(out).To(ContainSubstring("validatingadmissionpolicy.admissionregistration.k8s.io/apitoken-operator-own-secrets serverside-applied (server dry run)"))
 		out, err = kubectlIn(kubectl("kustomize", filepath.Join(testenv.RepoRoot(), "config", "networkpolicy")), "apply", "--server-side", "--dry-run=server", "-f", "-")
 		Expect(err).NotTo(HaveOccurred(), out)
 		Expect(out).To(ContainSubstring("networkpolicy.networking.k8s.io/apitoken-operator serverside-applied (server dry run)"))
 	})
 })
+
+// rendered is the objects of a multi-document YAML (kustomize output).
+type rendered []unstructured.Unstructured
+
+func renderedObjects(manifests string) rendered {
+	var out rendered
+	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(manifests), 4096)
+	for {
+		var u unstructured.Unstructured
+		err := dec.Decode(&u.Object)
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		ExpectWithOffset(1, err).NotTo(HaveOccurred())
+		if len(u.Object) > 0 {
+			out = append(out, u)
+		}
+	}
+}
+
+// decode converts the object of that kind and name into into.
+func (r rendered) decode(kind, name string, into any) error {
+	for _, u := range r {
+		if u.GetKind() == kind && u.GetName() == name {
+			return runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, into)
+		}
+	}
+	return fmt.Errorf("no %s %s in the manifests", kind, name)
+}
+
+// labelsMatch reports whether labels has every key and value of selector.
+func labelsMatch(labels, selector map[string]string) bool {
+	for k, v := range selector {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return len(selector) > 0
+}
 
 // certManagerCRDs stands in for cert-manager's CRDs: the kinds exist and
 // accept any object, which is what a server-side dry run needs.
