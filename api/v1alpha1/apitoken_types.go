@@ -13,7 +13,7 @@ const (
 	// admission webhook from the admission request.
 	CreatedByAnnotation = "tokens.apitoken.dev/created-by"
 	// CreatedByGroupsAnnotation records the creator's groups (their role,
-	// as bkend lists it), comma-separated, stamped with CreatedByAnnotation.
+	// as bkend lists it) as a JSON array, stamped with CreatedByAnnotation.
 	CreatedByGroupsAnnotation = "tokens.apitoken.dev/created-by-groups"
 	// IssuedAtAnnotation on the Secret records when its token was issued, so
 	// that a status lost in a restore can be rebuilt without a new token.

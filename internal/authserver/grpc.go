@@ -145,7 +145,9 @@ func grpcHeaders(r *authv3.AttributeContext_HttpRequest) http.Header {
 	}
 	hd := make(http.Header, len(r.GetHeaders()))
 	for k, v := range r.GetHeaders() {
-		hd[http.CanonicalHeaderKey(k)] = []string{v}
+		// Keys differing only in case are one header sent twice.
+		ck := http.CanonicalHeaderKey(k)
+		hd[ck] = append(hd[ck], v)
 	}
 	return hd
 }

@@ -121,6 +121,7 @@ func TestGRPCExtAuthz(t *testing.T) {
 		{"garbage", "GET", "/api/articles", map[string]string{"authorization": "Bearer atk_garbage"}, nil, codes.Unauthenticated, 401, "", `error_description="malformed"`},
 		{"no token", "GET", "/api/articles", nil, nil, codes.Unauthenticated, 401, "", `Bearer realm="apitoken"`},
 		{"two credentials", "GET", "/api/articles", with(bearerOf("reader"), "x-api-key", tk["reader"]), nil, codes.InvalidArgument, 400, "", "send one credential"},
+		{"one header twice, in two cases", "GET", "/api/articles", map[string]string{"x-api-key": tk["reader"], "X-Api-Key": tk["full"]}, nil, codes.InvalidArgument, 400, "", "more than one X-API-Key header"},
 		{"repeated authorization, joined by Envoy", "GET", "/api/articles", map[string]string{"authorization": "Bearer " + tk["reader"] + ",Bearer " + tk["full"]}, nil, codes.InvalidArgument, 400, "", "must be Bearer and one token"},
 	}
 	for _, c := range cases {

@@ -136,7 +136,7 @@ var _ = Describe("apitoken-operator as a user runs it", Ordered, func() {
 		))
 		Expect(kubectl("-n", ns, "describe", "apitoken", "articles-browser")).To(And(
 			ContainSubstring("tokens.apitoken.dev/created-by: e2e-admin"),
-			MatchRegexp(`tokens.apitoken.dev/created-by-groups: \S*system:masters`),
+			MatchRegexp(`tokens.apitoken.dev/created-by-groups: \[.*"system:masters"`),
 		))
 		Expect(kubectl("-n", ns, "get", "apitoken", "billing-reader", "-o", "jsonpath={.spec.duration}")).To(Equal("2160h"))
 		billing := waitToken("billing-reader-token", "")

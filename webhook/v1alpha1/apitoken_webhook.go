@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -52,7 +51,7 @@ func (d *Defaulter) Default(ctx context.Context, at *tokensv1alpha1.ApiToken) er
 		return fmt.Errorf("reading the admission request: %w", err)
 	}
 	if req.OldObject.Raw == nil {
-		setCreator(at, req.UserInfo.Username, strings.Join(req.UserInfo.Groups, ","))
+		setCreator(at, req.UserInfo.Username, groupsRecord(req.UserInfo.Groups))
 	} else {
 		var old tokensv1alpha1.ApiToken
 		if err := json.Unmarshal(req.OldObject.Raw, &old); err != nil {
@@ -71,6 +70,19 @@ func (d *Defaulter) Default(ctx context.Context, at *tokensv1alpha1.ApiToken) er
 		at.Spec.Audience = tokensv1alpha1.ContentAPI
 	}
 	return nil
+}
+
+// groupsRecord is the created-by-groups value: the groups as a JSON array,
+// so that a group name with a comma cannot read as two groups.
+func groupsRecord(groups []string) string {
+	if len(groups) == 0 {
+		return ""
+	}
+	b, err := json.Marshal(groups)
+	if err != nil {
+		return ""
+	}
+	return string(b)
 }
 
 // setCreator sets (or, for an empty value, removes) the created-by and

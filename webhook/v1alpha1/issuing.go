@@ -38,10 +38,11 @@ type permission struct {
 }
 
 // requiredPermissions lists what the requesting user must be allowed to
-// issue: every scope the token grants (on create, and on un-revoke, which
-// issues a new token) or grants beyond what it granted before (on update),
-// and its audience when that is not content-api and is new or gets new
-// scopes. A spec that does not parse needs nothing here: validation refuses
+// issue: every scope the token grants (on create, on un-revoke, which
+// issues a new token, and on a change of audience, which makes it a grant
+// for another service) or grants beyond what it granted before (on other
+// updates), and its audience when that is not content-api and is new or
+// gets new scopes. A spec that does not parse needs nothing here: validation refuses
 // it.
 func requiredPermissions(old, at *tokensv1alpha1.ApiToken) []permission {
 	granted, err := token.Granted(string(at.Spec.Type), at.Spec.Scopes)
@@ -50,9 +51,11 @@ func requiredPermissions(old, at *tokensv1alpha1.ApiToken) []permission {
 	}
 	var before token.ScopeSet
 	oldAudience := ""
-	// Un-revoking issues a new token: it is checked as a create.
+	// Un-revoking issues a new token, and a new audience makes the token
+	// a grant for another service (the pair is what it grants): both are
+	// checked as a create.
 	unrevoking := old != nil && old.Spec.Revoked && !at.Spec.Revoked
-	if old != nil && !unrevoking {
+	if old != nil && !unrevoking && audienceOf(old) == audienceOf(at) {
 		before, _ = token.Granted(string(old.Spec.Type), old.Spec.Scopes)
 		oldAudience = audienceOf(old)
 	}

@@ -236,4 +236,20 @@ var _ = Describe("Issuing power (SubjectAccessReview against the real RBAC autho
 			{"25 categories:find", frank, custom("f3", "categories:find"), ""},
 		})
 	})
+
+	It("checks a change of audience as a create: audience power alone cannot move a full-access token to the API server", func() {
+		Expect(k8s.Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "mallory-kubernetes-audience", Namespace: ns},
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "apitoken-issue-kubernetes-audience"},
+			Subjects: []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: "mallory"}}})).To(Succeed())
+		Expect(k8s.Create(ctx, tok("ci-full", func(a *tokensv1alpha1.ApiToken) { a.Spec.Type = tokensv1alpha1.FullAccess }))).To(Succeed())
+		Eventually(func(g Gomega) {
+			var at tokensv1alpha1.ApiToken
+			g.Expect(as("mallory").Get(ctx, client.ObjectKey{Namespace: ns, Name: "ci-full"}, &at)).To(Succeed())
+			at.Spec.Audience = tokensv1alpha1.Kubernetes
+			err := as("mallory").Update(ctx, &at)
+			g.Expect(err).To(HaveOccurred())
+			g.Expect(err.Error()).To(ContainSubstring(`spec.type: Forbidden: user mallory may not issue *:* in namespace shop (needs verb * on scopes.tokens.apitoken.dev (every name))`))
+			g.Expect(err.Error()).NotTo(ContainSubstring("spec.audience"), "the audience itself she may issue")
+		}).Should(Succeed(), "26 a change of audience")
+	})
 })

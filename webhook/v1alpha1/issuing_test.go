@@ -41,6 +41,10 @@ func TestRequiredPermissions(t *testing.T) {
 		{"read to find narrows", spec(tokensv1alpha1.Custom, "", "articles:read"), spec(tokensv1alpha1.Custom, "", "articles:find"), nil},
 		{"a named audience needs its own grant", nil, spec(tokensv1alpha1.ReadOnly, "billing-api"), []string{
 			`spec.type *:read verb read on scopes.tokens.apitoken.dev (every name)`, `spec.audience audience billing-api verb issue on audiences.tokens.apitoken.dev "billing-api"`}},
+		{"a new audience is checked as a create (the pair is what a token grants)", spec(tokensv1alpha1.FullAccess, ""), spec(tokensv1alpha1.FullAccess, tokensv1alpha1.Kubernetes), []string{
+			`spec.type *:* verb * on scopes.tokens.apitoken.dev (every name)`, `spec.audience audience kubernetes verb issue on audiences.tokens.apitoken.dev "kubernetes"`}},
+		{"back to content-api is a create too", spec(tokensv1alpha1.Custom, tokensv1alpha1.Admin, "orders:delete"), spec(tokensv1alpha1.Custom, "", "orders:delete"), []string{
+			`spec.scopes[0] orders:delete verb delete on scopes.tokens.apitoken.dev "orders"`}},
 		{"narrowing needs nothing", spec(tokensv1alpha1.FullAccess, ""), spec(tokensv1alpha1.Custom, "", "orders:delete"), nil},
 		{"widening needs the new scope only", spec(tokensv1alpha1.Custom, "", "orders:delete"), spec(tokensv1alpha1.Custom, "", "orders:delete", "orders:create"),
 			[]string{`spec.scopes[1] orders:create verb create on scopes.tokens.apitoken.dev "orders"`}},

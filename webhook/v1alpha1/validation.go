@@ -104,6 +104,9 @@ func ValidateApiToken(old, at *tokensv1alpha1.ApiToken) (field.ErrorList, []stri
 		}
 	}
 
+	if old != nil {
+		errs = append(errs, validateNoRevival(old, at, time.Now())...)
+	}
 	if durErr == nil && finite {
 		if lifetime < shortDuration {
 			warnings = append(warnings, fmt.Sprintf("spec.duration: %s is shorter than kubelet's Secret refresh (about a minute): a pod that mounts the Secret may read the token only after it expired", spec.Duration))
@@ -151,7 +154,13 @@ func ValidateApiToken(old, at *tokensv1alpha1.ApiToken) (field.ErrorList, []stri
 		}
 	}
 
-	// The creator annotation is the webhook's to write.
+	// The creator annotations are the webhook's to write; a key that only
+	// differs from one of ours in case would read like it.
+	for key := range at.Annotations {
+		if lower := strings.ToLower(key); lower != key && strings.HasPrefix(lower, tokensv1alpha1.GroupVersion.Group+"/") {
+			errs = append(errs, field.Forbidden(field.NewPath("metadata", "annotations").Key(key), "keys under "+tokensv1alpha1.GroupVersion.Group+"/ are lower-case: this one reads like "+lower))
+		}
+	}
 	for _, key := range []string{tokensv1alpha1.CreatedByAnnotation, tokensv1alpha1.CreatedByGroupsAnnotation} {
 		if old != nil && old.Annotations[key] != at.Annotations[key] {
 			errs = append(errs, field.Forbidden(field.NewPath("metadata", "annotations").Key(key), "records who created the ApiToken and cannot be changed"))
@@ -217,4 +226,38 @@ func grantsOf(t tokensv1alpha1.TokenType) string {
 func durationMessage(err error, value string) string {
 	msg := strings.TrimPrefix(err.Error(), token.ErrDuration.Error()+": ")
 	return strings.TrimPrefix(msg, strconv.Quote(value)+": ")
+}
+
+// validateNoRevival refuses an idleTimeout change that would revive a
+// token whose idle deadline has passed before the operator recorded it
+// Inactive: an idle token comes back only by a regeneration, as an expired
+// one does (status.expiresAt keeps that one ended).
+func validateNoRevival(old, at *tokensv1alpha1.ApiToken, now time.Time) field.ErrorList {
+	if old.Spec.IdleTimeout == at.Spec.IdleTimeout || old.Spec.Revoked || old.Status.IssuedAt == nil {
+		return nil
+	}
+	deadline, ok := idleDeadline(old.Spec.IdleTimeout, old)
+	if !ok || now.Before(deadline) {
+		return nil
+	}
+	if next, idle := idleDeadline(at.Spec.IdleTimeout, old); idle && !now.Before(next) {
+		return nil // still idle under the new timeout
+	}
+	return field.ErrorList{field.Forbidden(field.NewPath("spec", "idleTimeout"), fmt.Sprintf(
+		"the token has been idle since %s: a longer or no idleTimeout would revive it; regenerate it (kubectl annotate apitoken %s %s=$(date +%%s) --overwrite) for a new token",
+		deadline.UTC().Format(time.RFC3339), at.Name, tokensv1alpha1.RegenerateAnnotation))}
+}
+
+// idleDeadline is when at's token turns idle under idleTimeout (ok false:
+// no idle timeout, or one that does not parse).
+func idleDeadline(idleTimeout string, at *tokensv1alpha1.ApiToken) (time.Time, bool) {
+	idle, err := token.ParseSpan(idleTimeout)
+	if idleTimeout == "" || err != nil {
+		return time.Time{}, false
+	}
+	var last time.Time
+	if at.Status.LastUsedAt != nil {
+		last = at.Status.LastUsedAt.Time
+	}
+	return token.IdleUntil(at.Status.IssuedAt.Time, last, at.Status.LastUsedAt != nil, idle), true
 }

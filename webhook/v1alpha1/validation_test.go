@@ -104,6 +104,35 @@ func TestValidateDurationWarns(t *testing.T) {
 	}
 }
 
+// TestIdleTokenIsNotRevived is the attack: the idle deadline has passed,
+// the operator has not yet recorded Inactive, and the user lengthens or
+// removes idleTimeout to make the same token verify again.
+func TestIdleTokenIsNotRevived(t *testing.T) {
+	now := time.Now()
+	old := validToken()
+	old.Spec.IdleTimeout = "1m"
+	issued := metav1.NewTime(now.Add(-70 * time.Second))
+	old.Status.IssuedAt = &issued
+	for idle, refused := range map[string]bool{"": true, "2h": true, "30s": false, "1m": false} {
+		at := old.DeepCopy()
+		at.Spec.IdleTimeout = idle
+		errs := validateNoRevival(old, at, now)
+		if got := len(errs) > 0; got != refused {
+			t.Errorf("idleTimeout 1m -> %q after 70 s idle: refused %v, want %v (%v)", idle, got, refused, errs)
+		}
+		if refused && len(errs) > 0 && !strings.Contains(errs[0].Error(), "spec.idleTimeout: Forbidden: the token has been idle since") {
+			t.Errorf("message %q", errs[0].Error())
+		}
+	}
+	used := metav1.NewTime(now.Add(-10 * time.Second))
+	old.Status.LastUsedAt = &used
+	at := old.DeepCopy()
+	at.Spec.IdleTimeout = ""
+	if errs := validateNoRevival(old, at, now); len(errs) != 0 {
+		t.Errorf("a token used 10 s ago is not idle: %v", errs)
+	}
+}
+
 func TestValidateSecretNameUnique(t *testing.T) {
 	at := validToken()
 	other := validToken()

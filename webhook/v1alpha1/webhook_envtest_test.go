@@ -107,13 +107,13 @@ var _ = Describe("The admission webhooks", Ordered, ContinueOnFailure, func() {
 	})
 
 	It("stamps the creator and their groups from the admission request and does not let them be forged or changed", func() {
-		alice := as("alice@example.com", "shop-developers")
+		alice := as("alice@example.com", "shop-developers", "devs,system:masters")
 		at := validToken()
 		at.Namespace, at.Name = ns, "stamped"
 		at.Annotations = map[string]string{tokensv1alpha1.CreatedByAnnotation: "mallory", tokensv1alpha1.CreatedByGroupsAnnotation: "platform-admins"}
 		Expect(alice.Create(ctx, at)).To(Succeed())
 		Expect(at.Annotations).To(HaveKeyWithValue(tokensv1alpha1.CreatedByAnnotation, "alice@example.com"))
-		Expect(at.Annotations).To(HaveKeyWithValue(tokensv1alpha1.CreatedByGroupsAnnotation, "shop-developers,system:masters,system:authenticated"))
+		Expect(at.Annotations).To(HaveKeyWithValue(tokensv1alpha1.CreatedByGroupsAnnotation, `["shop-developers","devs,system:masters","system:masters","system:authenticated"]`))
 
 		bob := as("bob@example.com")
 		var got tokensv1alpha1.ApiToken
@@ -128,7 +128,18 @@ var _ = Describe("The admission webhooks", Ordered, ContinueOnFailure, func() {
 		got.Annotations[tokensv1alpha1.CreatedByGroupsAnnotation] = "platform-admins"
 		Expect(bob.Update(ctx, &got)).To(Succeed())
 		Expect(got.Annotations).To(HaveKeyWithValue(tokensv1alpha1.CreatedByAnnotation, "alice@example.com"))
-		Expect(got.Annotations).To(HaveKeyWithValue(tokensv1alpha1.CreatedByGroupsAnnotation, "shop-developers,system:masters,system:authenticated"))
+		Expect(got.Annotations).To(HaveKeyWithValue(tokensv1alpha1.CreatedByGroupsAnnotation, `["shop-developers","devs,system:masters","system:masters","system:authenticated"]`))
+	})
+
+	It("refuses annotations that read like the creator's but differ in case", func() {
+		at := validToken()
+		at.Namespace, at.Name = ns, "lookalike"
+		at.Annotations = map[string]string{"Tokens.apitoken.dev/created-by": "admin", "tokens.apitoken.dev/Created-By-Groups": "system:masters"}
+		err := as("mallory").Create(ctx, at)
+		Expect(err).To(HaveOccurred())
+		Expect(err.Error()).To(And(
+			ContainSubstring(`metadata.annotations[Tokens.apitoken.dev/created-by]: Forbidden: keys under tokens.apitoken.dev/ are lower-case: this one reads like tokens.apitoken.dev/created-by`),
+			ContainSubstring(`metadata.annotations[tokens.apitoken.dev/Created-By-Groups]: Forbidden`)))
 	})
 
 	It("lets revoke and regenerate through while the webhook server is down, and nothing else", func() {
