@@ -129,6 +129,17 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	case actPromote:
 		r.promote(t, p, hasher.SaltID(), sealedIssuedAt(t, secret, hasher, now), now)
 	case actRecover:
+		// Right after a first token is issued, the cache may still hold the
+		// ApiToken without the status that records it: ask the API server
+		// before rebuilding anything (and before an Event says so).
+		stale, err := r.staleRecord(ctx, req.NamespacedName)
+		if err != nil {
+			return ctrl.Result{}, client.IgnoreNotFound(err)
+		}
+		if stale {
+			*base = *t.DeepCopy() // nothing to write from this stale copy
+			return ctrl.Result{}, nil // the status update on its way re-queues it
+		}
 		r.recover(t, secret, hasher, now)
 	case actIssue:
 		issued := lifetimeStart(t, act.reason, now)
@@ -161,6 +172,20 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		return ctrl.Result{RequeueAfter: next.Sub(now)}, nil
 	}
 	return ctrl.Result{}, nil
+}
+
+// staleRecord reports whether the API server holds a verification record
+// that the cached ApiToken lacks. Without a reader around the cache (unit
+// tests), the cache is the truth.
+func (r *ApiTokenReconciler) staleRecord(ctx context.Context, key types.NamespacedName) (bool, error) {
+	if r.APIReader == nil {
+		return false, nil
+	}
+	var live tokensv1alpha1.ApiToken
+	if err := r.APIReader.Get(ctx, key, &live); err != nil {
+		return false, err
+	}
+	return live.Status.Verification != nil && live.Status.Verification.Hash != "", nil
 }
 
 // finish computes the status and records the Events and metrics of phase

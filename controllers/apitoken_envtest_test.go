@@ -105,6 +105,22 @@ var _ = Describe("The ApiToken reconciler", func() {
 		Consistently(func(g Gomega) []string { return eventNotes(g, ns, "power", tokensv1alpha1.ReasonPermissionsChanged) }, "1s").Should(HaveLen(1))
 	})
 
+	It("records exactly one Event, Generated, for a new token", func() {
+		for i := 0; i < 5; i++ {
+			newToken(fmt.Sprintf("once-%d", i), tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "30d"})
+		}
+		for i := 0; i < 5; i++ {
+			activeToken(types.NamespacedName{Namespace: ns, Name: fmt.Sprintf("once-%d", i)})
+		}
+		Consistently(func(g Gomega) []string {
+			var all []string
+			for i := 0; i < 5; i++ {
+				all = append(all, eventReasons(g, ns, fmt.Sprintf("once-%d", i))...)
+			}
+			return all
+		}, "2s").Should(ConsistOf("Generated", "Generated", "Generated", "Generated", "Generated"))
+	})
+
 	It("delivers a token into an owned, labelled Secret and fills the status", func() {
 		key := newToken("create", tokensv1alpha1.ApiTokenSpec{
 			Type: tokensv1alpha1.ReadOnly, Duration: "30d",
