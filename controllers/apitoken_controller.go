@@ -137,7 +137,7 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 			return ctrl.Result{}, client.IgnoreNotFound(err)
 		}
 		if stale {
-			*base = *t.DeepCopy() // nothing to write from this stale copy
+			*base = *t.DeepCopy()     // nothing to write from this stale copy
 			return ctrl.Result{}, nil // the status update on its way re-queues it
 		}
 		r.recover(t, secret, hasher, now)
