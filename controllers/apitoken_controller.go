@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -54,6 +56,10 @@ type ApiTokenReconciler struct {
 	Generate func() (string, error)
 	// MaxConcurrentReconciles bounds parallel reconciles (default 1).
 	MaxConcurrentReconciles int
+
+	// mismatchLogged holds the "recorded/current" salt ID pairs already
+	// logged, so that a lost salt is one error line, not one per token.
+	mismatchLogged sync.Map
 }
 
 // +kubebuilder:rbac:groups=tokens.apitoken.dev,resources=apitokens,verbs=get;list;watch
@@ -76,10 +82,11 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	if !t.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil // the garbage collector removes the Secret
 	}
-	hasher := r.Salt.Hasher()
-	if hasher == nil {
+	st := r.Salt.State()
+	if st == nil {
 		return ctrl.Result{}, errors.New("salt not loaded")
 	}
+	hasher := st.Hasher()
 	now := r.Clock.Now()
 	base := t.DeepCopy()
 	var b blocker
@@ -118,16 +125,25 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		return ctrl.Result{RequeueAfter: conflictRetry}, nil
 	}
 
-	act := decide(t, p, state, hasher.SaltID(), now)
+	act := decide(t, p, state, saltView{id: st.ID(), replaced: st.Replaces}, now)
 	switch act.kind {
 	case actConflict:
 		return conflict()
+	case actHold:
+		b = blocker{tokensv1alpha1.ReasonSaltMismatch, r.saltMismatchMessage(t, st)}
+		if readyReason(base) != tokensv1alpha1.ReasonSaltMismatch {
+			r.event(t, corev1.EventTypeWarning, b.reason, b.message)
+		}
+		r.logSaltMismatch(ctx, t, st)
+		r.finish(t, base, p, b, now)
+		// The salt Secret's next change re-queues every ApiToken.
+		return ctrl.Result{}, nil
 	case actRevoke:
 		if err := r.revoke(ctx, t, base, secret); err != nil {
 			return ctrl.Result{}, err
 		}
 	case actPromote:
-		r.promote(t, p, hasher.SaltID(), sealedIssuedAt(t, secret, hasher, now), now)
+		r.promote(t, p, st, sealedIssuedAt(t, secret, hasher, now), now)
 	case actRecover:
 		r.recover(t, secret, hasher, now)
 	case actIssue:
@@ -147,7 +163,7 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		r.promote(t, p, hasher.SaltID(), issued, now)
+		r.promote(t, p, st, issued, now)
 	case actSync:
 		if secret != nil {
 			if err := r.syncSecretMetadata(ctx, t, secret); err != nil {
@@ -190,6 +206,37 @@ func (r *ApiTokenReconciler) finish(t, base *tokensv1alpha1.ApiToken, p policy, 
 		exp = float64(t.Status.ExpiresAt.Unix())
 	}
 	recordMetrics(t.Namespace, t.Name, t.Spec.Type, t.Status.Phase, exp, t.Status.ExpiresAt != nil)
+	recordSaltHeld(t.Namespace, t.Name, b.reason == tokensv1alpha1.ReasonSaltMismatch)
+}
+
+// readyReason is the reason of t's Ready condition, or "".
+func readyReason(t *tokensv1alpha1.ApiToken) string {
+	if c := meta.FindStatusCondition(t.Status.Conditions, tokensv1alpha1.ConditionReady); c != nil {
+		return c.Reason
+	}
+	return ""
+}
+
+// saltMismatchMessage says which salt t records, which one the operator
+// holds (by ID: never a salt), and the two ways forward.
+func (r *ApiTokenReconciler) saltMismatchMessage(t *tokensv1alpha1.ApiToken, st *salt.State) string {
+	ref := r.Salt.Ref()
+	recorded := t.Status.Verification.SaltID
+	return fmt.Sprintf("The token's hash was made with salt ID %s, but the operator's salt (Secret %s) is salt ID %s and does not name %s as replaced. "+
+		"Nothing is re-issued: restore the salt Secret from your backup (the token then verifies again), or, if that salt is lost for good, "+
+		"acknowledge it and every such token is re-issued: kubectl -n %s annotate secret %s %s=%s --overwrite (list every lost ID, comma-separated; docs/operations.md)",
+		recorded, ref, st.ID(), recorded, ref.Namespace, ref.Name, salt.ReplacesAnnotation, recorded)
+}
+
+// logSaltMismatch logs, once per recorded and current salt pair, that
+// tokens are held; the salt IDs are not secret, the salts never appear.
+func (r *ApiTokenReconciler) logSaltMismatch(ctx context.Context, t *tokensv1alpha1.ApiToken, st *salt.State) {
+	recorded := t.Status.Verification.SaltID
+	if _, seen := r.mismatchLogged.LoadOrStore(recorded+"/"+st.ID(), true); seen {
+		return
+	}
+	logf.FromContext(ctx).Error(nil, "ApiTokens record a salt that the salt Secret neither holds nor names as replaced; holding every such token (nothing is re-issued) until the salt is restored or its loss acknowledged (docs/operations.md)",
+		"apitoken", klog.KObj(t), "recordedSaltID", recorded, "saltID", st.ID(), "saltSecret", r.Salt.Ref())
 }
 
 func conditionTrue(t *tokensv1alpha1.ApiToken, typ string) bool {
@@ -276,21 +323,30 @@ func (r *ApiTokenReconciler) issue(ctx context.Context, t, base *tokensv1alpha1.
 
 // promote makes the pending hash current: the replaced hash stays valid
 // for the grace period (from now, never past its own expiry, and not at all
-// once expired: token.PreviousValidUntil) when the reason allows it, the
+// once expired: token.PreviousValidUntil) when the reason allows it (for a
+// salt rotation, the planned rotation's overlap: saltGrace), the
 // regenerate request it answers is marked handled, and issuedAt is set to
 // issued (see lifetimeStart).
-func (r *ApiTokenReconciler) promote(t *tokensv1alpha1.ApiToken, p policy, saltID string, issued, now time.Time) {
+func (r *ApiTokenReconciler) promote(t *tokensv1alpha1.ApiToken, p policy, salts *salt.State, issued, now time.Time) {
 	st := &t.Status
 	v := st.Verification
 	reason := v.PendingReason
 	v.PreviousHash, v.PreviousValidUntil = "", nil
-	if keepsPrevious(reason) && v.Hash != "" {
+	var grace time.Duration
+	switch {
+	case keepsPrevious(reason):
+		grace = p.grace
+	case reason == tokensv1alpha1.ReasonSaltRotated:
+		previousID, until, _ := salts.Overlap()
+		grace = saltGrace(v.SaltID, previousID, until, now)
+	}
+	if grace > 0 && v.Hash != "" {
 		end, finite := currentEnd(t, p)
-		if until, keep := token.PreviousValidUntil(now, p.grace, end, finite); keep {
+		if until, keep := token.PreviousValidUntil(now, grace, end, finite); keep {
 			v.PreviousHash, v.PreviousValidUntil = v.Hash, &metav1.Time{Time: until}
 		}
 	}
-	v.Hash, v.SaltID = v.PendingHash, saltID
+	v.Hash, v.SaltID = v.PendingHash, salts.ID()
 	if v.PendingRegenerate != "" {
 		st.LastHandledRegenerate = v.PendingRegenerate
 	}
@@ -304,8 +360,10 @@ func (r *ApiTokenReconciler) promote(t *tokensv1alpha1.ApiToken, p policy, saltI
 	regenerations.WithLabelValues(reason).Inc()
 	eventType := corev1.EventTypeNormal
 	msg := "Issued a new token into Secret " + t.SecretName()
-	switch reason {
-	case tokensv1alpha1.ReasonSecretTampered, tokensv1alpha1.ReasonSecretMissing, tokensv1alpha1.ReasonSaltRotated, tokensv1alpha1.ReasonSecretUntrusted:
+	switch {
+	case reason == tokensv1alpha1.ReasonSaltRotated && v.PreviousValidUntil != nil:
+		msg = "The operator's salt was rotated (planned); " + msg + "; the replaced token verifies until " + v.PreviousValidUntil.UTC().Format(time.RFC3339)
+	case reason == tokensv1alpha1.ReasonSecretTampered, reason == tokensv1alpha1.ReasonSecretMissing, reason == tokensv1alpha1.ReasonSaltRotated, reason == tokensv1alpha1.ReasonSecretUntrusted:
 		eventType = corev1.EventTypeWarning
 		msg = reasonMessages[reason] + "; " + msg
 	}
@@ -315,7 +373,7 @@ func (r *ApiTokenReconciler) promote(t *tokensv1alpha1.ApiToken, p policy, saltI
 var reasonMessages = map[string]string{
 	tokensv1alpha1.ReasonSecretTampered: "The Secret's token no longer matched the recorded hash",
 	tokensv1alpha1.ReasonSecretMissing:  "The Secret was deleted",
-	tokensv1alpha1.ReasonSaltRotated:    "The operator's salt changed, which invalidated every token",
+	tokensv1alpha1.ReasonSaltRotated:    "The operator's salt was replaced without an overlap (an emergency rotation), which invalidated every token",
 	tokensv1alpha1.ReasonSecretUntrusted: "The verification record was lost and the Secret's token was not adopted: " +
 		"its " + tokensv1alpha1.IssuedAtAnnotation + " annotation is missing or in the future",
 }
@@ -591,7 +649,7 @@ func (r *ApiTokenReconciler) tokensForSalt(ctx context.Context, o client.Object)
 		return nil
 	}
 	if r.Salt.Observe(secret) {
-		logf.FromContext(ctx).Info("Salt changed; re-issuing every token", "secret", klog.KObj(secret))
+		logf.FromContext(ctx).Info("Salt changed; checking every ApiToken", "secret", klog.KObj(secret), "saltID", r.Salt.State().ID())
 	}
 	var list tokensv1alpha1.ApiTokenList
 	if err := r.List(ctx, &list); err != nil {

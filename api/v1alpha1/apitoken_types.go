@@ -202,6 +202,11 @@ const (
 	ReasonRotated = "Rotated"
 	// ReasonSaltRotated: the operator's salt changed; every token was re-issued.
 	ReasonSaltRotated = "SaltRotated"
+	// ReasonSaltMismatch: the token's hashes were made with a salt that the
+	// operator's salt Secret neither holds nor names as replaced (a lost or
+	// wrongly restored salt); nothing is re-issued until the salt is
+	// restored or its loss acknowledged (docs/operations.md).
+	ReasonSaltMismatch = "SaltMismatch"
 	// ReasonSecretMissing: the Secret was deleted and a new token was issued.
 	ReasonSecretMissing = "SecretMissing"
 	// ReasonSecretTampered: the Secret's token did not match and a new token was issued.
