@@ -160,6 +160,7 @@ func main() {
 			Recorder:                mgr.GetEventRecorder("apitoken-operator"),
 			Salt:                    saltStore,
 			MaxConcurrentReconciles: concurrency,
+			MaxSaltOverlap:          saltOverlap,
 		}).SetupWithManager(mgr); err != nil {
 			setupLog.Error(err, "Failed to set up the controller", "controller", "ApiToken")
 			os.Exit(1)

@@ -56,6 +56,10 @@ type ApiTokenReconciler struct {
 	Generate func() (string, error)
 	// MaxConcurrentReconciles bounds parallel reconciles (default 1).
 	MaxConcurrentReconciles int
+	// MaxSaltOverlap is the longest a planned salt rotation keeps a
+	// replaced token verifying (--salt-overlap); 0: a salt rotation always
+	// cuts the old tokens at once.
+	MaxSaltOverlap time.Duration
 
 	// mismatchLogged holds the "recorded/current" salt ID pairs already
 	// logged, so that a lost salt is one error line, not one per token.
@@ -338,7 +342,7 @@ func (r *ApiTokenReconciler) promote(t *tokensv1alpha1.ApiToken, p policy, salts
 		grace = p.grace
 	case reason == tokensv1alpha1.ReasonSaltRotated:
 		previousID, until, _ := salts.Overlap()
-		grace = saltGrace(v.SaltID, previousID, until, now)
+		grace = saltGrace(v.SaltID, previousID, until, now, r.MaxSaltOverlap)
 	}
 	if grace > 0 && v.Hash != "" {
 		end, finite := currentEnd(t, p)

@@ -173,13 +173,15 @@ func keepsPrevious(reason string) bool {
 // saltGrace returns how long a token recorded under recordedID and
 // replaced at now because the salt changed stays valid: until the planned
 // rotation's overlap ends if recordedID is its previous salt (the index
-// verifies it with that salt until then), else 0 (an emergency rotation,
-// or a salt replaced without one: cut at once).
-func saltGrace(recordedID, previousID string, overlapUntil, now time.Time) time.Duration {
+// verifies it with that salt until then), but never longer than maxOverlap
+// (the operator's --salt-overlap: a deadline written by someone who knows
+// the salt cannot keep old tokens for longer); else 0 (an emergency
+// rotation, or a salt replaced without one: cut at once).
+func saltGrace(recordedID, previousID string, overlapUntil, now time.Time, maxOverlap time.Duration) time.Duration {
 	if recordedID == "" || recordedID != previousID || !now.Before(overlapUntil) {
 		return 0
 	}
-	return overlapUntil.Sub(now)
+	return min(overlapUntil.Sub(now), max(maxOverlap, 0))
 }
 
 // lifetimeStart returns the issue time of a token issued for reason: now

@@ -51,6 +51,7 @@ func gauge(t *testing.T, name string) float64 {
 
 func TestPlannedSaltRotationKeepsTheOldTokenUntilTheOverlapEnds(t *testing.T) {
 	h := newHarness(t, graceSpec)
+	h.r.MaxSaltOverlap = time.Hour
 	h.mustReconcile()
 	old := h.secretToken()
 	issued := h.token().Status.IssuedAt
@@ -94,6 +95,7 @@ func TestPlannedSaltRotationCrashSafety(t *testing.T) {
 	for n := 1; n <= 3; n++ {
 		t.Run(fmt.Sprintf("fail write %d", n), func(t *testing.T) {
 			h := newHarness(t, graceSpec)
+			h.r.MaxSaltOverlap = time.Hour
 			h.mustReconcile()
 			old := h.secretToken()
 			sec := &corev1.Secret{Data: map[string][]byte{salt.Key: []byte("test-salt")}}
@@ -200,15 +202,18 @@ func TestSaltGrace(t *testing.T) {
 		name               string
 		recorded, previous string
 		now                time.Time
+		max                time.Duration
 		want               time.Duration
 	}{
-		{"planned, in the overlap", "a", "a", t0, time.Hour},
-		{"planned, after the overlap", "a", "a", end, 0},
-		{"another salt than the previous", "b", "a", t0, 0},
-		{"emergency: no previous", "a", "", t0, 0},
-		{"no recorded salt", "", "", t0, 0},
+		{"planned, in the overlap", "a", "a", t0, 2 * time.Hour, time.Hour},
+		{"planned, after the overlap", "a", "a", end, 2 * time.Hour, 0},
+		{"a deadline beyond --salt-overlap is cut to it", "a", "a", t0, 10 * time.Minute, 10 * time.Minute},
+		{"--salt-overlap=0", "a", "a", t0, 0, 0},
+		{"another salt than the previous", "b", "a", t0, time.Hour, 0},
+		{"emergency: no previous", "a", "", t0, time.Hour, 0},
+		{"no recorded salt", "", "", t0, time.Hour, 0},
 	} {
-		if got := saltGrace(c.recorded, c.previous, end, c.now); got != c.want {
+		if got := saltGrace(c.recorded, c.previous, end, c.now, c.max); got != c.want {
 			t.Errorf("%s: saltGrace = %v, want %v", c.name, got, c.want)
 		}
 	}

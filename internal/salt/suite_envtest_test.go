@@ -125,7 +125,7 @@ func startOperator(o operatorOptions) *operator {
 	recorder := mgr.GetEventRecorder("apitoken-operator")
 	Expect((&controllers.ApiTokenReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: scheme,
-		Recorder: recorder, Clock: o.clock, Salt: op.store, MaxConcurrentReconciles: 4,
+		Recorder: recorder, Clock: o.clock, Salt: op.store, MaxConcurrentReconciles: 4, MaxSaltOverlap: o.overlap,
 	}).SetupWithManager(mgr)).To(Succeed())
 	Expect((&controllers.SaltReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: scheme,
