@@ -115,7 +115,7 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	// A token never issued has no Secret yet: trust the cache's miss. Any
 	// other token expects its Secret, so a miss is checked on the server.
 	expectSecret := t.Status.IssuedAt != nil || t.Status.Phase == tokensv1alpha1.PhaseFailed
-	secret, state, err := r.observeSecret(ctx, t, hasher, expectSecret)
+	secret, state, err := r.observeSecret(ctx, t, st, expectSecret)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -134,11 +134,12 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	case actConflict:
 		return conflict()
 	case actHold:
-		b = blocker{tokensv1alpha1.ReasonSaltMismatch, r.saltMismatchMessage(t, st)}
+		recorded := recordedSaltID(t, secret)
+		b = blocker{tokensv1alpha1.ReasonSaltMismatch, r.saltMismatchMessage(recorded, st)}
 		if readyReason(base) != tokensv1alpha1.ReasonSaltMismatch {
 			r.event(t, corev1.EventTypeWarning, b.reason, b.message)
 		}
-		r.logSaltMismatch(ctx, t, st)
+		r.logSaltMismatch(ctx, t, recorded, st)
 		r.finish(t, base, p, b, now)
 		// The salt Secret's next change re-queues every ApiToken.
 		return ctrl.Result{}, nil
@@ -156,7 +157,7 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		if errors.Is(err, errSecretExists) {
 			// Not in the cache, yet there: someone else's, or ours with
 			// its labels stripped. Look on the API server.
-			if secret, state, err = r.observeSecret(ctx, t, hasher, true); err != nil {
+			if secret, state, err = r.observeSecret(ctx, t, st, true); err != nil {
 				return ctrl.Result{}, err
 			}
 			if state == secretForeign {
@@ -221,11 +222,21 @@ func readyReason(t *tokensv1alpha1.ApiToken) string {
 	return ""
 }
 
-// saltMismatchMessage says which salt t records, which one the operator
-// holds (by ID: never a salt), and the two ways forward.
-func (r *ApiTokenReconciler) saltMismatchMessage(t *tokensv1alpha1.ApiToken, st *salt.State) string {
+// recordedSaltID is the salt ID t's record names, else its Secret's.
+func recordedSaltID(t *tokensv1alpha1.ApiToken, secret *corev1.Secret) string {
+	if v := t.Status.Verification; v != nil && v.Hash != "" {
+		return v.SaltID
+	}
+	if secret != nil {
+		return secret.Annotations[tokensv1alpha1.SaltIDAnnotation]
+	}
+	return ""
+}
+
+// saltMismatchMessage says which salt a token records, which one the
+// operator holds (by ID: never a salt), and the two ways forward.
+func (r *ApiTokenReconciler) saltMismatchMessage(recorded string, st *salt.State) string {
 	ref := r.Salt.Ref()
-	recorded := t.Status.Verification.SaltID
 	return fmt.Sprintf("The token's hash was made with salt ID %s, but the operator's salt (Secret %s) is salt ID %s and does not name %s as replaced. "+
 		"Nothing is re-issued: restore the salt Secret from your backup (the token then verifies again), or, if that salt is lost for good, "+
 		"acknowledge it and every such token is re-issued: kubectl -n %s annotate secret %s %s=%s --overwrite (list every lost ID, comma-separated; docs/operations.md)",
@@ -234,8 +245,7 @@ func (r *ApiTokenReconciler) saltMismatchMessage(t *tokensv1alpha1.ApiToken, st 
 
 // logSaltMismatch logs, once per recorded and current salt pair, that
 // tokens are held; the salt IDs are not secret, the salts never appear.
-func (r *ApiTokenReconciler) logSaltMismatch(ctx context.Context, t *tokensv1alpha1.ApiToken, st *salt.State) {
-	recorded := t.Status.Verification.SaltID
+func (r *ApiTokenReconciler) logSaltMismatch(ctx context.Context, t *tokensv1alpha1.ApiToken, recorded string, st *salt.State) {
 	if _, seen := r.mismatchLogged.LoadOrStore(recorded+"/"+st.ID(), true); seen {
 		return
 	}
@@ -256,7 +266,8 @@ func conditionTrue(t *tokensv1alpha1.ApiToken, typ string) bool {
 // uncached, a Secret missing from the label-filtered cache is looked up on
 // the API server, so that a foreign Secret, or one of ours whose labels
 // were stripped, is seen.
-func (r *ApiTokenReconciler) observeSecret(ctx context.Context, t *tokensv1alpha1.ApiToken, h *token.Hasher, uncached bool) (*corev1.Secret, secretState, error) {
+func (r *ApiTokenReconciler) observeSecret(ctx context.Context, t *tokensv1alpha1.ApiToken, st *salt.State, uncached bool) (*corev1.Secret, secretState, error) {
+	h := st.Hasher()
 	key := types.NamespacedName{Namespace: t.Namespace, Name: t.SecretName()}
 	secret := &corev1.Secret{}
 	err := r.Get(ctx, key, secret)
@@ -286,6 +297,9 @@ func (r *ApiTokenReconciler) observeSecret(ctx context.Context, t *tokensv1alpha
 	if state == secretWellFormed && (!plausibleIssuedAt(issuedAt, r.Clock.Now()) ||
 		!h.VerifySeal(secret.Annotations[tokensv1alpha1.SealAnnotation], sealParts(t, issuedAt, tok)...)) {
 		state = secretUntrusted
+		if id := secret.Annotations[tokensv1alpha1.SaltIDAnnotation]; id != "" && id != st.ID() && !st.Replaces(id) {
+			state = secretUnknownSalt
+		}
 	}
 	return secret, state, nil
 }
@@ -466,7 +480,9 @@ func desiredMetadata(t *tokensv1alpha1.ApiToken) (labels, annotations map[string
 			labels[k] = v
 		}
 		for k, v := range tpl.Annotations {
-			annotations[k] = v
+			if !operatorAnnotation(k) {
+				annotations[k] = v
+			}
 		}
 	}
 	labels[tokensv1alpha1.ManagedByLabel] = tokensv1alpha1.ManagedByValue
@@ -483,10 +499,12 @@ func (r *ApiTokenReconciler) writeSecret(ctx context.Context, t *tokensv1alpha1.
 	}
 	applyMetadata(t, secret)
 	delete(secret.Annotations, tokensv1alpha1.SealAnnotation)
+	delete(secret.Annotations, tokensv1alpha1.SaltIDAnnotation)
 	if !issued.IsZero() {
 		at := issued.UTC().Truncate(time.Second).Format(time.RFC3339)
 		secret.Annotations[tokensv1alpha1.IssuedAtAnnotation] = at
 		secret.Annotations[tokensv1alpha1.SealAnnotation] = sealOf(h, t, at, tok)
+		secret.Annotations[tokensv1alpha1.SaltIDAnnotation] = h.SaltID()
 	}
 	secret.Data = map[string][]byte{tokensv1alpha1.SecretTokenKey: []byte(tok)}
 	if err := controllerutil.SetControllerReference(t, secret, r.Scheme); err != nil {
@@ -543,7 +561,7 @@ func applyMetadata(t *tokensv1alpha1.ApiToken, secret *corev1.Secret) {
 		}
 	}
 	for _, k := range prevAnnotations {
-		if _, keep := annotations[k]; !keep {
+		if _, keep := annotations[k]; !keep && !operatorAnnotation(k) {
 			delete(secret.Annotations, k)
 		}
 	}
@@ -560,6 +578,17 @@ func applyMetadata(t *tokensv1alpha1.ApiToken, secret *corev1.Secret) {
 	}
 }
 
+// operatorAnnotation reports whether k is an annotation the operator
+// writes on the Secret itself (issue time, seal, salt ID, template keys):
+// a template never sets nor removes one.
+func operatorAnnotation(k string) bool {
+	switch k {
+	case tokensv1alpha1.IssuedAtAnnotation, tokensv1alpha1.SealAnnotation, tokensv1alpha1.SaltIDAnnotation, tokensv1alpha1.TemplateKeysAnnotation:
+		return true
+	}
+	return false
+}
+
 // formatTemplateKeys lists the template's keys as "l:<key>" and "a:<key>",
 // sorted, separated by commas (label and annotation keys hold no comma).
 func formatTemplateKeys(tpl *tokensv1alpha1.SecretTemplate) string {
@@ -571,7 +600,9 @@ func formatTemplateKeys(tpl *tokensv1alpha1.SecretTemplate) string {
 		keys = append(keys, "l:"+k)
 	}
 	for k := range tpl.Annotations {
-		keys = append(keys, "a:"+k)
+		if !operatorAnnotation(k) {
+			keys = append(keys, "a:"+k)
+		}
 	}
 	slices.Sort(keys)
 	return strings.Join(keys, ",")

@@ -28,6 +28,10 @@ const (
 	secretUntrusted
 	// secretInvalid: no token, or a malformed one.
 	secretInvalid
+	// secretUnknownSalt: a secretUntrusted Secret whose seal names (by
+	// SaltIDAnnotation) a salt the operator neither holds nor knows to be
+	// replaced: its token may verify again once that salt is restored.
+	secretUnknownSalt
 )
 
 // classifySecret compares the Secret's token with the verification record,
@@ -120,7 +124,8 @@ func decide(t *tokensv1alpha1.ApiToken, p policy, s secretState, salt saltView, 
 		return action{actConflict, tokensv1alpha1.ReasonSecretConflict}
 	case t.Spec.Revoked:
 		return action{actRevoke, tokensv1alpha1.ReasonRevoked}
-	case hasRecord && v.SaltID != "" && v.SaltID != saltID && !salt.replaced(v.SaltID):
+	case hasRecord && v.SaltID != "" && v.SaltID != saltID && !salt.replaced(v.SaltID),
+		!hasRecord && s == secretUnknownSalt:
 		return action{actHold, tokensv1alpha1.ReasonSaltMismatch}
 	case s == secretMatchesPending:
 		return action{actPromote, v.PendingReason}

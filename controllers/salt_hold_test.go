@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
@@ -216,5 +218,57 @@ func TestSaltGrace(t *testing.T) {
 		if got := saltGrace(c.recorded, c.previous, end, c.now, c.max); got != c.want {
 			t.Errorf("%s: saltGrace = %v, want %v", c.name, got, c.want)
 		}
+	}
+}
+
+// TestARestoreWithoutStatusOrSaltIsHeld: ApiTokens restored without their
+// status, and without the salt (the wrong order), are held rather than
+// re-issued: the Secret names the salt its seal was made with. Once the
+// salt is restored, the Secret's token is adopted as it is.
+func TestARestoreWithoutStatusOrSaltIsHeld(t *testing.T) {
+	h := newHarness(t, graceSpec)
+	h.mustReconcile()
+	kept := h.secretToken()
+	at := h.token()
+	recorded := at.Status.Verification.SaltID
+	at.Status = tokensv1alpha1.ApiTokenStatus{}
+	_ = h.c.Status().Update(context.Background(), at)
+	h.r.Salt = salt.NewStore(h.r.Salt.Ref())
+	h.installSalt(&corev1.Secret{Data: map[string][]byte{salt.Key: []byte("a-new-salt")}})
+	h.mustReconcile()
+	ready := findCondition(h.token(), tokensv1alpha1.ConditionReady)
+	if h.secretToken() != kept || ready.Reason != tokensv1alpha1.ReasonSaltMismatch || !strings.Contains(ready.Message, recorded) {
+		t.Fatalf("not held: ready %+v", ready)
+	}
+	h.installSalt(&corev1.Secret{Data: map[string][]byte{salt.Key: []byte("test-salt")}})
+	h.mustReconcile()
+	if at := h.token(); at.Status.Phase != tokensv1alpha1.PhaseActive || h.secretToken() != kept || !h.verifies(kept) {
+		t.Fatalf("after the salt's restore: phase %s", at.Status.Phase)
+	}
+}
+
+// TestATemplateCannotSetTheOperatorsAnnotations: secretTemplate keys that
+// name the seal or the salt ID neither replace nor, dropped later, remove
+// the operator's own.
+func TestATemplateCannotSetTheOperatorsAnnotations(t *testing.T) {
+	spec := graceSpec
+	spec.SecretTemplate = &tokensv1alpha1.SecretTemplate{Annotations: map[string]string{
+		tokensv1alpha1.SealAnnotation: "forged", tokensv1alpha1.SaltIDAnnotation: "0000000000000000", "team": "a",
+	}}
+	h := newHarness(t, spec)
+	h.mustReconcile()
+	h.mustReconcile()
+	var s corev1.Secret
+	_ = h.c.Get(context.Background(), types.NamespacedName{Namespace: "ns", Name: "tok-token"}, &s)
+	if s.Annotations[tokensv1alpha1.SealAnnotation] == "forged" || s.Annotations[tokensv1alpha1.SaltIDAnnotation] != h.r.Salt.State().ID() || s.Annotations["team"] != "a" {
+		t.Fatalf("annotations = %v", s.Annotations)
+	}
+	at := h.token()
+	at.Spec.SecretTemplate = nil
+	_ = h.c.Update(context.Background(), at)
+	h.mustReconcile()
+	_ = h.c.Get(context.Background(), types.NamespacedName{Namespace: "ns", Name: "tok-token"}, &s)
+	if s.Annotations[tokensv1alpha1.SealAnnotation] == "" || s.Annotations[tokensv1alpha1.SaltIDAnnotation] == "" || s.Annotations["team"] != "" {
+		t.Fatalf("annotations after the template was dropped = %v", s.Annotations)
 	}
 }

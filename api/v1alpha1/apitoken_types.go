@@ -20,6 +20,10 @@ const (
 	// can write one, so a status lost in a restore is rebuilt only from a
 	// Secret the operator wrote, never from one a tenant planted.
 	SealAnnotation = "tokens.apitoken.dev/seal"
+	// SaltIDAnnotation on the Secret names the salt its seal was made with
+	// (its ID, not the salt), so that a Secret restored without its
+	// ApiToken's status and without that salt is held, not replaced.
+	SaltIDAnnotation = "tokens.apitoken.dev/salt-id"
 	// TemplateKeysAnnotation on the Secret lists the label and annotation
 	// keys that came from spec.secretTemplate, so that keys dropped from the
 	// template are removed and keys others added are kept.
