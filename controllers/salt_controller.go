@@ -52,8 +52,9 @@ const DefaultSaltOverlap = time.Hour
 // SaltReconciler looks after the salt Secret on the leader: it writes the
 // Secret back with the same salt when it is deleted or emptied, carries
 // out the planned and emergency rotations asked for by annotation, records
-// in the Secret which salts the current one replaced, and removes the
-// previous salt when its overlap ends. It never changes the salt on its
+// in the Secret which salts the current one replaced (and, for people,
+// the current salt's ID), and removes the previous salt when its overlap
+// ends. It never changes the salt on its
 // own. Every ApiToken is re-checked by the ApiToken reconciler, which
 // watches the same Secret.
 type SaltReconciler struct {
@@ -155,7 +156,15 @@ func (r *SaltReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	}
 	recorded := salt.NameReplaced(want, r.Salt.Witnessed())
 	pruned := salt.PruneExpired(want, now)
-	if note != nil || recorded || pruned {
+	// For people: which salt this is (a backup says so too); never trusted.
+	labelled := false
+	if id := idOf(want); want.Annotations[tokensv1alpha1.SaltIDAnnotation] != id {
+		if want.Annotations == nil {
+			want.Annotations = map[string]string{}
+		}
+		want.Annotations[tokensv1alpha1.SaltIDAnnotation], labelled = id, true
+	}
+	if note != nil || recorded || pruned || labelled {
 		if err := r.Update(ctx, want); err != nil {
 			return ctrl.Result{}, fmt.Errorf("updating salt Secret %s: %w", ref, err)
 		}

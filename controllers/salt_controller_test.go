@@ -175,6 +175,9 @@ func TestSaltReconcilerRecordsAWitnessedReplacement(t *testing.T) {
 	if sec, _ := h.get(); sec.Annotations[salt.ReplacesAnnotation] != first {
 		t.Fatalf("replaces = %q, want the witnessed %s", sec.Annotations[salt.ReplacesAnnotation], first)
 	}
+	if sec, _ := h.get(); sec.Annotations[tokensv1alpha1.SaltIDAnnotation] != h.r.Salt.State().ID() || h.r.Salt.State().ID() == first {
+		t.Fatal("the salt Secret does not name its salt's ID")
+	}
 	// A restarted operator (no memory) still knows.
 	fresh := salt.NewStore(h.ref)
 	if err := fresh.Load(context.Background(), h.r.Client, "", true); err != nil || !fresh.State().Replaces(first) {

@@ -20,6 +20,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
@@ -32,6 +33,10 @@ const EnvVar = "API_TOKEN_SALT"
 
 // Size is the length of a generated salt.
 const Size = 64
+
+// MinSize is the length below which a salt (set by hand or from
+// API_TOKEN_SALT) is reported as weak at start.
+const MinSize = 32
 
 // maxWitnessed bounds the IDs a Store remembers as replaced.
 const maxWitnessed = 16
@@ -189,6 +194,10 @@ func (s *Store) Load(ctx context.Context, c client.Client, env string, create bo
 	}
 	if env != "" && subtle.ConstantTimeCompare([]byte(env), st.salt) != 1 {
 		return &EnvMismatchError{Secret: s.ref, EnvID: token.SaltID([]byte(env)), SecID: st.ID()}
+	}
+	if len(st.salt) < MinSize {
+		logf.FromContext(ctx).Error(nil, "The salt is short: anyone holding one token and its recorded hash can test guesses of it offline; rotate to a generated salt (docs/operations.md)",
+			"secret", s.ref, "saltID", st.ID(), "bytes", len(st.salt), "minimum", MinSize)
 	}
 	s.install(st)
 	return nil
