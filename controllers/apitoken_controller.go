@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -136,11 +137,17 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	case actHold:
 		recorded := recordedSaltID(t, secret)
 		b = blocker{tokensv1alpha1.ReasonSaltMismatch, r.saltMismatchMessage(recorded, st)}
-		if readyReason(base) != tokensv1alpha1.ReasonSaltMismatch {
+		first := readyReason(base) != tokensv1alpha1.ReasonSaltMismatch
+		r.finish(t, base, p, b, now)
+		// Recorded first (with the optimistic lock): a pass that read a
+		// stale copy fails here and records no second Event.
+		if err := r.patchStatus(ctx, t, base); err != nil {
+			return ctrl.Result{}, err
+		}
+		if first {
 			r.event(t, corev1.EventTypeWarning, b.reason, b.message)
 		}
 		r.logSaltMismatch(ctx, t, recorded, st)
-		r.finish(t, base, p, b, now)
 		// The salt Secret's next change re-queues every ApiToken.
 		return ctrl.Result{}, nil
 	case actRevoke:
@@ -391,7 +398,7 @@ func (r *ApiTokenReconciler) promote(t *tokensv1alpha1.ApiToken, p policy, salts
 var reasonMessages = map[string]string{
 	tokensv1alpha1.ReasonSecretTampered: "The Secret's token no longer matched the recorded hash",
 	tokensv1alpha1.ReasonSecretMissing:  "The Secret was deleted",
-	tokensv1alpha1.ReasonSaltRotated:    "The operator's salt was replaced without an overlap (an emergency rotation), which invalidated every token",
+	tokensv1alpha1.ReasonSaltRotated:    "The salt this token was made with was replaced with no overlap (an emergency rotation, or a lost salt acknowledged), which invalidated it",
 	tokensv1alpha1.ReasonSecretUntrusted: "The verification record was lost and the Secret's token was not adopted: " +
 		"its " + tokensv1alpha1.IssuedAtAnnotation + " annotation is missing or in the future",
 }
@@ -663,10 +670,36 @@ func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&tokensv1alpha1.ApiToken{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Owns(&corev1.Secret{}).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.tokensForSalt), builder.WithPredicates(predicate.NewPredicateFuncs(r.isSaltSecret))).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.tokensForSalt), builder.WithPredicates(predicate.NewPredicateFuncs(r.isSaltSecret), saltDecisionChanged)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)}).
 		Named("apitoken").
 		Complete(r)
+}
+
+// saltDecisionChanged passes the salt Secret's events that can change what
+// a token's pass decides: a new Secret, or a change of its salts or of
+// the salts it names as replaced. Its deletion changes nothing (the salt
+// stays in memory), nor do its other annotations: re-queueing every
+// ApiToken for those would only make passes on stale copies.
+var saltDecisionChanged = predicate.Funcs{
+	CreateFunc: func(event.CreateEvent) bool { return true },
+	DeleteFunc: func(event.DeleteEvent) bool { return false },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		old, okOld := e.ObjectOld.(*corev1.Secret)
+		cur, okNew := e.ObjectNew.(*corev1.Secret)
+		if !okOld || !okNew {
+			return true
+		}
+		a, errA := salt.FromSecret(old)
+		b, errB := salt.FromSecret(cur)
+		if errA != nil || errB != nil {
+			return errA == nil || errB == nil
+		}
+		aID, aUntil, _ := a.Overlap()
+		bID, bUntil, _ := b.Overlap()
+		return a.ID() != b.ID() || aID != bID || !aUntil.Equal(bUntil) || !slices.Equal(a.Replaced(), b.Replaced())
+	},
+	GenericFunc: func(event.GenericEvent) bool { return false },
 }
 
 func (r *ApiTokenReconciler) isSaltSecret(o client.Object) bool {

@@ -272,7 +272,7 @@ func Requested(sec *corev1.Secret) Request {
 
 // Rotate makes next the current salt of sec, at now. With overlap > 0 the
 // replaced salt becomes the previous one, sealed under next, until
-// now+overlap (rounded up to the second); with 0 (an emergency) no previous
+// now+overlap (to the second); with 0 (an emergency) no previous
 // salt is kept. The replaced salt's ID is added to ReplacesAnnotation,
 // both requests are marked handled, and NextKey is consumed.
 func Rotate(sec *corev1.Secret, next []byte, now time.Time, overlap time.Duration) {
@@ -292,7 +292,7 @@ func Rotate(sec *corev1.Secret, next []byte, now time.Time, overlap time.Duratio
 	delete(a, PreviousUntilAnnotation)
 	delete(a, PreviousSealAnnotation)
 	if overlap > 0 && len(old) > 0 {
-		until := now.Add(overlap).Add(time.Second - 1).Truncate(time.Second).UTC().Format(time.RFC3339)
+		until := now.Add(overlap).Truncate(time.Second).UTC().Format(time.RFC3339)
 		sec.Data[PreviousKey] = slices.Clone(old)
 		a[PreviousUntilAnnotation] = until
 		a[PreviousSealAnnotation] = token.NewHasher(next).Seal(previousSealParts(oldID, until)...)
