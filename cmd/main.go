@@ -168,7 +168,6 @@ func main() {
 		if err := (&controllers.SaltReconciler{
 			Client:    mgr.GetClient(),
 			APIReader: mgr.GetAPIReader(),
-			Scheme:    mgr.GetScheme(),
 			Recorder:  mgr.GetEventRecorder("apitoken-operator"),
 			Salt:      saltStore,
 			Overlap:   saltOverlap,

@@ -42,7 +42,7 @@ func newSaltHarness(t *testing.T, objs ...*corev1.Secret) *saltHarness {
 		t.Fatal(err)
 	}
 	n := 0
-	h.r = &SaltReconciler{Client: c, APIReader: c, Scheme: s, Recorder: h.rec, Clock: h.clock, Salt: store, Overlap: time.Hour,
+	h.r = &SaltReconciler{Client: c, APIReader: c, Recorder: h.rec, Clock: h.clock, Salt: store, Overlap: time.Hour,
 		Generate: func() ([]byte, error) { n++; return fmt.Appendf(nil, "generated-%d", n), nil }}
 	return h
 }

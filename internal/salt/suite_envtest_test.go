@@ -128,7 +128,7 @@ func startOperator(o operatorOptions) *operator {
 		Recorder: recorder, Clock: o.clock, Salt: op.store, MaxConcurrentReconciles: 4, MaxSaltOverlap: o.overlap,
 	}).SetupWithManager(mgr)).To(Succeed())
 	Expect((&controllers.SaltReconciler{
-		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: scheme,
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(),
 		Recorder: recorder, Clock: o.clock, Salt: op.store, Overlap: o.overlap,
 	}).SetupWithManager(mgr)).To(Succeed())
 	ix := authserver.NewIndex(op.store.Hasher).WithPrevious(op.store.PreviousHasher)
