@@ -56,6 +56,7 @@ func main() {
 		webhookPort                int
 		webhookCertDir             string
 		saltSecret                 string
+		saltOverlap                time.Duration
 		namespace                  string
 		concurrency                int
 		enableWebhooks             bool
@@ -86,7 +87,8 @@ func main() {
 	flag.StringVar(&webhookCertDir, "webhook-cert-dir", "", "Directory with tls.crt and tls.key for the webhooks (default: controller-runtime's).")
 	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Serve metrics, webhooks and the TLS auth endpoint over HTTP/2 (off: HTTP/2 rapid-reset hardening).")
 	flag.StringVar(&namespace, "namespace", envOr("POD_NAMESPACE", "apitoken-system"), "The operator's own namespace, holding the salt Secret.")
-	flag.StringVar(&saltSecret, "salt-secret", "apitoken-operator-salt", "Name of the Secret holding the token salt (created if absent; API_TOKEN_SALT overrides it).")
+	flag.StringVar(&saltSecret, "salt-secret", "apitoken-operator-salt", "Name of the Secret holding the token salt, read by every replica (created if absent, from API_TOKEN_SALT when set; a replica whose API_TOKEN_SALT differs from it refuses to start).")
+	flag.DurationVar(&saltOverlap, "salt-overlap", controllers.DefaultSaltOverlap, "How long a planned salt rotation (annotation "+salt.RotateAnnotation+" on the salt Secret) keeps the previous salt verifying while every token is re-issued; 0: none. An emergency rotation ("+salt.RotateEmergencyAnnotation+") never keeps it.")
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 4, "ApiTokens reconciled in parallel.")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "Address of Go's pprof endpoints (e.g. 127.0.0.1:6060); empty disables them.")
 	flag.StringVar(&authAddr, "auth-bind-address", ":8082", "Address of the auth endpoint (/v1/auth-request, /v1/forward-auth, /v1/ext-authz, /v1/authorize, /v1/tokenreview); served by every replica.")
@@ -162,8 +164,19 @@ func main() {
 			Recorder:                mgr.GetEventRecorder("apitoken-operator"),
 			Salt:                    saltStore,
 			MaxConcurrentReconciles: concurrency,
+			MaxSaltOverlap:          saltOverlap,
 		}).SetupWithManager(mgr); err != nil {
 			setupLog.Error(err, "Failed to set up the controller", "controller", "ApiToken")
+			os.Exit(1)
+		}
+		if err := (&controllers.SaltReconciler{
+			Client:    mgr.GetClient(),
+			APIReader: mgr.GetAPIReader(),
+			Recorder:  mgr.GetEventRecorder("apitoken-operator"),
+			Salt:      saltStore,
+			Overlap:   saltOverlap,
+		}).SetupWithManager(mgr); err != nil {
+			setupLog.Error(err, "Failed to set up the controller", "controller", "salt")
 			os.Exit(1)
 		}
 	}
@@ -193,7 +206,7 @@ func main() {
 		usage = &authserver.UsageReceiver{Client: mgr.GetClient(), Reporters: reporters, Clock: clock.RealClock{}}
 	}
 
-	index := authserver.NewIndex(saltStore.Hasher)
+	index := authserver.NewIndex(saltStore.Hasher).WithPrevious(saltStore.PreviousHasher)
 	audit, auditFile, err := authserver.OpenAuditLog(auditLog)
 	if err != nil {
 		setupLog.Error(err, "Failed to open the audit log")
@@ -242,7 +255,8 @@ func main() {
 }
 
 // loadSalt loads the salt; the controller creates the Secret if absent,
-// an auth-only replica waits for it.
+// an auth-only replica waits for it. An API_TOKEN_SALT that differs from
+// the Secret's salt is an error: the replica must not start.
 func loadSalt(ctx context.Context, store *salt.Store, c client.Client, create bool) error {
 	for {
 		err := store.Load(ctx, c, os.Getenv(salt.EnvVar), create)

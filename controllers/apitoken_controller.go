@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -25,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -54,6 +57,14 @@ type ApiTokenReconciler struct {
 	Generate func() (string, error)
 	// MaxConcurrentReconciles bounds parallel reconciles (default 1).
 	MaxConcurrentReconciles int
+	// MaxSaltOverlap is the longest a planned salt rotation keeps a
+	// replaced token verifying (--salt-overlap); 0: a salt rotation always
+	// cuts the old tokens at once.
+	MaxSaltOverlap time.Duration
+
+	// mismatchLogged holds the "recorded/current" salt ID pairs already
+	// logged, so that a lost salt is one error line, not one per token.
+	mismatchLogged sync.Map
 }
 
 // +kubebuilder:rbac:groups=tokens.apitoken.dev,resources=apitokens,verbs=get;list;watch
@@ -76,10 +87,11 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	if !t.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil // the garbage collector removes the Secret
 	}
-	hasher := r.Salt.Hasher()
-	if hasher == nil {
+	st := r.Salt.State()
+	if st == nil {
 		return ctrl.Result{}, errors.New("salt not loaded")
 	}
+	hasher := st.Hasher()
 	now := r.Clock.Now()
 	base := t.DeepCopy()
 	var b blocker
@@ -104,7 +116,7 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	// A token never issued has no Secret yet: trust the cache's miss. Any
 	// other token expects its Secret, so a miss is checked on the server.
 	expectSecret := t.Status.IssuedAt != nil || t.Status.Phase == tokensv1alpha1.PhaseFailed
-	secret, state, err := r.observeSecret(ctx, t, hasher, expectSecret)
+	secret, state, err := r.observeSecret(ctx, t, st, expectSecret)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -118,16 +130,32 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		return ctrl.Result{RequeueAfter: conflictRetry}, nil
 	}
 
-	act := decide(t, p, state, hasher.SaltID(), now)
+	act := decide(t, p, state, saltView{id: st.ID(), replaced: st.Replaces}, now)
 	switch act.kind {
 	case actConflict:
 		return conflict()
+	case actHold:
+		recorded := recordedSaltID(t, secret)
+		b = blocker{tokensv1alpha1.ReasonSaltMismatch, r.saltMismatchMessage(recorded, st)}
+		first := readyReason(base) != tokensv1alpha1.ReasonSaltMismatch
+		r.finish(t, base, p, b, now)
+		// Recorded first (with the optimistic lock): a pass that read a
+		// stale copy fails here and records no second Event.
+		if err := r.patchStatus(ctx, t, base); err != nil {
+			return ctrl.Result{}, err
+		}
+		if first {
+			r.event(t, corev1.EventTypeWarning, b.reason, b.message)
+		}
+		r.logSaltMismatch(ctx, t, recorded, st)
+		// The salt Secret's next change re-queues every ApiToken.
+		return ctrl.Result{}, nil
 	case actRevoke:
 		if err := r.revoke(ctx, t, base, secret); err != nil {
 			return ctrl.Result{}, err
 		}
 	case actPromote:
-		r.promote(t, p, hasher.SaltID(), sealedIssuedAt(t, secret, hasher, now), now)
+		r.promote(t, p, st, sealedIssuedAt(t, secret, hasher, now), now)
 	case actRecover:
 		// Right after a first token is issued, the cache may still hold the
 		// ApiToken without the status that records it: ask the API server
@@ -147,7 +175,7 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		if errors.Is(err, errSecretExists) {
 			// Not in the cache, yet there: someone else's, or ours with
 			// its labels stripped. Look on the API server.
-			if secret, state, err = r.observeSecret(ctx, t, hasher, true); err != nil {
+			if secret, state, err = r.observeSecret(ctx, t, st, true); err != nil {
 				return ctrl.Result{}, err
 			}
 			if state == secretForeign {
@@ -158,7 +186,7 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		r.promote(t, p, hasher.SaltID(), issued, now)
+		r.promote(t, p, st, issued, now)
 	case actSync:
 		if secret != nil {
 			if err := r.syncSecretMetadata(ctx, t, secret); err != nil {
@@ -218,6 +246,46 @@ func (r *ApiTokenReconciler) finish(t, base *tokensv1alpha1.ApiToken, p policy, 
 		exp = float64(t.Status.ExpiresAt.Unix())
 	}
 	recordMetrics(t.Namespace, t.Name, t.Spec.Type, t.Status.Phase, exp, t.Status.ExpiresAt != nil)
+	recordSaltHeld(t.Namespace, t.Name, b.reason == tokensv1alpha1.ReasonSaltMismatch)
+}
+
+// readyReason is the reason of t's Ready condition, or "".
+func readyReason(t *tokensv1alpha1.ApiToken) string {
+	if c := meta.FindStatusCondition(t.Status.Conditions, tokensv1alpha1.ConditionReady); c != nil {
+		return c.Reason
+	}
+	return ""
+}
+
+// recordedSaltID is the salt ID t's record names, else its Secret's.
+func recordedSaltID(t *tokensv1alpha1.ApiToken, secret *corev1.Secret) string {
+	if v := t.Status.Verification; v != nil && v.Hash != "" {
+		return v.SaltID
+	}
+	if secret != nil {
+		return secret.Annotations[tokensv1alpha1.SaltIDAnnotation]
+	}
+	return ""
+}
+
+// saltMismatchMessage says which salt a token records, which one the
+// operator holds (by ID: never a salt), and the two ways forward.
+func (r *ApiTokenReconciler) saltMismatchMessage(recorded string, st *salt.State) string {
+	ref := r.Salt.Ref()
+	return fmt.Sprintf("The token's hash was made with salt ID %s, but the operator's salt (Secret %s) is salt ID %s and does not name %s as replaced. "+
+		"Nothing is re-issued: restore the salt Secret from your backup (the token then verifies again), or, if that salt is lost for good, "+
+		"acknowledge it and every such token is re-issued: kubectl -n %s annotate secret %s %s=%s --overwrite (list every lost ID, comma-separated; docs/operations.md)",
+		recorded, ref, st.ID(), recorded, ref.Namespace, ref.Name, salt.ReplacesAnnotation, recorded)
+}
+
+// logSaltMismatch logs, once per recorded and current salt pair, that
+// tokens are held; the salt IDs are not secret, the salts never appear.
+func (r *ApiTokenReconciler) logSaltMismatch(ctx context.Context, t *tokensv1alpha1.ApiToken, recorded string, st *salt.State) {
+	if _, seen := r.mismatchLogged.LoadOrStore(recorded+"/"+st.ID(), true); seen {
+		return
+	}
+	logf.FromContext(ctx).Error(nil, "ApiTokens record a salt that the salt Secret neither holds nor names as replaced; holding every such token (nothing is re-issued) until the salt is restored or its loss acknowledged (docs/operations.md)",
+		"apitoken", klog.KObj(t), "recordedSaltID", recorded, "saltID", st.ID(), "saltSecret", r.Salt.Ref())
 }
 
 // recordGrant keeps status.granted in step with the spec, and records a
@@ -259,7 +327,8 @@ func conditionTrue(t *tokensv1alpha1.ApiToken, typ string) bool {
 // uncached, a Secret missing from the label-filtered cache is looked up on
 // the API server, so that a foreign Secret, or one of ours whose labels
 // were stripped, is seen.
-func (r *ApiTokenReconciler) observeSecret(ctx context.Context, t *tokensv1alpha1.ApiToken, h *token.Hasher, uncached bool) (*corev1.Secret, secretState, error) {
+func (r *ApiTokenReconciler) observeSecret(ctx context.Context, t *tokensv1alpha1.ApiToken, st *salt.State, uncached bool) (*corev1.Secret, secretState, error) {
+	h := st.Hasher()
 	key := types.NamespacedName{Namespace: t.Namespace, Name: t.SecretName()}
 	secret := &corev1.Secret{}
 	err := r.Get(ctx, key, secret)
@@ -289,6 +358,9 @@ func (r *ApiTokenReconciler) observeSecret(ctx context.Context, t *tokensv1alpha
 	if state == secretWellFormed && (!plausibleIssuedAt(issuedAt, r.Clock.Now()) ||
 		!h.VerifySeal(secret.Annotations[tokensv1alpha1.SealAnnotation], sealParts(t, issuedAt, tok)...)) {
 		state = secretUntrusted
+		if id := secret.Annotations[tokensv1alpha1.SaltIDAnnotation]; id != "" && id != st.ID() && !st.Replaces(id) {
+			state = secretUnknownSalt
+		}
 	}
 	return secret, state, nil
 }
@@ -330,21 +402,30 @@ func (r *ApiTokenReconciler) issue(ctx context.Context, t, base *tokensv1alpha1.
 
 // promote makes the pending hash current: the replaced hash stays valid
 // for the grace period (from now, never past its own expiry, and not at all
-// once expired: token.PreviousValidUntil) when the reason allows it, the
+// once expired: token.PreviousValidUntil) when the reason allows it (for a
+// salt rotation, the planned rotation's overlap: saltGrace), the
 // regenerate request it answers is marked handled, and issuedAt is set to
 // issued (see lifetimeStart).
-func (r *ApiTokenReconciler) promote(t *tokensv1alpha1.ApiToken, p policy, saltID string, issued, now time.Time) {
+func (r *ApiTokenReconciler) promote(t *tokensv1alpha1.ApiToken, p policy, salts *salt.State, issued, now time.Time) {
 	st := &t.Status
 	v := st.Verification
 	reason := v.PendingReason
 	v.PreviousHash, v.PreviousValidUntil = "", nil
-	if keepsPrevious(reason) && v.Hash != "" {
+	var grace time.Duration
+	switch {
+	case keepsPrevious(reason):
+		grace = p.grace
+	case reason == tokensv1alpha1.ReasonSaltRotated:
+		previousID, until, _ := salts.Overlap()
+		grace = saltGrace(v.SaltID, previousID, until, now, r.MaxSaltOverlap)
+	}
+	if grace > 0 && v.Hash != "" {
 		end, finite := currentEnd(t, p)
-		if until, keep := token.PreviousValidUntil(now, p.grace, end, finite); keep {
+		if until, keep := token.PreviousValidUntil(now, grace, end, finite); keep {
 			v.PreviousHash, v.PreviousValidUntil = v.Hash, &metav1.Time{Time: until}
 		}
 	}
-	v.Hash, v.SaltID = v.PendingHash, saltID
+	v.Hash, v.SaltID = v.PendingHash, salts.ID()
 	if v.PendingRegenerate != "" {
 		st.LastHandledRegenerate = v.PendingRegenerate
 	}
@@ -358,8 +439,10 @@ func (r *ApiTokenReconciler) promote(t *tokensv1alpha1.ApiToken, p policy, saltI
 	regenerations.WithLabelValues(reason).Inc()
 	eventType := corev1.EventTypeNormal
 	msg := "Issued a new token into Secret " + t.SecretName()
-	switch reason {
-	case tokensv1alpha1.ReasonSecretTampered, tokensv1alpha1.ReasonSecretMissing, tokensv1alpha1.ReasonSaltRotated, tokensv1alpha1.ReasonSecretUntrusted:
+	switch {
+	case reason == tokensv1alpha1.ReasonSaltRotated && v.PreviousValidUntil != nil:
+		msg = "The operator's salt was rotated (planned); " + msg + "; the replaced token verifies until " + v.PreviousValidUntil.UTC().Format(time.RFC3339)
+	case reason == tokensv1alpha1.ReasonSecretTampered, reason == tokensv1alpha1.ReasonSecretMissing, reason == tokensv1alpha1.ReasonSaltRotated, reason == tokensv1alpha1.ReasonSecretUntrusted:
 		eventType = corev1.EventTypeWarning
 		msg = reasonMessages[reason] + "; " + msg
 	}
@@ -369,7 +452,7 @@ func (r *ApiTokenReconciler) promote(t *tokensv1alpha1.ApiToken, p policy, saltI
 var reasonMessages = map[string]string{
 	tokensv1alpha1.ReasonSecretTampered: "The Secret's token no longer matched the recorded hash",
 	tokensv1alpha1.ReasonSecretMissing:  "The Secret was deleted",
-	tokensv1alpha1.ReasonSaltRotated:    "The operator's salt changed, which invalidated every token",
+	tokensv1alpha1.ReasonSaltRotated:    "The salt this token was made with was replaced with no overlap (an emergency rotation, or a lost salt acknowledged), which invalidated it",
 	tokensv1alpha1.ReasonSecretUntrusted: "The verification record was lost and the Secret's token was not adopted: " +
 		"its " + tokensv1alpha1.IssuedAtAnnotation + " annotation is missing or in the future",
 }
@@ -458,7 +541,9 @@ func desiredMetadata(t *tokensv1alpha1.ApiToken) (labels, annotations map[string
 			labels[k] = v
 		}
 		for k, v := range tpl.Annotations {
-			annotations[k] = v
+			if !operatorAnnotation(k) {
+				annotations[k] = v
+			}
 		}
 	}
 	labels[tokensv1alpha1.ManagedByLabel] = tokensv1alpha1.ManagedByValue
@@ -475,10 +560,12 @@ func (r *ApiTokenReconciler) writeSecret(ctx context.Context, t *tokensv1alpha1.
 	}
 	applyMetadata(t, secret)
 	delete(secret.Annotations, tokensv1alpha1.SealAnnotation)
+	delete(secret.Annotations, tokensv1alpha1.SaltIDAnnotation)
 	if !issued.IsZero() {
 		at := issued.UTC().Truncate(time.Second).Format(time.RFC3339)
 		secret.Annotations[tokensv1alpha1.IssuedAtAnnotation] = at
 		secret.Annotations[tokensv1alpha1.SealAnnotation] = sealOf(h, t, at, tok)
+		secret.Annotations[tokensv1alpha1.SaltIDAnnotation] = h.SaltID()
 	}
 	secret.Data = map[string][]byte{tokensv1alpha1.SecretTokenKey: []byte(tok)}
 	if err := controllerutil.SetControllerReference(t, secret, r.Scheme); err != nil {
@@ -535,7 +622,7 @@ func applyMetadata(t *tokensv1alpha1.ApiToken, secret *corev1.Secret) {
 		}
 	}
 	for _, k := range prevAnnotations {
-		if _, keep := annotations[k]; !keep {
+		if _, keep := annotations[k]; !keep && !operatorAnnotation(k) {
 			delete(secret.Annotations, k)
 		}
 	}
@@ -552,6 +639,17 @@ func applyMetadata(t *tokensv1alpha1.ApiToken, secret *corev1.Secret) {
 	}
 }
 
+// operatorAnnotation reports whether k is an annotation the operator
+// writes on the Secret itself (issue time, seal, salt ID, template keys):
+// a template never sets nor removes one.
+func operatorAnnotation(k string) bool {
+	switch k {
+	case tokensv1alpha1.IssuedAtAnnotation, tokensv1alpha1.SealAnnotation, tokensv1alpha1.SaltIDAnnotation, tokensv1alpha1.TemplateKeysAnnotation:
+		return true
+	}
+	return false
+}
+
 // formatTemplateKeys lists the template's keys as "l:<key>" and "a:<key>",
 // sorted, separated by commas (label and annotation keys hold no comma).
 func formatTemplateKeys(tpl *tokensv1alpha1.SecretTemplate) string {
@@ -563,7 +661,9 @@ func formatTemplateKeys(tpl *tokensv1alpha1.SecretTemplate) string {
 		keys = append(keys, "l:"+k)
 	}
 	for k := range tpl.Annotations {
-		keys = append(keys, "a:"+k)
+		if !operatorAnnotation(k) {
+			keys = append(keys, "a:"+k)
+		}
 	}
 	slices.Sort(keys)
 	return strings.Join(keys, ",")
@@ -624,10 +724,36 @@ func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&tokensv1alpha1.ApiToken{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Owns(&corev1.Secret{}).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.tokensForSalt), builder.WithPredicates(predicate.NewPredicateFuncs(r.isSaltSecret))).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.tokensForSalt), builder.WithPredicates(predicate.NewPredicateFuncs(r.isSaltSecret), saltDecisionChanged)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)}).
 		Named("apitoken").
 		Complete(r)
+}
+
+// saltDecisionChanged passes the salt Secret's events that can change what
+// a token's pass decides: a new Secret, or a change of its salts or of
+// the salts it names as replaced. Its deletion changes nothing (the salt
+// stays in memory), nor do its other annotations: re-queueing every
+// ApiToken for those would only make passes on stale copies.
+var saltDecisionChanged = predicate.Funcs{
+	CreateFunc: func(event.CreateEvent) bool { return true },
+	DeleteFunc: func(event.DeleteEvent) bool { return false },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		old, okOld := e.ObjectOld.(*corev1.Secret)
+		cur, okNew := e.ObjectNew.(*corev1.Secret)
+		if !okOld || !okNew {
+			return true
+		}
+		a, errA := salt.FromSecret(old)
+		b, errB := salt.FromSecret(cur)
+		if errA != nil || errB != nil {
+			return errA == nil || errB == nil
+		}
+		aID, aUntil, _ := a.Overlap()
+		bID, bUntil, _ := b.Overlap()
+		return a.ID() != b.ID() || aID != bID || !aUntil.Equal(bUntil) || !slices.Equal(a.Replaced(), b.Replaced())
+	},
+	GenericFunc: func(event.GenericEvent) bool { return false },
 }
 
 func (r *ApiTokenReconciler) isSaltSecret(o client.Object) bool {
@@ -645,7 +771,7 @@ func (r *ApiTokenReconciler) tokensForSalt(ctx context.Context, o client.Object)
 		return nil
 	}
 	if r.Salt.Observe(secret) {
-		logf.FromContext(ctx).Info("Salt changed; re-issuing every token", "secret", klog.KObj(secret))
+		logf.FromContext(ctx).Info("Salt changed; checking every ApiToken", "secret", klog.KObj(secret), "saltID", r.Salt.State().ID())
 	}
 	var list tokensv1alpha1.ApiTokenList
 	if err := r.List(ctx, &list); err != nil {

@@ -28,6 +28,10 @@ const (
 	secretUntrusted
 	// secretInvalid: no token, or a malformed one.
 	secretInvalid
+	// secretUnknownSalt: a secretUntrusted Secret whose seal names (by
+	// SaltIDAnnotation) a salt the operator neither holds nor knows to be
+	// replaced: its token may verify again once that salt is restored.
+	secretUnknownSalt
 )
 
 // classifySecret compares the Secret's token with the verification record,
@@ -85,7 +89,17 @@ const (
 	actRecover
 	// actIssue: mint a new token.
 	actIssue
+	// actHold: the token was recorded under a salt the operator neither
+	// holds nor knows to be replaced; touch nothing and report it.
+	actHold
 )
+
+// saltView is what decide needs of the salt: the current salt's ID and
+// whether it replaced a given one (salt.State.Replaces).
+type saltView struct {
+	id       string
+	replaced func(id string) bool
+}
 
 // action is a decision and its reason (also the condition and Event reason).
 type action struct {
@@ -94,18 +108,25 @@ type action struct {
 }
 
 // decide picks what to do, first match wins: a foreign Secret blocks
-// everything; revocation beats any issue; a pending token found in the
-// Secret is promoted; a lost record is rebuilt from the Secret; then a
-// new token is issued for a changed salt, a missing or altered Secret, a
-// new regenerate request, or the renewal time.
-func decide(t *tokensv1alpha1.ApiToken, p policy, s secretState, saltID string, now time.Time) action {
+// everything; revocation beats any issue; a record made under a salt that
+// the current one did not replace is held, so that a lost or wrongly
+// restored salt never re-issues (breaks) every token before a human said
+// so; a pending token found in the Secret is promoted; a lost record is
+// rebuilt from the Secret; then a new token is issued for a replaced salt,
+// a missing or altered Secret, a new regenerate request, or the renewal
+// time.
+func decide(t *tokensv1alpha1.ApiToken, p policy, s secretState, salt saltView, now time.Time) action {
 	v := t.Status.Verification
 	hasRecord := v != nil && v.Hash != ""
+	saltID := salt.id
 	switch {
 	case s == secretForeign:
 		return action{actConflict, tokensv1alpha1.ReasonSecretConflict}
 	case t.Spec.Revoked:
 		return action{actRevoke, tokensv1alpha1.ReasonRevoked}
+	case hasRecord && v.SaltID != "" && v.SaltID != saltID && !salt.replaced(v.SaltID),
+		!hasRecord && s == secretUnknownSalt:
+		return action{actHold, tokensv1alpha1.ReasonSaltMismatch}
 	case s == secretMatchesPending:
 		return action{actPromote, v.PendingReason}
 	case t.Status.Phase == tokensv1alpha1.PhaseRevoked:
@@ -147,9 +168,25 @@ func renewalDue(t *tokensv1alpha1.ApiToken, p policy, now time.Time) bool {
 
 // keepsPrevious reports whether a token issued for reason leaves the
 // previous one valid for the grace period. Only asked-for replacements do:
-// a salt change, tampering or un-revocation must cut the old token at once.
+// tampering or un-revocation must cut the old token at once. A salt
+// rotation keeps it only during a planned rotation's overlap (see
+// saltGrace).
 func keepsPrevious(reason string) bool {
 	return reason == tokensv1alpha1.ReasonRegenerated || reason == tokensv1alpha1.ReasonRotated
+}
+
+// saltGrace returns how long a token recorded under recordedID and
+// replaced at now because the salt changed stays valid: until the planned
+// rotation's overlap ends if recordedID is its previous salt (the index
+// verifies it with that salt until then), but never longer than maxOverlap
+// (the operator's --salt-overlap: a deadline written by someone who knows
+// the salt cannot keep old tokens for longer); else 0 (an emergency
+// rotation, or a salt replaced without one: cut at once).
+func saltGrace(recordedID, previousID string, overlapUntil, now time.Time, maxOverlap time.Duration) time.Duration {
+	if recordedID == "" || recordedID != previousID || !now.Before(overlapUntil) {
+		return 0
+	}
+	return min(overlapUntil.Sub(now), max(maxOverlap, 0))
 }
 
 // lifetimeStart returns the issue time of a token issued for reason: now

@@ -61,6 +61,16 @@ func TestDecide(t *testing.T) {
 		{"status lost, secret intact", activeToken(func(a *tokensv1alpha1.ApiToken) { a.Status = tokensv1alpha1.ApiTokenStatus{} }), secretWellFormed, t0, action{actRecover, "Recovered"}},
 		{"status lost, secret untrusted", activeToken(func(a *tokensv1alpha1.ApiToken) { a.Status = tokensv1alpha1.ApiTokenStatus{} }), secretUntrusted, t0, action{actIssue, "SecretUntrusted"}},
 		{"salt changed", activeToken(func(a *tokensv1alpha1.ApiToken) { a.Status.Verification.SaltID = "old" }), secretWellFormed, t0, action{actIssue, "SaltRotated"}},
+		{"salt not known to be replaced: held", activeToken(func(a *tokensv1alpha1.ApiToken) { a.Status.Verification.SaltID = "lost" }), secretWellFormed, t0, action{actHold, "SaltMismatch"}},
+		{"held even with a pending token", activeToken(func(a *tokensv1alpha1.ApiToken) {
+			a.Status.Verification.SaltID = "lost"
+			a.Status.Verification.PendingHash, a.Status.Verification.PendingReason = "p", "SaltRotated"
+		}), secretMatchesPending, t0, action{actHold, "SaltMismatch"}},
+		{"held even when the Secret is gone", activeToken(func(a *tokensv1alpha1.ApiToken) { a.Status.Verification.SaltID = "lost" }), secretAbsent, t0, action{actHold, "SaltMismatch"}},
+		{"a revoked token is not held", activeToken(func(a *tokensv1alpha1.ApiToken) {
+			a.Status.Verification.SaltID = "lost"
+			a.Spec.Revoked = true
+		}), secretWellFormed, t0, action{actRevoke, "Revoked"}},
 		{"secret deleted", activeToken(func(a *tokensv1alpha1.ApiToken) { a.Status.Verification.SaltID = "salt2" }), secretAbsent, t0, action{actIssue, "SecretMissing"}},
 		{"secret edited", activeToken(func(a *tokensv1alpha1.ApiToken) { a.Status.Verification.SaltID = "salt2" }), secretWellFormed, t0, action{actIssue, "SecretTampered"}},
 		{"secret emptied", activeToken(func(a *tokensv1alpha1.ApiToken) { a.Status.Verification.SaltID = "salt2" }), secretInvalid, t0, action{actIssue, "SecretTampered"}},
@@ -82,7 +92,9 @@ func TestDecide(t *testing.T) {
 			if c.tok.Status.Verification != nil && c.tok.Status.Verification.SaltID == "salt2" {
 				salt = "salt2"
 			}
-			if got := decide(c.tok, p, c.state, salt, c.now); got != c.want {
+			// "old" is a salt the current one replaced; "lost" is not.
+			view := saltView{id: salt, replaced: func(id string) bool { return id == "old" }}
+			if got := decide(c.tok, p, c.state, view, c.now); got != c.want {
 				t.Fatalf("decide = %+v, want %+v", got, c.want)
 			}
 		})

@@ -23,6 +23,10 @@ const (
 	// can write one, so a status lost in a restore is rebuilt only from a
 	// Secret the operator wrote, never from one a tenant planted.
 	SealAnnotation = "tokens.apitoken.dev/seal"
+	// SaltIDAnnotation on the Secret names the salt its seal was made with
+	// (its ID, not the salt), so that a Secret restored without its
+	// ApiToken's status and without that salt is held, not replaced.
+	SaltIDAnnotation = "tokens.apitoken.dev/salt-id"
 	// TemplateKeysAnnotation on the Secret lists the label and annotation
 	// keys that came from spec.secretTemplate, so that keys dropped from the
 	// template are removed and keys others added are kept.
@@ -250,6 +254,11 @@ const (
 	ReasonRotated = "Rotated"
 	// ReasonSaltRotated: the operator's salt changed; every token was re-issued.
 	ReasonSaltRotated = "SaltRotated"
+	// ReasonSaltMismatch: the token's hashes were made with a salt that the
+	// operator's salt Secret neither holds nor names as replaced (a lost or
+	// wrongly restored salt); nothing is re-issued until the salt is
+	// restored or its loss acknowledged (docs/operations.md).
+	ReasonSaltMismatch = "SaltMismatch"
 	// ReasonSecretMissing: the Secret was deleted and a new token was issued.
 	ReasonSecretMissing = "SecretMissing"
 	// ReasonSecretTampered: the Secret's token did not match and a new token was issued.

@@ -173,7 +173,10 @@ type object struct {
 // miss tells nothing about any stored token.
 type Index struct {
 	hasher func() *token.Hasher
-	shards [shardCount]shard
+	// previous returns the previous salt's hasher while a planned salt
+	// rotation's overlap runs, else nil (see WithPrevious).
+	previous func(now time.Time) *token.Hasher
+	shards   [shardCount]shard
 
 	mu      sync.Mutex
 	objects map[types.NamespacedName]*object
@@ -186,6 +189,15 @@ func NewIndex(hasher func() *token.Hasher) *Index {
 	for i := range ix.shards {
 		ix.shards[i].m = map[digestKey]slot{}
 	}
+	return ix
+}
+
+// WithPrevious makes Lookup also hash with previous(now) when the current
+// salt finds nothing, so that during a planned salt rotation's overlap the
+// hashes recorded before the rotation keep verifying until every token is
+// re-issued. previous returns nil outside an overlap. It returns ix.
+func (ix *Index) WithPrevious(previous func(now time.Time) *token.Hasher) *Index {
+	ix.previous = previous
 	return ix
 }
 
@@ -382,15 +394,13 @@ func (ix *Index) Lookup(tok string, now time.Time) (*Identity, Verdict) {
 	if h == nil {
 		return nil, Unknown // no salt: fail closed
 	}
-	d := indexKey(h.Hash(tok))
-	s := ix.shard(d)
-	s.mu.RLock()
-	e, ok := s.m[d]
-	var id *Identity
-	if ok {
-		id = s.ids[e.id]
+	e, id, ok := ix.find(indexKey(h.Hash(tok)))
+	if !ok && ix.previous != nil {
+		// A planned salt rotation's overlap: a hash recorded before it.
+		if p := ix.previous(now); p != nil {
+			e, id, ok = ix.find(indexKey(p.Hash(tok)))
+		}
 	}
-	s.mu.RUnlock()
 	switch {
 	case !ok:
 		return nil, Unknown
@@ -405,6 +415,18 @@ func (ix *Index) Lookup(tok string, now time.Time) (*Identity, Verdict) {
 		return id, Expired
 	}
 	return id, Valid
+}
+
+// find returns the entry under d.
+func (ix *Index) find(d digestKey) (slot, *Identity, bool) {
+	s := ix.shard(d)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	e, ok := s.m[d]
+	if !ok {
+		return e, nil, false
+	}
+	return e, s.ids[e.id], true
 }
 
 // markUsed records a successful verification of id at now.

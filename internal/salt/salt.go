@@ -1,41 +1,59 @@
 // Package salt keeps the operator's token salt: it loads it from a Secret
-// in the operator's namespace (creating one on first start) or from
-// API_TOKEN_SALT, and holds the current keyed hasher for the reconciler and
-// the auth endpoint. The salt itself is never logged.
+// in the operator's namespace (creating one on first start, from
+// API_TOKEN_SALT if set), follows that Secret on every replica, and holds
+// the current keyed hasher (and, during a planned rotation, the previous
+// one) for the reconciler and the auth endpoint. The salt itself is never
+// logged.
 package salt
 
 import (
 	"context"
-	"crypto/rand"
+	"crypto/subtle"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
 )
 
-// Key is the key of the salt in its Secret.
-const Key = "salt"
-
-// EnvVar overrides the salt Secret, as Strapi's API_TOKEN_SALT does.
+// EnvVar seeds the salt Secret, as Strapi's API_TOKEN_SALT sets the salt.
+// The Secret stays the one source every replica reads: a replica whose
+// API_TOKEN_SALT differs from the Secret's salt refuses to start.
 const EnvVar = "API_TOKEN_SALT"
 
-// Size is the number of random bytes of a generated salt.
+// Size is the length of a generated salt.
 const Size = 64
 
-// Store holds the current salt's hasher. It is safe for concurrent use; a
-// Store whose salt is pinned (from the environment) ignores the Secret.
+// MinSize is the length below which a salt (set by hand or from
+// API_TOKEN_SALT) is reported as weak at start.
+const MinSize = 32
+
+// maxWitnessed bounds the IDs a Store remembers as replaced.
+const maxWitnessed = 16
+
+// Store holds the current salt State. Reads are lock-free; installs are
+// serialised. It is safe for concurrent use.
 type Store struct {
-	hasher atomic.Pointer[token.Hasher]
-	pinned bool
-	ref    types.NamespacedName
+	state atomic.Pointer[State]
+	ref   types.NamespacedName
+
+	mu sync.Mutex
+	// witnessed are the IDs of salts this process had installed and saw
+	// replaced by a change of the Secret: tokens recorded under them are
+	// re-issued (the operator saw the change happen), and the leader
+	// writes them into the Secret's ReplacesAnnotation so that a restart
+	// knows too.
+	witnessed []string
 }
 
 // NewStore returns a Store for the salt Secret ref.
@@ -44,64 +62,111 @@ func NewStore(ref types.NamespacedName) *Store { return &Store{ref: ref} }
 // Ref names the salt Secret.
 func (s *Store) Ref() types.NamespacedName { return s.ref }
 
-// Hasher returns the hasher of the current salt, or nil before Load.
-func (s *Store) Hasher() *token.Hasher { return s.hasher.Load() }
+// State returns the current state, or nil before Load.
+func (s *Store) State() *State { return s.state.Load() }
 
-// Set installs salt and reports whether it differs from the previous one.
-func (s *Store) Set(salt []byte) bool {
-	h := token.NewHasher(salt)
-	old := s.hasher.Swap(h)
-	return old == nil || old.SaltID() != h.SaltID()
+// Hasher returns the hasher of the current salt, or nil before Load.
+func (s *Store) Hasher() *token.Hasher {
+	if st := s.state.Load(); st != nil {
+		return st.current
+	}
+	return nil
 }
 
-// Observe installs the salt held by secret if secret is the salt Secret and
-// the salt is not pinned; it reports whether the salt changed. A Secret
-// without a salt is ignored: the previous salt stays (fail closed: no
-// token verifies with an empty key).
+// PreviousHasher returns the previous salt's hasher while a planned
+// rotation's overlap runs at now, else nil.
+func (s *Store) PreviousHasher(now time.Time) *token.Hasher {
+	if st := s.state.Load(); st != nil {
+		return st.PreviousAt(now)
+	}
+	return nil
+}
+
+// Witnessed returns the IDs of salts this process saw replaced.
+func (s *Store) Witnessed() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.witnessed)
+}
+
+// Set installs a bare salt (no previous one) and reports whether the
+// current salt changed.
+func (s *Store) Set(salt []byte) bool {
+	return s.install(&State{current: token.NewHasher(salt), salt: slices.Clone(salt)})
+}
+
+// install makes st current and reports whether the salt changed. A salt
+// it replaces that st does not already name is remembered as witnessed.
+func (s *Store) install(st *State) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.state.Load()
+	changed := old == nil || old.ID() != st.ID()
+	if old != nil && changed && !st.Replaces(old.ID()) && !slices.Contains(s.witnessed, old.ID()) {
+		s.witnessed = append([]string{old.ID()}, s.witnessed...)
+		if len(s.witnessed) > maxWitnessed {
+			s.witnessed = s.witnessed[:maxWitnessed]
+		}
+	}
+	s.state.Store(st.withWitnessed(s.witnessed))
+	return changed
+}
+
+// Observe installs the state held by secret if secret is the salt Secret;
+// it reports whether the current salt changed. A Secret without a salt is
+// ignored: the previous state stays (fail closed: no token verifies with
+// an empty key, and the leader writes the salt back).
 func (s *Store) Observe(secret *corev1.Secret) bool {
-	if s.pinned || secret == nil || secret.Namespace != s.ref.Namespace || secret.Name != s.ref.Name {
+	if secret == nil || secret.Namespace != s.ref.Namespace || secret.Name != s.ref.Name {
 		return false
 	}
-	v := secret.Data[Key]
-	if len(v) == 0 {
+	st, err := FromSecret(secret)
+	if err != nil {
 		return false
 	}
-	return s.Set(v)
+	return s.install(st)
 }
 
 // ErrNoSalt is returned by Load without create when the Secret is absent.
 var ErrNoSalt = errors.New("the salt Secret does not exist yet")
 
-// Load sets the salt at start: from env when it is not empty (the Secret is
-// then ignored), else from the salt Secret. With create, an absent Secret is
-// created with Size random bytes, and an unlabelled one is labelled so that
-// the operator's label-filtered cache sees later edits; without create
+// EnvMismatchError: API_TOKEN_SALT and the salt Secret hold different
+// salts. It names both sources by their salt IDs, never by their salts.
+type EnvMismatchError struct {
+	Secret       types.NamespacedName
+	EnvID, SecID string
+}
+
+func (e *EnvMismatchError) Error() string {
+	return fmt.Sprintf("%s (salt ID %s) and Secret %s key %q (salt ID %s) hold different salts; "+
+		"refusing to start, so that no two replicas verify with different salts: "+
+		"set %s to the Secret's salt, or remove %s to use the Secret (docs/operations.md)",
+		EnvVar, e.EnvID, e.Secret, Key, e.SecID, EnvVar, EnvVar)
+}
+
+// Load sets the salt at start from the salt Secret. With create, an
+// absent Secret is created, holding env if it is not empty, else Size
+// random characters, and an unlabelled one is labelled so that the
+// operator's label-filtered cache sees later edits; without create
 // (auth-only replicas, which may only read it), an absent Secret is
-// ErrNoSalt. c must read from the API server, not a cache.
+// ErrNoSalt. A non-empty env must equal the Secret's salt (compared in
+// constant time): otherwise Load returns an *EnvMismatchError and the
+// replica must not start. c must read from the API server, not a cache.
 func (s *Store) Load(ctx context.Context, c client.Client, env string, create bool) error {
-	if env != "" {
-		s.pinned = true
-		s.Set([]byte(env))
-		return nil
-	}
 	var sec corev1.Secret
 	err := c.Get(ctx, s.ref, &sec)
 	switch {
 	case apierrors.IsNotFound(err) && !create:
 		return ErrNoSalt
 	case apierrors.IsNotFound(err):
-		salt := make([]byte, Size)
-		if _, err := rand.Read(salt); err != nil {
-			return fmt.Errorf("generating salt: %w", err)
+		salt := []byte(env)
+		if env == "" {
+			if salt, err = Generate(); err != nil {
+				return err
+			}
 		}
-		sec = corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{
-				Name: s.ref.Name, Namespace: s.ref.Namespace,
-				Labels: map[string]string{v1alpha1.ManagedByLabel: v1alpha1.ManagedByValue},
-			},
-			Type: corev1.SecretTypeOpaque,
-			Data: map[string][]byte{Key: salt},
-		}
+		st := &State{current: token.NewHasher(salt), salt: salt}
+		sec = *st.Secret(s.ref)
 		if err := c.Create(ctx, &sec); err != nil {
 			if !apierrors.IsAlreadyExists(err) {
 				return fmt.Errorf("creating salt Secret %s: %w", s.ref, err)
@@ -123,9 +188,17 @@ func (s *Store) Load(ctx context.Context, c client.Client, env string, create bo
 			}
 		}
 	}
-	if len(sec.Data[Key]) == 0 {
-		return errors.New("salt Secret " + s.ref.String() + " has no non-empty key \"" + Key + "\"")
+	st, err := FromSecret(&sec)
+	if err != nil {
+		return fmt.Errorf("salt Secret %s %w", s.ref, err)
 	}
-	s.Set(sec.Data[Key])
+	if env != "" && subtle.ConstantTimeCompare([]byte(env), st.salt) != 1 {
+		return &EnvMismatchError{Secret: s.ref, EnvID: token.SaltID([]byte(env)), SecID: st.ID()}
+	}
+	if len(st.salt) < MinSize {
+		logf.FromContext(ctx).Error(nil, "The salt is short: anyone holding one token and its recorded hash can test guesses of it offline; rotate to a generated salt (docs/operations.md)",
+			"secret", s.ref, "saltID", st.ID(), "bytes", len(st.salt), "minimum", MinSize)
+	}
+	s.install(st)
 	return nil
 }

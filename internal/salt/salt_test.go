@@ -3,6 +3,7 @@ package salt
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -64,15 +65,47 @@ func TestLoadLabelsAnExistingSecretAndRefusesAnEmptyOne(t *testing.T) {
 	}
 }
 
-func TestEnvPinsTheSaltAndObserveFollowsTheSecret(t *testing.T) {
+func TestEnvSeedsTheSecretAndMustAgreeWithIt(t *testing.T) {
+	s := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(s)
+	c := fake.NewClientBuilder().WithScheme(s).Build()
 	st := NewStore(ref)
-	if err := st.Load(context.Background(), nil, "from-env", true); err != nil {
+	if err := st.Load(context.Background(), c, "from-env", true); err != nil {
 		t.Fatal(err)
 	}
-	other := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: ref.Name, Namespace: ref.Namespace}, Data: map[string][]byte{Key: []byte("x")}}
-	if st.Observe(other) || st.Hasher().SaltID() != token.SaltID([]byte("from-env")) {
-		t.Fatal("a pinned salt followed the Secret")
+	var sec corev1.Secret
+	if err := c.Get(context.Background(), ref, &sec); err != nil || string(sec.Data[Key]) != "from-env" {
+		t.Fatalf("the absent Secret was not seeded from the environment: %v", err)
 	}
+	if err := NewStore(ref).Load(context.Background(), c, "from-env", true); err != nil {
+		t.Fatalf("an agreeing environment was refused: %v", err)
+	}
+	// A replica rolled out with another API_TOKEN_SALT refuses to start,
+	// naming both sources (by salt ID, never by salt).
+	other := NewStore(ref)
+	err := other.Load(context.Background(), c, "another-salt", true)
+	var mismatch *EnvMismatchError
+	if !errors.As(err, &mismatch) || other.State() != nil {
+		t.Fatalf("Load with a disagreeing environment = %v", err)
+	}
+	for _, want := range []string{"API_TOKEN_SALT", "Secret " + ref.String(), token.SaltID([]byte("another-salt")), token.SaltID([]byte("from-env"))} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q does not name %q", err, want)
+		}
+	}
+	for _, secret := range []string{"another-salt", "from-env"} {
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("the error shows a salt: %q", err)
+		}
+	}
+	// An auth-only replica (no create) checks too.
+	if err := NewStore(ref).Load(context.Background(), c, "another-salt", false); !errors.As(err, &mismatch) {
+		t.Fatalf("an auth-only replica with a disagreeing environment: %v", err)
+	}
+}
+
+func TestObserveFollowsTheSecret(t *testing.T) {
+	other := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: ref.Name, Namespace: ref.Namespace}, Data: map[string][]byte{Key: []byte("x")}}
 	free := NewStore(ref)
 	free.Set([]byte("a"))
 	if !free.Observe(other) || free.Observe(other) {
@@ -83,6 +116,10 @@ func TestEnvPinsTheSaltAndObserveFollowsTheSecret(t *testing.T) {
 	}
 	if free.Observe(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: ref.Name, Namespace: ref.Namespace}}) || free.Hasher().SaltID() != token.SaltID([]byte("x")) {
 		t.Fatal("an emptied Secret cleared the salt")
+	}
+	// The change from "a" to "x" was seen: "a" is known to be replaced.
+	if !free.State().Replaces(token.SaltID([]byte("a"))) || free.State().Replaces(token.SaltID([]byte("never"))) {
+		t.Fatal("a witnessed replacement is not known, or an unknown salt is")
 	}
 }
 

@@ -28,14 +28,31 @@ func (w *Watcher) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("salt watcher: %w", err)
 	}
+	log := logf.FromContext(ctx)
+	ref := w.Store.Ref()
 	observe := func(obj any) {
-		if s, ok := obj.(*corev1.Secret); ok && w.Store.Observe(s) {
-			logf.FromContext(ctx).Info("Installed a new salt", "secret", klog.KObj(s))
+		s, ok := obj.(*corev1.Secret)
+		if !ok || s.Namespace != ref.Namespace || s.Name != ref.Name {
+			return
+		}
+		if w.Store.Observe(s) {
+			log.Info("Installed a new salt", "secret", klog.KObj(s), "saltID", w.Store.State().ID())
+		}
+	}
+	// A deleted (or unlabelled) salt Secret changes nothing here: the salt
+	// stays in memory and the leader recreates the Secret with it.
+	deleted := func(obj any) {
+		if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+			obj = d.Obj
+		}
+		if s, ok := obj.(*corev1.Secret); ok && s.Namespace == ref.Namespace && s.Name == ref.Name {
+			log.Info("The salt Secret is gone from the cache; keeping the salt in memory", "secret", klog.KObj(s))
 		}
 	}
 	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    observe,
 		UpdateFunc: func(_, obj any) { observe(obj) },
+		DeleteFunc: deleted,
 	}); err != nil {
 		return fmt.Errorf("salt watcher: %w", err)
 	}

@@ -35,6 +35,7 @@ var _ = Describe("apitoken-operator as a user runs it", Ordered, func() {
 		authOnly         *operator
 		authn            *operator // the API server's webhook token authenticator
 		issued           []string  // every token seen, to look for in logs
+		salts            []string  // every salt seen (base64 and raw), likewise
 	)
 
 	secretToken := func(name string) string {
@@ -317,6 +318,38 @@ spec: {type: read-only, duration: 30d, audience: kubernetes}
 		Expect(secretToken("orders-writer-credentials")).To(BeEmpty())
 	})
 
+	It("keeps the salt through a deletion of its Secret, and rotates it with no refusal at any replica", func() {
+		saltOf := func() string {
+			b64 := kubectl("-n", "apitoken-system", "get", "secret", "apitoken-operator-salt", "-o", "jsonpath={.data.salt}")
+			raw, err := base64.StdEncoding.DecodeString(b64)
+			Expect(err).NotTo(HaveOccurred())
+			salts = append(salts, b64, string(raw))
+			return b64
+		}
+		replicas := []*operator{leader, follower, authOnly}
+		before, tok := saltOf(), secretToken("read-only-token")
+		uid := kubectl("-n", "apitoken-system", "get", "secret", "apitoken-operator-salt", "-o", "jsonpath={.metadata.uid}")
+		kubectl("-n", "apitoken-system", "delete", "secret", "apitoken-operator-salt")
+		Eventually(func() string {
+			out, _ := kubectlErr("-n", "apitoken-system", "get", "secret", "apitoken-operator-salt", "-o", "jsonpath={.metadata.uid}")
+			return out
+		}, "20s", "100ms").ShouldNot(Or(BeEmpty(), Equal(uid)))
+		Expect(saltOf()).To(Equal(before), "the salt Secret came back with another salt")
+		Expect(secretToken("read-only-token")).To(Equal(tok), "a token was re-issued")
+		for _, o := range replicas {
+			Expect(authorize(o, tok, "")).To(Equal(200))
+		}
+
+		By("a planned rotation: old and new tokens verify at every replica during the overlap")
+		kubectl("-n", "apitoken-system", "annotate", "secret", "apitoken-operator-salt", "tokens.apitoken.dev/rotate-salt=e2e", "--overwrite")
+		fresh := waitToken("read-only-token", tok)
+		Expect(saltOf()).NotTo(Equal(before))
+		for _, o := range replicas {
+			Eventually(func() int { return authorize(o, fresh, "") }, "5s", "50ms").Should(Equal(200))
+			Expect(authorize(o, tok, "")).To(Equal(200), "%s refused the replaced token inside the overlap", o.name)
+		}
+	})
+
 	It("deletes the Secret with the ApiToken (garbage collector)", func() {
 		kubectl("-n", ns, "delete", "apitoken", "orders-writer")
 		Eventually(func() string {
@@ -391,6 +424,7 @@ spec: {type: read-only, duration: 30d, audience: kubernetes}
 		salt, err := base64.StdEncoding.DecodeString(saltB64)
 		Expect(err).NotTo(HaveOccurred())
 		secrets = append(secrets, saltB64, string(salt))
+		secrets = append(secrets, salts...)
 		hashes := kubectl("get", "apitokens", "-A", "-o", `jsonpath={range .items[*]}{.status.verification.hash} {.status.verification.previousHash} {end}`)
 		secrets = append(secrets, strings.Fields(hashes)...)
 		Expect(len(issued)).To(BeNumerically(">=", 4))
