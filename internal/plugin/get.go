@@ -279,9 +279,12 @@ func phaseText(at *tokensv1alpha1.ApiToken) string {
 	return p
 }
 
-// expiresText says when the token expires: "in 29d", "2d ago", "never".
+// expiresText says when the token expires: "in 29d", "2d ago", "never";
+// "-" when there is no token (pending or revoked).
 func expiresText(at *tokensv1alpha1.ApiToken, now time.Time) string {
 	switch {
+	case at.Spec.Revoked || at.Status.Phase == tokensv1alpha1.PhaseRevoked:
+		return "-"
 	case at.Status.ExpiresAt != nil:
 		return relative(at.Status.ExpiresAt.Time, now)
 	case at.Spec.Duration == tokensv1alpha1.Unlimited && at.Status.IssuedAt != nil:
@@ -320,13 +323,13 @@ func orDash(s string) string {
 	return s
 }
 
-// redact returns a copy of at without its hashes and managed fields: the
-// plugin never prints a token's hashes ("kubectl get -o yaml" does, for
-// whoever may read the status).
+// redact returns a copy of at, typed (apiVersion and kind set), without
+// its hashes: the plugin never prints a token's hashes ("kubectl get -o
+// yaml" does, for whoever may read the status). The printers drop the
+// managed fields unless --show-managed-fields.
 func redact(at *tokensv1alpha1.ApiToken) *tokensv1alpha1.ApiToken {
 	out := at.DeepCopy()
 	out.APIVersion, out.Kind = tokensv1alpha1.GroupVersion.String(), "ApiToken"
-	out.ManagedFields = nil
 	if v := out.Status.Verification; v != nil {
 		v.Hash, v.PendingHash, v.PreviousHash, v.RevokedHash = "", "", "", ""
 	}

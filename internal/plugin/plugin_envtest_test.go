@@ -187,7 +187,7 @@ var _ = Describe("list and get", func() {
 		lines := strings.Split(strings.TrimSpace(r.out), "\n")
 		Expect(lines).To(HaveLen(5))
 		Expect(strings.Fields(lines[0])).To(Equal([]string{"NAME", "TYPE", "PHASE", "EXPIRES", "LAST", "USED", "AGE"}))
-		Expect(lines[1]).To(MatchRegexp(`^cut\s+read-only\s+Revoked\s`))
+		Expect(lines[1]).To(MatchRegexp(`^cut\s+read-only\s+Revoked\s+-\s+never\s`))
 		// EXPIRES is relative to the real clock; the operator's fake clock
 		// runs ahead of it, so only the phase and LAST USED are checked.
 		Expect(lines[2]).To(MatchRegexp(`^gone\s+read-only\s+Expired\s+.*\snever\s`))

@@ -123,11 +123,9 @@ func printStatus(w io.Writer, at *tokensv1alpha1.ApiToken, events []eventsv1.Eve
 	line("Secret", at.SecretName()+" (key "+tokensv1alpha1.SecretTokenKey+")")
 	st := &at.Status
 	line("Issued", when(st.IssuedAt, "-"))
-	expires := "-"
-	if st.ExpiresAt != nil {
+	expires := expiresText(at, now)
+	if st.ExpiresAt != nil && expires != "-" {
 		expires = when(st.ExpiresAt, "")
-	} else if at.Spec.Duration == tokensv1alpha1.Unlimited && st.IssuedAt != nil {
-		expires = "never"
 	}
 	line("Expires", expires)
 	line("Last used", when(st.LastUsedAt, "never"))
