@@ -84,8 +84,9 @@ tools: ## Install (once, cached per user) the real proxies the tests run: Caddy.
 ##@ Build
 
 .PHONY: build
-build: manifests generate ## Build the manager binary.
+build: manifests generate ## Build the manager binary and the kubectl plugin (bin/kubectl-apitoken).
 	go build -o $(LOCALBIN)/manager ./cmd
+	go build -o $(LOCALBIN)/kubectl-apitoken ./cmd/kubectl-apitoken
 
 .PHONY: run
 run: manifests generate envtest ## Run the operator against the current cluster, or a local control plane.
