@@ -84,8 +84,9 @@ tools: ## Install (once, cached per user) the real proxies the tests run: Caddy.
 ##@ Build
 
 .PHONY: build
-build: manifests generate ## Build the manager binary.
+build: manifests generate ## Build the manager binary and the kubectl plugin (bin/kubectl-apitoken).
 	go build -o $(LOCALBIN)/manager ./cmd
+	go build -o $(LOCALBIN)/kubectl-apitoken ./cmd/kubectl-apitoken
 
 # make run CLUSTER=current uses your kubeconfig's current context instead
 # of a local control plane, and removes what it created when it stops. Only
