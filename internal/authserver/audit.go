@@ -3,11 +3,13 @@ package authserver
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -43,6 +45,23 @@ type auditRecord struct {
 	src      auditSource
 }
 
+// Bounds of what one queued record keeps of what a client sent: a full
+// buffer of records must stay small whatever the requests held (a path
+// or a header can be 64 KiB).
+const (
+	maxAuditReason = 512
+	maxAuditField  = 256
+)
+
+// bounded is s cut to at most n bytes and copied, so that a record never
+// pins a client's large header or path in memory.
+func bounded(s string, n int) string {
+	if len(s) > n {
+		s = s[:n] + "…"
+	}
+	return strings.Clone(s)
+}
+
 // AuditLog writes one JSON line per decision (allowed and refused) to its
 // own stream. Recording never blocks a request: records go through a
 // bounded buffer to one writer, and are dropped (and counted in
@@ -61,7 +80,12 @@ func OpenAuditLog(dest string) (*AuditLog, io.Closer, error) {
 	case "stdout":
 		return NewAuditLog(os.Stdout), nil, nil
 	}
-	f, err := os.OpenFile(dest, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600) //nolint:gosec // the path the operator's administrator chose
+	// O_NONBLOCK: opening a FIFO that nobody reads fails at once instead
+	// of blocking start-up (no effect on a regular file).
+	f, err := os.OpenFile(dest, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NONBLOCK, 0o600) //nolint:gosec // the path the operator's administrator chose
+	if errors.Is(err, syscall.ENXIO) {
+		return nil, nil, fmt.Errorf("--audit-log: %s is a FIFO that nobody reads: start its reader first", dest)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("--audit-log: %w", err)
 	}
@@ -95,14 +119,30 @@ func (a *AuditLog) Start(ctx context.Context) error {
 			}
 			_ = bw.Flush()
 		case <-ctx.Done():
-			for n := len(a.ch); n > 0; n-- {
-				r := <-a.ch
-				write(&r)
+			// Write what is buffered, but do not hang shutdown on a sink
+			// that stalled: what is not written in time is counted dropped.
+			n := len(a.ch)
+			done := make(chan error, 1)
+			go func() {
+				for i := n; i > 0; i-- {
+					r := <-a.ch
+					write(&r)
+				}
+				done <- bw.Flush()
+			}()
+			select {
+			case err := <-done:
+				return err
+			case <-time.After(auditShutdownWait):
+				auditDropped.Add(float64(n))
+				return errors.New("the audit log's sink did not take the last records within " + auditShutdownWait.String())
 			}
-			return bw.Flush()
 		}
 	}
 }
+
+// auditShutdownWait bounds the final write at shutdown.
+const auditShutdownWait = 2 * time.Second
 
 // record queues one decision, or drops it when the buffer is full.
 func (a *AuditLog) record(r auditRecord) {
@@ -118,7 +158,12 @@ func (h *Handler) audit(endpoint string, req *Request, d *Decision, src auditSou
 	if h.Audit == nil {
 		return
 	}
-	h.Audit.record(auditRecord{at: time.Now(), endpoint: endpoint, d: *d, policy: req.Policy, src: src})
+	// Keep only what the record writes, bounded and copied: the Decision's
+	// challenge and any string that may share memory with the request.
+	rd := Decision{Status: d.Status, Result: d.Result, Identity: d.Identity, Audience: d.Audience, Reason: bounded(d.Reason, maxAuditReason),
+		Required: token.Scope{Resource: bounded(d.Required.Resource, maxAuditField), Action: bounded(d.Required.Action, maxAuditField)}}
+	src = auditSource{client: bounded(src.client, maxAuditField), requestID: bounded(src.requestID, maxAuditField), peer: bounded(src.peer, maxAuditField)}
+	h.Audit.record(auditRecord{at: time.Now(), endpoint: endpoint, d: rd, policy: req.Policy, src: src})
 }
 
 // appendJSON appends the record as one JSON line. Every value a client
@@ -189,27 +234,70 @@ func (p Policy) String() string {
 	return strings.Join(parts, ",")
 }
 
-// redactTokens replaces anything shaped like a token (the prefix, in any
-// case, and what follows it) with [redacted].
+// redactTokens replaces anything shaped like a token with [redacted]: the
+// prefix, in any case, with the run of letters, digits and '_' after it
+// (so that "atk_" before a token hides the token too), and any run of
+// letters and digits as long as a token's random part (without its
+// public prefix, that part is the token).
 func redactTokens(s string) string {
-	i := indexPrefix(s)
-	if i < 0 {
+	if !needsRedaction(s) {
 		return s
 	}
 	var b strings.Builder
-	for i >= 0 {
-		b.WriteString(s[:i])
-		b.WriteString("[redacted]")
-		s = s[i+len(token.Prefix):]
-		j := 0
-		for j < len(s) && (s[j] >= '0' && s[j] <= '9' || s[j] >= 'a' && s[j] <= 'z' || s[j] >= 'A' && s[j] <= 'Z') {
-			j++
+	for i := 0; i < len(s); {
+		if j := i + len(token.Prefix); j <= len(s) && strings.EqualFold(s[i:j], token.Prefix) {
+			for j < len(s) && (isAlnum(s[j]) || s[j] == '_') {
+				j++
+			}
+			b.WriteString("[redacted]")
+			i = j
+			continue
 		}
-		s = s[j:]
-		i = indexPrefix(s)
+		if isAlnum(s[i]) {
+			j := i
+			for j < len(s) && isAlnum(s[j]) {
+				j++
+			}
+			if j-i >= minTokenRun {
+				b.WriteString("[redacted]")
+			} else {
+				b.WriteString(s[i:j])
+			}
+			i = j
+			continue
+		}
+		b.WriteByte(s[i])
+		i++
 	}
-	b.WriteString(s)
 	return b.String()
+}
+
+// minTokenRun is the shortest run of letters and digits redacted as a
+// token without its prefix: a little under the random part (43) and
+// checksum (6), above a hex trace id or a UUID's groups.
+const minTokenRun = 40
+
+// needsRedaction reports whether redactTokens would change s, without
+// allocating.
+func needsRedaction(s string) bool {
+	if indexPrefix(s) >= 0 {
+		return true
+	}
+	run := 0
+	for i := 0; i < len(s); i++ {
+		if isAlnum(s[i]) {
+			if run++; run >= minTokenRun {
+				return true
+			}
+		} else {
+			run = 0
+		}
+	}
+	return false
+}
+
+func isAlnum(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 }
 
 // indexPrefix is the index of token.Prefix in s, ASCII case-insensitive,

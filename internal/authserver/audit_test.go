@@ -4,14 +4,18 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc/peer"
 )
 
 // syncBuffer is a bytes.Buffer safe for the writer goroutine and the test.
@@ -57,7 +61,8 @@ func TestAuditRecordsEveryDecision(t *testing.T) {
 	sent++
 	f.review(t, reviewBody("v1", tk["writer"]), "application/json")
 	sent++
-	if _, err := (&ExtAuthz{Handler: f.h}).Check(context.Background(), checkRequest("GET", "/api/table/data/7", map[string]string{"authorization": "Bearer " + tk["reader"]}, map[string]string{"segments": "2"})); err != nil {
+	envoy := peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(10, 0, 3, 7), Port: 51234}})
+	if _, err := (&ExtAuthz{Handler: f.h}).Check(envoy, checkRequest("GET", "/api/table/data/7", map[string]string{"authorization": "Bearer " + tk["reader"]}, map[string]string{"segments": "2"})); err != nil {
 		t.Fatal(err)
 	}
 	var lines []string
@@ -80,7 +85,7 @@ func TestAuditRecordsEveryDecision(t *testing.T) {
 		{"endpoint": "ext-authz", "result": "revoked", "status": 401.0, "name": "revoked", "scope": "[redacted]:findOne", "request_id": "[redacted]"},
 		{"endpoint": "authorize", "result": "malformed", "status": 401.0, "scope": "articles:read"},
 		{"endpoint": "tokenreview", "result": "valid", "status": 200.0, "name": "writer"},
-		{"endpoint": "grpc-ext-authz", "result": "valid", "status": 200.0, "name": "reader", "scope": "table:data:findOne", "policy": "segments=2", "request_id": "req-1"},
+		{"endpoint": "grpc-ext-authz", "result": "valid", "status": 200.0, "name": "reader", "scope": "table:data:findOne", "policy": "segments=2", "request_id": "req-1", "peer": "10.0.3.7:51234"},
 	}
 	for i, line := range lines {
 		var rec map[string]any
@@ -148,6 +153,13 @@ func TestOpenAuditLog(t *testing.T) {
 	if _, _, err := OpenAuditLog("/nonexistent/dir/audit.log"); err == nil || !strings.Contains(err.Error(), "--audit-log") {
 		t.Fatalf("bad path: %v", err)
 	}
+	fifo := t.TempDir() + "/audit.fifo"
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := OpenAuditLog(fifo); err == nil || !strings.Contains(err.Error(), "is a FIFO that nobody reads") {
+		t.Fatalf("a FIFO without a reader must fail at once, not block start-up: %v", err)
+	}
 	path := t.TempDir() + "/audit.jsonl"
 	for i := 1; i <= 2; i++ {
 		a, c, err := OpenAuditLog(path)
@@ -168,5 +180,57 @@ func TestOpenAuditLog(t *testing.T) {
 	}
 	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("mode %v %v", st.Mode(), err)
+	}
+}
+
+// TestAuditRedaction is the attack on the redactor: a token behind "atk_",
+// two tokens run together, a token without its prefix, in any field a
+// client controls; none of it reaches the record.
+func TestAuditRedaction(t *testing.T) {
+	tok, tok2 := mustToken(), mustToken()
+	bare := strings.TrimPrefix(tok, "atk_")
+	for _, in := range []string{
+		tok, "atk_" + tok, "ATK_" + tok, tok + tok2, "x-" + bare + "-y", "/api/x:y/atk_" + tok, "id=" + strings.ToUpper(tok[:4]) + tok[4:],
+	} {
+		out := redactTokens(in)
+		for _, secret := range []string{tok[4:], tok2[4:], bare[:40], strings.ToLower(bare[:40])} {
+			if strings.Contains(out, secret) || strings.Contains(strings.ToLower(out), strings.ToLower(secret)) {
+				t.Errorf("redactTokens(%q) = %q keeps a token", in, out)
+			}
+		}
+	}
+	for _, keep := range []string{"3f1c2a9e-0d5b-4f1e-9a7c-1b2d3e4f5a6b", "0af7651916cd43dd8448eb211c80319c", "203.0.113.7, 10.0.0.1", "the token does not grant articles:delete"} {
+		if redactTokens(keep) != keep {
+			t.Errorf("redactTokens(%q) = %q: request ids, trace ids and addresses stay", keep, redactTokens(keep))
+		}
+	}
+}
+
+// TestAuditBufferStaysSmall is the attack on memory: with the sink
+// stalled, requests carrying 64 KiB of client headers fill the buffer;
+// each record keeps only bounded copies, so the heap does not hold the
+// requests.
+func TestAuditBufferStaysSmall(t *testing.T) {
+	f := newFixture()
+	sink := blockingWriter{release: make(chan struct{})}
+	f.h.Audit = NewAuditLog(sink)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = f.h.Audit.Start(ctx); close(done) }()
+	defer func() { cancel(); close(sink.release); <-done }()
+	big := strings.Repeat("x-", 32<<10)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	const n = 2000
+	for i := 0; i < n; i++ {
+		f.do(req{path: "/v1/ext-authz/-/api/" + big[:16<<10] + "/7", headers: [][2]string{bearer(f.tokens["reader"]), {"X-Request-Id", big}, {"X-Forwarded-For", big}}})
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	grown := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("%d records of requests with 144 KiB each: heap grew %d KiB", n, grown>>10)
+	if grown > 16<<20 {
+		t.Fatalf("the buffered records hold %d MiB: they keep what the requests sent", grown>>20)
 	}
 }

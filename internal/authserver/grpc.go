@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -19,6 +20,10 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/stats"
+	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 )
@@ -43,7 +48,7 @@ type ExtAuthz struct {
 }
 
 // Check decides one CheckRequest.
-func (x *ExtAuthz) Check(_ context.Context, cr *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+func (x *ExtAuthz) Check(ctx context.Context, cr *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	start := time.Now()
 	attrs := cr.GetAttributes()
 	httpReq := attrs.GetRequest().GetHttp()
@@ -59,10 +64,14 @@ func (x *ExtAuthz) Check(_ context.Context, cr *authv3.CheckRequest) (*authv3.Ch
 		d = x.Handler.Decide(req)
 	}
 	if x.Handler.Audit != nil {
-		x.Handler.audit(GRPCExtAuthz, &req, &d, auditSource{
+		src := auditSource{
 			client:    firstOf(attrs.GetSource().GetAddress().GetSocketAddress().GetAddress(), hd.Get("X-Forwarded-For")),
 			requestID: firstOf(httpReq.GetId(), hd.Get("X-Request-Id")),
-		})
+		}
+		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+			src.peer = p.Addr.String() // who asked: the proxy, not what it reports
+		}
+		x.Handler.audit(GRPCExtAuthz, &req, &d, src)
 	}
 	observe(d.Result, start)
 	return checkResponse(&d, attrs.GetContextExtensions()[removeCredentialKey] == "true"), nil
@@ -88,6 +97,9 @@ func (x *ExtAuthz) adapt(ext map[string]string, r *authv3.AttributeContext_HttpR
 	}
 	if problem := foreignHeaders(hd, originalFamily, forwardedFamily); problem != "" {
 		return Request{}, problem
+	}
+	if !strings.HasPrefix(r.GetPath(), "/") {
+		return Request{}, "the original path " + quoted(r.GetPath()) + " is not a path starting with /"
 	}
 	path, problem := normalPath(r.GetPath())
 	if problem != "" {
@@ -184,6 +196,42 @@ func checkResponse(d *Decision, removeCredential bool) *authv3.CheckResponse {
 	return &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(code), Message: d.Result}, HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: denied}}
 }
 
+// maxChecksInFlight bounds the Checks being served at once, over every
+// connection. A check takes microseconds: a proxy under heavy load keeps a
+// few dozen in flight; beyond the bound new ones are refused
+// (RESOURCE_EXHAUSTED, which Envoy answers per its failure mode) instead of
+// growing memory.
+const maxChecksInFlight = 1024
+
+// streamLimit counts the RPCs in flight (a stats.Handler) and refuses new
+// streams beyond max (an InTapHandle).
+type streamLimit struct {
+	inflight atomic.Int64
+	max      int64
+}
+
+func (l *streamLimit) admit(ctx context.Context, _ *tap.Info) (context.Context, error) {
+	if l.inflight.Add(1) > l.max {
+		l.inflight.Add(-1)
+		return nil, grpcstatus.Error(codes.ResourceExhausted, "too many checks in flight")
+	}
+	return ctx, nil
+}
+
+func (l *streamLimit) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+
+func (l *streamLimit) HandleRPC(_ context.Context, s stats.RPCStats) {
+	if _, ok := s.(*stats.End); ok {
+		l.inflight.Add(-1)
+	}
+}
+
+func (l *streamLimit) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
+	return ctx
+}
+
+func (l *streamLimit) HandleConn(context.Context, stats.ConnStats) {}
+
 // GRPCServer serves ExtAuthz and the standard gRPC health service on its
 // own port, on every replica, from the same index as the HTTP endpoint.
 type GRPCServer struct {
@@ -195,6 +243,8 @@ type GRPCServer struct {
 	// Ready reports whether the index has synced; health answers SERVING
 	// from then on.
 	Ready func() bool
+	// MaxInFlight bounds the Checks served at once; zero: maxChecksInFlight.
+	MaxInFlight int64
 
 	ln net.Listener
 }
@@ -220,9 +270,21 @@ func (s *GRPCServer) Start(ctx context.Context) error {
 	if _, err := s.Listen(); err != nil {
 		return err
 	}
+	limit := &streamLimit{max: s.MaxInFlight}
+	if limit.max == 0 {
+		limit.max = maxChecksInFlight
+	}
 	opts := []grpc.ServerOption{
-		grpc.MaxRecvMsgSize(1 << 20),
+		// A CheckRequest holds the original request's headers (Envoy
+		// sends at most 60 KiB by default), never its body here.
+		grpc.MaxRecvMsgSize(128 << 10),
+		grpc.MaxConcurrentStreams(256),
+		// Checks in flight over all connections: a stream opened and never
+		// finished holds memory until its connection closes.
+		grpc.InTapHandle(limit.admit),
+		grpc.StatsHandler(limit),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 5 * time.Minute}),
 	}
 	if s.CertFile != "" {
 		cw, err := certwatcher.New(s.CertFile, s.KeyFile)

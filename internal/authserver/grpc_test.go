@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	grpcstatus "google.golang.org/grpc/status"
 )
 
 // checkRequest is what Envoy sends for an original request: headers
@@ -36,9 +37,13 @@ func checkRequest(method, path string, headers, ext map[string]string) *authv3.C
 // startGRPC serves f's handler over a real gRPC listener and returns a
 // client built from Envoy's generated types, and the server's ready flag.
 func startGRPC(t testing.TB, h *Handler) (authv3.AuthorizationClient, *grpc.ClientConn, *atomic.Bool) {
+	return startGRPCWith(t, &GRPCServer{Addr: "127.0.0.1:0", Handler: h})
+}
+
+func startGRPCWith(t testing.TB, s *GRPCServer) (authv3.AuthorizationClient, *grpc.ClientConn, *atomic.Bool) {
 	t.Helper()
 	var ready atomic.Bool
-	s := &GRPCServer{Addr: "127.0.0.1:0", Handler: h, Ready: ready.Load}
+	s.Ready = ready.Load
 	addr, err := s.Listen()
 	if err != nil {
 		t.Fatal(err)
@@ -121,6 +126,9 @@ func TestGRPCExtAuthz(t *testing.T) {
 		{"garbage", "GET", "/api/articles", map[string]string{"authorization": "Bearer atk_garbage"}, nil, codes.Unauthenticated, 401, "", `error_description="malformed"`},
 		{"no token", "GET", "/api/articles", nil, nil, codes.Unauthenticated, 401, "", `Bearer realm="apitoken"`},
 		{"two credentials", "GET", "/api/articles", with(bearerOf("reader"), "x-api-key", tk["reader"]), nil, codes.InvalidArgument, 400, "", "send one credential"},
+		{"method override with underscores", "GET", "/api/articles/1", with(bearerOf("reader"), "x_http_method_override", "DELETE"), nil, codes.InvalidArgument, 400, "", "X_http_method_override is refused: an upstream may read it as X-Http-Method-Override"},
+		{"identity header with underscores", "GET", "/api/articles/1", with(bearerOf("reader"), "x_auth_request_user", "apitoken:team-a:full"), nil, codes.InvalidArgument, 400, "", "an upstream may read it as X-Auth-Request-User"},
+		{"absolute URL as the path", "GET", "http://evil/api/articles", bearerOf("reader"), nil, codes.InvalidArgument, 400, "", "is not a path starting with /"},
 		{"one header twice, in two cases", "GET", "/api/articles", map[string]string{"x-api-key": tk["reader"], "X-Api-Key": tk["full"]}, nil, codes.InvalidArgument, 400, "", "more than one X-API-Key header"},
 		{"repeated authorization, joined by Envoy", "GET", "/api/articles", map[string]string{"authorization": "Bearer " + tk["reader"] + ",Bearer " + tk["full"]}, nil, codes.InvalidArgument, 400, "", "must be Bearer and one token"},
 	}
@@ -191,6 +199,43 @@ func TestGRPCRawHeadersAndRemoval(t *testing.T) {
 	raw.Attributes.Request.Http = nil
 	if resp, err = client.Check(context.Background(), raw); err != nil || codes.Code(resp.GetStatus().GetCode()) != codes.InvalidArgument {
 		t.Fatalf("no http attributes: %v %v", resp, err)
+	}
+}
+
+// TestGRPCStreamsInFlightAreBounded is the attack: streams opened and
+// never finished (HEADERS, no message) hold memory until their connection
+// closes. Beyond MaxInFlight, new ones are refused with
+// RESOURCE_EXHAUSTED; once they end, checks pass again.
+func TestGRPCStreamsInFlightAreBounded(t *testing.T) {
+	f := newFixture()
+	client, conn, _ := startGRPCWith(t, &GRPCServer{Addr: "127.0.0.1:0", Handler: f.h, MaxInFlight: 8})
+	ctx, cancel := context.WithCancel(context.Background())
+	desc := &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
+	for i := 0; i < 8; i++ {
+		if _, err := conn.NewStream(ctx, desc, "/envoy.service.auth.v3.Authorization/Check"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func() codes.Code {
+		resp, err := client.Check(context.Background(), checkRequest("GET", "/api/articles", map[string]string{"authorization": "Bearer " + f.tokens["reader"]}, nil))
+		if err != nil {
+			return grpcstatus.Code(err)
+		}
+		return codes.Code(resp.GetStatus().GetCode())
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for check() != codes.ResourceExhausted {
+		if time.Now().After(deadline) {
+			t.Fatal("a ninth check was served while eight streams were held open")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	for check() != codes.OK {
+		if time.Now().After(deadline.Add(5 * time.Second)) {
+			t.Fatal("checks still refused after the held streams ended")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -317,21 +317,47 @@ func singleSegment(uri, base string) (string, string) {
 // name it refuses.
 func foreignHeaders(hd http.Header, families ...originFamily) string {
 	for k := range hd {
-		switch k {
-		case headerOriginalMethod, headerOriginalURL, headerForwardedMethod, headerForwardedURI:
-			for _, f := range families {
-				switch k {
-				case f.method:
-					return f.methodName + " is another proxy protocol's header and is not accepted on this endpoint"
-				case f.target:
-					return f.targetName + " is another proxy protocol's header and is not accepted on this endpoint"
-				}
+		if problem := foreignHeader(k, families); problem != "" {
+			return problem
+		}
+		if strings.IndexByte(k, '_') >= 0 {
+			// CGI-style upstreams (PHP, WSGI, Rack) read X_Http_Method_Override
+			// as X-Http-Method-Override, and X_Auth_Request_User as the
+			// identity header the proxy sets only in its hyphenated form.
+			alias := http.CanonicalHeaderKey(strings.ReplaceAll(k, "_", "-"))
+			if foreignHeader(alias, families) != "" || isIdentityHeader(alias) {
+				return k + " is refused: an upstream may read it as " + alias
 			}
-		case "X-Http-Method-Override", "X-Http-Method", "X-Method-Override":
-			return k + " is refused: the upstream could act on another method than the one judged"
 		}
 	}
 	return ""
+}
+
+// foreignHeader names why the canonical header k is refused, or "".
+func foreignHeader(k string, families []originFamily) string {
+	switch k {
+	case headerOriginalMethod, headerOriginalURL, headerForwardedMethod, headerForwardedURI:
+		for _, f := range families {
+			switch k {
+			case f.method:
+				return f.methodName + " is another proxy protocol's header and is not accepted on this endpoint"
+			case f.target:
+				return f.targetName + " is another proxy protocol's header and is not accepted on this endpoint"
+			}
+		}
+	case "X-Http-Method-Override", "X-Http-Method", "X-Method-Override":
+		return k + " is refused: the upstream could act on another method than the one judged"
+	}
+	return ""
+}
+
+// isIdentityHeader reports whether canonical header k is one a 200 sets.
+func isIdentityHeader(k string) bool {
+	switch k {
+	case headerUser, headerName, headerNamespace, headerType, headerScopes:
+		return true
+	}
+	return false
 }
 
 // checkMethod accepts the methods that map to an action.

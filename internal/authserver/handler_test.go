@@ -224,6 +224,8 @@ func TestAuthRequest(t *testing.T) {
 		{"unmapped method", req{path: "/v1/auth-request", headers: orig(tk["full"], "PROPFIND", "/api/articles/1")}, 403, `not one of GET`, ""},
 		{"lower-case method", req{path: "/v1/auth-request", headers: orig(tk["reader"], "get", "/api/articles/1")}, 403, `not one of GET`, ""},
 		{"READ is not read", req{path: "/v1/auth-request", headers: orig(tk["reader"], "READ", "/api/articles/1")}, 403, `not one of GET`, ""},
+		{"method override with underscores", req{path: "/v1/auth-request", headers: append(orig(tk["reader"], "GET", "/api/articles/1"), [2]string{"X_HTTP_Method_Override", "DELETE"})}, 403, `an upstream may read it as X-Http-Method-Override`, ""},
+		{"identity header with underscores", req{path: "/v1/auth-request", headers: append(orig(tk["reader"], "GET", "/api/articles/1"), [2]string{"X_Auth_Request_User", "apitoken:team-a:full"})}, 403, `an upstream may read it as X-Auth-Request-User`, ""},
 		{"dot segments", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "/api/orders/../articles/1")}, 403, `dot segment`, ""},
 		{"encoded dot segments", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "/api/orders/%2e%2e/articles/1")}, 403, `encoded "."`, ""},
 		{"encoded slash", req{path: "/v1/auth-request/namespace=team-b", headers: orig(tk["writer"], "DELETE", "/api/orders%2F..%2Farticles/1")}, 403, `encoded "/"`, ""},
