@@ -78,8 +78,9 @@ bench: envtest ## Measure against the alternatives (bench/) and write docs/bench
 	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go run ./bench -out docs/benchmarks.md
 
 .PHONY: tools
-tools: ## Install (once, cached per user) the real proxies the tests run: Caddy.
+tools: ## Install (once, cached per user) the real programs the tests run: Caddy, promtool.
 	@hack/tools.sh caddy >/dev/null
+	@hack/tools.sh promtool >/dev/null
 
 ##@ Build
 

@@ -241,11 +241,15 @@ func (r *ApiTokenReconciler) finish(t, base *tokensv1alpha1.ApiToken, p policy, 
 	if !wasSoon && conditionTrue(t, tokensv1alpha1.ConditionExpiringSoon) {
 		r.event(t, corev1.EventTypeWarning, tokensv1alpha1.ReasonExpiringSoon, "The token expires at "+t.Status.ExpiresAt.UTC().Format(time.RFC3339))
 	}
-	var exp float64
-	if t.Status.ExpiresAt != nil {
-		exp = float64(t.Status.ExpiresAt.Unix())
+	var exp, soon float64
+	if st := &t.Status; st.ExpiresAt != nil {
+		exp = float64(st.ExpiresAt.Unix())
+		soon = exp
+		if st.IssuedAt != nil {
+			soon = float64(token.ExpiringSoonAt(st.IssuedAt.Time, st.ExpiresAt.Time).Unix())
+		}
 	}
-	recordMetrics(t.Namespace, t.Name, t.Spec.Type, t.Status.Phase, exp, t.Status.ExpiresAt != nil)
+	recordMetrics(t.Namespace, t.Name, t.Spec.Type, t.Status.Phase, exp, soon, t.Status.ExpiresAt != nil)
 	recordSaltHeld(t.Namespace, t.Name, b.reason == tokensv1alpha1.ReasonSaltMismatch)
 }
 

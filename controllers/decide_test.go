@@ -222,9 +222,9 @@ func TestTypeNamesAgreeWithTokenCore(t *testing.T) {
 func TestInfoMetricFollowsPhaseAndType(t *testing.T) {
 	count := func() int { return testutil.CollectAndCount(info) }
 	before := count()
-	recordMetrics("m", "tok", tokensv1alpha1.ReadOnly, tokensv1alpha1.PhaseActive, 1, true)
-	recordMetrics("m", "tok", tokensv1alpha1.ReadOnly, tokensv1alpha1.PhaseExpired, 1, true)
-	recordMetrics("m", "tok", tokensv1alpha1.Custom, tokensv1alpha1.PhaseExpired, 1, true)
+	recordMetrics("m", "tok", tokensv1alpha1.ReadOnly, tokensv1alpha1.PhaseActive, 1, 1, true)
+	recordMetrics("m", "tok", tokensv1alpha1.ReadOnly, tokensv1alpha1.PhaseExpired, 1, 1, true)
+	recordMetrics("m", "tok", tokensv1alpha1.Custom, tokensv1alpha1.PhaseExpired, 1, 1, true)
 	if got := count(); got != before+1 {
 		t.Fatalf("%d info series for one token, want 1", got-before)
 	}

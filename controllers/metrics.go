@@ -15,6 +15,10 @@ var (
 		Name: "apitoken_expiration_timestamp_seconds",
 		Help: "When the current token of an ApiToken expires, in seconds since the epoch (absent for unlimited tokens).",
 	}, []string{"namespace", "name"})
+	expiringSoonTimestamp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "apitoken_expiring_soon_timestamp_seconds",
+		Help: "When the current token of an ApiToken enters its ExpiringSoon window (a fifth of its lifetime, at most 7 days, before it expires), in seconds since the epoch (absent for unlimited tokens).",
+	}, []string{"namespace", "name"})
 	regenerations = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "apitoken_regenerations_total",
 		Help: "Tokens issued, by reason (Generated, Regenerated, Rotated, SaltRotated, SecretMissing, SecretTampered, SecretUntrusted, Unrevoked).",
@@ -42,7 +46,7 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(expirationTimestamp, regenerations, info,
+	metrics.Registry.MustRegister(expirationTimestamp, expiringSoonTimestamp, regenerations, info,
 		saltMismatchTokens, saltSecretRecreations, saltRotations, saltPreviousValidUntil)
 }
 
@@ -71,16 +75,19 @@ var (
 	infoPhases = []tokensv1alpha1.Phase{"", tokensv1alpha1.PhasePending, tokensv1alpha1.PhaseActive, tokensv1alpha1.PhaseExpired, tokensv1alpha1.PhaseRevoked, tokensv1alpha1.PhaseFailed}
 )
 
-// recordMetrics publishes the token's expiry and phase. Stale info series
-// are dropped by their exact labels (a handful of map deletions), not by a
-// partial match, which would scan every token's series on every pass.
-func recordMetrics(namespace, name string, tokenType tokensv1alpha1.TokenType, phase tokensv1alpha1.Phase, expires float64, finite bool) {
+// recordMetrics publishes the token's expiry, the start of its
+// ExpiringSoon window, and its phase. Stale info series are dropped by
+// their exact labels (a handful of map deletions), not by a partial match,
+// which would scan every token's series on every pass.
+func recordMetrics(namespace, name string, tokenType tokensv1alpha1.TokenType, phase tokensv1alpha1.Phase, expires, soon float64, finite bool) {
 	dropInfo(namespace, name, tokenType, phase)
 	info.WithLabelValues(namespace, name, string(tokenType), string(phase)).Set(1)
 	if finite {
 		expirationTimestamp.WithLabelValues(namespace, name).Set(expires)
+		expiringSoonTimestamp.WithLabelValues(namespace, name).Set(soon)
 	} else {
 		expirationTimestamp.DeleteLabelValues(namespace, name)
+		expiringSoonTimestamp.DeleteLabelValues(namespace, name)
 	}
 }
 
@@ -89,6 +96,7 @@ func forgetMetrics(namespace, name string) {
 	recordSaltHeld(namespace, name, false)
 	dropInfo(namespace, name, "", "")
 	expirationTimestamp.DeleteLabelValues(namespace, name)
+	expiringSoonTimestamp.DeleteLabelValues(namespace, name)
 }
 
 // dropInfo deletes the token's info series other than (keepType, keepPhase).

@@ -5,7 +5,8 @@
 # run, even from another clone, finds it there and does nothing.
 #
 # Usage: hack/tools.sh <tool>
-#   tools: caddy   (github.com/caddyserver/caddy/v2/cmd/caddy, CADDY_VERSION, default v2.11.9)
+#   tools: caddy     (github.com/caddyserver/caddy/v2/cmd/caddy, CADDY_VERSION, default v2.11.9)
+#          promtool  (github.com/prometheus/prometheus/cmd/promtool, PROMTOOL_VERSION, default v0.316.0)
 #
 # Environment: TOOLS_CACHE (default ${XDG_DATA_HOME:-$HOME/.local/share}/apitoken-operator/tools).
 # On failure it prints the step, the command and the end of its output, and
@@ -13,6 +14,7 @@
 set -euo pipefail
 
 CADDY_VERSION=${CADDY_VERSION:-v2.11.9}
+PROMTOOL_VERSION=${PROMTOOL_VERSION:-v0.316.0}
 TOOLS_CACHE=${TOOLS_CACHE:-${XDG_DATA_HOME:-$HOME/.local/share}/apitoken-operator/tools}
 
 log() { echo "tools: $*" >&2; }
@@ -26,8 +28,11 @@ case "$tool" in
   caddy)
     dir="$TOOLS_CACHE/caddy-$CADDY_VERSION-$(go env GOOS)-$(go env GOARCH)"
     pkg="github.com/caddyserver/caddy/v2/cmd/caddy@$CADDY_VERSION" ;;
+  promtool)
+    dir="$TOOLS_CACHE/promtool-$PROMTOOL_VERSION-$(go env GOOS)-$(go env GOARCH)"
+    pkg="github.com/prometheus/prometheus/cmd/promtool@$PROMTOOL_VERSION" ;;
   *)
-    log "usage: hack/tools.sh caddy"
+    log "usage: hack/tools.sh caddy|promtool"
     exit 2 ;;
 esac
 
@@ -35,7 +40,7 @@ mkdir -p "$dir"
 exec 9>"$dir/.lock"
 flock 9
 if [[ ! -x "$dir/$tool" ]]; then
-  log "installing $pkg (about 2 minutes, once per machine)..."
+  log "installing $pkg (a few minutes, once per machine)..."
   start=$(date +%s)
   GOBIN="$dir" GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod run "go install $pkg" go install "$pkg"
   log "installed $tool in $(($(date +%s) - start))s"

@@ -548,8 +548,20 @@ var _ = Describe("config/default and config/networkpolicy", func() {
 		Expect(dnsNames).To(ContainElement(reportTo.Hostname()), "--report-usage-to is verified against the certificate the operator's replicas serve")
 
 		By("each ServiceMonitor of config/prometheus finds a Service of config/default with its port")
-		monitors := renderedObjects(kubectl("kustomize", filepath.Join(testenv.RepoRoot(), "config", "prometheus")))
+		var monitors []unstructured.Unstructured
+		var alerts string
+		for _, o := range renderedObjects(kubectl("kustomize", filepath.Join(testenv.RepoRoot(), "config", "prometheus"))) {
+			switch o.GetKind() {
+			case "ServiceMonitor":
+				monitors = append(monitors, o)
+			case "PrometheusRule":
+				data, err := json.Marshal(o.Object)
+				Expect(err).NotTo(HaveOccurred())
+				alerts = string(data)
+			}
+		}
 		Expect(monitors).To(HaveLen(2))
+		Expect(alerts).NotTo(BeEmpty(), "config/prometheus ships its alerts")
 		for _, m := range monitors {
 			labels, _, _ := unstructured.NestedStringMap(m.Object, "spec", "selector", "matchLabels")
 			endpoints, _, _ := unstructured.NestedSlice(m.Object, "spec", "endpoints")
@@ -569,6 +581,7 @@ var _ = Describe("config/default and config/networkpolicy", func() {
 				}
 			}
 			Expect(found).To(HaveLen(1), "ServiceMonitor %s: one Service labelled %v with port %v", m.GetName(), labels, port)
+			Expect(alerts).To(ContainSubstring(found[0]), "ApiTokenAuthEndpointDown names the job (Service) %s scrapes", m.GetName())
 		}
 
 		out, err := kubectlIn(manifests, "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", "-")

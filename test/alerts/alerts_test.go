@@ -1,0 +1,101 @@
+// Package alerts tests the alerting rules that ship in config/prometheus
+// with the real promtool (built by hack/tools.sh): `promtool check rules`
+// on the shipped rules and `promtool test rules` on synthetic series.
+package alerts
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/apitoken-operator/apitoken-operator/internal/testenv"
+)
+
+// promtool returns the path of the promtool binary (installed once per
+// machine and version by hack/tools.sh).
+func promtool(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(testenv.RepoRoot(), "hack", "tools.sh"), "promtool").Output()
+	if err != nil {
+		t.Fatalf("hack/tools.sh promtool: %v", err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// rulesDir writes the PrometheusRule's spec.groups as a plain rules file,
+// with the promtool tests next to it, and returns the directory.
+func rulesDir(t *testing.T) string {
+	t.Helper()
+	root := testenv.RepoRoot()
+	data, err := os.ReadFile(filepath.Join(root, "config", "prometheus", "alerts.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rule struct {
+		Kind string         `json:"kind"`
+		Spec map[string]any `json:"spec"`
+	}
+	if err := yaml.Unmarshal(data, &rule); err != nil || rule.Kind != "PrometheusRule" || rule.Spec["groups"] == nil {
+		t.Fatalf("config/prometheus/alerts.yaml is not a PrometheusRule with groups: %v", err)
+	}
+	groups, err := yaml.Marshal(rule.Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), groups, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests, err := os.ReadFile(filepath.Join(root, "config", "prometheus", "alerts_test.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "alerts_test.yaml"), tests, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func run(t *testing.T, dir, bin string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// TestShippedRulesCheck: promtool check rules on the shipped rules.
+func TestShippedRulesCheck(t *testing.T) {
+	bin, dir := promtool(t), rulesDir(t)
+	out := run(t, dir, bin, "check", "rules", "rules.yaml")
+	if !strings.Contains(out, "SUCCESS: 8 rules found") {
+		t.Fatalf("promtool check rules:\n%s", out)
+	}
+}
+
+// TestRulesFireAndStayQuiet: promtool test rules, where every alert fires
+// on the series that mean trouble and stays quiet on healthy ones.
+func TestRulesFireAndStayQuiet(t *testing.T) {
+	bin, dir := promtool(t), rulesDir(t)
+	out := run(t, dir, bin, "test", "rules", "alerts_test.yaml")
+	if !strings.Contains(out, "SUCCESS") {
+		t.Fatalf("promtool test rules:\n%s", out)
+	}
+	// Every alert of the file is exercised by the tests.
+	rules, _ := os.ReadFile(filepath.Join(dir, "rules.yaml"))
+	tests, _ := os.ReadFile(filepath.Join(dir, "alerts_test.yaml"))
+	for _, line := range strings.Split(string(rules), "\n") {
+		if name, ok := strings.CutPrefix(strings.TrimSpace(line), "- alert: "); ok {
+			if !strings.Contains(string(tests), "alertname: "+name) {
+				t.Errorf("alert %s has no promtool test", name)
+			}
+		}
+	}
+}
