@@ -418,6 +418,10 @@ spec: {type: read-only, duration: 30d, audience: kubernetes}
 		}
 	})
 
+	It("runs every kubectl command of docs/troubleshooting.md and docs/operations.md that a cluster without a kubelet can run", func() {
+		runDocCommands("read-only", ns, "troubleshooting.md", "operations.md")
+	})
+
 	It("never writes a token, a hash or the salt to a log, an Event or the audit log, which records every decision", func() {
 		secrets := append([]string{}, issued...)
 		saltB64 := kubectl("-n", "apitoken-system", "get", "secret", "apitoken-operator-salt", "-o", "jsonpath={.data.salt}")
