@@ -123,6 +123,11 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 
 	conflict := func() (ctrl.Result, error) {
 		b = blocker{tokensv1alpha1.ReasonSecretConflict, fmt.Sprintf("Secret %s exists and is not owned by this ApiToken; delete or rename it, or set spec.secretName on a new ApiToken", t.SecretName())}
+		if v := t.Status.Verification; v != nil {
+			// A token recorded as pending never reached the Secret: nobody
+			// holds it, and it must not verify.
+			v.PendingHash, v.PendingReason, v.PendingRegenerate = "", "", ""
+		}
 		if base.Status.Phase != tokensv1alpha1.PhaseFailed {
 			r.event(t, corev1.EventTypeWarning, b.reason, b.message)
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -731,5 +732,34 @@ func TestSecretTemplateKeptInSync(t *testing.T) {
 	}
 	if h.secretToken() != tok {
 		t.Fatal("a template change replaced the token")
+	}
+}
+
+// TestConflictUnseenByTheCacheKeepsNoPendingHash: a foreign Secret without
+// the operator's label is not in the cache, so a new ApiToken's first token
+// is minted (its hash recorded as pending) before the create finds the name
+// taken. That token never reached a Secret: the ApiToken must not keep its
+// hash as pending.
+func TestConflictUnseenByTheCacheKeepsNoPendingHash(t *testing.T) {
+	h := newHarness(t, tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "30d"})
+	foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "tok-token", Namespace: "ns"}, Data: map[string][]byte{"token": []byte("theirs")}}
+	h.r.APIReader = fake.NewClientBuilder().WithScheme(h.c.Scheme()).WithObjects(foreign).Build()
+	h.r.Client = interceptor.NewClient(h.c, interceptor.Funcs{
+		Create: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.CreateOption) error {
+			if _, ok := o.(*corev1.Secret); ok {
+				return apierrors.NewAlreadyExists(corev1.Resource("secrets"), o.GetName())
+			}
+			return c.Create(ctx, o, opts...)
+		},
+	})
+	if _, err := h.reconcile(); err != nil {
+		t.Fatal(err)
+	}
+	st := h.token().Status
+	if st.Phase != tokensv1alpha1.PhaseFailed {
+		t.Fatalf("phase %s, want Failed (SecretConflict)", st.Phase)
+	}
+	if v := st.Verification; v != nil && v.PendingHash != "" {
+		t.Fatal("a SecretConflict token keeps the hash of a token that never reached the Secret")
 	}
 }
