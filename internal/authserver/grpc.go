@@ -253,16 +253,7 @@ type GRPCServer struct {
 func (s *GRPCServer) NeedLeaderElection() bool { return false }
 
 // Listen binds the address; Start calls it if the caller has not.
-func (s *GRPCServer) Listen() (net.Addr, error) {
-	if s.ln == nil {
-		ln, err := net.Listen("tcp", s.Addr)
-		if err != nil {
-			return nil, fmt.Errorf("gRPC ext_authz: %w", err)
-		}
-		s.ln = ln
-	}
-	return s.ln.Addr(), nil
-}
+func (s *GRPCServer) Listen() (net.Addr, error) { return listenOnce(&s.ln, s.Addr, "gRPC ext_authz") }
 
 // Start serves until ctx ends.
 func (s *GRPCServer) Start(ctx context.Context) error {

@@ -52,15 +52,19 @@ func (s *Server) NeedLeaderElection() bool { return false }
 
 // Listen binds the address; Start calls it if the caller has not (tests
 // call it first to learn a ":0" port).
-func (s *Server) Listen() (net.Addr, error) {
-	if s.ln == nil {
-		ln, err := net.Listen("tcp", s.Addr)
+func (s *Server) Listen() (net.Addr, error) { return listenOnce(&s.ln, s.Addr, "auth endpoint") }
+
+// listenOnce binds addr into *ln unless it is bound already; what names
+// the server in errors.
+func listenOnce(ln *net.Listener, addr, what string) (net.Addr, error) {
+	if *ln == nil {
+		l, err := net.Listen("tcp", addr)
 		if err != nil {
-			return nil, fmt.Errorf("auth endpoint: %w", err)
+			return nil, fmt.Errorf("%s: %w", what, err)
 		}
-		s.ln = ln
+		*ln = l
 	}
-	return s.ln.Addr(), nil
+	return (*ln).Addr(), nil
 }
 
 // Mux returns the endpoint's routes: one per proxy protocol, the explicit
