@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -83,35 +81,10 @@ func grpcLoop(addr string, req *authv3.CheckRequest, d time.Duration) loadResult
 	}
 	defer conn.Close()
 	c := authv3.NewAuthorizationClient(conn)
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		lat      []time.Duration
-		errs, n  atomic.Int64
-		deadline = time.Now().Add(d)
-	)
-	start := time.Now()
-	for w := 0; w < grpcStreams; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			local := make([]time.Duration, 0, 1<<14)
-			for time.Now().Before(deadline) {
-				t0 := time.Now()
-				resp, err := c.Check(context.Background(), req)
-				local = append(local, time.Since(t0))
-				n.Add(1)
-				if err != nil || resp.GetStatus().GetCode() != int32(codes.OK) {
-					errs.Add(1)
-				}
-			}
-			mu.Lock()
-			lat = append(lat, local...)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	return summarize(lat, n.Load(), errs.Load(), time.Since(start))
+	return workers(grpcStreams, d, func() bool {
+		resp, err := c.Check(context.Background(), req)
+		return err == nil && resp.GetStatus().GetCode() == int32(codes.OK)
+	})
 }
 
 // stageGRPC compares gRPC ext_authz with a bare gRPC server that answers

@@ -32,29 +32,41 @@ func closedLoop(mk newRequest, conns int, d time.Duration) loadResult {
 // as soon as the previous answer arrives, for d, counting every status
 // other than want as an error.
 func closedLoopWith(c *http.Client, mk newRequest, conns int, d time.Duration, want int) loadResult {
+	res := workers(conns, d, func() bool {
+		resp, err := c.Do(mk())
+		if err != nil {
+			return false
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		return resp.StatusCode == want
+	})
+	c.CloseIdleConnections()
+	return res
+}
+
+// workers runs n workers that each call call again as soon as it returns,
+// for d, and summarizes the latencies; call reports success.
+func workers(n int, d time.Duration, call func() bool) loadResult {
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
 		lat      []time.Duration
-		errs, n  atomic.Int64
+		errs, m  atomic.Int64
 		deadline = time.Now().Add(d)
 	)
 	start := time.Now()
-	for w := 0; w < conns; w++ {
+	for w := 0; w < n; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			local := make([]time.Duration, 0, 1<<14)
 			for time.Now().Before(deadline) {
 				t0 := time.Now()
-				resp, err := c.Do(mk())
-				if err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
-					_ = resp.Body.Close()
-				}
+				ok := call()
 				local = append(local, time.Since(t0))
-				n.Add(1)
-				if err != nil || resp.StatusCode != want {
+				m.Add(1)
+				if !ok {
 					errs.Add(1)
 				}
 			}
@@ -64,9 +76,7 @@ func closedLoopWith(c *http.Client, mk newRequest, conns int, d time.Duration, w
 		}()
 	}
 	wg.Wait()
-	el := time.Since(start)
-	c.CloseIdleConnections()
-	return summarize(lat, n.Load(), errs.Load(), el)
+	return summarize(lat, m.Load(), errs.Load(), time.Since(start))
 }
 
 // openLoop sends requests at a fixed rate for d, whatever the answers do,
