@@ -4,6 +4,7 @@
 package alerts
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +23,10 @@ func promtool(t *testing.T) string {
 	t.Helper()
 	out, err := exec.Command(filepath.Join(testenv.RepoRoot(), "hack", "tools.sh"), "promtool").Output()
 	if err != nil {
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			t.Fatalf("hack/tools.sh promtool: %v\n%s", err, exit.Stderr)
+		}
 		t.Fatalf("hack/tools.sh promtool: %v", err)
 	}
 	return strings.TrimSpace(string(out))
