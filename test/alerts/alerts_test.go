@@ -4,9 +4,11 @@
 package alerts
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -21,6 +23,10 @@ func promtool(t *testing.T) string {
 	t.Helper()
 	out, err := exec.Command(filepath.Join(testenv.RepoRoot(), "hack", "tools.sh"), "promtool").Output()
 	if err != nil {
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			t.Fatalf("hack/tools.sh promtool: %v\n%s", err, exit.Stderr)
+		}
 		t.Fatalf("hack/tools.sh promtool: %v", err)
 	}
 	return strings.TrimSpace(string(out))
@@ -75,7 +81,7 @@ func run(t *testing.T, dir, bin string, args ...string) string {
 func TestShippedRulesCheck(t *testing.T) {
 	bin, dir := promtool(t), rulesDir(t)
 	out := run(t, dir, bin, "check", "rules", "rules.yaml")
-	if !strings.Contains(out, "SUCCESS: 8 rules found") {
+	if !strings.Contains(out, "SUCCESS: 9 rules found") {
 		t.Fatalf("promtool check rules:\n%s", out)
 	}
 }
@@ -97,5 +103,54 @@ func TestRulesFireAndStayQuiet(t *testing.T) {
 				t.Errorf("alert %s has no promtool test", name)
 			}
 		}
+	}
+}
+
+// TestOperatorMonitorGivesTheTokenNamespaceBack: the rules match the
+// ApiToken series on their namespace label, which a ServiceMonitor target's
+// own namespace label takes (the token's is renamed exported_namespace); the
+// operator's ServiceMonitor must move it back, or ApiTokenExpiringSoon names
+// apitoken-system for every token.
+func TestOperatorMonitorGivesTheTokenNamespaceBack(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "prometheus", "monitor.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type relabel struct {
+		SourceLabels []string `json:"sourceLabels"`
+		Regex        string   `json:"regex"`
+		TargetLabel  string   `json:"targetLabel"`
+		Action       string   `json:"action"`
+	}
+	type serviceMonitor struct {
+		Kind     string `json:"kind"`
+		Metadata struct {
+			Name string `json:"name"`
+		} `json:"metadata"`
+		Spec struct {
+			Endpoints []struct {
+				MetricRelabelings []relabel `json:"metricRelabelings"`
+			} `json:"endpoints"`
+		} `json:"spec"`
+	}
+	var monitor *serviceMonitor
+	for _, doc := range strings.Split(string(data), "\n---\n") {
+		var m serviceMonitor
+		if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
+			t.Fatal(err)
+		}
+		if m.Kind == "ServiceMonitor" && m.Metadata.Name == "apitoken-operator" {
+			monitor = &m
+		}
+	}
+	if monitor == nil || len(monitor.Spec.Endpoints) != 1 {
+		t.Fatalf("no ServiceMonitor apitoken-operator with one endpoint in config/prometheus/monitor.yaml")
+	}
+	want := []relabel{
+		{SourceLabels: []string{"exported_namespace"}, Regex: "(.+)", TargetLabel: "namespace", Action: "replace"},
+		{Regex: "exported_namespace", Action: "labeldrop"},
+	}
+	if got := monitor.Spec.Endpoints[0].MetricRelabelings; !reflect.DeepEqual(got, want) {
+		t.Fatalf("metricRelabelings = %+v, want %+v", got, want)
 	}
 }

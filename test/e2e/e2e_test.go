@@ -585,7 +585,7 @@ var _ = Describe("config/default and config/networkpolicy", func() {
 				}
 			}
 			Expect(found).To(HaveLen(1), "ServiceMonitor %s: one Service labelled %v with port %v", m.GetName(), labels, port)
-			Expect(alerts).To(ContainSubstring(found[0]), "ApiTokenAuthEndpointDown names the job (Service) %s scrapes", m.GetName())
+			Expect(alerts).To(ContainSubstring(found[0]), "an alert (ApiTokenAuthEndpointDown, ApiTokenOperatorDown) watches the job (Service) %s scrapes", m.GetName())
 		}
 
 		out, err := kubectlIn(manifests, "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", "-")
