@@ -2,8 +2,6 @@ package authserver
 
 import (
 	"context"
-	"crypto/tls"
-	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -24,7 +22,6 @@ import (
 	"google.golang.org/grpc/stats"
 	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/grpc/tap"
-	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
@@ -278,16 +275,11 @@ func (s *GRPCServer) Start(ctx context.Context) error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 5 * time.Minute}),
 	}
 	if s.CertFile != "" {
-		cw, err := certwatcher.New(s.CertFile, s.KeyFile)
+		tlsConfig, err := watchedTLS(ctx, s.CertFile, s.KeyFile, "gRPC ext_authz")
 		if err != nil {
-			return fmt.Errorf("gRPC ext_authz: %w", err)
+			return err
 		}
-		go func() {
-			if err := cw.Start(ctx); err != nil {
-				log.Error(err, "Stopped watching the gRPC endpoint's certificate")
-			}
-		}()
-		opts = append(opts, grpc.Creds(credentials.NewTLS(&tls.Config{GetCertificate: cw.GetCertificate, MinVersion: tls.VersionTLS12})))
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConfig)))
 	}
 	srv := grpc.NewServer(opts...)
 	authv3.RegisterAuthorizationServer(srv, &ExtAuthz{Handler: s.Handler})

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -14,9 +15,12 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	grpcstatus "google.golang.org/grpc/status"
+
+	"github.com/apitoken-operator/apitoken-operator/internal/testenv"
 )
 
 // checkRequest is what Envoy sends for an original request: headers
@@ -236,6 +240,51 @@ func TestGRPCStreamsInFlightAreBounded(t *testing.T) {
 			t.Fatal("checks still refused after the held streams ended")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestGRPCServesTLS: with a certificate, the gRPC endpoint speaks TLS
+// (as config/ runs it), and a client that trusts the certificate checks
+// through it; a plaintext client gets nowhere.
+func TestGRPCServesTLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := testenv.WriteSelfSignedCert(certFile, keyFile, 1); err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture()
+	s := &GRPCServer{Addr: "127.0.0.1:0", Handler: f.h, CertFile: certFile, KeyFile: keyFile, Ready: func() bool { return true }}
+	addr, err := s.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = s.Start(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	creds, err := credentials.NewClientTLSFromFile(certFile, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := checkRequest("GET", "/api/articles", map[string]string{"authorization": "Bearer " + f.tokens["reader"]}, nil)
+	conn, err := grpc.NewClient(addr.String(), grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	resp, err := authv3.NewAuthorizationClient(conn).Check(context.Background(), req)
+	if err != nil || codes.Code(resp.GetStatus().GetCode()) != codes.OK {
+		t.Fatalf("over TLS: %v %v", resp, err)
+	}
+	plain, err := grpc.NewClient(addr.String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	short, stop := context.WithTimeout(context.Background(), 2*time.Second)
+	defer stop()
+	if _, err := authv3.NewAuthorizationClient(plain).Check(short, req); err == nil {
+		t.Fatal("a plaintext client was answered by the TLS endpoint")
 	}
 }
 

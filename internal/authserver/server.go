@@ -124,18 +124,11 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	srv := NewHTTPServer(s.Mux())
 	if s.CertFile != "" {
-		// The certificate is reloaded when its files change (cert-manager
-		// renews it in place), without a restart.
-		cw, err := certwatcher.New(s.CertFile, s.KeyFile)
+		tlsConfig, err := watchedTLS(ctx, s.CertFile, s.KeyFile, "auth endpoint")
 		if err != nil {
-			return fmt.Errorf("auth endpoint: %w", err)
+			return err
 		}
-		go func() {
-			if err := cw.Start(ctx); err != nil {
-				log.Error(err, "Stopped watching the auth endpoint's certificate")
-			}
-		}()
-		srv.TLSConfig = &tls.Config{GetCertificate: cw.GetCertificate, MinVersion: tls.VersionTLS12}
+		srv.TLSConfig = tlsConfig
 		if !s.EnableHTTP2 {
 			srv.TLSConfig.NextProtos = []string{"http/1.1"}
 			srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
@@ -161,6 +154,22 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		return err
 	}
+}
+
+// watchedTLS is a TLS config serving the certificate in certFile and
+// keyFile, reloaded when the files change (cert-manager renews them in
+// place), without a restart; what names the server in messages.
+func watchedTLS(ctx context.Context, certFile, keyFile, what string) (*tls.Config, error) {
+	cw, err := certwatcher.New(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	go func() {
+		if err := cw.Start(ctx); err != nil {
+			logf.FromContext(ctx).Error(err, "Stopped watching the certificate", "server", what)
+		}
+	}()
+	return &tls.Config{GetCertificate: cw.GetCertificate, MinVersion: tls.VersionTLS12}, nil
 }
 
 // NewHTTPServer is the auth endpoint's http.Server for h: its timeouts and
