@@ -60,7 +60,7 @@ func TestMain(m *testing.M) {
 
 // tool runs one of the repository's tool scripts and returns the path it prints.
 func tool(script string, args ...string) (string, error) {
-	cmd := exec.Command(filepath.Join(testenv.RepoRoot(), "hack", script), args...) //nolint:gosec // the repository's own scripts
+	cmd := exec.Command(filepath.Join(testenv.RepoRoot(), "hack", script), args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -86,7 +86,7 @@ func helmErrOut(args ...string) (string, error) {
 	if helmErr != nil {
 		return "", helmErr
 	}
-	cmd := exec.Command(helmBin, args...) //nolint:gosec // helm built by hack/tools.sh
+	cmd := exec.Command(helmBin, args...)
 	cmd.Env = append(os.Environ(),
 		"HELM_CACHE_HOME="+filepath.Join(helmHome, "cache"),
 		"HELM_CONFIG_HOME="+filepath.Join(helmHome, "config"),
@@ -122,7 +122,7 @@ func kubectlErrOut(stdin string, args ...string) (string, error) {
 	if kubectlErr != nil {
 		return "", kubectlErr
 	}
-	cmd := exec.Command(kubectlBin, args...) //nolint:gosec // kubectl
+	cmd := exec.Command(kubectlBin, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(stdin), &stdout, &stderr
 	if err := cmd.Run(); err != nil {
