@@ -215,6 +215,13 @@ func checkValuesFile(t *testing.T, name string, objs objects) {
 		if ca, _, _ := unstructured.NestedString(webhooks[0].(map[string]any), "clientConfig", "caBundle"); ca == "" {
 			t.Error("no caBundle from webhook.certificate.caBundle")
 		}
+		monitored := render(t, "--values", filepath.Join(chartDir, "ci", name), "--set", "serviceMonitor.enabled=true", "--set", "prometheusRule.enabled=true")
+		if monitored.get("ServiceMonitor", "apitoken-auth") != nil || monitored.get("ServiceMonitor", "apitoken-operator") == nil {
+			t.Error("without the auth-only replicas: the auth ServiceMonitor is rendered, or the operator's is not")
+		}
+		if rules := fmt.Sprint(monitored.get("PrometheusRule", "apitoken-operator").Object); strings.Contains(rules, "ApiTokenAuthEndpointDown") || !strings.Contains(rules, "ApiTokenOperatorDown") {
+			t.Error("without the auth-only replicas: ApiTokenAuthEndpointDown is rendered, or ApiTokenOperatorDown is not")
+		}
 	}
 }
 
