@@ -32,6 +32,10 @@ help: ## Show this help.
 manifests: controller-gen ## Generate the CRD, RBAC and webhook manifests.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd webhook paths="./..." output:crd:artifacts:config=config/crd/bases
 
+.PHONY: chart
+chart: manifests ## Copy the CRD, RBAC rules, webhook configurations and alerts of config/ into charts/apitoken-operator.
+	hack/helm-chart.sh
+
 .PHONY: generate
 generate: controller-gen ## Generate DeepCopy methods.
 	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./..."
@@ -49,8 +53,9 @@ lint: golangci-lint ## Run golangci-lint.
 	$(GOLANGCI_LINT) run ./...
 
 .PHONY: verify
-verify: manifests generate golangci-lint ## Regenerate and fail on a diff; gofmt, vet, lint.
-	@git diff --exit-code -- api config || (echo "generated files are stale: run 'make manifests generate' and commit"; exit 1)
+verify: manifests generate chart golangci-lint ## Regenerate and fail on a diff; gofmt, vet, lint.
+	@git diff --exit-code -- api config charts || (echo "generated files are stale: run 'make manifests generate chart' and commit"; exit 1)
+	@test -z "$$(git status --porcelain -- charts)" || (git status --porcelain -- charts; echo "charts/ has files git does not know: run 'make chart' and commit"; exit 1)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)
 	go vet ./...
 	$(GOLANGCI_LINT) run ./...
@@ -61,7 +66,7 @@ envtest: ## Build (once, cached per user) etcd, kube-apiserver and kube-controll
 	@mkdir -p $(LOCALBIN) && ln -sfn $(ENVTEST_DIR) $(LOCALBIN)/k8s
 
 .PHONY: test
-test: manifests generate envtest tools ## Run every test: unit, fuzz seeds, envtest suites, real nginx and Caddy, e2e.
+test: manifests generate chart envtest tools ## Run every test: unit, fuzz seeds, envtest suites, real nginx and Caddy, the Helm chart, e2e.
 	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-e2e
@@ -78,9 +83,10 @@ bench: envtest ## Measure against the alternatives (bench/) and write docs/bench
 	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go run ./bench -out docs/benchmarks.md
 
 .PHONY: tools
-tools: ## Install (once, cached per user) the real programs the tests run: Caddy, promtool.
+tools: ## Install (once, cached per user) the real programs the tests run: Caddy, promtool, helm.
 	@hack/tools.sh caddy >/dev/null
 	@hack/tools.sh promtool >/dev/null
+	@hack/tools.sh helm >/dev/null
 
 ##@ Build
 
@@ -102,8 +108,21 @@ run: manifests generate envtest ## Run the operator on a local control plane; CL
 	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) CLUSTER=$(CLUSTER) hack/run-local.sh
 
 .PHONY: docker-build
-docker-build: ## Build the container image.
+docker-build: ## Build the container image with Docker (Dockerfile, distroless base).
 	docker build -t $(IMG) .
+
+# make image: the same binary and user as the Dockerfile's, built without a
+# container daemon and without pulling a base image (hack/image).
+IMAGE_ARCH ?= $(shell go env GOARCH)
+IMAGE_TAR ?= $(LOCALBIN)/apitoken-operator-image.tar
+IMAGE_OCI ?= $(LOCALBIN)/apitoken-operator-image.oci
+IMAGE_VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+
+.PHONY: image
+image: ## Build the image without Docker: bin/apitoken-operator-image.tar (docker load, crane push) and an OCI layout; IMG names it.
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) go build -trimpath -ldflags="-s -w" -o $(LOCALBIN)/manager-linux-$(IMAGE_ARCH) ./cmd
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) go run ./hack/image -binary $(LOCALBIN)/manager-linux-$(IMAGE_ARCH) -tag $(IMG) \
+		-o $(IMAGE_TAR) -oci-layout $(IMAGE_OCI) -version "$(IMAGE_VERSION)" -revision "$$(git rev-parse HEAD)"
 
 ##@ Deployment
 

@@ -9,6 +9,10 @@
 #          promtool  (github.com/prometheus/prometheus/cmd/promtool, PROMTOOL_VERSION, default v0.316.0,
 #                     built with -tags remove_all_sd: no service discovery, which
 #                     checking and testing rules never use; about half the build)
+#          helm      (helm.sh/helm/v3/cmd/helm, HELM_VERSION, default v3.22.0, linked as
+#                     helm's Makefile links a release: its version, and its
+#                     client-go's Kubernetes version as the default of
+#                     `helm template` and `helm lint`, 1.20 otherwise)
 #
 # Environment: TOOLS_CACHE (default ${XDG_DATA_HOME:-$HOME/.local/share}/apitoken-operator/tools).
 # On failure it prints the step, the command and the end of its output, and
@@ -17,6 +21,7 @@ set -euo pipefail
 
 CADDY_VERSION=${CADDY_VERSION:-v2.11.9}
 PROMTOOL_VERSION=${PROMTOOL_VERSION:-v0.316.0}
+HELM_VERSION=${HELM_VERSION:-v3.22.0}
 TOOLS_CACHE=${TOOLS_CACHE:-${XDG_DATA_HOME:-$HOME/.local/share}/apitoken-operator/tools}
 
 log() { echo "tools: $*" >&2; }
@@ -35,10 +40,25 @@ case "$tool" in
     dir="$TOOLS_CACHE/promtool-$PROMTOOL_VERSION-$(go env GOOS)-$(go env GOARCH)-nosd"
     pkg="github.com/prometheus/prometheus/cmd/promtool@$PROMTOOL_VERSION"
     tags="remove_all_sd" ;;
+  helm)
+    dir="$TOOLS_CACHE/helm-$HELM_VERSION-$(go env GOOS)-$(go env GOARCH)"
+    pkg="helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+    tags="" ;;
   *)
-    log "usage: hack/tools.sh caddy|promtool"
+    log "usage: hack/tools.sh caddy|promtool|helm"
     exit 2 ;;
 esac
+
+# helm_ldflags prints the flags helm's own Makefile links a release with.
+helm_ldflags() {
+  local gomod minor
+  gomod=$(go mod download -json "helm.sh/helm/v3@$HELM_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  minor=$(awk '$1 == "k8s.io/client-go" {print $2}' "$gomod" | cut -d. -f2)
+  [[ -n "$minor" ]] || { log "FAILED: no k8s.io/client-go in helm $HELM_VERSION's go.mod ($gomod)"; exit 1; }
+  echo "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.metadata=" \
+    "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor" \
+    "-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor"
+}
 
 mkdir -p "$dir"
 exec 9>"$dir/.lock"
@@ -46,7 +66,9 @@ flock 9
 if [[ ! -x "$dir/$tool" ]]; then
   log "installing $pkg (a few minutes, once per machine)..."
   start=$(date +%s)
-  GOBIN="$dir" GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod run "go install -tags '$tags' $pkg" go install -tags "$tags" "$pkg"
+  ldflags=""
+  if [[ "$tool" == helm ]]; then ldflags=$(GOFLAGS=-mod=mod helm_ldflags); fi
+  GOBIN="$dir" GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod run "go install -tags '$tags' $pkg" go install -tags "$tags" -ldflags "$ldflags" "$pkg"
   log "installed $tool in $(($(date +%s) - start))s"
 fi
 echo "$dir/$tool"

@@ -1,0 +1,251 @@
+// Package helm tests the Helm chart charts/apitoken-operator with the real
+// helm (built once per machine by hack/tools.sh) and a real kube-apiserver
+// (envtest): helm lint; helm template for the defaults and each values
+// file of charts/apitoken-operator/ci, every object applied with a
+// server-side dry run; the defaults against what kustomize builds from
+// config/; and helm install and upgrade with the certificates Helm
+// generates.
+package helm
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/apitoken-operator/apitoken-operator/internal/testenv"
+)
+
+const (
+	release   = "apitoken-operator"
+	namespace = "apitoken-system"
+)
+
+var (
+	chartDir = filepath.Join(testenv.RepoRoot(), "charts", "apitoken-operator")
+
+	helmOnce sync.Once
+	helmBin  string
+	helmErr  error
+
+	kubectlOnce sync.Once
+	kubectlBin  string
+	kubectlErr  error
+
+	// helmHome keeps helm's cache, config and data out of the user's.
+	helmHome string
+)
+
+func TestMain(m *testing.M) {
+	var err error
+	if helmHome, err = os.MkdirTemp("", "apitoken-helm-"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	stopCluster()
+	_ = os.RemoveAll(helmHome)
+	os.Exit(code)
+}
+
+// tool runs one of the repository's tool scripts and returns the path it prints.
+func tool(script string, args ...string) (string, error) {
+	cmd := exec.Command(filepath.Join(testenv.RepoRoot(), "hack", script), args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("hack/%s %s: %w\n%s", script, strings.Join(args, " "), err, stderr.String())
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// helm runs the helm binary with args and returns its stdout; it fails the
+// test on a non-zero exit, with stderr.
+func helm(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := helmErrOut(args...)
+	if err != nil {
+		t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func helmErrOut(args ...string) (string, error) {
+	helmOnce.Do(func() { helmBin, helmErr = tool("tools.sh", "helm") })
+	if helmErr != nil {
+		return "", helmErr
+	}
+	cmd := exec.Command(helmBin, args...)
+	cmd.Env = append(os.Environ(),
+		"HELM_CACHE_HOME="+filepath.Join(helmHome, "cache"),
+		"HELM_CONFIG_HOME="+filepath.Join(helmHome, "config"),
+		"HELM_DATA_HOME="+filepath.Join(helmHome, "data"))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String() + stderr.String(), err
+	}
+	return stdout.String(), nil
+}
+
+// kubectl runs kubectl (from PATH, or built from Go modules by
+// hack/envtest-binaries.sh as test/e2e does) with stdin and returns stdout.
+func kubectl(t *testing.T, stdin string, args ...string) string {
+	t.Helper()
+	out, err := kubectlErrOut(stdin, args...)
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+func kubectlErrOut(stdin string, args ...string) (string, error) {
+	kubectlOnce.Do(func() {
+		if kubectlBin, kubectlErr = exec.LookPath("kubectl"); kubectlErr == nil {
+			return
+		}
+		var dir string
+		dir, kubectlErr = tool("envtest-binaries.sh", "kubectl")
+		kubectlBin = filepath.Join(dir, "kubectl")
+	})
+	if kubectlErr != nil {
+		return "", kubectlErr
+	}
+	cmd := exec.Command(kubectlBin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(stdin), &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String() + stderr.String(), err
+	}
+	return stdout.String(), nil
+}
+
+// valuesFiles returns the documented values files (charts/apitoken-operator/ci).
+func valuesFiles(t *testing.T) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(chartDir, "ci", "*-values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) < 4 {
+		t.Fatalf("expected the four documented values files in %s/ci, found %v", chartDir, files)
+	}
+	return files
+}
+
+// render runs helm template for the release in namespace with args (values
+// files, --set) and returns the objects.
+func render(t *testing.T, args ...string) objects {
+	t.Helper()
+	return parse(t, helm(t, append([]string{"template", release, chartDir, "--namespace", namespace}, args...)...))
+}
+
+// objects is the objects of a multi-document YAML stream.
+type objects []*unstructured.Unstructured
+
+func parse(t *testing.T, manifests string) objects {
+	t.Helper()
+	var out objects
+	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(manifests), 4096)
+	for {
+		u := &unstructured.Unstructured{}
+		err := dec.Decode(&u.Object)
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("parsing manifests: %v", err)
+		}
+		if len(u.Object) > 0 {
+			out = append(out, u)
+		}
+	}
+}
+
+// key names an object: kind namespace/name.
+func key(u *unstructured.Unstructured) string {
+	return u.GetKind() + " " + u.GetNamespace() + "/" + u.GetName()
+}
+
+// get returns the object of that kind and name, or nil.
+func (o objects) get(kind, name string) *unstructured.Unstructured {
+	for _, u := range o {
+		if u.GetKind() == kind && u.GetName() == name {
+			return u
+		}
+	}
+	return nil
+}
+
+// keys returns the sorted keys of the objects.
+func (o objects) keys() []string {
+	var out []string
+	for _, u := range o {
+		out = append(out, key(u))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// yamlStream joins objects back into one YAML stream.
+func (o objects) yamlStream(t *testing.T) string {
+	t.Helper()
+	var b strings.Builder
+	for _, u := range o {
+		data, err := u.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.WriteString("---\n")
+		b.Write(data)
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+func TestLint(t *testing.T) {
+	for _, args := range append([][]string{nil}, func() [][]string {
+		var out [][]string
+		for _, f := range valuesFiles(t) {
+			out = append(out, []string{"--values", f})
+		}
+		return out
+	}()...) {
+		t.Run(strings.Join(append([]string{"defaults"}, args...), " "), func(t *testing.T) {
+			out := helm(t, append([]string{"lint", "--strict", chartDir}, args...)...)
+			if !strings.Contains(out, "1 chart(s) linted, 0 chart(s) failed") {
+				t.Fatalf("helm lint:\n%s", out)
+			}
+			if strings.Contains(out, "[WARNING]") || strings.Contains(out, "[ERROR]") {
+				t.Fatalf("helm lint warns:\n%s", out)
+			}
+		})
+	}
+}
+
+// TestRefusedValues: values that cannot work fail the rendering with a
+// message that says what to set.
+func TestRefusedValues(t *testing.T) {
+	for _, tc := range []struct{ set, want string }{
+		{"webhook.certificate.source=vault", `webhook.certificate.source must be one of certManager, helm, secret, not "vault"`},
+		{"auth.tls.source=none", `auth.tls.source must be one of certManager, helm, secret, not "none"`},
+		{"webhook.certificate.source=secret", "webhook.certificate.source secret needs webhook.certificate.caBundle"},
+		{"networkPolicy.enabled=true", "networkPolicy.enabled needs networkPolicy.apiServerCIDRs"},
+	} {
+		out, err := helmErrOut("template", release, chartDir, "--namespace", namespace, "--set", tc.set)
+		if err == nil || !strings.Contains(out, tc.want) {
+			t.Errorf("--set %s: want a failure saying %q, got %v:\n%s", tc.set, tc.want, err, out)
+		}
+	}
+}
