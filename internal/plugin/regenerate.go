@@ -55,11 +55,7 @@ on secrets.`,
 }
 
 func (o *regenerateOptions) run(ctx context.Context, name string) error {
-	s, err := o.connect()
-	if err != nil {
-		return err
-	}
-	at, err := s.tokens.Get(ctx, s.namespace, name)
+	s, at, err := o.connectTo(ctx, name)
 	if err != nil {
 		return err
 	}

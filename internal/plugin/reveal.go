@@ -35,11 +35,7 @@ the ApiToken and on secrets.`,
 }
 
 func (o *rootOptions) reveal(ctx context.Context, name string) error {
-	s, err := o.connect()
-	if err != nil {
-		return err
-	}
-	at, err := s.tokens.Get(ctx, s.namespace, name)
+	s, at, err := o.connectTo(ctx, name)
 	if err != nil {
 		return err
 	}

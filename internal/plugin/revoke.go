@@ -41,11 +41,7 @@ into the Secret (Event Unrevoked). The revoked token stays invalid.`
 }
 
 func (o *rootOptions) setRevoked(ctx context.Context, name string, revoke bool) error {
-	s, err := o.connect()
-	if err != nil {
-		return err
-	}
-	at, err := s.tokens.Get(ctx, s.namespace, name)
+	s, at, err := o.connectTo(ctx, name)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@
 package plugin
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -17,6 +18,8 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 )
 
 // rootOptions holds what every command shares: the connection flags and
@@ -94,6 +97,20 @@ type session struct {
 }
 
 // connect builds the clients from the connection flags.
+// connectTo connects and reads the ApiToken name in the session's
+// namespace, as every command on one token starts.
+func (o *rootOptions) connectTo(ctx context.Context, name string) (*session, *tokensv1alpha1.ApiToken, error) {
+	s, err := o.connect()
+	if err != nil {
+		return nil, nil, err
+	}
+	at, err := s.tokens.Get(ctx, s.namespace, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, at, nil
+}
+
 func (o *rootOptions) connect() (*session, error) {
 	ns, explicit, err := o.configFlags.ToRawKubeConfigLoader().Namespace()
 	if err != nil {
