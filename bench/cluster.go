@@ -3,7 +3,10 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -18,22 +21,31 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-operator/apitoken-operator/internal/testenv"
+	"github.com/apitoken-operator/apitoken-operator/internal/token"
 )
 
 type clusterBench struct {
 	env        *testenv.Env
-	c          client.Client
+	c          client.WithWatch
 	kubeconfig string
 	binary     string
 	dir        string
 	op         *exec.Cmd
 	authURL    string
 	probeURL   string
+	metricsURL string
+	pprofURL   string
+	// profile, when set, is the folder where the largest wave's CPU
+	// profiles (operator and kube-apiserver) and the operator's heap
+	// profile are written.
+	profile string
 }
 
 // stageCluster runs the operator binary against a real kube-apiserver and
@@ -42,7 +54,7 @@ type clusterBench struct {
 // and restart-to-ready time.
 func stageCluster(cfg *config, r *report) error {
 	ctx := context.Background()
-	cb := &clusterBench{}
+	cb := &clusterBench{profile: cfg.profile}
 	var err error
 	if cb.dir, err = os.MkdirTemp("", "bench-cluster-"); err != nil {
 		return err
@@ -57,7 +69,7 @@ func stageCluster(cfg *config, r *report) error {
 	}
 	defer func() { _ = cb.env.Stop() }()
 	cb.env.Config.QPS, cb.env.Config.Burst = 2000, 4000
-	if cb.c, err = client.New(cb.env.Config, client.Options{Scheme: testenv.Scheme()}); err != nil {
+	if cb.c, err = client.NewWithWatch(cb.env.Config, client.Options{Scheme: testenv.Scheme()}); err != nil {
 		return err
 	}
 	cb.kubeconfig = filepath.Join(cb.dir, "kubeconfig")
@@ -68,7 +80,6 @@ func stageCluster(cfg *config, r *report) error {
 		return err
 	}
 
-	var md, sum strings.Builder
 	// Memory with no token.
 	if _, err := cb.startOperator(); err != nil {
 		return err
@@ -77,76 +88,135 @@ func stageCluster(cfg *config, r *report) error {
 	rss0 := cb.rss()
 	cb.stopOperator()
 
-	md.WriteString("## 4. Reconcile throughput\n\nApiTokens created by 16 concurrent clients until all are `Active`, next to the API server floor: the same client creating, for each token, the ApiToken, a plain Secret and one status write (the three writes the operator's path costs, done directly). The operator is the real binary; writes are counted from kube-apiserver's `apiserver_request_total` (Secrets and ApiTokens, Events excluded). One round per size (the 10k runs are long).\n\n| tokens | floor | operator: applied → all Active | ratio | operator writes per token | writes in 10 s idle |\n| --- | --- | --- | --- | --- | --- |\n")
-	var memRows []string
-	var last int
-	for _, n := range cfg.tokens {
-		floor, err := cb.floor(ctx, n)
+	var points []point
+	for i, n := range cfg.tokens {
+		fmt.Fprintf(os.Stderr, "bench: cluster: %d tokens...\n", n)
+		p, err := cb.measure(ctx, n)
 		if err != nil {
 			return err
 		}
-		if _, err := cb.startOperator(); err != nil {
-			return err
-		}
-		before, err := cb.writes(ctx)
-		if err != nil {
-			return err
-		}
-		ns := fmt.Sprintf("ours-%d", n)
-		start := time.Now()
-		if err := cb.createTokens(ctx, ns, n); err != nil {
-			return err
-		}
-		if err := cb.waitActive(ctx, ns, n, 10*time.Minute); err != nil {
-			return err
-		}
-		took := time.Since(start)
-		after, _ := cb.writes(ctx)
-		perToken := float64(after-before-int64(n)) / float64(n)
-		time.Sleep(2 * time.Second)
-		idle0, _ := cb.writes(ctx)
-		time.Sleep(10 * time.Second)
-		idle1, _ := cb.writes(ctx)
-		rss := cb.rss()
-		fmt.Fprintf(&md, "| %d | %v | %v | %.1fx | %.2f | %d |\n", n, floor.Round(time.Millisecond), took.Round(time.Millisecond), float64(took)/float64(floor), perToken, idle1-idle0)
-		fmt.Fprintf(&sum, "reconcile %-6d floor %v ours %v (%.1fx), %.2f writes/token, %d idle writes\n", n, floor.Round(time.Millisecond), took.Round(time.Millisecond), float64(took)/float64(floor), perToken, idle1-idle0)
-		memRows = append(memRows, fmt.Sprintf("| %d | %.1f MiB | %.2f KiB |", n, float64(rss)/(1<<20), float64(rss-rss0)/float64(n)/1024))
-		last = n
-		if n != cfg.tokens[len(cfg.tokens)-1] {
-			cb.stopOperator()
+		points = append(points, p)
+		fmt.Fprintf(os.Stderr, "bench: cluster: %+v\n", p)
+		cb.stopOperator()
+		if i < len(cfg.tokens)-1 {
+			ns := fmt.Sprintf("ours-%d", n)
 			if err := cb.c.DeleteAllOf(ctx, &tokensv1alpha1.ApiToken{}, client.InNamespace(ns)); err != nil {
 				return err
 			}
 		}
 	}
-	md.WriteString("\nTarget: 10k ApiTokens Ready in ≤ 60 s, at most 2 API writes per new token, no writes while idle.\n\n")
-
-	// Propagation: revoke -> first refusal, on the running operator.
-	prop, err := cb.propagation(ctx, fmt.Sprintf("ours-%d", last), 100)
-	if err != nil {
+	md, sum := clusterReport(points, rss0)
+	if err := plotScale(points, rss0, cfg.plot); err != nil {
 		return err
 	}
-	fmt.Fprintf(&md, "## 5. Propagation\n\nFrom the revoke (`spec.revoked: true`, a patch) returning to the first 401 from the operator's auth endpoint (polled every millisecond), %d tries, with %d ApiTokens in the cluster.\n\n| p50 | p99 | max |\n| --- | --- | --- |\n| %v | %v | %v |\n\nTarget: < 1 s at p99 (kube-apiserver's own webhook-token cache holds answers for 2 minutes by default).\n\n",
-		len(prop), last, pctDur(prop, 0.5), pctDur(prop, 0.99), pctDur(prop, 1))
-	fmt.Fprintf(&sum, "propagation p50 %v p99 %v\n", pctDur(prop, 0.5), pctDur(prop, 0.99))
-
-	// Restart to ready with the last size loaded.
-	cb.stopOperator()
-	ready, err := cb.startOperator()
-	if err != nil {
-		return err
-	}
-	cb.stopOperator()
-
-	md.WriteString("## 6. Memory and restart\n\nResident memory (VmRSS) of the operator process after all tokens are Active; per token is the growth over the empty operator. The operator caches only its own Secrets, without managed fields.\n\n| tokens | RSS | per token |\n| --- | --- | --- |\n")
-	fmt.Fprintf(&md, "| 0 | %.1f MiB | |\n", float64(rss0)/(1<<20))
-	for _, row := range memRows {
-		md.WriteString(row + "\n")
-	}
-	fmt.Fprintf(&md, "\nRestart with %d ApiTokens: process start → auth endpoint `/readyz` 200 (cache synced, index built) in %v.\n\nTargets: ≤ 4 KiB per token for the operator; ready within 5 s of a restart with 10k tokens. 100k tokens are not measured by default (creating them takes most of an hour here); run `go run ./bench -skip verify,http,tokenreview -reconcile-tokens 100000` for it.\n", last, ready.Round(time.Millisecond))
-	fmt.Fprintf(&sum, "memory empty %.1f MiB; %s; restart->ready %v\n", float64(rss0)/(1<<20), strings.Join(memRows, " "), ready.Round(time.Millisecond))
-	r.add(md.String(), sum.String())
+	r.add(md, sum)
 	return nil
+}
+
+// point is one size of the scale curve.
+type point struct {
+	n                   int
+	floor, took         time.Duration
+	writesPerToken      float64
+	idleWrites          int64
+	wave                wave
+	maxQueueDepth       float64
+	rss, apiRSS, etcRSS int64
+	revoke              []time.Duration
+	ready               time.Duration
+	verifyNs            float64
+}
+
+// measure creates n ApiTokens next to the floor, and measures the wave,
+// memory, revoke propagation, restart and verification at that size. The
+// operator is left running with the n tokens.
+func (cb *clusterBench) measure(ctx context.Context, n int) (point, error) {
+	p := point{n: n}
+	var err error
+	if p.floor, err = cb.floor(ctx, n); err != nil {
+		return p, err
+	}
+	if _, err := cb.startOperator(); err != nil {
+		return p, err
+	}
+	before, err := cb.writes(ctx)
+	if err != nil {
+		return p, err
+	}
+	w0, err := cb.waveCounters(ctx)
+	if err != nil {
+		return p, err
+	}
+	stop := make(chan struct{})
+	depth := cb.watchQueue(ctx, stop)
+	cb.profileWave(ctx, min(30, max(5, n/400)), fmt.Sprint(n))
+	ns := fmt.Sprintf("ours-%d", n)
+	if err := cb.ensureNS(ctx, ns); err != nil {
+		return p, err
+	}
+	waitActive, err := cb.watchActive(ctx, ns)
+	if err != nil {
+		return p, err
+	}
+	start := time.Now()
+	if err := cb.createTokens(ctx, ns, n); err != nil {
+		return p, err
+	}
+	if err := waitActive(n, time.Duration(n/50+600)*time.Second); err != nil {
+		return p, err
+	}
+	p.took = time.Since(start)
+	close(stop)
+	p.maxQueueDepth = <-depth
+	after, _ := cb.writes(ctx)
+	p.writesPerToken = float64(after-before-int64(n)) / float64(n)
+	w1, err := cb.waveCounters(ctx)
+	if err != nil {
+		return p, err
+	}
+	p.wave = w1.minus(w0)
+	time.Sleep(2 * time.Second)
+	idle0, _ := cb.writes(ctx)
+	time.Sleep(10 * time.Second)
+	idle1, _ := cb.writes(ctx)
+	p.idleWrites = idle1 - idle0
+	p.rss = cb.rss()
+	p.apiRSS, p.etcRSS = childRSS("kube-apiserver"), childRSS("etcd")
+	cb.heapProfile(ctx, fmt.Sprint(n))
+	if p.revoke, err = cb.propagation(ctx, ns, 100); err != nil {
+		return p, err
+	}
+	cb.stopOperator()
+	if p.ready, err = cb.startOperator(); err != nil {
+		return p, err
+	}
+	p.verifyNs = verifyAt(n)
+	return p, nil
+}
+
+// childRSS is the resident memory of this process's child named comm
+// (envtest's kube-apiserver and etcd), or 0.
+func childRSS(comm string) int64 {
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	self := strconv.Itoa(os.Getpid())
+	for _, d := range dirs {
+		stat, err := os.ReadFile(filepath.Join(d, "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...
+		s := string(stat)
+		open, closing := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || closing < open || s[open+1:closing] != comm {
+			continue
+		}
+		if f := strings.Fields(s[closing+1:]); len(f) < 2 || f[1] != self {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(d))
+		return rssOf(pid)
+	}
+	return 0
 }
 
 func (cb *clusterBench) startOperator() (time.Duration, error) {
@@ -155,16 +225,19 @@ func (cb *clusterBench) startOperator() (time.Duration, error) {
 		defer ln.Close()
 		return ln.Addr().(*net.TCPAddr).Port
 	}
-	auth, probe := port(), port()
+	auth, probe, metrics, pprof := port(), port(), port(), port()
 	cb.authURL = fmt.Sprintf("http://127.0.0.1:%d", auth)
 	cb.probeURL = fmt.Sprintf("http://127.0.0.1:%d", probe)
+	cb.metricsURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", metrics)
+	cb.pprofURL = fmt.Sprintf("http://127.0.0.1:%d/debug/pprof", pprof)
 	log, err := os.OpenFile(filepath.Join(cb.dir, "operator.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return 0, err
 	}
-	cb.op = exec.Command(cb.binary, "--namespace=apitoken-system", "--enable-webhooks=false", "--metrics-bind-address=0", //nolint:gosec // the binary just built
+	cb.op = exec.Command(cb.binary, "--namespace=apitoken-system", "--enable-webhooks=false", //nolint:gosec // the binary just built
+		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metrics), fmt.Sprintf("--pprof-bind-address=127.0.0.1:%d", pprof),
 		fmt.Sprintf("--auth-bind-address=127.0.0.1:%d", auth), fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", probe),
-		"--max-concurrent-reconciles=8", "--auth-default-namespaces=*")
+		"--grpc-auth-bind-address=0", "--max-concurrent-reconciles=16", "--auth-default-namespaces=*")
 	cb.op.Env = append(os.Environ(), "KUBECONFIG="+cb.kubeconfig)
 	cb.op.Stdout, cb.op.Stderr = log, log
 	start := time.Now()
@@ -193,7 +266,12 @@ func (cb *clusterBench) stopOperator() {
 
 // rss returns the operator's resident memory in bytes.
 func (cb *clusterBench) rss() int64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", cb.op.Process.Pid))
+	return rssOf(cb.op.Process.Pid)
+}
+
+// rssOf returns a process's resident memory (VmRSS) in bytes, or 0.
+func rssOf(pid int) int64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
@@ -256,28 +334,59 @@ func (cb *clusterBench) createTokens(ctx context.Context, ns string, n int) erro
 	})
 }
 
-// floor times the writes the operator's path needs, done by a plain client:
-// create the ApiToken, create a Secret, write its status once.
+// floor times the writes the operator's path needs, done by a plain
+// client with the same objects: create the ApiToken, create its Secret
+// (same labels, annotations, owner and data size), write its status once
+// (same fields the operator records).
 func (cb *clusterBench) floor(ctx context.Context, n int) (time.Duration, error) {
 	ns := fmt.Sprintf("floor-%d", n)
 	if err := cb.ensureNS(ctx, ns); err != nil {
 		return 0, err
 	}
+	random := func(n int) string {
+		b := make([]byte, n)
+		_, _ = rand.Read(b)
+		return base64.StdEncoding.EncodeToString(b)
+	}
 	start := time.Now()
 	err := parallel(n, 16, func(i int) error {
+		name := fmt.Sprintf("t%d", i)
 		at := &tokensv1alpha1.ApiToken{
-			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("t%d", i), Namespace: ns},
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 			Spec:       tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "30d"},
 		}
 		if err := cb.c.Create(ctx, at); err != nil {
 			return err
 		}
-		if err := cb.c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("t%d-token", i), Namespace: ns},
-			Data: map[string][]byte{"token": []byte("x")}}); err != nil {
+		now := metav1.NewTime(time.Now().Truncate(time.Second))
+		expires := metav1.NewTime(now.Add(30 * 24 * time.Hour))
+		issued := now.UTC().Format(time.RFC3339)
+		tok, _ := token.Generate()
+		if err := cb.c.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: name + "-token", Namespace: ns,
+				Labels: map[string]string{tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue, tokensv1alpha1.ApiTokenLabel: name},
+				Annotations: map[string]string{tokensv1alpha1.IssuedAtAnnotation: issued, tokensv1alpha1.SealAnnotation: random(64),
+					tokensv1alpha1.SaltIDAnnotation: "0123456789abcdef"},
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: tokensv1alpha1.GroupVersion.String(), Kind: "ApiToken", Name: name, UID: at.UID,
+					Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}}},
+			Type: corev1.SecretTypeOpaque,
+			Data: map[string][]byte{tokensv1alpha1.SecretTokenKey: []byte(tok)}}); err != nil {
 			return err
 		}
-		patch := client.MergeFrom(at.DeepCopy())
-		at.Status.Phase = tokensv1alpha1.PhaseActive
+		patch := client.MergeFromWithOptions(at.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		at.Status = tokensv1alpha1.ApiTokenStatus{
+			Phase: tokensv1alpha1.PhaseActive, ObservedGeneration: at.Generation,
+			SecretRef: &tokensv1alpha1.SecretReference{Name: name + "-token"},
+			IssuedAt:  &now, ExpiresAt: &expires,
+			Verification: &tokensv1alpha1.Verification{Hash: random(64), SaltID: "0123456789abcdef"},
+			Granted:      &tokensv1alpha1.Granted{Type: tokensv1alpha1.ReadOnly, Audience: tokensv1alpha1.ContentAPI},
+			Conditions: []metav1.Condition{
+				{Type: tokensv1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: tokensv1alpha1.ReasonActive, ObservedGeneration: at.Generation,
+					LastTransitionTime: now, Message: "Secret " + name + "-token holds a valid token"},
+				{Type: tokensv1alpha1.ConditionExpiringSoon, Status: metav1.ConditionFalse, Reason: tokensv1alpha1.ReasonNotExpiringSoon, ObservedGeneration: at.Generation,
+					LastTransitionTime: now, Message: "The token expires at " + expires.UTC().Format(time.RFC3339)},
+			},
+		}
 		return cb.c.Status().Patch(ctx, at, patch)
 	})
 	took := time.Since(start)
@@ -291,25 +400,51 @@ func (cb *clusterBench) floor(ctx context.Context, n int) (time.Duration, error)
 	return took, cb.c.DeleteAllOf(ctx, &corev1.Secret{}, client.InNamespace(ns))
 }
 
-func (cb *clusterBench) waitActive(ctx context.Context, ns string, n int, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		var list tokensv1alpha1.ApiTokenList
-		if err := cb.c.List(ctx, &list, client.InNamespace(ns)); err != nil {
-			return err
+func (cb *clusterBench) watchActive(ctx context.Context, ns string) (func(n int, timeout time.Duration) error, error) {
+	w, err := cb.c.Watch(ctx, &tokensv1alpha1.ApiTokenList{}, client.InNamespace(ns))
+	if err != nil {
+		return nil, err
+	}
+	return func(n int, timeout time.Duration) error {
+		defer func() { w.Stop() }()
+		active, count := map[string]bool{}, 0
+		set := func(name string, is bool) {
+			switch was := active[name]; {
+			case is && !was:
+				count++
+			case was && !is:
+				count--
+			}
+			active[name] = is
 		}
-		active := 0
-		for _, at := range list.Items {
-			if at.Status.Phase == tokensv1alpha1.PhaseActive {
-				active++
+		deadline := time.After(timeout)
+		for count < n {
+			select {
+			case ev, ok := <-w.ResultChan():
+				if at, isToken := ev.Object.(*tokensv1alpha1.ApiToken); ok && isToken {
+					set(at.Name, at.Status.Phase == tokensv1alpha1.PhaseActive && ev.Type != watch.Deleted)
+					continue
+				}
+				// Ended, or an error: recount, and watch on from there.
+				fmt.Fprintf(os.Stderr, "bench: the watch of %s ended (%v); resuming\n", ns, ev.Object)
+				w.Stop()
+				var list tokensv1alpha1.ApiTokenList
+				if err := cb.c.List(ctx, &list, client.InNamespace(ns)); err != nil {
+					return err
+				}
+				active, count = map[string]bool{}, 0
+				for i := range list.Items {
+					set(list.Items[i].Name, list.Items[i].Status.Phase == tokensv1alpha1.PhaseActive)
+				}
+				if w, err = cb.c.Watch(ctx, &tokensv1alpha1.ApiTokenList{}, client.InNamespace(ns), &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: list.ResourceVersion}}); err != nil {
+					return err
+				}
+			case <-deadline:
+				return fmt.Errorf("not all %d ApiTokens in %s became Active in %v", n, ns, timeout)
 			}
 		}
-		if active == n {
-			return nil
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	return fmt.Errorf("not all %d ApiTokens in %s became Active in %v", n, ns, timeout)
+		return nil
+	}, nil
 }
 
 // writes returns kube-apiserver's count of write requests on Secrets and
@@ -400,4 +535,148 @@ func pctDur(xs []time.Duration, p float64) time.Duration {
 		return 0
 	}
 	return s[int(p*float64(len(s)-1))].Round(100 * time.Microsecond)
+}
+
+// promSum sums, in the Prometheus text at url (fetched with hc), the
+// samples of metric whose labels contain every one of match.
+func promSum(ctx context.Context, hc *http.Client, url, metric string, match ...string) (float64, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var total float64
+	s := bufio.NewScanner(resp.Body)
+	s.Buffer(make([]byte, 1<<20), 1<<20)
+	for s.Scan() {
+		line := s.Text()
+		if !strings.HasPrefix(line, metric+"{") && !strings.HasPrefix(line, metric+" ") {
+			continue
+		}
+		ok := true
+		for _, m := range match {
+			ok = ok && strings.Contains(line, m)
+		}
+		if !ok {
+			continue
+		}
+		f := strings.Fields(line)
+		v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+		total += v
+	}
+	return total, s.Err()
+}
+
+// wave is what one reconcile wave cost, from the operator's and
+// kube-apiserver's own metrics.
+type wave struct {
+	reconciles, reconcileSeconds float64
+	maxQueueDepth                float64
+	queueWaitSeconds             float64
+	events, gets                 float64
+}
+
+// waveCounters reads the cumulative counters a wave is the difference of.
+func (cb *clusterBench) waveCounters(ctx context.Context) (wave, error) {
+	var w wave
+	hc := &http.Client{Timeout: 10 * time.Second}
+	api, err := rest.HTTPClientFor(cb.env.Config)
+	if err != nil {
+		return w, err
+	}
+	apiURL := strings.TrimSuffix(cb.env.Config.Host, "/") + "/metrics"
+	for _, q := range []struct {
+		into   *float64
+		hc     *http.Client
+		url    string
+		metric string
+		match  []string
+	}{
+		{&w.reconciles, hc, cb.metricsURL, "controller_runtime_reconcile_total", []string{`controller="apitoken"`}},
+		{&w.reconcileSeconds, hc, cb.metricsURL, "controller_runtime_reconcile_time_seconds_sum", []string{`controller="apitoken"`}},
+		{&w.queueWaitSeconds, hc, cb.metricsURL, "workqueue_queue_duration_seconds_sum", []string{`name="apitoken"`}},
+		{&w.events, api, apiURL, "apiserver_request_total", []string{`resource="events"`, `verb="POST"`}},
+		{&w.gets, api, apiURL, "apiserver_request_total", []string{`verb="GET"`, `scope="resource"`}},
+	} {
+		v, err := promSum(ctx, q.hc, q.url, q.metric, q.match...)
+		if err != nil {
+			return w, err
+		}
+		*q.into = v
+	}
+	return w, nil
+}
+
+func (w wave) minus(o wave) wave {
+	return wave{reconciles: w.reconciles - o.reconciles, reconcileSeconds: w.reconcileSeconds - o.reconcileSeconds,
+		queueWaitSeconds: w.queueWaitSeconds - o.queueWaitSeconds, events: w.events - o.events, gets: w.gets - o.gets}
+}
+
+// watchQueue samples the operator's work queue depth until stop is
+// closed, and returns the deepest it saw.
+func (cb *clusterBench) watchQueue(ctx context.Context, stop <-chan struct{}) <-chan float64 {
+	out := make(chan float64, 1)
+	go func() {
+		hc := &http.Client{Timeout: 2 * time.Second}
+		var deepest float64
+		for {
+			if d, err := promSum(ctx, hc, cb.metricsURL, "workqueue_depth", `name="apitoken"`); err == nil && d > deepest {
+				deepest = d
+			}
+			select {
+			case <-stop:
+				out <- deepest
+				return
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+	}()
+	return out
+}
+
+// profileWave writes CPU profiles of the operator and kube-apiserver,
+// taken over the first seconds of a wave, into cb.profile.
+func (cb *clusterBench) profileWave(ctx context.Context, seconds int, tag string) {
+	if cb.profile == "" {
+		return
+	}
+	api, err := rest.HTTPClientFor(cb.env.Config)
+	if err != nil {
+		return
+	}
+	get := func(hc *http.Client, url, file string) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := hc.Do(req)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench: profile %s: %v\n", file, err)
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(filepath.Join(cb.profile, file))
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		_, _ = io.Copy(f, resp.Body)
+	}
+	go get(&http.Client{Timeout: time.Duration(seconds+30) * time.Second}, fmt.Sprintf("%s/profile?seconds=%d", cb.pprofURL, seconds), "operator-cpu-"+tag+".pprof")
+	go get(api, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", strings.TrimSuffix(cb.env.Config.Host, "/"), seconds), "apiserver-cpu-"+tag+".pprof")
+}
+
+// heapProfile writes the operator's heap profile into cb.profile.
+func (cb *clusterBench) heapProfile(ctx context.Context, tag string) {
+	if cb.profile == "" {
+		return
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, cb.pprofURL+"/heap?gc=1", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	if f, err := os.Create(filepath.Join(cb.profile, "operator-heap-"+tag+".pprof")); err == nil {
+		_, _ = io.Copy(f, resp.Body)
+		_ = f.Close()
+	}
 }

@@ -27,6 +27,8 @@ type config struct {
 	duration time.Duration
 	tokens   []int
 	skip     map[string]bool
+	plot     string
+	profile  string
 }
 
 func main() {
@@ -46,7 +48,9 @@ func main() {
 	flag.StringVar(&cfg.out, "out", "docs/benchmarks.md", "Report to write.")
 	flag.IntVar(&cfg.rounds, "rounds", 3, "Interleaved rounds per comparison (medians are reported).")
 	flag.DurationVar(&cfg.duration, "duration", 2*time.Second, "Length of each HTTP load run.")
-	flag.StringVar(&tokens, "reconcile-tokens", "1000,10000", "ApiToken counts for the reconcile-throughput and memory stages.")
+	flag.StringVar(&tokens, "scale", "1k,10k", "ApiToken counts of the scale curve (cluster stage), e.g. 1k,10k,100k (100k takes most of an hour here).")
+	flag.StringVar(&cfg.plot, "plot", "docs/benchmarks-scale.png", "PNG of the scale curve to write (empty: none).")
+	flag.StringVar(&cfg.profile, "profile", "", "Folder for CPU profiles of the operator and kube-apiserver during each wave, and the operator's heap after it (empty: none).")
 	flag.StringVar(&skip, "skip", "", "Comma-separated stages to skip: verify,http,tokenreview,grpc,audit,cluster.")
 	flag.Parse()
 	cfg.skip = map[string]bool{}
@@ -55,11 +59,10 @@ func main() {
 			cfg.skip[s] = true
 		}
 	}
-	for _, s := range strings.Split(tokens, ",") {
-		var n int
-		if _, err := fmt.Sscan(s, &n); err == nil && n > 0 {
-			cfg.tokens = append(cfg.tokens, n)
-		}
+	var err error
+	if cfg.tokens, err = parseSizes(tokens); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
 	}
 	logf.SetLogger(logr.Discard()) // envtest's own chatter
 	r := &report{started: time.Now()}
