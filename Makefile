@@ -77,10 +77,13 @@ test-e2e: envtest ## Run the end-to-end tests against the built binary.
 fuzz: ## Fuzz every fuzz target of the repository (discovered) for FUZZTIME each (default 20s).
 	hack/fuzz.sh
 
+# Sizes of the scale curve; make bench SCALE=1k,10k,100k adds 100k (most of an hour here).
+SCALE ?= 1k,10k
+
 .PHONY: bench
-bench: envtest ## Measure against the alternatives (bench/) and write docs/benchmarks.md.
+bench: envtest ## Measure against the alternatives (bench/) and write docs/benchmarks.md (SCALE=1k,10k,100k for the 100k point).
 	go test -run '^$$' -bench . -benchmem ./internal/...
-	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go run ./bench -out docs/benchmarks.md
+	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go run ./bench -out docs/benchmarks.md -scale $(SCALE)
 
 .PHONY: tools
 tools: ## Install (once, cached per user) the real programs the tests run: Caddy, promtool, helm.

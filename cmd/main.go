@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"time"
 
@@ -75,6 +77,8 @@ func main() {
 		lastUsedInterval           time.Duration
 		grpcAuthAddr               string
 		auditLog                   string
+		tokenMetrics               string
+		generatedEvents            bool
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint (use :8443 with --metrics-secure); 0 disables it.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", false, "Serve metrics over HTTPS with authentication and authorization (as in-cluster).")
@@ -105,10 +109,18 @@ func main() {
 	flag.StringVar(&reportUsageTokenFile, "report-usage-token-file", "/var/run/secrets/kubernetes.io/serviceaccount/token", "The ServiceAccount token sent with usage reports (re-read at each report).")
 	flag.StringVar(&reportUsageCAFile, "report-usage-ca-file", "", "CA certificate that signs --report-usage-to's HTTPS certificate (default: the system's roots).")
 	flag.StringVar(&usageReporters, "usage-reporters", "", "Comma-separated usernames (e.g. system:serviceaccount:apitoken-system:apitoken-auth) whose usage reports this replica accepts at "+authserver.UsagePath+" and writes to status.lastUsedAt. Empty: none.")
+	flag.StringVar(&tokenMetrics, "token-metrics", string(controllers.TokenMetricsExpiring), "Which ApiTokens get Prometheus series of their own (apitoken_info, apitoken_expiration_timestamp_seconds, apitoken_expiring_soon_timestamp_seconds): expiring (those in their ExpiringSoon window, what the alerts need), all, or none. apitoken_tokens counts every token by namespace, type and phase in any case.")
+	flag.BoolVar(&generatedEvents, "generated-events", true, "Record a Generated Event for each new ApiToken's first token. false: no such Event (status and apitoken_regenerations_total{reason=\"Generated\"} still record it), which saves one API write per new ApiToken when thousands are created at once; every other Event is recorded.")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	perToken, perTokenErr := controllers.ParseTokenMetrics(tokenMetrics)
+	if perTokenErr != nil {
+		setupLog.Error(perTokenErr, "Invalid flag")
+		os.Exit(2)
+	}
+	setMemoryLimit()
 	for _, ns := range splitList(authDefaultNamespaces) {
 		if ns != "*" && len(validation.IsDNS1123Label(ns)) > 0 {
 			setupLog.Error(nil, "--auth-default-namespaces: not a namespace name (or *)", "value", ns)
@@ -125,10 +137,11 @@ func main() {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 	// An auth-only replica needs only the salt, in the operator's namespace.
-	cacheOpts := controllers.CacheOptions(types.NamespacedName{})
+	saltStore := salt.NewStore(types.NamespacedName{Namespace: namespace, Name: saltSecret})
+	cacheOpts := controllers.CacheOptions(types.NamespacedName{}, saltStore)
 	if !enableController {
 		enableWebhooks, leaderElect = false, false
-		cacheOpts = controllers.CacheOptions(types.NamespacedName{Namespace: namespace, Name: saltSecret})
+		cacheOpts = controllers.CacheOptions(types.NamespacedName{Namespace: namespace, Name: saltSecret}, nil)
 	}
 
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
@@ -150,7 +163,6 @@ func main() {
 	}
 
 	ctx := ctrl.SetupSignalHandler()
-	saltStore := salt.NewStore(types.NamespacedName{Namespace: namespace, Name: saltSecret})
 	if err := loadSalt(ctx, saltStore, mgr.GetAPIReader().(client.Client), enableController); err != nil {
 		setupLog.Error(err, "Failed to load the salt")
 		os.Exit(1)
@@ -165,6 +177,8 @@ func main() {
 			Salt:                    saltStore,
 			MaxConcurrentReconciles: concurrency,
 			MaxSaltOverlap:          saltOverlap,
+			TokenMetrics:            perToken,
+			SkipGeneratedEvents:     !generatedEvents,
 		}).SetupWithManager(mgr); err != nil {
 			setupLog.Error(err, "Failed to set up the controller", "controller", "ApiToken")
 			os.Exit(1)
@@ -270,6 +284,27 @@ func loadSalt(ctx context.Context, store *salt.Store, c client.Client, create bo
 		case <-time.After(2 * time.Second):
 		}
 	}
+}
+
+// setMemoryLimit sets the Go memory limit to 90% of MEMORY_LIMIT (the
+// container's limit, in bytes, from the Downward API) unless GOMEMLIMIT is
+// set: the garbage collector then works harder near the limit instead of
+// the kernel killing the process, and below it keeps GOGC's pace.
+func setMemoryLimit() {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	v := os.Getenv("MEMORY_LIMIT")
+	if v == "" {
+		return
+	}
+	limit, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || limit <= 0 {
+		setupLog.Error(err, "MEMORY_LIMIT is not a number of bytes; no Go memory limit set", "value", v)
+		return
+	}
+	debug.SetMemoryLimit(limit / 10 * 9)
+	setupLog.Info("Go memory limit set from the container's", "bytes", limit/10*9)
 }
 
 func envOr(key, def string) string {

@@ -57,6 +57,14 @@ type ApiTokenReconciler struct {
 	Generate func() (string, error)
 	// MaxConcurrentReconciles bounds parallel reconciles (default 1).
 	MaxConcurrentReconciles int
+	// SkipGeneratedEvents records no Generated Event for a new ApiToken's
+	// first token (--generated-events=false): when thousands of ApiTokens
+	// are created at once, each Event is one more API write. Every other
+	// Event is recorded.
+	SkipGeneratedEvents bool
+	// TokenMetrics says which tokens get series of their own
+	// (--token-metrics; empty: TokenMetricsExpiring).
+	TokenMetrics TokenMetrics
 	// MaxSaltOverlap is the longest a planned salt rotation keeps a
 	// replaced token verifying (--salt-overlap); 0: a salt rotation always
 	// cuts the old tokens at once.
@@ -116,7 +124,7 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	// A token never issued has no Secret yet: trust the cache's miss. Any
 	// other token expects its Secret, so a miss is checked on the server.
 	expectSecret := t.Status.IssuedAt != nil || t.Status.Phase == tokensv1alpha1.PhaseFailed
-	secret, state, err := r.observeSecret(ctx, t, st, expectSecret)
+	secret, view, state, err := r.observeSecret(ctx, t, st, expectSecret)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -156,11 +164,11 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		// The salt Secret's next change re-queues every ApiToken.
 		return ctrl.Result{}, nil
 	case actRevoke:
-		if err := r.revoke(ctx, t, base, secret); err != nil {
+		if err := r.revoke(ctx, t, base, secret, view); err != nil {
 			return ctrl.Result{}, err
 		}
 	case actPromote:
-		r.promote(t, p, st, sealedIssuedAt(t, secret, hasher, now), now)
+		r.promote(t, p, st, sealedIssuedAt(t, secret, view, now), now)
 	case actRecover:
 		// Right after a first token is issued, the cache may still hold the
 		// ApiToken without the status that records it: ask the API server
@@ -173,14 +181,14 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 			*base = *t.DeepCopy()     // nothing to write from this stale copy
 			return ctrl.Result{}, nil // the status update on its way re-queues it
 		}
-		r.recover(t, secret, hasher, now)
+		r.recover(t, secret, view, hasher.SaltID(), now)
 	case actIssue:
 		issued := lifetimeStart(t, act.reason, now)
 		err := r.issue(ctx, t, base, secret, act.reason, hasher, issued)
 		if errors.Is(err, errSecretExists) {
 			// Not in the cache, yet there: someone else's, or ours with
 			// its labels stripped. Look on the API server.
-			if secret, state, err = r.observeSecret(ctx, t, st, true); err != nil {
+			if secret, _, state, err = r.observeSecret(ctx, t, st, true); err != nil {
 				return ctrl.Result{}, err
 			}
 			if state == secretForeign {
@@ -254,7 +262,9 @@ func (r *ApiTokenReconciler) finish(t, base *tokensv1alpha1.ApiToken, p policy, 
 			soon = float64(token.ExpiringSoonAt(st.IssuedAt.Time, st.ExpiresAt.Time).Unix())
 		}
 	}
-	recordMetrics(t.Namespace, t.Name, t.Spec.Type, t.Status.Phase, exp, soon, t.Status.ExpiresAt != nil)
+	perToken := r.TokenMetrics == TokenMetricsAll ||
+		(r.TokenMetrics != TokenMetricsNone && t.Status.Phase == tokensv1alpha1.PhaseActive && conditionTrue(t, tokensv1alpha1.ConditionExpiringSoon))
+	recordMetrics(t.Namespace, t.Name, t.Spec.Type, t.Status.Phase, exp, soon, t.Status.ExpiresAt != nil, perToken)
 	recordSaltHeld(t.Namespace, t.Name, b.reason == tokensv1alpha1.ReasonSaltMismatch)
 }
 
@@ -335,9 +345,9 @@ func conditionTrue(t *tokensv1alpha1.ApiToken, typ string) bool {
 // observeSecret fetches the token's Secret and classifies it. With
 // uncached, a Secret missing from the label-filtered cache is looked up on
 // the API server, so that a foreign Secret, or one of ours whose labels
-// were stripped, is seen.
-func (r *ApiTokenReconciler) observeSecret(ctx context.Context, t *tokensv1alpha1.ApiToken, st *salt.State, uncached bool) (*corev1.Secret, secretState, error) {
-	h := st.Hasher()
+// were stripped, is seen. The view says what the Secret's token is, without
+// the token (see digestToken).
+func (r *ApiTokenReconciler) observeSecret(ctx context.Context, t *tokensv1alpha1.ApiToken, st *salt.State, uncached bool) (*corev1.Secret, tokenView, secretState, error) {
 	key := types.NamespacedName{Namespace: t.Namespace, Name: t.SecretName()}
 	secret := &corev1.Secret{}
 	err := r.Get(ctx, key, secret)
@@ -347,31 +357,58 @@ func (r *ApiTokenReconciler) observeSecret(ctx context.Context, t *tokensv1alpha
 		meta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
 		if err = r.APIReader.Get(ctx, key, meta); err == nil {
 			if !metav1.IsControlledBy(meta, t) {
-				return &corev1.Secret{ObjectMeta: meta.ObjectMeta}, secretForeign, nil
+				return &corev1.Secret{ObjectMeta: meta.ObjectMeta}, tokenView{}, secretForeign, nil
 			}
 			err = r.APIReader.Get(ctx, key, secret)
 		}
 	}
 	if apierrors.IsNotFound(err) {
-		return nil, secretAbsent, nil
+		return nil, tokenView{}, secretAbsent, nil
 	}
 	if err != nil {
-		return nil, secretAbsent, fmt.Errorf("reading Secret %s: %w", key, err)
+		return nil, tokenView{}, secretAbsent, fmt.Errorf("reading Secret %s: %w", key, err)
 	}
 	if !metav1.IsControlledBy(secret, t) {
-		return secret, secretForeign, nil
+		return secret, tokenView{}, secretForeign, nil
 	}
-	tok := string(secret.Data[tokensv1alpha1.SecretTokenKey])
-	state := classifySecret(tok, t.Status.Verification, h)
+	view, err := r.viewOf(ctx, secret, t, st)
+	if err != nil {
+		return nil, tokenView{}, secretAbsent, err
+	}
+	state := classifyToken(view, t.Status.Verification)
 	issuedAt := secret.Annotations[tokensv1alpha1.IssuedAtAnnotation]
-	if state == secretWellFormed && (!plausibleIssuedAt(issuedAt, r.Clock.Now()) ||
-		!h.VerifySeal(secret.Annotations[tokensv1alpha1.SealAnnotation], sealParts(t, issuedAt, tok)...)) {
+	if state == secretWellFormed && (!plausibleIssuedAt(issuedAt, r.Clock.Now()) || !view.sealed) {
 		state = secretUntrusted
 		if id := secret.Annotations[tokensv1alpha1.SaltIDAnnotation]; id != "" && id != st.ID() && !st.Replaces(id) {
 			state = secretUnknownSalt
 		}
 	}
-	return secret, state, nil
+	return secret, view, state, nil
+}
+
+// viewOf returns the view of the token of secret, controlled by t: the
+// cached digest when it was made under the current salt, else computed
+// from the token, read from the API server when the cache holds a digest
+// made under another salt (right after a salt change).
+func (r *ApiTokenReconciler) viewOf(ctx context.Context, secret *corev1.Secret, t *tokensv1alpha1.ApiToken, st *salt.State) (tokenView, error) {
+	v, digested, ok := cachedView(secret, st.ID())
+	if ok {
+		return v, nil
+	}
+	if digested {
+		if r.APIReader == nil {
+			return v, fmt.Errorf("Secret %s/%s: cached without its token, and no reader to fetch it", secret.Namespace, secret.Name)
+		}
+		live := &corev1.Secret{}
+		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(secret), live); err != nil {
+			return v, fmt.Errorf("reading Secret %s/%s: %w", secret.Namespace, secret.Name, err)
+		}
+		if !metav1.IsControlledBy(live, t) || live.ResourceVersion != secret.ResourceVersion {
+			return v, fmt.Errorf("Secret %s/%s changed since it was cached; retrying", secret.Namespace, secret.Name)
+		}
+		secret = live
+	}
+	return viewToken(string(secret.Data[tokensv1alpha1.SecretTokenKey]), secret, t.UID, st.Hasher()), nil
 }
 
 // issue mints a token and delivers it, in the order that keeps a valid
@@ -455,6 +492,9 @@ func (r *ApiTokenReconciler) promote(t *tokensv1alpha1.ApiToken, p policy, salts
 		eventType = corev1.EventTypeWarning
 		msg = reasonMessages[reason] + "; " + msg
 	}
+	if reason == tokensv1alpha1.ReasonGenerated && r.SkipGeneratedEvents {
+		return
+	}
 	r.event(t, eventType, reason, msg)
 }
 
@@ -468,10 +508,9 @@ var reasonMessages = map[string]string{
 
 // recover rebuilds a lost verification record from the Secret's token,
 // keeping the token and, if the Secret says so, its issue time.
-func (r *ApiTokenReconciler) recover(t *tokensv1alpha1.ApiToken, secret *corev1.Secret, h *token.Hasher, now time.Time) {
-	tok := string(secret.Data[tokensv1alpha1.SecretTokenKey])
-	t.Status.Verification = &tokensv1alpha1.Verification{Hash: h.Hash(tok).Encode(), SaltID: h.SaltID()}
-	at := metav1.NewTime(sealedIssuedAt(t, secret, h, now).Truncate(time.Second))
+func (r *ApiTokenReconciler) recover(t *tokensv1alpha1.ApiToken, secret *corev1.Secret, view tokenView, saltID string, now time.Time) {
+	t.Status.Verification = &tokensv1alpha1.Verification{Hash: view.digest.Encode(), SaltID: saltID}
+	at := metav1.NewTime(sealedIssuedAt(t, secret, view, now).Truncate(time.Second))
 	t.Status.IssuedAt = &at
 	r.event(t, corev1.EventTypeNormal, tokensv1alpha1.ReasonRecovered, "Rebuilt the verification record from Secret "+secret.Name)
 }
@@ -503,15 +542,13 @@ func currentEnd(t *tokensv1alpha1.ApiToken, p policy) (time.Time, bool) {
 }
 
 // sealedIssuedAt reads the issue time the Secret carries, if the
-// operator's seal over it and the token verifies; otherwise the recorded
-// issuedAt (never later than what was), or now for a first token. A Secret
-// writer cannot choose a token's issue time.
-func sealedIssuedAt(t *tokensv1alpha1.ApiToken, secret *corev1.Secret, h *token.Hasher, now time.Time) time.Time {
-	if secret != nil {
+// operator's seal over it and the token verifies (view.sealed); otherwise
+// the recorded issuedAt (never later than what was), or now for a first
+// token. A Secret writer cannot choose a token's issue time.
+func sealedIssuedAt(t *tokensv1alpha1.ApiToken, secret *corev1.Secret, view tokenView, now time.Time) time.Time {
+	if secret != nil && view.sealed {
 		a := secret.Annotations[tokensv1alpha1.IssuedAtAnnotation]
-		tok := string(secret.Data[tokensv1alpha1.SecretTokenKey])
-		if at, err := time.Parse(time.RFC3339, a); err == nil && plausibleIssuedAt(a, now) &&
-			h.VerifySeal(secret.Annotations[tokensv1alpha1.SealAnnotation], sealParts(t, a, tok)...) {
+		if at, err := time.Parse(time.RFC3339, a); err == nil && plausibleIssuedAt(a, now) {
 			return at
 		}
 	}
@@ -524,7 +561,7 @@ func sealedIssuedAt(t *tokensv1alpha1.ApiToken, secret *corev1.Secret, h *token.
 // revoke clears every hash first (the token stops verifying at once), then
 // empties the Secret's token. A hash of the revoked token is kept only so
 // that the auth endpoint can say "revoked" rather than "unknown".
-func (r *ApiTokenReconciler) revoke(ctx context.Context, t, base *tokensv1alpha1.ApiToken, secret *corev1.Secret) error {
+func (r *ApiTokenReconciler) revoke(ctx context.Context, t, base *tokensv1alpha1.ApiToken, secret *corev1.Secret, view tokenView) error {
 	if v := t.Status.Verification; v != nil && (v.Hash != "" || v.PendingHash != "" || v.PreviousHash != "") {
 		revoked := v.Hash
 		t.Status.Verification = &tokensv1alpha1.Verification{SaltID: v.SaltID, RevokedHash: revoked}
@@ -535,7 +572,7 @@ func (r *ApiTokenReconciler) revoke(ctx context.Context, t, base *tokensv1alpha1
 		// The patch moved base forward, so finish sees no transition: say it here.
 		r.event(t, corev1.EventTypeNormal, tokensv1alpha1.ReasonRevoked, "The token was revoked and removed from Secret "+t.SecretName())
 	}
-	if secret == nil || len(secret.Data[tokensv1alpha1.SecretTokenKey]) == 0 {
+	if secret == nil || view.empty {
 		return nil
 	}
 	return r.writeSecret(ctx, t, secret, "", time.Time{}, nil)
@@ -568,6 +605,7 @@ func (r *ApiTokenReconciler) writeSecret(ctx context.Context, t *tokensv1alpha1.
 		secret = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: t.Namespace, Name: t.SecretName()}, Type: corev1.SecretTypeOpaque}
 	}
 	applyMetadata(t, secret)
+	delete(secret.Annotations, digestKey) // the cache's, never written
 	delete(secret.Annotations, tokensv1alpha1.SealAnnotation)
 	delete(secret.Annotations, tokensv1alpha1.SaltIDAnnotation)
 	if !issued.IsZero() {
@@ -597,13 +635,7 @@ func (r *ApiTokenReconciler) writeSecret(ctx context.Context, t *tokensv1alpha1.
 
 // sealOf is the Secret's seal of tok issued at (RFC 3339) for t.
 func sealOf(h *token.Hasher, t *tokensv1alpha1.ApiToken, at, tok string) string {
-	return h.Seal(sealParts(t, at, tok)...)
-}
-
-// sealParts binds a seal to the ApiToken (by UID, so a Secret moved to
-// another ApiToken does not carry over), the issue time and the token.
-func sealParts(t *tokensv1alpha1.ApiToken, at, tok string) []string {
-	return []string{string(t.UID), at, tok}
+	return h.Seal(string(t.UID), at, tok)
 }
 
 // errSecretExists: the Secret was created by someone else meanwhile, or
@@ -690,15 +722,16 @@ func parseTemplateKeys(s string) (labels, annotations []string) {
 	return labels, annotations
 }
 
-// syncSecretMetadata updates the Secret when the template's labels or
-// annotations are missing from it.
+// syncSecretMetadata patches the Secret's labels and annotations when the
+// template's are missing from it (a patch of metadata only: the cached
+// Secret holds a digest, not the token).
 func (r *ApiTokenReconciler) syncSecretMetadata(ctx context.Context, t *tokensv1alpha1.ApiToken, secret *corev1.Secret) error {
 	want := secret.DeepCopy()
 	applyMetadata(t, want)
 	if equality.Semantic.DeepEqual(want.ObjectMeta, secret.ObjectMeta) {
 		return nil
 	}
-	if err := r.Update(ctx, want); err != nil {
+	if err := r.Patch(ctx, want, client.MergeFromWithOptions(secret, client.MergeFromWithOptimisticLock{})); err != nil {
 		return fmt.Errorf("updating Secret %s/%s metadata: %w", want.Namespace, want.Name, err)
 	}
 	return nil

@@ -34,16 +34,16 @@ const (
 	secretUnknownSalt
 )
 
-// classifySecret compares the Secret's token with the verification record,
-// in constant time.
-func classifySecret(tok string, v *tokensv1alpha1.Verification, h *token.Hasher) secretState {
-	if token.Parse(tok) != nil {
+// classifyToken compares the Secret's token (its view) with the
+// verification record, in constant time.
+func classifyToken(view tokenView, v *tokensv1alpha1.Verification) secretState {
+	if !view.wellFormed {
 		return secretInvalid
 	}
 	if v == nil {
 		return secretWellFormed
 	}
-	d := h.Hash(tok)
+	d := view.digest
 	if matches(d, v.Hash) {
 		return secretMatchesCurrent
 	}

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -222,9 +223,9 @@ func TestTypeNamesAgreeWithTokenCore(t *testing.T) {
 func TestInfoMetricFollowsPhaseAndType(t *testing.T) {
 	count := func() int { return testutil.CollectAndCount(info) }
 	before := count()
-	recordMetrics("m", "tok", tokensv1alpha1.ReadOnly, tokensv1alpha1.PhaseActive, 1, 1, true)
-	recordMetrics("m", "tok", tokensv1alpha1.ReadOnly, tokensv1alpha1.PhaseExpired, 1, 1, true)
-	recordMetrics("m", "tok", tokensv1alpha1.Custom, tokensv1alpha1.PhaseExpired, 1, 1, true)
+	recordMetrics("m", "tok", tokensv1alpha1.ReadOnly, tokensv1alpha1.PhaseActive, 1, 1, true, true)
+	recordMetrics("m", "tok", tokensv1alpha1.ReadOnly, tokensv1alpha1.PhaseExpired, 1, 1, true, true)
+	recordMetrics("m", "tok", tokensv1alpha1.Custom, tokensv1alpha1.PhaseExpired, 1, 1, true, true)
 	if got := count(); got != before+1 {
 		t.Fatalf("%d info series for one token, want 1", got-before)
 	}
@@ -234,6 +235,58 @@ func TestInfoMetricFollowsPhaseAndType(t *testing.T) {
 	forgetMetrics("m", "tok")
 	if got := count(); got != before {
 		t.Fatalf("%d series left after forget", got-before)
+	}
+}
+
+// TestTokenSeriesAreBounded: without per-token series a token is only
+// counted (apitoken_tokens, by namespace, type and phase); its count moves
+// with its phase and leaves with it.
+func TestTokenSeriesAreBounded(t *testing.T) {
+	series := func() int {
+		return testutil.CollectAndCount(info) + testutil.CollectAndCount(expirationTimestamp) + testutil.CollectAndCount(expiringSoonTimestamp)
+	}
+	counted := func(phase tokensv1alpha1.Phase) float64 {
+		return testutil.ToFloat64(tokens.WithLabelValues("bounded", "read-only", string(phase)))
+	}
+	before := series()
+	for _, name := range []string{"a", "b", "c"} {
+		recordMetrics("bounded", name, tokensv1alpha1.ReadOnly, tokensv1alpha1.PhaseActive, 1, 1, true, false)
+	}
+	if got := series(); got != before {
+		t.Fatalf("%d per-token series for tokens that should have none", got-before)
+	}
+	if got := counted(tokensv1alpha1.PhaseActive); got != 3 {
+		t.Fatalf("apitoken_tokens Active = %v, want 3", got)
+	}
+	// b enters its ExpiringSoon window: it gets its three series.
+	recordMetrics("bounded", "b", tokensv1alpha1.ReadOnly, tokensv1alpha1.PhaseActive, 2, 1, true, true)
+	if got := series(); got != before+3 {
+		t.Fatalf("%d series for the expiring token, want 3", got-before)
+	}
+	// b expires: counted as Expired, its series gone again.
+	recordMetrics("bounded", "b", tokensv1alpha1.ReadOnly, tokensv1alpha1.PhaseExpired, 2, 1, true, false)
+	if got := series(); got != before {
+		t.Fatalf("%d series left for the expired token", got-before)
+	}
+	if a, e := counted(tokensv1alpha1.PhaseActive), counted(tokensv1alpha1.PhaseExpired); a != 2 || e != 1 {
+		t.Fatalf("apitoken_tokens Active %v Expired %v, want 2 and 1", a, e)
+	}
+	for _, name := range []string{"a", "b", "c"} {
+		forgetMetrics("bounded", name)
+	}
+	if a, e := counted(tokensv1alpha1.PhaseActive), counted(tokensv1alpha1.PhaseExpired); a != 0 || e != 0 {
+		t.Fatalf("apitoken_tokens Active %v Expired %v after every token was deleted", a, e)
+	}
+}
+
+func TestParseTokenMetrics(t *testing.T) {
+	for _, ok := range []string{"expiring", "all", "none"} {
+		if _, err := ParseTokenMetrics(ok); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+	if _, err := ParseTokenMetrics("some"); err == nil || !strings.Contains(err.Error(), "--token-metrics") {
+		t.Errorf("some: %v, want an error naming --token-metrics", err)
 	}
 }
 

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"fmt"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,8 +26,12 @@ var (
 	}, []string{"reason"})
 	info = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "apitoken_info",
-		Help: "One series per ApiToken with its type and phase; the value is always 1.",
+		Help: "One series per ApiToken with its type and phase, the value always 1: with --token-metrics=expiring (the default) only for tokens in their ExpiringSoon window, with all for every token.",
 	}, []string{"namespace", "name", "type", "phase"})
+	tokens = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "apitoken_tokens",
+		Help: "ApiTokens by namespace, type and phase (whatever --token-metrics says).",
+	}, []string{"namespace", "type", "phase"})
 	saltMismatchTokens = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "apitoken_salt_mismatch_tokens",
 		Help: "ApiTokens held because their hashes were made with a salt the salt Secret neither holds nor names as replaced (condition Ready=False, reason SaltMismatch); alert on > 0.",
@@ -46,7 +51,7 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(expirationTimestamp, expiringSoonTimestamp, regenerations, info,
+	metrics.Registry.MustRegister(expirationTimestamp, expiringSoonTimestamp, regenerations, info, tokens,
 		saltMismatchTokens, saltSecretRecreations, saltRotations, saltPreviousValidUntil)
 }
 
@@ -69,17 +74,82 @@ func recordSaltHeld(namespace, name string, held bool) {
 	saltMismatchTokens.Set(float64(len(saltHeld.m)))
 }
 
+// TokenMetrics says which ApiTokens have series of their own
+// (apitoken_info, apitoken_expiration_timestamp_seconds,
+// apitoken_expiring_soon_timestamp_seconds): their number is the number of
+// tokens, so at scale they cost the operator and Prometheus more than the
+// tokens themselves. apitoken_tokens counts every token in any case.
+type TokenMetrics string
+
+const (
+	// TokenMetricsExpiring gives series only to the tokens in their
+	// ExpiringSoon window: the ones an alert is about.
+	TokenMetricsExpiring TokenMetrics = "expiring"
+	// TokenMetricsAll gives every token its series.
+	TokenMetricsAll TokenMetrics = "all"
+	// TokenMetricsNone gives no token series of its own.
+	TokenMetricsNone TokenMetrics = "none"
+)
+
+// ParseTokenMetrics reads --token-metrics.
+func ParseTokenMetrics(s string) (TokenMetrics, error) {
+	switch m := TokenMetrics(s); m {
+	case TokenMetricsExpiring, TokenMetricsAll, TokenMetricsNone:
+		return m, nil
+	}
+	return "", fmt.Errorf("--token-metrics: %q is not expiring, all or none", s)
+}
+
+// tokenClass is what apitoken_tokens counts a token under.
+type tokenClass struct {
+	typ   tokensv1alpha1.TokenType
+	phase tokensv1alpha1.Phase
+}
+
+// counted holds each ApiToken's class, so that apitoken_tokens moves by
+// one on every change instead of being recounted from the cache.
+var counted = struct {
+	sync.Mutex
+	m map[types.NamespacedName]tokenClass
+}{m: map[types.NamespacedName]tokenClass{}}
+
+// count moves the token to class c (forget: out of every class).
+func count(namespace, name string, c tokenClass, forget bool) {
+	key := types.NamespacedName{Namespace: namespace, Name: name}
+	counted.Lock()
+	defer counted.Unlock()
+	old, had := counted.m[key]
+	if had && !forget && old == c {
+		return
+	}
+	if had {
+		g := tokens.WithLabelValues(namespace, string(old.typ), string(old.phase))
+		g.Dec()
+		delete(counted.m, key)
+	}
+	if !forget {
+		counted.m[key] = c
+		tokens.WithLabelValues(namespace, string(c.typ), string(c.phase)).Inc()
+	}
+}
+
 // infoLabels are every type and phase an apitoken_info series can carry.
 var (
 	infoTypes  = []tokensv1alpha1.TokenType{tokensv1alpha1.ReadOnly, tokensv1alpha1.FullAccess, tokensv1alpha1.Custom}
 	infoPhases = []tokensv1alpha1.Phase{"", tokensv1alpha1.PhasePending, tokensv1alpha1.PhaseActive, tokensv1alpha1.PhaseExpired, tokensv1alpha1.PhaseRevoked, tokensv1alpha1.PhaseFailed}
 )
 
-// recordMetrics publishes the token's expiry, the start of its
-// ExpiringSoon window, and its phase. Stale info series are dropped by
+// recordMetrics counts the token in apitoken_tokens and, when perToken,
+// publishes its expiry, the start of its ExpiringSoon window, and its
+// phase; otherwise it drops those series. Stale info series are dropped by
 // their exact labels (a handful of map deletions), not by a partial match,
 // which would scan every token's series on every pass.
-func recordMetrics(namespace, name string, tokenType tokensv1alpha1.TokenType, phase tokensv1alpha1.Phase, expires, soon float64, finite bool) {
+func recordMetrics(namespace, name string, tokenType tokensv1alpha1.TokenType, phase tokensv1alpha1.Phase, expires, soon float64, finite, perToken bool) {
+	count(namespace, name, tokenClass{tokenType, phase}, false)
+	if !perToken {
+		dropSeries(namespace, name)
+		return
+	}
 	dropInfo(namespace, name, tokenType, phase)
 	info.WithLabelValues(namespace, name, string(tokenType), string(phase)).Set(1)
 	if finite {
@@ -91,9 +161,15 @@ func recordMetrics(namespace, name string, tokenType tokensv1alpha1.TokenType, p
 	}
 }
 
-// forgetMetrics removes a deleted token's series.
+// forgetMetrics removes a deleted token's series and count.
 func forgetMetrics(namespace, name string) {
 	recordSaltHeld(namespace, name, false)
+	count(namespace, name, tokenClass{}, true)
+	dropSeries(namespace, name)
+}
+
+// dropSeries deletes the token's own series, if it has any.
+func dropSeries(namespace, name string) {
 	dropInfo(namespace, name, "", "")
 	expirationTimestamp.DeleteLabelValues(namespace, name)
 	expiringSoonTimestamp.DeleteLabelValues(namespace, name)

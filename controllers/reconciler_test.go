@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	toolscache "k8s.io/client-go/tools/cache"
 	"strings"
 	"testing"
 	"time"
@@ -77,8 +78,32 @@ func newHarness(t *testing.T, spec tokensv1alpha1.ApiTokenSpec, objs ...client.O
 		}).Build()
 	store := salt.NewStore(types.NamespacedName{Namespace: "system", Name: "salt"})
 	store.Set([]byte("test-salt"))
-	h.r = &ApiTokenReconciler{Client: h.c, Scheme: s, Recorder: h.rec, Clock: h.clock, Salt: store}
+	// The reconciler reads Secrets as the manager's cache holds them: with
+	// a digest instead of the token (digestToken); the tests read them as
+	// they are.
+	h.r = &ApiTokenReconciler{Scheme: s, Recorder: h.rec, Clock: h.clock, Salt: store}
+	h.r.Client = cachedSecrets{h.c, func(in any) (any, error) { return digestToken(h.r.Salt)(in) }}
 	return h
+}
+
+// cachedSecrets reads Secrets through the cache's transform.
+type cachedSecrets struct {
+	client.Client
+	transform toolscache.TransformFunc
+}
+
+func (c cachedSecrets) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if err := c.Client.Get(ctx, key, obj, opts...); err != nil {
+		return err
+	}
+	if s, ok := obj.(*corev1.Secret); ok {
+		out, err := c.transform(s.DeepCopy())
+		if err != nil {
+			return err
+		}
+		*s = *out.(*corev1.Secret)
+	}
+	return nil
 }
 
 func (h *harness) reconcile() (ctrl.Result, error) {
@@ -177,6 +202,25 @@ func TestReconcileIssuesIntoSecret(t *testing.T) {
 	h.mustReconcile()
 	if h.writes != 0 || h.secretToken() != tok {
 		t.Fatalf("idle pass made %d writes", h.writes)
+	}
+}
+
+// TestGeneratedEventsCanBeSkipped: --generated-events=false drops the
+// Event of a new token only; a regeneration is still recorded.
+func TestGeneratedEventsCanBeSkipped(t *testing.T) {
+	h := newHarness(t, graceSpec)
+	h.r.SkipGeneratedEvents = true
+	h.mustReconcile()
+	if at := h.token(); at.Status.Phase != tokensv1alpha1.PhaseActive {
+		t.Fatalf("phase %s", at.Status.Phase)
+	}
+	if evs := h.events(); len(evs) != 0 {
+		t.Fatalf("events = %q, want none for a new token", evs)
+	}
+	h.annotate(tokensv1alpha1.RegenerateAnnotation, "1")
+	h.mustReconcile()
+	if evs := h.events(); len(evs) != 1 || !strings.HasPrefix(evs[0], "Normal Regenerated ") {
+		t.Fatalf("events = %q, want one Regenerated", evs)
 	}
 }
 

@@ -1,0 +1,109 @@
+package controllers
+
+import (
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+
+	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/internal/salt"
+	"github.com/apitoken-operator/apitoken-operator/internal/token"
+)
+
+// tokenSecret is a token Secret as the operator writes it, sealed with h.
+func tokenSecret(h *token.Hasher, owner types.UID, tok string) *corev1.Secret {
+	at := "2026-01-02T03:04:05Z"
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "tok-token", Namespace: "ns",
+			Annotations: map[string]string{
+				tokensv1alpha1.IssuedAtAnnotation: at,
+				tokensv1alpha1.SealAnnotation:     h.Seal(string(owner), at, tok),
+				tokensv1alpha1.SaltIDAnnotation:   h.SaltID(),
+			},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: tokensv1alpha1.GroupVersion.String(), Kind: "ApiToken", Name: "tok", UID: owner, Controller: ptr.To(true)}},
+			ManagedFields:   []metav1.ManagedFieldsEntry{{Manager: "apitoken-operator"}},
+		},
+		Data: map[string][]byte{tokensv1alpha1.SecretTokenKey: []byte(tok)},
+	}
+}
+
+// TestCachedSecretHoldsNoToken: the cache keeps a token Secret's metadata
+// and a digest; the token itself never reaches the operator's cache, and
+// the digest says what a pass decides on.
+func TestCachedSecretHoldsNoToken(t *testing.T) {
+	store := salt.NewStore(types.NamespacedName{Namespace: "system", Name: "salt"})
+	store.Set([]byte("first-salt"))
+	h := store.State().Hasher()
+	transform := digestToken(store)
+	tok, err := token.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := func(s *corev1.Secret) *corev1.Secret {
+		t.Helper()
+		out, err := transform(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out.(*corev1.Secret)
+	}
+
+	cached := cache(tokenSecret(h, "uid-1", tok))
+	if cached.Data != nil {
+		t.Fatalf("cached data keys %v, want none", keys(cached.Data))
+	}
+	if strings.Contains(cached.Annotations[digestKey], tok) || len(cached.ManagedFields) != 0 {
+		t.Fatal("the cached Secret holds the token or its managed fields")
+	}
+	v, digested, ok := cachedView(cached, h.SaltID())
+	if !digested || !ok || !v.wellFormed || !v.sealed || v.empty || !v.digest.Equal(h.Hash(tok)) {
+		t.Fatalf("view %+v digested %v ok %v: want a sealed, well-formed token with its keyed hash", v, digested, ok)
+	}
+	if want := viewToken(tok, tokenSecret(h, "uid-1", tok), "uid-1", h); v != want {
+		t.Fatalf("cached view %+v differs from the view of the Secret itself %+v", v, want)
+	}
+
+	// A seal made for another ApiToken, or a token swapped under the seal,
+	// does not hold.
+	moved := tokenSecret(h, "uid-other", tok)
+	moved.OwnerReferences[0].UID = "uid-1"
+	if v, _, _ := cachedView(cache(moved), h.SaltID()); v.sealed {
+		t.Fatal("a seal bound to another ApiToken holds")
+	}
+	swapped := tokenSecret(h, "uid-1", tok)
+	other, _ := token.Generate()
+	swapped.Data[tokensv1alpha1.SecretTokenKey] = []byte(other)
+	if v, _, _ := cachedView(cache(swapped), h.SaltID()); v.sealed || v.digest.Equal(h.Hash(tok)) {
+		t.Fatal("a swapped token keeps the seal or the digest of the one it replaced")
+	}
+	if v, _, _ := cachedView(cache(tokenSecret(h, "uid-1", "")), h.SaltID()); !v.empty || v.wellFormed {
+		t.Fatalf("revoked (empty) token seen as %+v", v)
+	}
+	if v, _, _ := cachedView(cache(tokenSecret(h, "uid-1", "not-a-token")), h.SaltID()); v.wellFormed || v.empty {
+		t.Fatalf("malformed token seen as %+v", v)
+	}
+
+	// Under another salt the digest is not trusted: the pass reads the Secret.
+	store.Set([]byte("second-salt"))
+	if _, digested, ok := cachedView(cached, store.State().ID()); !digested || ok {
+		t.Fatalf("a digest made under the previous salt was trusted (digested %v ok %v)", digested, ok)
+	}
+
+	// Secrets that no ApiToken controls (the salt) are cached as they are.
+	saltSecret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "salt", Namespace: "system"}, Data: map[string][]byte{"salt": []byte("s")}}
+	if got := cache(saltSecret); string(got.Data["salt"]) != "s" || len(got.Data) != 1 {
+		t.Fatalf("the salt Secret was changed in the cache: %v", keys(got.Data))
+	}
+}
+
+func keys(m map[string][]byte) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
