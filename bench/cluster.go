@@ -46,6 +46,8 @@ type clusterBench struct {
 	// profiles (operator and kube-apiserver) and the operator's heap
 	// profile are written.
 	profile string
+	// events is --generated-events.
+	events bool
 }
 
 // stageCluster runs the operator binary against a real kube-apiserver and
@@ -54,7 +56,7 @@ type clusterBench struct {
 // and restart-to-ready time.
 func stageCluster(cfg *config, r *report) error {
 	ctx := context.Background()
-	cb := &clusterBench{profile: cfg.profile}
+	cb := &clusterBench{profile: cfg.profile, events: cfg.events}
 	var err error
 	if cb.dir, err = os.MkdirTemp("", "bench-cluster-"); err != nil {
 		return err
@@ -85,28 +87,21 @@ func stageCluster(cfg *config, r *report) error {
 		return err
 	}
 	time.Sleep(3 * time.Second)
-	rss0 := cb.rss()
+	rss0, heap0 := cb.rss(), cb.liveHeap(ctx, "0")
 	cb.stopOperator()
 
 	var points []point
-	for i, n := range cfg.tokens {
+	for _, n := range cfg.tokens {
 		fmt.Fprintf(os.Stderr, "bench: cluster: %d tokens...\n", n)
-		p, err := cb.measure(ctx, n)
+		p, err := cb.measure(ctx, n, n <= 10_000)
 		if err != nil {
 			return err
 		}
 		points = append(points, p)
 		fmt.Fprintf(os.Stderr, "bench: cluster: %+v\n", p)
-		cb.stopOperator()
-		if i < len(cfg.tokens)-1 {
-			ns := fmt.Sprintf("ours-%d", n)
-			if err := cb.c.DeleteAllOf(ctx, &tokensv1alpha1.ApiToken{}, client.InNamespace(ns)); err != nil {
-				return err
-			}
-		}
 	}
-	md, sum := clusterReport(points, rss0)
-	if err := plotScale(points, rss0, cfg.plot); err != nil {
+	md, sum := clusterReport(points, rss0, heap0)
+	if err := plotScale(points, rss0, heap0, cfg.plot); err != nil {
 		return err
 	}
 	r.add(md, sum)
@@ -115,66 +110,31 @@ func stageCluster(cfg *config, r *report) error {
 
 // point is one size of the scale curve.
 type point struct {
-	n                   int
-	floor, took         time.Duration
-	writesPerToken      float64
-	idleWrites          int64
-	wave                wave
-	maxQueueDepth       float64
-	rss, apiRSS, etcRSS int64
-	revoke              []time.Duration
-	ready               time.Duration
-	verifyNs            float64
+	n     int
+	floor time.Duration
+	waveResult
+	// other is the same wave with --generated-events the other way.
+	other                     *waveResult
+	idleWrites                int64
+	rss, apiRSS, etcRSS, heap int64
+	revoke                    []time.Duration
+	ready                     time.Duration
+	verifyNs                  float64
 }
 
 // measure creates n ApiTokens next to the floor, and measures the wave,
 // memory, revoke propagation, restart and verification at that size. The
 // operator is left running with the n tokens.
-func (cb *clusterBench) measure(ctx context.Context, n int) (point, error) {
+func (cb *clusterBench) measure(ctx context.Context, n int, compareEvents bool) (point, error) {
 	p := point{n: n}
 	var err error
 	if p.floor, err = cb.floor(ctx, n); err != nil {
 		return p, err
 	}
-	if _, err := cb.startOperator(); err != nil {
-		return p, err
-	}
-	before, err := cb.writes(ctx)
-	if err != nil {
-		return p, err
-	}
-	w0, err := cb.waveCounters(ctx)
-	if err != nil {
-		return p, err
-	}
-	stop := make(chan struct{})
-	depth := cb.watchQueue(ctx, stop)
-	cb.profileWave(ctx, min(30, max(5, n/400)), fmt.Sprint(n))
 	ns := fmt.Sprintf("ours-%d", n)
-	if err := cb.ensureNS(ctx, ns); err != nil {
+	if p.waveResult, err = cb.wave(ctx, ns, n, cb.events, fmt.Sprint(n)); err != nil {
 		return p, err
 	}
-	waitActive, err := cb.watchActive(ctx, ns)
-	if err != nil {
-		return p, err
-	}
-	start := time.Now()
-	if err := cb.createTokens(ctx, ns, n); err != nil {
-		return p, err
-	}
-	if err := waitActive(n, time.Duration(n/50+600)*time.Second); err != nil {
-		return p, err
-	}
-	p.took = time.Since(start)
-	close(stop)
-	p.maxQueueDepth = <-depth
-	after, _ := cb.writes(ctx)
-	p.writesPerToken = float64(after-before-int64(n)) / float64(n)
-	w1, err := cb.waveCounters(ctx)
-	if err != nil {
-		return p, err
-	}
-	p.wave = w1.minus(w0)
 	time.Sleep(2 * time.Second)
 	idle0, _ := cb.writes(ctx)
 	time.Sleep(10 * time.Second)
@@ -182,7 +142,7 @@ func (cb *clusterBench) measure(ctx context.Context, n int) (point, error) {
 	p.idleWrites = idle1 - idle0
 	p.rss = cb.rss()
 	p.apiRSS, p.etcRSS = childRSS("kube-apiserver"), childRSS("etcd")
-	cb.heapProfile(ctx, fmt.Sprint(n))
+	p.heap = cb.liveHeap(ctx, fmt.Sprint(n))
 	if p.revoke, err = cb.propagation(ctx, ns, 100); err != nil {
 		return p, err
 	}
@@ -191,7 +151,127 @@ func (cb *clusterBench) measure(ctx context.Context, n int) (point, error) {
 		return p, err
 	}
 	p.verifyNs = verifyAt(n)
+	cb.stopOperator()
+	if err := cb.drain(ctx, ns); err != nil {
+		return p, err
+	}
+	if compareEvents {
+		// The same wave with --generated-events the other way, after the
+		// measured one and in a namespace of its own.
+		ns := fmt.Sprintf("events-%d", n)
+		w, err := cb.wave(ctx, ns, n, !cb.events, "")
+		if err != nil {
+			return p, err
+		}
+		p.other = &w
+		cb.stopOperator()
+		if err := cb.drain(ctx, ns); err != nil {
+			return p, err
+		}
+	}
 	return p, nil
+}
+
+// drain deletes the ApiTokens of ns and waits until the garbage collector
+// has deleted their Secrets, so that the next measurement does not pay for
+// it.
+func (cb *clusterBench) drain(ctx context.Context, ns string) error {
+	if err := cb.c.DeleteAllOf(ctx, &tokensv1alpha1.ApiToken{}, client.InNamespace(ns)); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(20 * time.Minute)
+	for time.Now().Before(deadline) {
+		var list metav1.PartialObjectMetadataList
+		list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
+		if err := cb.c.List(ctx, &list, client.InNamespace(ns), client.Limit(1)); err != nil {
+			return err
+		}
+		if len(list.Items) == 0 {
+			return nil
+		}
+		time.Sleep(2 * time.Second)
+	}
+	return fmt.Errorf("the Secrets of %s were not deleted in 20 minutes", ns)
+}
+
+// waveResult is one wave of n new ApiTokens.
+type waveResult struct {
+	events         bool
+	took           time.Duration
+	writesPerToken float64
+	wave           wave
+	maxQueueDepth  float64
+}
+
+// wave starts the operator (with or without Generated Events), creates n
+// ApiTokens in ns and waits until all are Active; profiled under tag
+// unless it is empty. The operator is left running.
+func (cb *clusterBench) wave(ctx context.Context, ns string, n int, events bool, tag string) (waveResult, error) {
+	r := waveResult{events: events}
+	saved := cb.events
+	cb.events = events
+	_, err := cb.startOperator()
+	cb.events = saved
+	if err != nil {
+		return r, err
+	}
+	before, err := cb.writes(ctx)
+	if err != nil {
+		return r, err
+	}
+	w0, err := cb.waveCounters(ctx)
+	if err != nil {
+		return r, err
+	}
+	if err := cb.ensureNS(ctx, ns); err != nil {
+		return r, err
+	}
+	waitActive, err := cb.watchActive(ctx, ns)
+	if err != nil {
+		return r, err
+	}
+	stop := make(chan struct{})
+	depth := cb.watchQueue(ctx, stop)
+	if tag != "" {
+		cb.profileWave(ctx, min(30, max(5, n/400)), tag)
+	}
+	start := time.Now()
+	if err := cb.createTokens(ctx, ns, n); err != nil {
+		return r, err
+	}
+	if err := waitActive(n, time.Duration(n/50+600)*time.Second); err != nil {
+		return r, err
+	}
+	r.took = time.Since(start)
+	close(stop)
+	r.maxQueueDepth = <-depth
+	after, _ := cb.writes(ctx)
+	r.writesPerToken = float64(after-before-int64(n)) / float64(n)
+	w1, err := cb.waveCounters(ctx)
+	if err != nil {
+		return r, err
+	}
+	r.wave = w1.minus(w0)
+	return r, nil
+}
+
+// liveHeap forces a garbage collection in the operator (through its heap
+// profile, written to cb.profile when set) and returns its live heap.
+func (cb *clusterBench) liveHeap(ctx context.Context, tag string) int64 {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, cb.pprofURL+"/heap?gc=1", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	if cb.profile != "" {
+		if f, err := os.Create(filepath.Join(cb.profile, "operator-heap-"+tag+".pprof")); err == nil { //nolint:gosec // the -profile folder
+			_, _ = io.Copy(f, resp.Body)
+			_ = f.Close()
+		}
+	}
+	_ = resp.Body.Close()
+	v, _ := promSum(ctx, http.DefaultClient, cb.metricsURL, "go_memstats_heap_alloc_bytes")
+	return int64(v)
 }
 
 // childRSS is the resident memory of this process's child named comm
@@ -200,7 +280,7 @@ func childRSS(comm string) int64 {
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
 	self := strconv.Itoa(os.Getpid())
 	for _, d := range dirs {
-		stat, err := os.ReadFile(filepath.Join(d, "stat"))
+		stat, err := os.ReadFile(filepath.Join(d, "stat")) //nolint:gosec // /proc/<pid>/stat
 		if err != nil {
 			continue
 		}
@@ -237,7 +317,7 @@ func (cb *clusterBench) startOperator() (time.Duration, error) {
 	cb.op = exec.Command(cb.binary, "--namespace=apitoken-system", "--enable-webhooks=false", //nolint:gosec // the binary just built
 		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metrics), fmt.Sprintf("--pprof-bind-address=127.0.0.1:%d", pprof),
 		fmt.Sprintf("--auth-bind-address=127.0.0.1:%d", auth), fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", probe),
-		"--grpc-auth-bind-address=0", "--max-concurrent-reconciles=16", "--auth-default-namespaces=*")
+		"--grpc-auth-bind-address=0", "--max-concurrent-reconciles=16", "--generated-events="+strconv.FormatBool(cb.events), "--auth-default-namespaces=*")
 	cb.op.Env = append(os.Environ(), "KUBECONFIG="+cb.kubeconfig)
 	cb.op.Stdout, cb.op.Stderr = log, log
 	start := time.Now()
@@ -572,7 +652,6 @@ func promSum(ctx context.Context, hc *http.Client, url, metric string, match ...
 // kube-apiserver's own metrics.
 type wave struct {
 	reconciles, reconcileSeconds float64
-	maxQueueDepth                float64
 	queueWaitSeconds             float64
 	events, gets                 float64
 }
@@ -653,7 +732,7 @@ func (cb *clusterBench) profileWave(ctx context.Context, seconds int, tag string
 			return
 		}
 		defer resp.Body.Close()
-		f, err := os.Create(filepath.Join(cb.profile, file))
+		f, err := os.Create(filepath.Join(cb.profile, file)) //nolint:gosec // the -profile folder
 		if err != nil {
 			return
 		}
@@ -662,21 +741,4 @@ func (cb *clusterBench) profileWave(ctx context.Context, seconds int, tag string
 	}
 	go get(&http.Client{Timeout: time.Duration(seconds+30) * time.Second}, fmt.Sprintf("%s/profile?seconds=%d", cb.pprofURL, seconds), "operator-cpu-"+tag+".pprof")
 	go get(api, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", strings.TrimSuffix(cb.env.Config.Host, "/"), seconds), "apiserver-cpu-"+tag+".pprof")
-}
-
-// heapProfile writes the operator's heap profile into cb.profile.
-func (cb *clusterBench) heapProfile(ctx context.Context, tag string) {
-	if cb.profile == "" {
-		return
-	}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, cb.pprofURL+"/heap?gc=1", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return
-	}
-	defer resp.Body.Close()
-	if f, err := os.Create(filepath.Join(cb.profile, "operator-heap-"+tag+".pprof")); err == nil {
-		_, _ = io.Copy(f, resp.Body)
-		_ = f.Close()
-	}
 }

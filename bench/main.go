@@ -29,6 +29,7 @@ type config struct {
 	skip     map[string]bool
 	plot     string
 	profile  string
+	events   bool
 }
 
 func main() {
@@ -49,6 +50,7 @@ func main() {
 	flag.IntVar(&cfg.rounds, "rounds", 3, "Interleaved rounds per comparison (medians are reported).")
 	flag.DurationVar(&cfg.duration, "duration", 2*time.Second, "Length of each HTTP load run.")
 	flag.StringVar(&tokens, "scale", "1k,10k", "ApiToken counts of the scale curve (cluster stage), e.g. 1k,10k,100k (100k takes most of an hour here).")
+	flag.BoolVar(&cfg.events, "generated-events", false, "The operator's --generated-events in the cluster stage's measured waves (up to 10k, the other setting is measured too).")
 	flag.StringVar(&cfg.plot, "plot", "docs/benchmarks-scale.png", "PNG of the scale curve to write (empty: none).")
 	flag.StringVar(&cfg.profile, "profile", "", "Folder for CPU profiles of the operator and kube-apiserver during each wave, and the operator's heap after it (empty: none).")
 	flag.StringVar(&skip, "skip", "", "Comma-separated stages to skip: verify,http,tokenreview,grpc,audit,cluster.")

@@ -397,14 +397,14 @@ func (r *ApiTokenReconciler) viewOf(ctx context.Context, secret *corev1.Secret, 
 	}
 	if digested {
 		if r.APIReader == nil {
-			return v, fmt.Errorf("Secret %s/%s: cached without its token, and no reader to fetch it", secret.Namespace, secret.Name)
+			return v, fmt.Errorf("the Secret %s/%s is cached without its token, and there is no reader to fetch it", secret.Namespace, secret.Name)
 		}
 		live := &corev1.Secret{}
 		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(secret), live); err != nil {
 			return v, fmt.Errorf("reading Secret %s/%s: %w", secret.Namespace, secret.Name, err)
 		}
 		if !metav1.IsControlledBy(live, t) || live.ResourceVersion != secret.ResourceVersion {
-			return v, fmt.Errorf("Secret %s/%s changed since it was cached; retrying", secret.Namespace, secret.Name)
+			return v, fmt.Errorf("the Secret %s/%s changed since it was cached; retrying", secret.Namespace, secret.Name)
 		}
 		secret = live
 	}

@@ -102,8 +102,11 @@ func encodeDigest(s *corev1.Secret, owner types.UID, st *salt.State) []byte {
 		flags |= digestSealed
 	}
 	id := st.ID()
+	if len(id) > 255 {
+		return []byte{0} // not encodable: every pass reads the Secret
+	}
 	b := make([]byte, 0, 2+len(id)+token.DigestSize)
-	b = append(b, flags, byte(len(id)))
+	b = append(b, flags, byte(len(id))) //nolint:gosec // at most 255, checked above
 	b = append(b, id...)
 	return append(b, v.digest[:]...)
 }
