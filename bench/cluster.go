@@ -89,24 +89,34 @@ func stageCluster(cfg *config, r *report) error {
 	time.Sleep(3 * time.Second)
 	rss0, heap0 := cb.rss(), cb.liveHeap(ctx, "0")
 	cb.stopOperator()
+	if _, err := cb.startOperator("--enable-controller=false"); err != nil {
+		return err
+	}
+	time.Sleep(3 * time.Second)
+	base := baseline{rss: rss0, heap: heap0, authRSS: cb.rss(), authHeap: cb.liveHeap(ctx, "auth-0")}
+	cb.stopOperator()
 
 	var points []point
-	for _, n := range cfg.tokens {
+	for i, n := range cfg.tokens {
 		fmt.Fprintf(os.Stderr, "bench: cluster: %d tokens...\n", n)
-		p, err := cb.measure(ctx, n, n <= 10_000)
+		p, err := cb.measure(ctx, n, n <= 10_000, i == len(cfg.tokens)-1)
 		if err != nil {
 			return err
 		}
 		points = append(points, p)
 		fmt.Fprintf(os.Stderr, "bench: cluster: %+v\n", p)
 	}
-	md, sum := clusterReport(points, rss0, heap0)
-	if err := plotScale(points, rss0, heap0, cfg.plot); err != nil {
+	md, sum := clusterReport(points, base)
+	if err := plotScale(points, base, cfg.plot); err != nil {
 		return err
 	}
 	r.add(md, sum)
 	return nil
 }
+
+// baseline is the memory of the operator and of an auth-only replica with
+// no ApiToken.
+type baseline struct{ rss, heap, authRSS, authHeap int64 }
 
 // point is one size of the scale curve.
 type point struct {
@@ -117,15 +127,18 @@ type point struct {
 	other                     *waveResult
 	idleWrites                int64
 	rss, apiRSS, etcRSS, heap int64
-	revoke                    []time.Duration
-	ready                     time.Duration
-	verifyNs                  float64
+	// An auth-only replica: start to ready, resident memory, live heap.
+	authReady         time.Duration
+	authRSS, authHeap int64
+	revoke            []time.Duration
+	ready             time.Duration
+	verifyNs          float64
 }
 
 // measure creates n ApiTokens next to the floor, and measures the wave,
 // memory, revoke propagation, restart and verification at that size. The
 // operator is left running with the n tokens.
-func (cb *clusterBench) measure(ctx context.Context, n int, compareEvents bool) (point, error) {
+func (cb *clusterBench) measure(ctx context.Context, n int, compareEvents, last bool) (point, error) {
 	p := point{n: n}
 	var err error
 	if p.floor, err = cb.floor(ctx, n); err != nil {
@@ -150,8 +163,19 @@ func (cb *clusterBench) measure(ctx context.Context, n int, compareEvents bool) 
 	if p.ready, err = cb.startOperator(); err != nil {
 		return p, err
 	}
-	p.verifyNs = verifyAt(n)
 	cb.stopOperator()
+	// An auth-only replica (config/auth): the auth endpoint alone, its
+	// ApiTokens cached as what its index decides on.
+	if p.authReady, err = cb.startOperator("--enable-controller=false"); err != nil {
+		return p, err
+	}
+	time.Sleep(2 * time.Second)
+	p.authRSS, p.authHeap = cb.rss(), cb.liveHeap(ctx, "auth-"+fmt.Sprint(n))
+	cb.stopOperator()
+	p.verifyNs = verifyAt(n)
+	if !compareEvents && last {
+		return p, nil // nothing is measured after the last size
+	}
 	if err := cb.drain(ctx, ns); err != nil {
 		return p, err
 	}
@@ -172,11 +196,15 @@ func (cb *clusterBench) measure(ctx context.Context, n int, compareEvents bool) 
 	return p, nil
 }
 
-// drain deletes the ApiTokens of ns and waits until the garbage collector
-// has deleted their Secrets, so that the next measurement does not pay for
-// it.
+// drain deletes the ApiTokens of ns and their Secrets (itself: the
+// garbage collector of envtest's kube-controller-manager deletes about 15
+// per second, at its default client QPS) and waits until they are gone, so
+// that the next measurement does not pay for it.
 func (cb *clusterBench) drain(ctx context.Context, ns string) error {
 	if err := cb.c.DeleteAllOf(ctx, &tokensv1alpha1.ApiToken{}, client.InNamespace(ns)); err != nil {
+		return err
+	}
+	if err := cb.c.DeleteAllOf(ctx, &corev1.Secret{}, client.InNamespace(ns)); err != nil {
 		return err
 	}
 	deadline := time.Now().Add(20 * time.Minute)
@@ -299,7 +327,9 @@ func childRSS(comm string) int64 {
 	return 0
 }
 
-func (cb *clusterBench) startOperator() (time.Duration, error) {
+// startOperator starts the operator binary with the bench's flags and
+// extra, and returns the time from start to its auth endpoint's /readyz.
+func (cb *clusterBench) startOperator(extra ...string) (time.Duration, error) {
 	port := func() int {
 		ln, _ := net.Listen("tcp", "127.0.0.1:0")
 		defer ln.Close()
@@ -318,6 +348,7 @@ func (cb *clusterBench) startOperator() (time.Duration, error) {
 		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metrics), fmt.Sprintf("--pprof-bind-address=127.0.0.1:%d", pprof),
 		fmt.Sprintf("--auth-bind-address=127.0.0.1:%d", auth), fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", probe),
 		"--grpc-auth-bind-address=0", "--max-concurrent-reconciles=16", "--generated-events="+strconv.FormatBool(cb.events), "--auth-default-namespaces=*")
+	cb.op.Args = append(cb.op.Args, extra...)
 	cb.op.Env = append(os.Environ(), "KUBECONFIG="+cb.kubeconfig)
 	cb.op.Stdout, cb.op.Stderr = log, log
 	start := time.Now()

@@ -76,7 +76,8 @@ func eventsSetting(on bool) string {
 }
 
 // clusterReport writes sections 4 to 6 from the curve.
-func clusterReport(points []point, rss0, heap0 int64) (string, string) {
+func clusterReport(points []point, base baseline) (string, string) {
+	rss0, heap0 := base.rss, base.heap
 	var md, sum strings.Builder
 	events := points[0].events
 	md.WriteString(`## 4. Scale: time to Active against the API server floor
@@ -119,6 +120,13 @@ At each size, ApiTokens are created by 16 concurrent clients until all are ` + "
 		fmt.Fprintf(&md, "| %s | %.1f MiB | %.2f KiB | %.2f KiB | %.0f MiB | %.0f MiB | %v | %.0f |\n", size(p.n), mib(p.rss), per, heap, mib(p.apiRSS), mib(p.etcRSS), p.ready.Round(time.Millisecond), p.verifyNs)
 		fmt.Fprintf(&sum, "memory %-5s operator %.1f MiB (%.2f KiB/token RSS, %.2f KiB/token heap), apiserver %.0f MiB, etcd %.0f MiB, restart->ready %v, verify %.0f ns\n", size(p.n), mib(p.rss), per, heap, mib(p.apiRSS), mib(p.etcRSS), p.ready.Round(time.Millisecond), p.verifyNs)
 	}
+	fmt.Fprintf(&md, "\nAn auth-only replica (`--enable-controller=false`, as `config/auth` runs it) at the same sizes: it caches ApiTokens as what its index decides on (`authserver.IndexView`) and the salt Secret alone. Per token over the empty replica's %.1f MiB RSS and %.1f MiB live heap.\n\n| tokens | auth replica RSS | RSS per token | live heap per token | start → ready |\n| --- | --- | --- | --- | --- |\n", mib(base.authRSS), mib(base.authHeap))
+	for _, p := range points {
+		per := float64(p.authRSS-base.authRSS) / float64(p.n) / 1024
+		heap := float64(p.authHeap-base.authHeap) / float64(p.n) / 1024
+		fmt.Fprintf(&md, "| %s | %.1f MiB | %.2f KiB | %.2f KiB | %v |\n", size(p.n), mib(p.authRSS), per, heap, p.authReady.Round(time.Millisecond))
+		fmt.Fprintf(&sum, "auth-only %-5s %.1f MiB (%.2f KiB/token RSS, %.2f KiB/token heap), start->ready %v\n", size(p.n), mib(p.authRSS), per, heap, p.authReady.Round(time.Millisecond))
+	}
 	md.WriteString("\nTargets: ≤ 4 KiB RSS per token for the operator; ready within 5 s of a restart with 10k tokens. 100k tokens are measured with `make bench SCALE=1k,10k,100k` (most of an hour here).\n")
 	return md.String(), sum.String()
 }
@@ -132,7 +140,8 @@ func onOff(b bool) string {
 
 // plotScale draws the curve into path (PNG): time to Active next to the
 // floor, and memory per token next to its target.
-func plotScale(points []point, rss0, heap0 int64, path string) error {
+func plotScale(points []point, base baseline, path string) error {
+	rss0, heap0 := base.rss, base.heap
 	if path == "" || len(points) == 0 {
 		return nil
 	}
@@ -183,6 +192,9 @@ func plotScale(points []point, rss0, heap0 int64, path string) error {
 		return err
 	}
 	if err := line(memPlot, "operator live heap per token", xy(func(p point) float64 { return float64(p.heap-heap0) / float64(p.n) / 1024 }), blue, true); err != nil {
+		return err
+	}
+	if err := line(memPlot, "auth-only replica live heap per token", xy(func(p point) float64 { return float64(p.authHeap-base.authHeap) / float64(p.n) / 1024 }), color.RGBA{G: 140, A: 255}, false); err != nil {
 		return err
 	}
 	if err := line(memPlot, "kube-apiserver + etcd RSS per token", xy(func(p point) float64 { return float64(p.apiRSS+p.etcRSS) / float64(p.n) / 1024 }), grey, true); err != nil {

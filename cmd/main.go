@@ -138,10 +138,10 @@ func main() {
 	}
 	// An auth-only replica needs only the salt, in the operator's namespace.
 	saltStore := salt.NewStore(types.NamespacedName{Namespace: namespace, Name: saltSecret})
-	cacheOpts := controllers.CacheOptions(types.NamespacedName{}, saltStore)
+	cacheOpts := controllers.CacheOptions(types.NamespacedName{}, saltStore, nil)
 	if !enableController {
 		enableWebhooks, leaderElect = false, false
-		cacheOpts = controllers.CacheOptions(types.NamespacedName{Namespace: namespace, Name: saltSecret}, nil)
+		cacheOpts = controllers.CacheOptions(types.NamespacedName{Namespace: namespace, Name: saltSecret}, nil, authserver.IndexTransform)
 	}
 
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{

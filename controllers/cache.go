@@ -17,25 +17,47 @@ import (
 
 // CacheOptions returns the manager's cache settings: only the operator's
 // own Secrets (labelled managed-by apitoken-operator: the token Secrets and
-// the salt) are cached, and no object keeps its managed fields, so memory
-// grows with ApiTokens, not with the cluster's Secrets. With salts set, a
+// the salt) are cached, and no object keeps its managed fields (nor an
+// ApiToken kubectl's apply record), so memory grows with ApiTokens, not
+// with the cluster's Secrets. With salts set, a
 // token Secret is cached without its token: digestToken keeps what the
 // reconciler decides on instead. With salt set (an auth-only replica), only
 // the salt Secret itself is cached (watched by name, so that its Role can
-// name it in resourceNames).
-func CacheOptions(saltRef types.NamespacedName, salts *salt.Store) cache.Options {
+// name it in resourceNames). tokenView, when set, replaces how ApiTokens
+// are cached (an auth-only replica: authserver.IndexTransform, what its
+// index decides on).
+func CacheOptions(saltRef types.NamespacedName, salts *salt.Store, tokenView toolscache.TransformFunc) cache.Options {
 	secrets := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue})}
+	// The reconciler reads every field of an ApiToken but the client-side
+	// apply record, a copy of the spec.
+	tokens := cache.ByObject{Transform: stripApplyRecord}
 	if saltRef.Name != "" {
 		secrets.Namespaces = map[string]cache.Config{saltRef.Namespace: {}}
 		secrets.Field = fields.OneTermEqualSelector("metadata.name", saltRef.Name)
+	}
+	if tokenView != nil {
+		tokens.Transform = tokenView
 	}
 	if salts != nil {
 		secrets.Transform = digestToken(salts)
 	}
 	return cache.Options{
-		ByObject:         map[client.Object]cache.ByObject{&corev1.Secret{}: secrets},
+		ByObject:         map[client.Object]cache.ByObject{&corev1.Secret{}: secrets, &tokensv1alpha1.ApiToken{}: tokens},
 		DefaultTransform: cache.TransformStripManagedFields(),
 	}
+}
+
+// stripApplyRecord drops managed fields and kubectl's
+// last-applied-configuration annotation (a copy of the object as last
+// applied client-side: about as large as the spec) from a cached object.
+func stripApplyRecord(in any) (any, error) {
+	out, err := cache.TransformStripManagedFields()(in)
+	if o, ok := out.(metav1.Object); ok && err == nil {
+		if a := o.GetAnnotations(); a[corev1.LastAppliedConfigAnnotation] != "" {
+			delete(a, corev1.LastAppliedConfigAnnotation)
+		}
+	}
+	return out, err
 }
 
 // digestKey is the annotation that stands in the cached copy of a token

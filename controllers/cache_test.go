@@ -107,3 +107,23 @@ func keys(m map[string][]byte) []string {
 	}
 	return out
 }
+
+// TestCachedApiTokenDropsTheApplyRecord: kubectl's client-side apply record
+// (a copy of the spec) and managed fields are not cached; every other
+// annotation the reconciler reads is.
+func TestCachedApiTokenDropsTheApplyRecord(t *testing.T) {
+	at := &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: "tok", Namespace: "ns",
+		Annotations: map[string]string{corev1.LastAppliedConfigAnnotation: `{"spec":{}}`, tokensv1alpha1.RegenerateAnnotation: "1"},
+		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}}}
+	out, err := stripApplyRecord(at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := out.(*tokensv1alpha1.ApiToken)
+	if _, kept := got.Annotations[corev1.LastAppliedConfigAnnotation]; kept || len(got.ManagedFields) != 0 {
+		t.Fatalf("cached with %v and %d managed fields", got.Annotations, len(got.ManagedFields))
+	}
+	if got.Annotations[tokensv1alpha1.RegenerateAnnotation] != "1" {
+		t.Fatal("the regenerate annotation was dropped")
+	}
+}

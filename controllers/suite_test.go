@@ -59,7 +59,7 @@ var _ = BeforeSuite(func() {
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme:  scheme,
 		Metrics: metricsserver.Options{BindAddress: "0"},
-		Cache:   CacheOptions(types.NamespacedName{}, saltStore),
+		Cache:   CacheOptions(types.NamespacedName{}, saltStore, nil),
 	})
 	Expect(err).NotTo(HaveOccurred())
 	Expect((&ApiTokenReconciler{

@@ -69,7 +69,7 @@ var _ = BeforeSuite(func() {
 
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"},
-		Cache: controllers.CacheOptions(types.NamespacedName{}, store),
+		Cache: controllers.CacheOptions(types.NamespacedName{}, store, nil),
 	})
 	Expect(err).NotTo(HaveOccurred())
 	Expect((&controllers.ApiTokenReconciler{

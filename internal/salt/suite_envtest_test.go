@@ -111,7 +111,7 @@ func startOperator(o operatorOptions) *operator {
 	op := &operator{store: salt.NewStore(ref), logs: &lockedBuffer{}}
 	Expect(op.store.Load(ctx, k8s, o.env, true)).To(Succeed())
 
-	cacheOpts := controllers.CacheOptions(types.NamespacedName{}, op.store)
+	cacheOpts := controllers.CacheOptions(types.NamespacedName{}, op.store, nil)
 	cacheOpts.DefaultNamespaces = map[string]cache.Config{o.operatorNS: {}, o.tokenNS: {}}
 	logger := zap.New(zap.WriteTo(io.MultiWriter(op.logs, GinkgoWriter)), zap.UseDevMode(true))
 	mgr, err := ctrl.NewManager(suiteEnv.Config, ctrl.Options{
