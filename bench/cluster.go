@@ -97,11 +97,18 @@ func stageCluster(cfg *config, r *report) error {
 	cb.stopOperator()
 
 	var points []point
+	var failed string
 	for i, n := range cfg.tokens {
 		fmt.Fprintf(os.Stderr, "bench: cluster: %d tokens...\n", n)
 		p, err := cb.measure(ctx, n, n <= 10_000, i == len(cfg.tokens)-1)
 		if err != nil {
-			return err
+			if len(points) == 0 {
+				return err
+			}
+			// Report the sizes measured, and why the next one is missing.
+			fmt.Fprintf(os.Stderr, "bench: cluster: %d tokens failed: %v\n", n, err)
+			failed = fmt.Sprintf("\n%d tokens: the run failed (%v); the sizes above were measured.\n", n, err)
+			break
 		}
 		points = append(points, p)
 		fmt.Fprintf(os.Stderr, "bench: cluster: %+v\n", p)
@@ -110,7 +117,7 @@ func stageCluster(cfg *config, r *report) error {
 	if err := plotScale(points, base, cfg.plot); err != nil {
 		return err
 	}
-	r.add(md, sum)
+	r.add(md+failed, sum)
 	return nil
 }
 
@@ -196,16 +203,29 @@ func (cb *clusterBench) measure(ctx context.Context, n int, compareEvents, last 
 	return p, nil
 }
 
+// deleteAll deletes every object of o's kind in ns. One delete-collection
+// of 100k objects outlasts kube-apiserver's request timeout; each call
+// deletes what it can in time, so it is called again until one completes.
+func (cb *clusterBench) deleteAll(ctx context.Context, o client.Object, ns string) error {
+	var err error
+	for try := 0; try < 30; try++ {
+		if err = cb.c.DeleteAllOf(ctx, o, client.InNamespace(ns)); err == nil {
+			return nil
+		}
+		time.Sleep(time.Second)
+	}
+	return fmt.Errorf("deleting every %T in %s: %w", o, ns, err)
+}
+
 // drain deletes the ApiTokens of ns and their Secrets (itself: the
 // garbage collector of envtest's kube-controller-manager deletes about 15
 // per second, at its default client QPS) and waits until they are gone, so
 // that the next measurement does not pay for it.
 func (cb *clusterBench) drain(ctx context.Context, ns string) error {
-	if err := cb.c.DeleteAllOf(ctx, &tokensv1alpha1.ApiToken{}, client.InNamespace(ns)); err != nil {
-		return err
-	}
-	if err := cb.c.DeleteAllOf(ctx, &corev1.Secret{}, client.InNamespace(ns)); err != nil {
-		return err
+	for _, o := range []client.Object{&tokensv1alpha1.ApiToken{}, &corev1.Secret{}} {
+		if err := cb.deleteAll(ctx, o, ns); err != nil {
+			return err
+		}
 	}
 	deadline := time.Now().Add(20 * time.Minute)
 	for time.Now().Before(deadline) {
@@ -505,10 +525,7 @@ func (cb *clusterBench) floor(ctx context.Context, n int) (time.Duration, error)
 		return 0, err
 	}
 	// Leave nothing for the operator to reconcile.
-	if err := cb.c.DeleteAllOf(ctx, &tokensv1alpha1.ApiToken{}, client.InNamespace(ns)); err != nil {
-		return 0, err
-	}
-	return took, cb.c.DeleteAllOf(ctx, &corev1.Secret{}, client.InNamespace(ns))
+	return took, cb.drain(ctx, ns)
 }
 
 func (cb *clusterBench) watchActive(ctx context.Context, ns string) (func(n int, timeout time.Duration) error, error) {
