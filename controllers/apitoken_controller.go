@@ -765,12 +765,20 @@ func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&tokensv1alpha1.ApiToken{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
-		Owns(&corev1.Secret{}).
+		Owns(&corev1.Secret{}, builder.WithPredicates(notCreated)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.tokensForSalt), builder.WithPredicates(predicate.NewPredicateFuncs(r.isSaltSecret), saltDecisionChanged)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)}).
 		Named("apitoken").
 		Complete(r)
 }
+
+// notCreated passes an owned Secret's updates and deletions, not its
+// creation: a creation is the echo of the pass that wrote the Secret and
+// recorded its token (a second pass would find nothing to do, often from a
+// cache that has not seen the status yet), or, at start, the listing of a
+// Secret whose ApiToken is queued by its own listing. A Secret planted
+// under an ApiToken's name is found by the pass that tries to create it.
+var notCreated = predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { return false }}
 
 // saltDecisionChanged passes the salt Secret's events that can change what
 // a token's pass decides: a new Secret, or a change of its salts or of
