@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	_ "net/http/pprof" // BENCH_PPROF
 	"os"
 	"strconv"
 	"strings"
@@ -79,6 +80,10 @@ func serve(mode string, n int) error {
 		h = (&authserver.Server{Handler: handler}).Mux()
 	default:
 		return fmt.Errorf("unknown serve mode %q", mode)
+	}
+	if addr := os.Getenv("BENCH_PPROF"); addr != "" && os.Getenv("BENCH_PPROF_MODE") == mode {
+		// Profile this server while a stage loads it (net/http/pprof).
+		go func() { _ = http.ListenAndServe(addr, nil) }() //nolint:gosec // a local profiling port, on request
 	}
 	fmt.Fprintf(os.Stdout, "%s %s\n", ln.Addr(), probe)
 	s := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10}
