@@ -113,7 +113,7 @@ func keys(m map[string][]byte) []string {
 // annotation the reconciler reads is.
 func TestCachedApiTokenDropsTheApplyRecord(t *testing.T) {
 	at := &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: "tok", Namespace: "ns",
-		Annotations: map[string]string{corev1.LastAppliedConfigAnnotation: `{"spec":{}}`, tokensv1alpha1.RegenerateAnnotation: "1"},
+		Annotations:   map[string]string{corev1.LastAppliedConfigAnnotation: `{"spec":{}}`, tokensv1alpha1.RegenerateAnnotation: "1"},
 		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}}}
 	out, err := stripApplyRecord(at)
 	if err != nil {
