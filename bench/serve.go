@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	_ "net/http/pprof" // BENCH_PPROF
+	_ "net/http/pprof" //nolint:gosec // served only on BENCH_PPROF, a local port asked for
 	"os"
 	"strconv"
 	"strings"
