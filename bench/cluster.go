@@ -582,37 +582,18 @@ func (cb *clusterBench) writes(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(cb.env.Config.Host, "/")+"/metrics", nil)
-	resp, err := hc.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	var total int64
-	s := bufio.NewScanner(resp.Body)
-	s.Buffer(make([]byte, 1<<20), 1<<20)
-	for s.Scan() {
-		line := s.Text()
-		if !strings.HasPrefix(line, "apiserver_request_total{") {
-			continue
-		}
+	v, err := promSumWhere(ctx, hc, strings.TrimSuffix(cb.env.Config.Host, "/")+"/metrics", "apiserver_request_total", func(line string) bool {
 		if !strings.Contains(line, `resource="secrets"`) && !strings.Contains(line, `resource="apitokens"`) {
-			continue
+			return false
 		}
-		isWrite := false
-		for _, v := range []string{`verb="POST"`, `verb="PUT"`, `verb="PATCH"`, `verb="APPLY"`, `verb="DELETE"`} {
-			if strings.Contains(line, v) {
-				isWrite = true
+		for _, verb := range []string{`verb="POST"`, `verb="PUT"`, `verb="PATCH"`, `verb="APPLY"`, `verb="DELETE"`} {
+			if strings.Contains(line, verb) {
+				return true
 			}
 		}
-		if !isWrite {
-			continue
-		}
-		f := strings.Fields(line)
-		v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-		total += int64(v)
-	}
-	return total, s.Err()
+		return false
+	})
+	return int64(v), err
 }
 
 // propagation revokes tries tokens one by one and measures the time from
@@ -668,6 +649,18 @@ func pctDur(xs []time.Duration, p float64) time.Duration {
 // promSum sums, in the Prometheus text at url (fetched with hc), the
 // samples of metric whose labels contain every one of match.
 func promSum(ctx context.Context, hc *http.Client, url, metric string, match ...string) (float64, error) {
+	return promSumWhere(ctx, hc, url, metric, func(line string) bool {
+		for _, m := range match {
+			if !strings.Contains(line, m) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// promSumWhere sums the samples of metric whose line keep accepts.
+func promSumWhere(ctx context.Context, hc *http.Client, url, metric string, keep func(line string) bool) (float64, error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	resp, err := hc.Do(req)
 	if err != nil {
@@ -679,14 +672,7 @@ func promSum(ctx context.Context, hc *http.Client, url, metric string, match ...
 	s.Buffer(make([]byte, 1<<20), 1<<20)
 	for s.Scan() {
 		line := s.Text()
-		if !strings.HasPrefix(line, metric+"{") && !strings.HasPrefix(line, metric+" ") {
-			continue
-		}
-		ok := true
-		for _, m := range match {
-			ok = ok && strings.Contains(line, m)
-		}
-		if !ok {
+		if (!strings.HasPrefix(line, metric+"{") && !strings.HasPrefix(line, metric+" ")) || !keep(line) {
 			continue
 		}
 		f := strings.Fields(line)
