@@ -323,3 +323,17 @@ func eventReasons(g Gomega, ns, name string) []string {
 	}
 	return out
 }
+
+var _ = Describe("The cache's digest of a token Secret", func() {
+	// The reconciler trusts the digest annotation only because no object
+	// on the API server can carry it: a Secret writer who plants one
+	// (copying a hash from the ApiToken's status) must be refused.
+	It("cannot be planted through the API server", func() {
+		ctx := context.Background()
+		planted := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "planted", Namespace: operatorNamespace,
+			Annotations: map[string]string{digestKey: "\x07\x00"}}}
+		err := k8s.Create(ctx, planted)
+		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "creating a Secret with the digest annotation: %v", err)
+		Expect(err.Error()).To(ContainSubstring("metadata.annotations"))
+	})
+})
