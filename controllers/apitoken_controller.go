@@ -65,6 +65,9 @@ type ApiTokenReconciler struct {
 	// TokenMetrics says which tokens get series of their own
 	// (--token-metrics; empty: TokenMetricsExpiring).
 	TokenMetrics TokenMetrics
+	// Cuts bounds the tokens cut without being asked (--max-cuts,
+	// --cut-window, --max-cuts-percent); nil: no bound.
+	Cuts *CutGuard
 	// MaxSaltOverlap is the longest a planned salt rotation keeps a
 	// replaced token verifying (--salt-overlap); 0: a salt rotation always
 	// cuts the old tokens at once.
@@ -183,6 +186,41 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		}
 		r.recover(t, secret, view, hasher.SaltID(), now)
 	case actIssue:
+		if cutsUnasked(act.reason) || pendingRecorded(t) {
+			// Destructive, or it would overwrite the record of a token
+			// that may be in the Secret: taken again on a live view.
+			live, ok, err := r.confirmLive(ctx, t, p, st, act)
+			if err != nil {
+				return ctrl.Result{}, err
+			}
+			if !ok {
+				log.V(1).Info("Cache was behind the API server; not issuing on it", "apitoken", klog.KObj(t), "reason", act.reason)
+				return ctrl.Result{RequeueAfter: staleViewRetry}, nil
+			}
+			if r.APIReader != nil {
+				secret = live
+			}
+		}
+		if cutsUnasked(act.reason) {
+			allowed, err := r.guardCut(ctx, t, base, act.reason)
+			if err != nil {
+				return ctrl.Result{}, err
+			}
+			if !allowed {
+				b = blocker{tokensv1alpha1.ReasonCutHeld, r.cutHeldMessage(t, act.reason)}
+				first := readyReason(base) != tokensv1alpha1.ReasonCutHeld
+				r.finish(t, base, p, b, now)
+				if err := r.patchStatus(ctx, t, base); err != nil {
+					return ctrl.Result{}, err
+				}
+				if first {
+					r.event(t, corev1.EventTypeWarning, b.reason, b.message)
+					log.Info("Held a token cut: more tokens than the limit were to be cut without anyone asking",
+						"apitoken", klog.KObj(t), "reason", act.reason, "limit", r.Cuts.Limit())
+				}
+				return ctrl.Result{}, nil // a regenerate request or a repaired Secret re-queues it
+			}
+		}
 		issued := lifetimeStart(t, act.reason, now)
 		err := r.issue(ctx, t, base, secret, act.reason, hasher, issued)
 		if errors.Is(err, errSecretExists) {
@@ -266,6 +304,7 @@ func (r *ApiTokenReconciler) finish(t, base *tokensv1alpha1.ApiToken, p policy, 
 		(r.TokenMetrics != TokenMetricsNone && t.Status.Phase == tokensv1alpha1.PhaseActive && conditionTrue(t, tokensv1alpha1.ConditionExpiringSoon))
 	recordMetrics(t.Namespace, t.Name, t.Spec.Type, t.Status.Phase, exp, soon, t.Status.ExpiresAt != nil, perToken)
 	recordSaltHeld(t.Namespace, t.Name, b.reason == tokensv1alpha1.ReasonSaltMismatch)
+	recordCutHeld(t.Namespace, t.Name, b.reason == tokensv1alpha1.ReasonCutHeld)
 }
 
 // readyReason is the reason of t's Ready condition, or "".
@@ -352,21 +391,34 @@ func (r *ApiTokenReconciler) observeSecret(ctx context.Context, t *tokensv1alpha
 	secret := &corev1.Secret{}
 	err := r.Get(ctx, key, secret)
 	if apierrors.IsNotFound(err) && uncached && r.APIReader != nil {
-		// Metadata first: a foreign Secret's data is never read.
-		meta := &metav1.PartialObjectMetadata{}
-		meta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
-		if err = r.APIReader.Get(ctx, key, meta); err == nil {
-			if !metav1.IsControlledBy(meta, t) {
-				return &corev1.Secret{ObjectMeta: meta.ObjectMeta}, tokenView{}, secretForeign, nil
-			}
-			err = r.APIReader.Get(ctx, key, secret)
-		}
+		secret, err = r.readSecretLive(ctx, key, t)
 	}
+	return r.classifySecret(ctx, t, st, secret, err)
+}
+
+// readSecretLive reads the Secret from the API server, metadata first: a
+// foreign Secret's data is never read (it comes back with metadata only).
+func (r *ApiTokenReconciler) readSecretLive(ctx context.Context, key types.NamespacedName, t *tokensv1alpha1.ApiToken) (*corev1.Secret, error) {
+	meta := &metav1.PartialObjectMetadata{}
+	meta.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	if err := r.APIReader.Get(ctx, key, meta); err != nil {
+		return nil, err
+	}
+	if !metav1.IsControlledBy(meta, t) {
+		return &corev1.Secret{ObjectMeta: meta.ObjectMeta}, nil
+	}
+	secret := &corev1.Secret{}
+	return secret, r.APIReader.Get(ctx, key, secret)
+}
+
+// classifySecret says what secret (read with err) is to t: absent, foreign,
+// or what its token matches in t's record.
+func (r *ApiTokenReconciler) classifySecret(ctx context.Context, t *tokensv1alpha1.ApiToken, st *salt.State, secret *corev1.Secret, err error) (*corev1.Secret, tokenView, secretState, error) {
 	if apierrors.IsNotFound(err) {
 		return nil, tokenView{}, secretAbsent, nil
 	}
 	if err != nil {
-		return nil, tokenView{}, secretAbsent, fmt.Errorf("reading Secret %s: %w", key, err)
+		return nil, tokenView{}, secretAbsent, fmt.Errorf("reading Secret %s/%s: %w", t.Namespace, t.SecretName(), err)
 	}
 	if !metav1.IsControlledBy(secret, t) {
 		return secret, tokenView{}, secretForeign, nil

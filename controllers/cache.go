@@ -82,6 +82,14 @@ const (
 // then holds no token in memory, and a pass that finds the digest made
 // under another salt reads the Secret from the API server. Other Secrets
 // (the salt) are cached as they are.
+//
+// The transform is idempotent, as client-go requires: an informer's initial
+// sync over a watch-list stream applies it twice to every object (into the
+// reflector's temporary store, then again when that store replaces the
+// informer's queue), as does a relist. A Secret that already carries the
+// digest is its own output (no object from the API server can carry
+// digestKey) and is left as it is; digesting it again would digest no
+// token and make every Secret look tampered.
 func digestToken(salts *salt.Store) toolscache.TransformFunc {
 	strip := cache.TransformStripManagedFields()
 	return func(in any) (any, error) {
@@ -89,6 +97,9 @@ func digestToken(salts *salt.Store) toolscache.TransformFunc {
 		s, ok := out.(*corev1.Secret)
 		if err != nil || !ok {
 			return out, err
+		}
+		if _, digested := s.Annotations[digestKey]; digested {
+			return s, nil
 		}
 		owner := metav1.GetControllerOfNoCopy(s)
 		if owner == nil || owner.Kind != "ApiToken" {

@@ -1,15 +1,21 @@
 package controllers
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/internal/authserver"
 	"github.com/apitoken-operator/apitoken-operator/internal/salt"
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
 )
@@ -126,4 +132,70 @@ func TestCachedApiTokenDropsTheApplyRecord(t *testing.T) {
 	if got.Annotations[tokensv1alpha1.RegenerateAnnotation] != "1" {
 		t.Fatal("the regenerate annotation was dropped")
 	}
+}
+
+// TestCacheTransformsAreIdempotent: client-go may apply a cache's
+// transform twice to the same object (an informer's initial sync over a
+// watch-list stream transforms into the reflector's temporary store, then
+// again when that store is replaced into the informer's queue), so every
+// transform CacheOptions installs must leave its own output as it is.
+// Before the fix the Secret digest, applied to its own output, digested an
+// empty token: every Secret of a restarted operator looked tampered.
+func TestCacheTransformsAreIdempotent(t *testing.T) {
+	store := salt.NewStore(types.NamespacedName{Namespace: "system", Name: "salt"})
+	store.Set([]byte("first-salt"))
+	h := store.State().Hasher()
+	tok, err := token.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiToken := &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: "tok", Namespace: "ns", UID: "uid-1",
+		Annotations:   map[string]string{corev1.LastAppliedConfigAnnotation: `{"spec":{}}`, tokensv1alpha1.RegenerateAnnotation: "1"},
+		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}},
+		Spec:   tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "30d"},
+		Status: tokensv1alpha1.ApiTokenStatus{Phase: tokensv1alpha1.PhaseActive, Verification: &tokensv1alpha1.Verification{Hash: h.Hash(tok).Encode(), SaltID: h.SaltID()}}}
+	objects := map[string]func() any{
+		"token Secret":     func() any { return tokenSecret(h, "uid-1", tok) },
+		"revoked Secret":   func() any { return tokenSecret(h, "uid-1", "") },
+		"malformed Secret": func() any { return tokenSecret(h, "uid-1", "not-a-token") },
+		"salt Secret": func() any {
+			return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "salt", Namespace: "system"}, Data: map[string][]byte{"salt": []byte("s")}}
+		},
+		"ApiToken": func() any { return apiToken.DeepCopy() },
+	}
+	options := map[string]cache.Options{
+		"operator":         CacheOptions(types.NamespacedName{}, store, nil),
+		"auth-only":        CacheOptions(store.Ref(), nil, authserver.IndexTransform),
+		"operator no salt": CacheOptions(types.NamespacedName{}, salt.NewStore(store.Ref()), nil),
+	}
+	for name, opts := range options {
+		transforms := map[string]toolscache.TransformFunc{"default": opts.DefaultTransform}
+		for obj, by := range opts.ByObject {
+			if by.Transform != nil {
+				transforms[fmt.Sprintf("%T", obj)] = by.Transform
+			}
+		}
+		for tname, transform := range transforms {
+			for oname, object := range objects {
+				once, err := transform(object())
+				if err != nil {
+					t.Fatal(err)
+				}
+				twice, err := transform(deepCopy(once))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !equality.Semantic.DeepEqual(once, twice) {
+					t.Errorf("%s cache, %s transform, %s: applied to its own output it changed it:\nonce  %+v\ntwice %+v", name, tname, oname, once, twice)
+				}
+			}
+		}
+	}
+}
+
+func deepCopy(o any) any {
+	if r, ok := o.(runtime.Object); ok {
+		return r.DeepCopyObject()
+	}
+	return o
 }

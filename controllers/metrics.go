@@ -36,6 +36,10 @@ var (
 		Name: "apitoken_salt_mismatch_tokens",
 		Help: "ApiTokens held because their hashes were made with a salt the salt Secret neither holds nor names as replaced (condition Ready=False, reason SaltMismatch); alert on > 0.",
 	})
+	cutHeldTokens = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "apitoken_cut_held_tokens",
+		Help: "ApiTokens whose cut (Secret tampered, missing or untrusted) is held because more than the limit were to be cut at once (condition Ready=False, reason CutHeld); alert on > 0.",
+	})
 	saltSecretRecreations = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "apitoken_salt_secret_recreations_total",
 		Help: "Times the salt Secret was found deleted (or emptied) and written back with the same salt.",
@@ -52,7 +56,7 @@ var (
 
 func init() {
 	metrics.Registry.MustRegister(expirationTimestamp, expiringSoonTimestamp, regenerations, info, tokens,
-		saltMismatchTokens, saltSecretRecreations, saltRotations, saltPreviousValidUntil)
+		saltMismatchTokens, cutHeldTokens, saltSecretRecreations, saltRotations, saltPreviousValidUntil)
 }
 
 // saltHeld are the ApiTokens counted by apitoken_salt_mismatch_tokens.
@@ -72,6 +76,25 @@ func recordSaltHeld(namespace, name string, held bool) {
 		delete(saltHeld.m, key)
 	}
 	saltMismatchTokens.Set(float64(len(saltHeld.m)))
+}
+
+// cutHeld are the ApiTokens counted by apitoken_cut_held_tokens.
+var cutHeld = struct {
+	sync.Mutex
+	m map[types.NamespacedName]struct{}
+}{m: map[types.NamespacedName]struct{}{}}
+
+// recordCutHeld counts the ApiToken as held by the cut guard, or not.
+func recordCutHeld(namespace, name string, held bool) {
+	key := types.NamespacedName{Namespace: namespace, Name: name}
+	cutHeld.Lock()
+	defer cutHeld.Unlock()
+	if held {
+		cutHeld.m[key] = struct{}{}
+	} else {
+		delete(cutHeld.m, key)
+	}
+	cutHeldTokens.Set(float64(len(cutHeld.m)))
 }
 
 // TokenMetrics says which ApiTokens have series of their own
@@ -164,6 +187,7 @@ func recordMetrics(namespace, name string, tokenType tokensv1alpha1.TokenType, p
 // forgetMetrics removes a deleted token's series and count.
 func forgetMetrics(namespace, name string) {
 	recordSaltHeld(namespace, name, false)
+	recordCutHeld(namespace, name, false)
 	count(namespace, name, tokenClass{}, true)
 	dropSeries(namespace, name)
 }

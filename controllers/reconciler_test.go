@@ -40,6 +40,8 @@ type harness struct {
 	// failWrite, when > 0, fails the failWrite-th write from now on (1-based).
 	failWrite int
 	writes    int
+	// beforeWrite, when set, runs before the n-th write (1-based) of a pass.
+	beforeWrite func(n int)
 }
 
 func newHarness(t *testing.T, spec tokensv1alpha1.ApiTokenSpec, objs ...client.Object) *harness {
@@ -49,6 +51,9 @@ func newHarness(t *testing.T, spec tokensv1alpha1.ApiTokenSpec, objs ...client.O
 	at := &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: "tok", Namespace: "ns", UID: "uid-1", Generation: 1}, Spec: spec}
 	count := func() error {
 		h.writes++
+		if h.beforeWrite != nil {
+			h.beforeWrite(h.writes)
+		}
 		if h.failWrite > 0 && h.writes == h.failWrite {
 			return errInjected
 		}
@@ -83,7 +88,27 @@ func newHarness(t *testing.T, spec tokensv1alpha1.ApiTokenSpec, objs ...client.O
 	// they are.
 	h.r = &ApiTokenReconciler{Scheme: s, Recorder: h.rec, Clock: h.clock, Salt: store}
 	h.r.Client = cachedSecrets{h.c, func(in any) (any, error) { return digestToken(h.r.Salt)(in) }}
+	// Reads around the cache see the fake client as it is: the tests'
+	// cache is never behind, unless a test makes it so (staleCache).
+	h.r.APIReader = liveSalt{h.c, h.r}
 	return h
+}
+
+// liveSalt is the API server as the harness's reconciler sees it: the
+// fake client, where a test that holds no salt Secret there finds the one
+// its salt store holds (the store is the harness's source of the salt).
+type liveSalt struct {
+	client.WithWatch
+	r *ApiTokenReconciler
+}
+
+func (l liveSalt) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	err := l.WithWatch.Get(ctx, key, obj, opts...)
+	if s, ok := obj.(*corev1.Secret); ok && apierrors.IsNotFound(err) && key == l.r.Salt.Ref() && l.r.Salt.State() != nil {
+		*s = *l.r.Salt.State().Secret(key)
+		return nil
+	}
+	return err
 }
 
 // cachedSecrets reads Secrets through the cache's transform.

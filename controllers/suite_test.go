@@ -32,6 +32,9 @@ var (
 	fakeClock = clocktesting.NewFakeClock(time.Now())
 	saltStore = salt.NewStore(types.NamespacedName{Namespace: operatorNamespace, Name: "apitoken-operator-salt"})
 	cancelMgr context.CancelFunc
+	// suiteCuts is the suite operator's cut guard: no bound, but for the
+	// spec that sets one.
+	suiteCuts = &CutGuard{}
 )
 
 func TestControllersEnvtest(t *testing.T) {
@@ -65,7 +68,7 @@ var _ = BeforeSuite(func() {
 	Expect((&ApiTokenReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: scheme,
 		Recorder: mgr.GetEventRecorder("apitoken-operator"), Clock: fakeClock, Salt: saltStore,
-		MaxConcurrentReconciles: 4,
+		MaxConcurrentReconciles: 4, Cuts: suiteCuts,
 	}).SetupWithManager(mgr)).To(Succeed())
 
 	var mgrCtx context.Context

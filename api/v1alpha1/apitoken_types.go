@@ -271,6 +271,12 @@ const (
 	// not adopted (its issued-at is missing or in the future); a new token
 	// was issued.
 	ReasonSecretUntrusted = "SecretUntrusted"
+	// ReasonCutHeld: the token was to be cut without anyone asking (its
+	// Secret tampered, missing or untrusted) while more such cuts than
+	// the operator's limit (--max-cuts in --cut-window) were taken: it is
+	// held, its recorded token keeps verifying, until a person releases it
+	// by annotating tokens.apitoken.dev/regenerate (docs/operations.md).
+	ReasonCutHeld = "CutHeld"
 	// ReasonActive: the token is valid.
 	ReasonActive = "Active"
 	// ReasonInactive: the token was not used for spec.idleTimeout.
