@@ -78,6 +78,7 @@ func main() {
 		grpcAuthAddr               string
 		auditLog                   string
 		tokenMetrics               string
+		cuts                       controllers.CutGuard
 		generatedEvents            bool
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint (use :8443 with --metrics-secure); 0 disables it.")
@@ -112,6 +113,9 @@ func main() {
 	flag.StringVar(&tokenMetrics, "token-metrics", string(controllers.TokenMetricsExpiring), "Which ApiTokens get Prometheus series of their own (apitoken_info, apitoken_expiration_timestamp_seconds, apitoken_expiring_soon_timestamp_seconds): expiring (those in their ExpiringSoon window, what the alerts need), all, or none. apitoken_tokens counts every token by namespace, type and phase in any case.")
 	flag.BoolVar(&generatedEvents, "generated-events", true, "Record a Generated Event for each new ApiToken's first token. false: no such Event (status and apitoken_regenerations_total{reason=\"Generated\"} still record it), which saves one API write per new ApiToken when thousands are created at once; every other Event is recorded.")
 	opts := zap.Options{Development: false}
+	flag.IntVar(&cuts.Max, "max-cuts", 10, "Most ApiTokens cut without anyone asking (Secret tampered, missing or untrusted: no grace) within --cut-window; past it, further such tokens are held (Ready=False reason CutHeld, their tokens keep verifying) until a regenerate request releases each (docs/operations.md#held-cuts). 0: no bound.")
+	flag.Float64Var(&cuts.Percent, "max-cuts-percent", 10, "Lowers --max-cuts to this percentage of all ApiTokens (rounded up, at least 1); 0: --max-cuts alone.")
+	flag.DurationVar(&cuts.Window, "cut-window", 5*time.Minute, "The sliding window over which --max-cuts counts.")
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
@@ -179,6 +183,7 @@ func main() {
 			MaxSaltOverlap:          saltOverlap,
 			TokenMetrics:            perToken,
 			SkipGeneratedEvents:     !generatedEvents,
+			Cuts:                    &cuts,
 		}).SetupWithManager(mgr); err != nil {
 			setupLog.Error(err, "Failed to set up the controller", "controller", "ApiToken")
 			os.Exit(1)

@@ -228,9 +228,11 @@ var _ = Describe("The cut guard (the blast radius of a bug, a restore or a bad p
 		}).Should(Succeed())
 
 		// Every Secret is edited at once, as a bad restore would.
+		originals := map[string][]byte{}
 		for name := range hashes {
 			var s corev1.Secret
 			Expect(k8s.Get(ctx, types.NamespacedName{Namespace: n.Name, Name: name + "-token"}, &s)).To(Succeed())
+			originals[name] = s.Data[tokensv1alpha1.SecretTokenKey]
 			other, err := token.Generate()
 			Expect(err).NotTo(HaveOccurred())
 			s.Data[tokensv1alpha1.SecretTokenKey] = []byte(other)
@@ -274,6 +276,24 @@ var _ = Describe("The cut guard (the blast radius of a bug, a restore or a bad p
 				g.Expect(at.Status.Verification.Hash).To(Equal(hashes[name]))
 			}
 		}, 2*time.Second, 200*time.Millisecond).Should(Succeed())
+
+		// A Secret put back as it was leaves the hold by itself, with its
+		// token unchanged (the other way out the docs give).
+		repaired := held[0]
+		held = held[1:]
+		var s corev1.Secret
+		Expect(k8s.Get(ctx, types.NamespacedName{Namespace: n.Name, Name: repaired + "-token"}, &s)).To(Succeed())
+		s.Data[tokensv1alpha1.SecretTokenKey] = originals[repaired]
+		Expect(k8s.Update(ctx, &s)).To(Succeed())
+		Eventually(func(g Gomega) {
+			var at tokensv1alpha1.ApiToken
+			g.Expect(k8s.Get(ctx, types.NamespacedName{Namespace: n.Name, Name: repaired}, &at)).To(Succeed())
+			g.Expect(readyReason(&at)).NotTo(Equal(tokensv1alpha1.ReasonCutHeld))
+			g.Expect(at.Status.Phase).To(Equal(tokensv1alpha1.PhaseActive))
+			g.Expect(at.Status.Verification.Hash).To(Equal(hashes[repaired]))
+			g.Expect(verifiesNow(g, client.ObjectKeyFromObject(&at), string(originals[repaired]))).To(BeTrue())
+			g.Expect(testutil.ToFloat64(cutHeldTokens)).To(BeNumerically("==", tokens-limit-1))
+		}).Should(Succeed())
 
 		// The documented release: a regenerate request on each held token.
 		for _, name := range held {
