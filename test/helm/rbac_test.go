@@ -1,13 +1,18 @@
 package helm
 
 import (
-	"fmt"
+	"context"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/apitoken-operator/apitoken-operator/internal/testenv"
 )
@@ -65,24 +70,27 @@ func TestLeaderElectionEventsAllowedByTheShippedRBAC(t *testing.T) {
 		t.Fatalf("the leader-election Role and RoleBinding: %v", rbac.keys())
 	}
 	kubectl(t, rbac.yamlStream(t), "--kubeconfig", kc, "apply", "--server-side", "-f", "-")
-	as := "--as=system:serviceaccount:" + ns + ":apitoken-operator"
-	event := fmt.Sprintf(`apiVersion: v1
-kind: Event
-metadata: {name: apitoken-operator-leader.1, namespace: %s}
-involvedObject: {apiVersion: coordination.k8s.io/v1, kind: Lease, namespace: %[1]s, name: apitoken-operator.tokens.apitoken.dev}
-reason: LeaderElection
-message: became leader
-type: Normal
-source: {component: apitoken-operator}
-count: 1
-`, ns)
-	if out, err := kubectlErrOut(event, "--kubeconfig", kc, as, "create", "-f", "-"); err != nil {
-		t.Fatalf("creating a core/v1 Event as the operator's ServiceAccount: %v\n%s", err, out)
+	// As the operator's ServiceAccount, through client-go's core/v1 Events
+	// client, as client-go's event sink (controller-runtime's leader
+	// election recorder) creates and then patches them.
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + ns + ":apitoken-operator"}
+	events := kubernetes.NewForConfigOrDie(cfg).CoreV1().Events(ns)
+	ctx := context.Background()
+	ev := &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Name: "apitoken-operator-leader.1", Namespace: ns},
+		InvolvedObject: corev1.ObjectReference{APIVersion: "coordination.k8s.io/v1", Kind: "Lease", Namespace: ns, Name: "apitoken-operator.tokens.apitoken.dev"},
+		Reason:         "LeaderElection", Message: "became leader", Type: corev1.EventTypeNormal,
+		Source: corev1.EventSource{Component: "apitoken-operator"}, Count: 1,
 	}
-	if out, err := kubectlErrOut("", "--kubeconfig", kc, as, "-n", ns, "patch", "events.v1.", "apitoken-operator-leader.1", "--type=merge", "-p", `{"count":2}`); err != nil {
-		t.Fatalf("patching it: %v\n%s", err, out)
+	if _, err := events.Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("creating a core/v1 Event as the operator's ServiceAccount: %v", err)
 	}
-	if out, err := kubectlErrOut("", "--kubeconfig", kc, as, "-n", "default", "auth", "can-i", "create", "events"); err == nil || !strings.Contains(out, "no") {
-		t.Errorf("the operator may create Events outside its namespace: %v %s", err, out)
+	if _, err := events.Patch(ctx, ev.Name, types.StrategicMergePatchType, []byte(`{"count":2}`), metav1.PatchOptions{}); err != nil {
+		t.Fatalf("patching it: %v", err)
+	}
+	ev.Namespace = "default"
+	if _, err := kubernetes.NewForConfigOrDie(cfg).CoreV1().Events("default").Create(ctx, ev, metav1.CreateOptions{}); !apierrors.IsForbidden(err) {
+		t.Errorf("creating an Event outside the operator's namespace: %v, want Forbidden", err)
 	}
 }
