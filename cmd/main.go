@@ -14,6 +14,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -25,7 +26,6 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
@@ -138,6 +138,17 @@ func main() {
 	}
 	// An auth-only replica needs only the salt, in the operator's namespace.
 	saltStore := salt.NewStore(types.NamespacedName{Namespace: namespace, Name: saltSecret})
+	// The probes answer from here on, before the salt is loaded: liveness
+	// at once, readiness once the salt is loaded and the ApiToken cache
+	// has synced.
+	var endpoint atomic.Pointer[authserver.Server]
+	if err := serveProbes(probeAddr, []probeCheck{
+		{"salt", func() bool { return saltStore.Hasher() != nil }, "the salt is not loaded yet"},
+		{"apitokens", func() bool { s := endpoint.Load(); return s != nil && s.Ready() }, "the ApiToken cache has not synced"},
+	}); err != nil {
+		setupLog.Error(err, "Failed to serve the health probes")
+		os.Exit(1)
+	}
 	cacheOpts := controllers.CacheOptions(types.NamespacedName{}, saltStore, nil)
 	if !enableController {
 		enableWebhooks, leaderElect = false, false
@@ -145,10 +156,11 @@ func main() {
 	}
 
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
-		Scheme:                  scheme,
-		Metrics:                 metricsOpts,
-		WebhookServer:           webhook.NewServer(webhook.Options{Port: webhookPort, CertDir: webhookCertDir, TLSOpts: tlsOpts}),
-		HealthProbeBindAddress:  probeAddr,
+		Scheme:        scheme,
+		Metrics:       metricsOpts,
+		WebhookServer: webhook.NewServer(webhook.Options{Port: webhookPort, CertDir: webhookCertDir, TLSOpts: tlsOpts}),
+		// Served by serveProbes from the start of the process instead.
+		HealthProbeBindAddress:  "0",
 		PprofBindAddress:        pprofAddr,
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "apitoken-operator.tokens.apitoken.dev",
@@ -234,6 +246,7 @@ func main() {
 		DefaultNamespaces: splitList(authDefaultNamespaces), KubeAPIAudiences: splitList(kubeAPIAudiences),
 	}}
 	httpServer := &authserver.Server{Addr: authAddr, CertFile: authCert, KeyFile: authKey, EnableHTTP2: enableHTTP2, Handler: handler, Usage: usage, Cache: mgr.GetCache()}
+	endpoint.Store(httpServer)
 	runnables := []manager.Runnable{
 		&salt.Watcher{Store: saltStore, Cache: mgr.GetCache()},
 		httpServer,
@@ -250,15 +263,6 @@ func main() {
 			setupLog.Error(err, "Failed to add the auth endpoint")
 			os.Exit(1)
 		}
-	}
-
-	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
-		setupLog.Error(err, "Failed to set up the health check")
-		os.Exit(1)
-	}
-	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
-		setupLog.Error(err, "Failed to set up the ready check")
-		os.Exit(1)
 	}
 
 	setupLog.Info("Starting the manager")
