@@ -1,13 +1,62 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 )
+
+// shutdown follows the process's termination signals. The first SIGTERM
+// (or SIGINT) makes Stopping true and ends Signalled at once, and ends
+// Done the shutdown delay later: readiness is off from the signal on,
+// while every server keeps serving until Done, so that the endpoints,
+// kube-proxy and the proxies in front have stopped routing to this pod
+// before its listeners close. A second signal exits at once.
+type shutdown struct {
+	stopping atomic.Bool
+	// Signalled ends at the first signal: what has not started yet (the
+	// wait for the salt) stops at once.
+	Signalled context.Context
+	// Done ends the delay after the first signal: the manager stops, and
+	// the servers drain the requests in flight.
+	Done context.Context
+}
+
+// Stopping reports whether a termination signal has been received.
+func (s *shutdown) Stopping() bool { return s.stopping.Load() }
+
+// onSignal starts following SIGTERM and SIGINT with the given delay.
+func onSignal(delay time.Duration) *shutdown {
+	signalled, endSignalled := context.WithCancel(context.Background())
+	done, endDone := context.WithCancel(context.Background())
+	s := &shutdown{Signalled: signalled, Done: done}
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		sig := <-ch
+		s.stopping.Store(true)
+		endSignalled()
+		setupLog.Info("Received a termination signal; not ready, serving until the shutdown delay has passed", "signal", sig.String(), "delay", delay.String())
+		select {
+		case <-time.After(delay):
+			setupLog.Info("The shutdown delay has passed; draining the requests in flight")
+			endDone()
+		case <-ch:
+			os.Exit(1)
+		}
+		<-ch
+		os.Exit(1)
+	}()
+	return s
+}
 
 // serveProbes serves /healthz and /readyz from the start of the process,
 // before the salt is loaded and before the manager runs. Liveness says

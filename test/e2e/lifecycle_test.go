@@ -1,16 +1,23 @@
 package e2e
 
 import (
+	"bufio"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
+	"net"
 	"net/http"
+	"net/url"
+	"strings"
+	"syscall"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 )
 
-// What kubelet sees of a replica's life: probes from the first moment.
+// What kubelet sees of a replica's life: probes from the first moment,
+// and a shutdown that routes nothing to a closed port.
 
 // newSaltSecret creates a salt Secret of a name no other spec uses, and
 // returns its name; delete it with the returned func.
@@ -53,5 +60,61 @@ var _ = Describe("probes", func() {
 		Eventually(func() int { return get(o.probeURL+"/readyz", "") }, "30s", "100ms").Should(Equal(200), "see %s", o.log)
 		Eventually(func() int { return get(o.authURL+"/readyz", "") }, "10s", "100ms").Should(Equal(200), "see %s", o.log)
 		Expect(get(o.probeURL+"/healthz", "")).To(Equal(200))
+	})
+})
+
+var _ = Describe("SIGTERM", func() {
+	It("turns readiness off at once, serves on for --shutdown-delay, then drains the requests in flight", func() {
+		name, cleanup := newSaltSecret(true)
+		DeferCleanup(cleanup)
+		const delay = 3 * time.Second
+		o := startOperatorWith("drain", kubeconfig, "--enable-controller=false", "--salt-secret="+name,
+			fmt.Sprintf("--shutdown-delay=%s", delay))
+		DeferCleanup(o.stop)
+		decision := o.authURL + "/v1/authorize?scope=articles:read&namespace=e2e"
+		Expect(get(decision, "")).To(Equal(http.StatusUnauthorized))
+
+		By("starting a TokenReview whose body is still being sent")
+		u, err := url.Parse(o.authURL)
+		Expect(err).NotTo(HaveOccurred())
+		conn, err := net.Dial("tcp", u.Host)
+		Expect(err).NotTo(HaveOccurred())
+		DeferCleanup(conn.Close)
+		body := `{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{"token":"not-a-token"}}`
+		half := len(body) / 2
+		_, err = fmt.Fprintf(conn, "POST /v1/tokenreview HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", u.Host, len(body), body[:half])
+		Expect(err).NotTo(HaveOccurred())
+
+		By("sending SIGTERM")
+		Expect(o.cmd.Process.Signal(syscall.SIGTERM)).To(Succeed())
+		signalled := time.Now()
+		Eventually(func() int { return get(o.probeURL+"/readyz", "") }, "1s", "20ms").Should(Equal(http.StatusServiceUnavailable))
+		Eventually(func() int { return get(o.authURL+"/readyz", "") }, "1s", "20ms").Should(Equal(http.StatusServiceUnavailable))
+		notReady := time.Since(signalled)
+
+		By("the auth port still answering decisions during the delay")
+		answered := 0
+		for time.Since(signalled) < delay-500*time.Millisecond {
+			Expect(get(decision, "")).To(Equal(http.StatusUnauthorized), "a request %v after SIGTERM, within the %v delay", time.Since(signalled), delay)
+			Expect(get(o.probeURL+"/healthz", "")).To(Equal(200))
+			answered++
+			time.Sleep(100 * time.Millisecond)
+		}
+		GinkgoWriter.Printf("not ready %v after SIGTERM; %d decisions answered during the delay\n", notReady.Round(time.Millisecond), answered)
+
+		By("after the delay: no new connection, and the request in flight completes")
+		Eventually(func() int { return get(decision, "") }, "3s", "50ms").Should(Equal(0), "the listener is still open after the delay")
+		Expect(o.alive()).To(BeTrue(), "the process exited with a request in flight; see %s", o.log)
+		_, err = conn.Write([]byte(body[half:]))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(conn.SetReadDeadline(time.Now().Add(5 * time.Second))).To(Succeed())
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		Expect(err).NotTo(HaveOccurred(), "the request in flight was cut; see %s", o.log)
+		Expect(resp.StatusCode).To(Equal(http.StatusOK))
+		var sb strings.Builder
+		_, _ = bufio.NewReader(resp.Body).WriteTo(&sb)
+		Expect(sb.String()).To(ContainSubstring(`"kind":"TokenReview"`))
+		Eventually(o.done, "15s").Should(BeClosed())
+		Expect(o.cmd.ProcessState.ExitCode()).To(Equal(0), "see %s", o.log)
 	})
 })
