@@ -1,7 +1,12 @@
 # apitoken-operator: the kubebuilder v4 skeleton, with envtest binaries built
 # from Go modules (hack/envtest-binaries.sh) instead of downloaded.
 
-IMG ?= apitoken-operator:dev
+# The image the defaults run (config/, the chart's image.repository and
+# appVersion), a fully qualified reference: make image tags what it builds
+# with it, so an image imported into a node's runtime is used with no pull.
+IMAGE_REPOSITORY ?= ghcr.io/apitoken-operator/apitoken-operator
+VERSION ?= $(shell sed -n 's/^appVersion: "\(.*\)"$$/\1/p' charts/apitoken-operator/Chart.yaml)
+IMG ?= $(IMAGE_REPOSITORY):$(VERSION)
 K8S_VERSION ?= 1.37.2
 ETCD_VERSION ?= 3.6.16
 export K8S_VERSION ETCD_VERSION

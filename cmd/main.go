@@ -14,6 +14,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -25,7 +26,6 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
@@ -80,6 +80,7 @@ func main() {
 		tokenMetrics               string
 		cuts                       controllers.CutGuard
 		generatedEvents            bool
+		shutdownDelay              time.Duration
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the metrics endpoint (use :8443 with --metrics-secure); 0 disables it.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", false, "Serve metrics over HTTPS with authentication and authorization (as in-cluster).")
@@ -112,6 +113,7 @@ func main() {
 	flag.StringVar(&usageReporters, "usage-reporters", "", "Comma-separated usernames (e.g. system:serviceaccount:apitoken-system:apitoken-auth) whose usage reports this replica accepts at "+authserver.UsagePath+" and writes to status.lastUsedAt. Empty: none.")
 	flag.StringVar(&tokenMetrics, "token-metrics", string(controllers.TokenMetricsExpiring), "Which ApiTokens get Prometheus series of their own (apitoken_info, apitoken_expiration_timestamp_seconds, apitoken_expiring_soon_timestamp_seconds): expiring (those in their ExpiringSoon window, what the alerts need), all, or none. apitoken_tokens counts every token by namespace, type and phase in any case.")
 	flag.BoolVar(&generatedEvents, "generated-events", true, "Record a Generated Event for each new ApiToken's first token. false: no such Event (status and apitoken_regenerations_total{reason=\"Generated\"} still record it), which saves one API write per new ApiToken when thousands are created at once; every other Event is recorded.")
+	flag.DurationVar(&shutdownDelay, "shutdown-delay", 0, "How long after SIGTERM every server keeps serving, with readiness off, before it drains the requests in flight and stops: time for the endpoints, kube-proxy and the proxies in front to stop routing to a terminating pod (config/ and the chart set 5s). A second signal exits at once.")
 	opts := zap.Options{Development: false}
 	flag.IntVar(&cuts.Max, "max-cuts", 10, "Most ApiTokens cut without anyone asking (Secret tampered, missing or untrusted: no grace) within --cut-window; past it, further such tokens are held (Ready=False reason CutHeld, their tokens keep verifying) until a regenerate request releases each (docs/operations.md#held-cuts). 0: no bound.")
 	flag.Float64Var(&cuts.Percent, "max-cuts-percent", 10, "Lowers --max-cuts to this percentage of all ApiTokens (rounded up, at least 1); 0: --max-cuts alone.")
@@ -125,6 +127,7 @@ func main() {
 		os.Exit(2)
 	}
 	setMemoryLimit()
+	stop := onSignal(shutdownDelay)
 	for _, ns := range splitList(authDefaultNamespaces) {
 		if ns != "*" && len(validation.IsDNS1123Label(ns)) > 0 {
 			setupLog.Error(nil, "--auth-default-namespaces: not a namespace name (or *)", "value", ns)
@@ -142,6 +145,18 @@ func main() {
 	}
 	// An auth-only replica needs only the salt, in the operator's namespace.
 	saltStore := salt.NewStore(types.NamespacedName{Namespace: namespace, Name: saltSecret})
+	// The probes answer from here on, before the salt is loaded: liveness
+	// at once, readiness once the salt is loaded and the ApiToken cache
+	// has synced, and never again after SIGTERM.
+	var endpoint atomic.Pointer[authserver.Server]
+	if err := serveProbes(probeAddr, []probeCheck{
+		{"shutdown", func() bool { return !stop.Stopping() }, "the process is shutting down"},
+		{"salt", func() bool { return saltStore.Hasher() != nil }, "the salt is not loaded yet"},
+		{"apitokens", func() bool { s := endpoint.Load(); return s != nil && s.Ready() }, "the ApiToken cache has not synced"},
+	}); err != nil {
+		setupLog.Error(err, "Failed to serve the health probes")
+		os.Exit(1)
+	}
 	cacheOpts := controllers.CacheOptions(types.NamespacedName{}, saltStore, nil)
 	if !enableController {
 		enableWebhooks, leaderElect = false, false
@@ -149,10 +164,11 @@ func main() {
 	}
 
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
-		Scheme:                  scheme,
-		Metrics:                 metricsOpts,
-		WebhookServer:           webhook.NewServer(webhook.Options{Port: webhookPort, CertDir: webhookCertDir, TLSOpts: tlsOpts}),
-		HealthProbeBindAddress:  probeAddr,
+		Scheme:        scheme,
+		Metrics:       metricsOpts,
+		WebhookServer: webhook.NewServer(webhook.Options{Port: webhookPort, CertDir: webhookCertDir, TLSOpts: tlsOpts}),
+		// Served by serveProbes from the start of the process instead.
+		HealthProbeBindAddress:  "0",
 		PprofBindAddress:        pprofAddr,
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "apitoken-operator.tokens.apitoken.dev",
@@ -166,8 +182,11 @@ func main() {
 		os.Exit(1)
 	}
 
-	ctx := ctrl.SetupSignalHandler()
-	if err := loadSalt(ctx, saltStore, mgr.GetAPIReader().(client.Client), enableController); err != nil {
+	if err := loadSalt(stop.Signalled, saltStore, mgr.GetAPIReader().(client.Client), enableController); err != nil {
+		if stop.Stopping() {
+			setupLog.Info("Stopped before the salt was loaded")
+			return
+		}
 		setupLog.Error(err, "Failed to load the salt")
 		os.Exit(1)
 	}
@@ -238,7 +257,8 @@ func main() {
 		PathPrefix: authPathPrefix, ResourceSegment: authResourceSegment,
 		DefaultNamespaces: splitList(authDefaultNamespaces), KubeAPIAudiences: splitList(kubeAPIAudiences),
 	}}
-	httpServer := &authserver.Server{Addr: authAddr, CertFile: authCert, KeyFile: authKey, EnableHTTP2: enableHTTP2, Handler: handler, Usage: usage, Cache: mgr.GetCache()}
+	httpServer := &authserver.Server{Addr: authAddr, CertFile: authCert, KeyFile: authKey, EnableHTTP2: enableHTTP2, Handler: handler, Usage: usage, Cache: mgr.GetCache(), Stopping: stop.Stopping}
+	endpoint.Store(httpServer)
 	runnables := []manager.Runnable{
 		&salt.Watcher{Store: saltStore, Cache: mgr.GetCache()},
 		httpServer,
@@ -257,17 +277,8 @@ func main() {
 		}
 	}
 
-	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
-		setupLog.Error(err, "Failed to set up the health check")
-		os.Exit(1)
-	}
-	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
-		setupLog.Error(err, "Failed to set up the ready check")
-		os.Exit(1)
-	}
-
 	setupLog.Info("Starting the manager")
-	if err := mgr.Start(ctx); err != nil {
+	if err := mgr.Start(stop.Done); err != nil {
 		setupLog.Error(err, "The manager stopped with an error")
 		os.Exit(1)
 	}

@@ -287,18 +287,28 @@ func (s *GRPCServer) Start(ctx context.Context) error {
 	healthpb.RegisterHealthServer(srv, hs)
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	// The health service follows Ready: SERVING once the index has
+	// synced, NOT_SERVING again while the process shuts down.
 	go func() {
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
-		for s.Ready != nil && !s.Ready() {
+		serving := false
+		for {
+			if ready := s.Ready == nil || s.Ready(); ready != serving {
+				serving = ready
+				status := healthpb.HealthCheckResponse_NOT_SERVING
+				if ready {
+					status = healthpb.HealthCheckResponse_SERVING
+				}
+				hs.SetServingStatus("", status)
+				hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, status)
+			}
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
 			}
 		}
-		hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-		hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	}()
 	errc := make(chan error, 1)
 	go func() {
@@ -312,7 +322,7 @@ func (s *GRPCServer) Start(ctx context.Context) error {
 		go func() { srv.GracefulStop(); close(stopped) }()
 		select {
 		case <-stopped:
-		case <-time.After(5 * time.Second):
+		case <-time.After(drainTimeout):
 			srv.Stop()
 		}
 		return nil

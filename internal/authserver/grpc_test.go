@@ -289,7 +289,9 @@ func TestGRPCServesTLS(t *testing.T) {
 }
 
 // TestGRPCHealth: the standard health service answers NOT_SERVING until
-// the index has synced, then SERVING, for the server and the service.
+// the index has synced, then SERVING, for the server and the service, and
+// NOT_SERVING again once Ready turns false (the process shutting down,
+// still serving through its shutdown delay).
 func TestGRPCHealth(t *testing.T) {
 	f := newFixture()
 	_, conn, ready := startGRPC(t, f.h)
@@ -300,18 +302,24 @@ func TestGRPCHealth(t *testing.T) {
 			t.Fatalf("%q before sync: %v %v", svc, resp, err)
 		}
 	}
-	ready.Store(true)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		resp, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{Service: authv3.Authorization_ServiceDesc.ServiceName})
-		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			return
+	waitFor := func(want healthpb.HealthCheckResponse_ServingStatus, when string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			resp, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{Service: authv3.Authorization_ServiceDesc.ServiceName})
+			if err == nil && resp.GetStatus() == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("not %v %s: %v %v", want, when, resp, err)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not SERVING after sync: %v %v", resp, err)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
+	ready.Store(true)
+	waitFor(healthpb.HealthCheckResponse_SERVING, "after sync")
+	ready.Store(false)
+	waitFor(healthpb.HealthCheckResponse_NOT_SERVING, "once Ready turned false")
 }
 
 // FuzzGRPCMatchesHTTP: for any method, path and client header, gRPC

@@ -36,13 +36,21 @@ type Server struct {
 	Usage http.Handler
 	// Cache feeds the index with ApiTokens.
 	Cache cache.Cache
+	// Stopping, when set, reports that the process is shutting down:
+	// /readyz (and the gRPC health service, through Ready) then answers
+	// not ready while the endpoint still serves, until ctx ends.
+	Stopping func() bool
 
 	synced atomic.Pointer[func() bool]
 	ln     net.Listener
 }
 
-// Ready reports whether the ApiToken informer and the index have synced.
+// Ready reports whether the ApiToken informer and the index have synced,
+// and the process is not shutting down.
 func (s *Server) Ready() bool {
+	if s.Stopping != nil && s.Stopping() {
+		return false
+	}
 	f := s.synced.Load()
 	return f != nil && (*f)()
 }
@@ -79,6 +87,10 @@ func (s *Server) Mux() http.Handler {
 	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if s.Stopping != nil && s.Stopping() {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
 		if !s.Ready() {
 			http.Error(w, "the ApiToken cache has not synced", http.StatusServiceUnavailable)
 			return
@@ -107,6 +119,9 @@ func (s *Server) Mux() http.Handler {
 
 // Start feeds the index from the ApiToken informer and serves until ctx
 // ends. /readyz turns ready once the informer and the index have synced.
+// When ctx ends, the listener closes and the requests in flight complete
+// (up to drainTimeout); the shutdown delay before that is the caller's
+// (Stopping, and a ctx that ends after it).
 func (s *Server) Start(ctx context.Context) error {
 	log := logf.FromContext(ctx).WithName("auth-endpoint")
 	inf, err := s.Cache.GetInformer(ctx, &tokensv1alpha1.ApiToken{})
@@ -145,7 +160,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}()
 	select {
 	case <-ctx.Done():
-		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		shutdown, cancel := context.WithTimeout(context.Background(), drainTimeout)
 		defer cancel()
 		return srv.Shutdown(shutdown)
 	case err := <-errc:
@@ -155,6 +170,10 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 }
+
+// drainTimeout bounds how long a stopping server waits for the requests in
+// flight: a request's ReadTimeout and WriteTimeout (10 s) bound them too.
+const drainTimeout = 10 * time.Second
 
 // watchedTLS is a TLS config serving the certificate in certFile and
 // keyFile, reloaded when the files change (cert-manager renews them in

@@ -185,8 +185,17 @@ func startOperator(name string, webhooks bool) *operator {
 		"--usage-reporters=system:serviceaccount:apitoken-system:apitoken-auth")
 }
 
-// startOperatorWith runs the binary with the given kubeconfig and flags.
+// startOperatorWith runs the binary with the given kubeconfig and flags,
+// and waits until its auth endpoint is ready.
 func startOperatorWith(name, kubeconfigPath string, extra ...string) *operator {
+	o := launchOperator(name, kubeconfigPath, extra...)
+	Eventually(func() int { return get(o.authURL+"/readyz", "") }, "60s", "100ms").Should(Equal(200), "operator %s not ready; see %s", name, o.log)
+	return o
+}
+
+// launchOperator runs the binary with the given kubeconfig and flags, and
+// returns at once.
+func launchOperator(name, kubeconfigPath string, extra ...string) *operator {
 	authPort, probePort := freePort(), freePort()
 	o := &operator{
 		name: name, log: filepath.Join(workDir, name+".log"), audit: filepath.Join(workDir, name+".audit.jsonl"),
@@ -226,7 +235,6 @@ func startOperatorWith(name, kubeconfigPath string, extra ...string) *operator {
 			o.authURL = "https://" + strings.TrimPrefix(o.authURL, "http://")
 		}
 	}
-	Eventually(func() int { return get(o.authURL+"/readyz", "") }, "60s", "100ms").Should(Equal(200), "operator %s not ready; see %s", name, o.log)
 	return o
 }
 

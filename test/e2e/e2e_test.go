@@ -498,15 +498,15 @@ var _ = Describe("config/default and config/networkpolicy", func() {
 		}, "20s").Should(Succeed())
 		manifests := kubectl("kustomize", filepath.Join(testenv.RepoRoot(), "config", "default"))
 		// Both Deployments take their image from config/default's images:.
-		Expect(regexp.MustCompile(`image: \S+`).FindAllString(manifests, -1)).To(HaveEach("image: apitoken-operator:dev"))
-		Expect(strings.Count(manifests, "image: apitoken-operator:dev")).To(Equal(2))
+		Expect(regexp.MustCompile(`image: \S+`).FindAllString(manifests, -1)).To(HaveEach("image: ghcr.io/apitoken-operator/apitoken-operator:v0.1.0"))
+		Expect(strings.Count(manifests, "image: ghcr.io/apitoken-operator/apitoken-operator:v0.1.0")).To(Equal(2))
 		By("one images: entry sets the image of both Deployments")
 		overlay, err := os.MkdirTemp(workDir, "image-overlay-")
 		Expect(err).NotTo(HaveOccurred())
 		base, err := filepath.Rel(overlay, filepath.Join(testenv.RepoRoot(), "config", "default"))
 		Expect(err).NotTo(HaveOccurred())
 		Expect(os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte("resources: ["+base+"]\n"+
-			"images: [{name: apitoken-operator, newName: registry.example.com/apitoken-operator, newTag: v9.9.9}]\n"), 0o600)).To(Succeed())
+			"images: [{name: ghcr.io/apitoken-operator/apitoken-operator, newName: registry.example.com/apitoken-operator, newTag: v9.9.9}]\n"), 0o600)).To(Succeed())
 		Expect(regexp.MustCompile(`image: \S+`).FindAllString(kubectl("kustomize", overlay), -1)).To(
 			Equal([]string{"image: registry.example.com/apitoken-operator:v9.9.9", "image: registry.example.com/apitoken-operator:v9.9.9"}))
 

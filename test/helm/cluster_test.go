@@ -430,6 +430,19 @@ func TestHelmInstallKeepsAndRenewsGeneratedCertificates(t *testing.T) {
 	if checksum(renewed, "apitoken-operator") == checksum(installed, "apitoken-operator") {
 		t.Error("new certificates did not change the pods' checksum/certificates (no rollout)")
 	}
+
+	t.Log("an upgrade that adds an IP SAN to the auth certificate makes a new one, and keeps the webhook's")
+	helm(t, "upgrade", release, chartDir, "--kubeconfig", kc, "--namespace", ns, "--values", values, "--set", "auth.tls.ipAddresses={192.0.2.7}")
+	withIP := state()
+	checkInstalled(withIP)
+	if crt(withIP, "apitoken-operator-webhook-cert") != crt(renewed, "apitoken-operator-webhook-cert") {
+		t.Error("adding an IP SAN to the auth certificate replaced the webhook's")
+	}
+	s := withIP.get("Secret", "apitoken-operator-auth-cert")
+	if cert := verifyCert(t, secretData(t, s, "tls.crt"), secretData(t, s, "ca.crt"), "192.0.2.7"); len(cert.IPAddresses) != 1 {
+		t.Errorf("the auth certificate after the upgrade: IP SANs %v, want 192.0.2.7", cert.IPAddresses)
+	}
+	verifyCert(t, []byte(crt(renewed, "apitoken-operator-auth-cert")), secretData(t, s, "ca.crt"), "apitoken-operator-usage."+ns+".svc")
 	if os.Getenv("APITOKEN_HELM_KEEP") != "" {
 		t.Logf("kubeconfig: %s", kc)
 	}

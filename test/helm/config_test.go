@@ -72,7 +72,7 @@ func TestChartCopiesConfig(t *testing.T) {
 }
 
 // TestDefaultsInstallWhatConfigInstalls renders the chart with its default
-// values (the image set to config/default's) and kustomize's build of
+// values and kustomize's build of
 // config/default, and compares every object, field by field; and the same
 // with the ServiceMonitors, the PrometheusRule and the NetworkPolicy on,
 // against config/default, config/prometheus and config/networkpolicy. The
@@ -83,7 +83,7 @@ func TestDefaultsInstallWhatConfigInstalls(t *testing.T) {
 	kustomize := func(dir string) objects {
 		return parse(t, kubectl(t, "", "kustomize", filepath.Join(root, "config", dir)))
 	}
-	chartArgs := []string{"--include-crds", "--set", "image.tag=dev"}
+	chartArgs := []string{"--include-crds"}
 
 	t.Run("config/default", func(t *testing.T) {
 		compare(t, kustomize("default"), render(t, chartArgs...))

@@ -51,6 +51,21 @@ to (--report-usage-to is checked against it), then auth.tls.dnsNames.
 {{- end }}
 {{- end }}
 
+{{/*
+apitoken-operator.authIPAddresses: the IP SANs of the auth endpoint's
+certificate: auth.tls.ipAddresses, then auth.service.clusterIP unless
+listed already. Empty: none.
+*/}}
+{{- define "apitoken-operator.authIPAddresses" -}}
+{{- $ips := .Values.auth.tls.ipAddresses | default list -}}
+{{- with .Values.auth.service.clusterIP -}}
+{{- if not (has . $ips) }}{{ $ips = append $ips . }}{{ end -}}
+{{- end -}}
+{{- range $ips }}
+- {{ . | quote }}
+{{- end }}
+{{- end }}
+
 {{/* apitoken-operator.webhookDNSNames: the webhook Service's names. */}}
 {{- define "apitoken-operator.webhookDNSNames" -}}
 - apitoken-operator-webhook.{{ .Release.Namespace }}.svc
@@ -59,14 +74,16 @@ to (--report-usage-to is checked against it), then auth.tls.dnsNames.
 
 {{/*
 apitoken-operator.generatedTLS returns, as YAML, the certificate of the
-Secret named .secretName for source helm: tls.crt, tls.key, ca.crt and
-notAfter. Called with (dict "root" $ "secretName" NAME "dnsNames" LIST).
+Secret named .secretName for source helm: tls.crt, tls.key, ca.crt,
+notAfter and names. Called with (dict "root" $ "secretName" NAME
+"dnsNames" LIST "ipAddresses" LIST), ipAddresses optional.
 
 Computed once per rendering (kept in .Values), so that the Secret, the
 webhook configurations' caBundle and the pods' checksum agree. The
 Secret in the cluster (lookup; nothing under helm template) is kept
-until renewBeforeDays before its not-after annotation; then a new CA and
-certificate are made, and ca.crt holds the new CA and the previous one,
+until renewBeforeDays before its not-after annotation, or until the
+names it is valid for (its names annotation) are no longer the ones
+asked for; then a new CA and certificate are made, and ca.crt holds the new CA and the previous one,
 so that the replicas still serving the old certificate stay trusted
 while they roll.
 */}}
@@ -80,23 +97,27 @@ while they roll.
 {{- $cfg := $root.Values.selfSignedCertificates -}}
 {{- $now := now | unixEpoch | int64 -}}
 {{- $renewBefore := mul (int64 $cfg.renewBeforeDays) 86400 -}}
+{{- $ips := .ipAddresses | default list -}}
+{{- $namesRecord := join "," (concat .dnsNames $ips) -}}
 {{- $existing := lookup "v1" "Secret" $root.Release.Namespace .secretName -}}
 {{- $notAfterAnnotation := "" -}}
+{{- $namesAnnotation := "" -}}
 {{- if and $existing $existing.metadata.annotations -}}
 {{- $notAfterAnnotation = index $existing.metadata.annotations "tokens.apitoken.dev/not-after" | default "" -}}
+{{- $namesAnnotation = index $existing.metadata.annotations "tokens.apitoken.dev/names" | default "" -}}
 {{- end -}}
 {{- $keep := false -}}
-{{- if and $notAfterAnnotation $existing.data (index $existing.data "tls.crt") (index $existing.data "tls.key") (index $existing.data "ca.crt") -}}
+{{- if and $notAfterAnnotation (eq $namesAnnotation $namesRecord) $existing.data (index $existing.data "tls.crt") (index $existing.data "tls.key") (index $existing.data "ca.crt") -}}
 {{- $notAfter := toDate "2006-01-02T15:04:05Z07:00" $notAfterAnnotation | unixEpoch | int64 -}}
 {{- $keep = gt (sub $notAfter $now) $renewBefore -}}
 {{- end -}}
 {{- if $keep -}}
-{{- $_ := set $memo .secretName (dict "crt" (index $existing.data "tls.crt" | b64dec) "key" (index $existing.data "tls.key" | b64dec) "ca" (index $existing.data "ca.crt" | b64dec) "notAfter" $notAfterAnnotation) -}}
+{{- $_ := set $memo .secretName (dict "crt" (index $existing.data "tls.crt" | b64dec) "key" (index $existing.data "tls.key" | b64dec) "ca" (index $existing.data "ca.crt" | b64dec) "notAfter" $notAfterAnnotation "names" $namesRecord) -}}
 {{- else -}}
 {{- $days := int $cfg.validityDays -}}
 {{- $ca := genCA (printf "%s-ca" .secretName) $days -}}
 {{- $names := .dnsNames -}}
-{{- $cert := genSignedCert (first $names) nil $names $days $ca -}}
+{{- $cert := genSignedCert (first $names) $ips $names $days $ca -}}
 {{- $bundle := $ca.Cert -}}
 {{- if and $existing $existing.data (index $existing.data "ca.crt") -}}
 {{- $previous := regexFind "(?s)-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----" (index $existing.data "ca.crt" | b64dec) -}}
@@ -105,7 +126,7 @@ while they roll.
 {{- end -}}
 {{- end -}}
 {{- $notAfter := dateInZone "2006-01-02T15:04:05Z" (dateModify (printf "+%dh" (mul $days 24)) now) "UTC" -}}
-{{- $_ := set $memo .secretName (dict "crt" $cert.Cert "key" $cert.Key "ca" $bundle "notAfter" $notAfter) -}}
+{{- $_ := set $memo .secretName (dict "crt" $cert.Cert "key" $cert.Key "ca" $bundle "notAfter" $notAfter "names" $namesRecord) -}}
 {{- end -}}
 {{- end -}}
 {{- toYaml (index $memo .secretName) -}}
@@ -133,7 +154,7 @@ manager's renewals and your Secret's are reloaded by the running pods).
 {{- $parts = append $parts (include "apitoken-operator.generatedTLS" (dict "root" . "secretName" .Values.webhook.certificate.secretName "dnsNames" (include "apitoken-operator.webhookDNSNames" . | fromYamlArray))) -}}
 {{- end -}}
 {{- if eq .Values.auth.tls.source "helm" -}}
-{{- $parts = append $parts (include "apitoken-operator.generatedTLS" (dict "root" . "secretName" .Values.auth.tls.secretName "dnsNames" (include "apitoken-operator.authDNSNames" . | fromYamlArray))) -}}
+{{- $parts = append $parts (include "apitoken-operator.generatedTLS" (dict "root" . "secretName" .Values.auth.tls.secretName "dnsNames" (include "apitoken-operator.authDNSNames" . | fromYamlArray) "ipAddresses" (include "apitoken-operator.authIPAddresses" . | fromYamlArray))) -}}
 {{- end -}}
 {{- if $parts -}}
 {{- join "\n" $parts | sha256sum -}}
@@ -151,6 +172,12 @@ manager's renewals and your Secret's are reloaded by the running pods).
 {{- end -}}
 {{- if and (eq .Values.webhook.certificate.source "secret") (not .Values.webhook.certificate.caBundle) -}}
 {{- fail "webhook.certificate.source secret needs webhook.certificate.caBundle: the base64 PEM CA that signed the Secret's certificate" -}}
+{{- end -}}
+{{- $ip := "^([0-9]{1,3}[.]){3}[0-9]{1,3}$|^[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*$" -}}
+{{- range (include "apitoken-operator.authIPAddresses" . | fromYamlArray) -}}
+{{- if not (regexMatch $ip .) -}}
+{{- fail (printf "auth.tls.ipAddresses and auth.service.clusterIP must be IP addresses, not %q" .) -}}
+{{- end -}}
 {{- end -}}
 {{- if and .Values.networkPolicy.enabled (not .Values.networkPolicy.apiServerCIDRs) -}}
 {{- fail "networkPolicy.enabled needs networkPolicy.apiServerCIDRs: the API server's addresses, which call the webhooks" -}}
