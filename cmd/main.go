@@ -240,7 +240,9 @@ func main() {
 		&authserver.LastUsedWriter{Index: index, Client: mgr.GetClient(), Reporter: reporter, Clock: clock.RealClock{}, Interval: lastUsedInterval},
 	}
 	if grpcAuthAddr != "0" {
-		runnables = append(runnables, &authserver.GRPCServer{Addr: grpcAuthAddr, CertFile: authCert, KeyFile: authKey, Handler: handler, Ready: httpServer.Ready})
+		grpcServer := &authserver.GRPCServer{Addr: grpcAuthAddr, CertFile: authCert, KeyFile: authKey, Handler: handler, Ready: httpServer.Ready}
+		httpServer.ReadyChecks = append(httpServer.ReadyChecks, grpcServer.Check)
+		runnables = append(runnables, grpcServer)
 	}
 	if audit != nil {
 		runnables = append(runnables, audit)

@@ -36,6 +36,10 @@ type Server struct {
 	Usage http.Handler
 	// Cache feeds the index with ApiTokens.
 	Cache cache.Cache
+	// ReadyChecks also decide /readyz once the index has synced: each
+	// returns why the replica should not get traffic (GRPCServer.Check:
+	// its streams are at their global bound), or nil.
+	ReadyChecks []func() error
 
 	synced atomic.Pointer[func() bool]
 	ln     net.Listener
@@ -82,6 +86,12 @@ func (s *Server) Mux() http.Handler {
 		if !s.Ready() {
 			http.Error(w, "the ApiToken cache has not synced", http.StatusServiceUnavailable)
 			return
+		}
+		for _, check := range s.ReadyChecks {
+			if err := check(); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
 		}
 		_, _ = w.Write([]byte("ok"))
 	})
