@@ -149,10 +149,12 @@ func main() {
 	// at once, readiness once the salt is loaded and the ApiToken cache
 	// has synced, and never again after SIGTERM.
 	var endpoint atomic.Pointer[authserver.Server]
+	var grpcEndpoint atomic.Pointer[authserver.GRPCServer]
 	if err := serveProbes(probeAddr, []probeCheck{
 		{"shutdown", func() bool { return !stop.Stopping() }, "the process is shutting down"},
 		{"salt", func() bool { return saltStore.Hasher() != nil }, "the salt is not loaded yet"},
 		{"apitokens", func() bool { s := endpoint.Load(); return s != nil && s.Ready() }, "the ApiToken cache has not synced"},
+		{"grpc", func() bool { s := grpcEndpoint.Load(); return s == nil || s.Check() == nil }, "the gRPC endpoint's streams are at their global bound"},
 	}); err != nil {
 		setupLog.Error(err, "Failed to serve the health probes")
 		os.Exit(1)
@@ -265,7 +267,10 @@ func main() {
 		&authserver.LastUsedWriter{Index: index, Client: mgr.GetClient(), Reporter: reporter, Clock: clock.RealClock{}, Interval: lastUsedInterval},
 	}
 	if grpcAuthAddr != "0" {
-		runnables = append(runnables, &authserver.GRPCServer{Addr: grpcAuthAddr, CertFile: authCert, KeyFile: authKey, Handler: handler, Ready: httpServer.Ready})
+		grpcServer := &authserver.GRPCServer{Addr: grpcAuthAddr, CertFile: authCert, KeyFile: authKey, Handler: handler, Ready: httpServer.Ready}
+		httpServer.ReadyChecks = append(httpServer.ReadyChecks, grpcServer.Check)
+		grpcEndpoint.Store(grpcServer)
+		runnables = append(runnables, grpcServer)
 	}
 	if audit != nil {
 		runnables = append(runnables, audit)

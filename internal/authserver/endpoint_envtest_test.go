@@ -1,12 +1,16 @@
 package authserver
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"net/http"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	"google.golang.org/grpc/codes"
+	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -89,6 +93,24 @@ var _ = Describe("The auth endpoint fed by the operator", func() {
 		refusedWithin(tok)
 	})
 
+	It("refuses a Terminating token at once on every endpoint, while a foreign finalizer holds the ApiToken", func() {
+		const hold = "example.com/hold"
+		key, tok := issue("held", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "30d"})
+		update(key, func(at *tokensv1alpha1.ApiToken) { at.Finalizers = append(at.Finalizers, hold) })
+		DeferCleanup(func() {
+			update(key, func(at *tokensv1alpha1.ApiToken) { at.Finalizers = nil })
+		})
+		Expect(doors(tok)).To(HaveEach(BeTrue()), "the token does not verify everywhere before the deletion")
+		Expect(k8s.Delete(ctx, &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace}})).To(Succeed())
+		var at tokensv1alpha1.ApiToken
+		Expect(k8s.Get(ctx, key, &at)).To(Succeed())
+		Expect(at.DeletionTimestamp).NotTo(BeNil(), "not Terminating: the test does not test")
+		start := time.Now()
+		Eventually(func() map[string]bool { return doors(tok) }, time.Second, 10*time.Millisecond).Should(HaveEach(BeFalse()))
+		AddReportEntry("refused on every endpoint after", time.Since(start).String())
+		Consistently(func() map[string]bool { return doors(tok) }, "1s").Should(HaveEach(BeFalse()), "a Terminating token verified again")
+	})
+
 	It("accepts the previous token inside its grace window, then refuses it", func() {
 		key, old := issue("grace", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "30d", Rotation: &tokensv1alpha1.Rotation{GracePeriod: "2m"}})
 		update(key, func(at *tokensv1alpha1.ApiToken) {
@@ -112,6 +134,43 @@ var _ = Describe("The auth endpoint fed by the operator", func() {
 		Expect(status(authURL+verifyPath, tok)).To(Equal(401))
 	})
 })
+
+// doors asks every endpoint whether tok is accepted for reading articles:
+// the four HTTP doors as their proxies call them, gRPC ext_authz, and a
+// TokenReview for the token's audience.
+func doors(tok string) map[string]bool {
+	get := func(path string, hdr ...string) bool {
+		req, _ := http.NewRequest(http.MethodGet, authURL+path, nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		for i := 0; i < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
+	out := map[string]bool{
+		"authorize":    get(verifyPath),
+		"auth-request": get(AuthRequestPath, "X-Original-Method", "GET", "X-Original-URL", "/articles/7"),
+		"forward-auth": get(ForwardAuthPath, "X-Forwarded-Method", "GET", "X-Forwarded-Uri", "/articles/7"),
+		"ext-authz":    get(ExtAuthzPath + "/-/articles/7"),
+	}
+	resp, err := grpcClient.Check(context.Background(), checkRequest("GET", "/articles/7", map[string]string{"authorization": "Bearer " + tok}, nil))
+	out["grpc-ext-authz"] = err == nil && resp.GetStatus().GetCode() == int32(codes.OK)
+	body, _ := json.Marshal(map[string]any{"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+		"spec": map[string]any{"token": tok, "audiences": []string{"content-api"}}})
+	out["tokenreview"] = false
+	if r, err := http.Post(authURL+TokenReviewPath, "application/json", bytes.NewReader(body)); err == nil {
+		var review authnv1.TokenReview
+		_ = json.NewDecoder(r.Body).Decode(&review)
+		_ = r.Body.Close()
+		out["tokenreview"] = review.Status.Authenticated
+	}
+	return out
+}
 
 func secretToken(g Gomega, ns, name string) string {
 	var s corev1.Secret

@@ -2,10 +2,12 @@ package authserver
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -193,38 +195,152 @@ func checkResponse(d *Decision, removeCredential bool) *authv3.CheckResponse {
 	return &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(code), Message: d.Result}, HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: denied}}
 }
 
-// maxChecksInFlight bounds the Checks being served at once, over every
-// connection. A check takes microseconds: a proxy under heavy load keeps a
-// few dozen in flight; beyond the bound new ones are refused
-// (RESOURCE_EXHAUSTED, which Envoy answers per its failure mode) instead of
-// growing memory.
-const maxChecksInFlight = 1024
+// Default bounds on the streams in flight (GRPCServer's MaxInFlight,
+// MaxInFlightPerAddress, MaxInFlightPerConn, MaxCheckTime). A check takes
+// microseconds: a proxy under heavy load keeps a few dozen in flight;
+// beyond a bound new streams are refused (RESOURCE_EXHAUSTED, which Envoy
+// answers per its failure mode) instead of growing memory. One client
+// address may hold a quarter of the slots, one connection half of that,
+// so that a flood from one address (or a few) never refuses another's.
+const (
+	maxChecksInFlight = 1024
+	// maxCheckTime bounds how long a stream holds its slot: one that sends
+	// its HEADERS and then nothing ends (DEADLINE_EXCEEDED) then.
+	maxCheckTime = 10 * time.Second
+)
 
-// streamLimit counts the RPCs in flight (a stats.Handler) and refuses new
-// streams beyond max (an InTapHandle).
+// healthWatch is the one long-lived RPC served: it keeps its slot, but
+// not the bound on a check's time.
+const healthWatch = "/grpc.health.v1.Health/Watch"
+
+// streamLimit admits a stream (an InTapHandle, which grpc-go calls for
+// every stream, before it knows the method exists or checks the
+// deadline) only while its connection, its client address and the server
+// as a whole are under their bounds, and releases the slot when the
+// stream's context ends. grpc-go cancels that context however the stream
+// ends (answered, unknown method, deadline already past, reset by the
+// client, connection closed): pairing the release with the RPC's own end
+// (stats.End) would leak the slots of streams that never reach a handler.
+// Connections are tagged with their counter by TagConn (a stats.Handler).
 type streamLimit struct {
-	inflight atomic.Int64
-	max      int64
+	max, perAddress, perConn int64
+	checkTime                time.Duration
+
+	mu       sync.Mutex
+	inflight int64
+	byAddr   map[string]int64
 }
 
-func (l *streamLimit) admit(ctx context.Context, _ *tap.Info) (context.Context, error) {
-	if l.inflight.Add(1) > l.max {
-		l.inflight.Add(-1)
-		return nil, grpcstatus.Error(codes.ResourceExhausted, "too many checks in flight")
+// connSlots counts the streams in flight on one connection (under
+// streamLimit.mu).
+type connSlots struct{ n int64 }
+
+type connSlotsKey struct{}
+
+func newStreamLimit(total, perAddress, perConn int64, checkTime time.Duration) *streamLimit {
+	if total <= 0 {
+		total = maxChecksInFlight
 	}
+	if perAddress <= 0 {
+		perAddress = max(1, total/4)
+	}
+	if perConn <= 0 {
+		perConn = max(1, perAddress/2)
+	}
+	if checkTime <= 0 {
+		checkTime = maxCheckTime
+	}
+	return &streamLimit{max: total, perAddress: perAddress, perConn: perConn, checkTime: checkTime, byAddr: map[string]int64{}}
+}
+
+// clientAddress is the IP a stream came from (the port differs per
+// connection, so it is not part of a client's identity).
+func clientAddress(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return ""
+	}
+	if tcp, ok := p.Addr.(*net.TCPAddr); ok {
+		return tcp.IP.String()
+	}
+	host, _, err := net.SplitHostPort(p.Addr.String())
+	if err != nil {
+		return p.Addr.String()
+	}
+	return host
+}
+
+func (l *streamLimit) admit(ctx context.Context, info *tap.Info) (context.Context, error) {
+	conn, _ := ctx.Value(connSlotsKey{}).(*connSlots)
+	if conn == nil {
+		conn = &connSlots{} // not tagged: counted by address and globally only
+	}
+	addr := clientAddress(ctx)
+	l.mu.Lock()
+	var refused string
+	switch {
+	case l.inflight >= l.max:
+		refused = "global"
+	case l.byAddr[addr] >= l.perAddress:
+		refused = "address"
+	case conn.n >= l.perConn:
+		refused = "connection"
+	}
+	if refused != "" {
+		l.mu.Unlock()
+		grpcStreamsRefused.WithLabelValues(refused).Inc()
+		return nil, grpcstatus.Error(codes.ResourceExhausted, "too many checks in flight ("+refused+" limit)")
+	}
+	l.inflight++
+	l.byAddr[addr]++
+	conn.n++
+	l.mu.Unlock()
+	grpcStreamsInFlight.Inc()
+
+	var cancel context.CancelFunc = func() {}
+	if info == nil || info.FullMethodName != healthWatch {
+		ctx, cancel = context.WithTimeout(ctx, l.checkTime)
+	}
+	context.AfterFunc(ctx, func() {
+		cancel()
+		l.release(conn, addr)
+	})
 	return ctx, nil
+}
+
+func (l *streamLimit) release(conn *connSlots, addr string) {
+	l.mu.Lock()
+	l.inflight--
+	conn.n--
+	if l.byAddr[addr]--; l.byAddr[addr] <= 0 {
+		delete(l.byAddr, addr)
+	}
+	l.mu.Unlock()
+	grpcStreamsInFlight.Dec()
+}
+
+// inFlight returns the slots held.
+func (l *streamLimit) inFlight() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.inflight
+}
+
+// full says why new checks are refused by the global bound, or "" while
+// they are admitted.
+func (l *streamLimit) full() string {
+	if n := l.inFlight(); n >= l.max {
+		return fmt.Sprintf("gRPC ext_authz refuses new checks: %d are in flight, the limit", n)
+	}
+	return ""
 }
 
 func (l *streamLimit) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
 
-func (l *streamLimit) HandleRPC(_ context.Context, s stats.RPCStats) {
-	if _, ok := s.(*stats.End); ok {
-		l.inflight.Add(-1)
-	}
-}
+func (l *streamLimit) HandleRPC(context.Context, stats.RPCStats) {}
 
 func (l *streamLimit) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
-	return ctx
+	return context.WithValue(ctx, connSlotsKey{}, &connSlots{})
 }
 
 func (l *streamLimit) HandleConn(context.Context, stats.ConnStats) {}
@@ -240,10 +356,42 @@ type GRPCServer struct {
 	// Ready reports whether the index has synced; health answers SERVING
 	// from then on.
 	Ready func() bool
-	// MaxInFlight bounds the Checks served at once; zero: maxChecksInFlight.
+	// MaxInFlight bounds the streams served at once over every
+	// connection; zero: maxChecksInFlight.
 	MaxInFlight int64
+	// MaxInFlightPerAddress bounds them per client IP address; zero: a
+	// quarter of MaxInFlight.
+	MaxInFlightPerAddress int64
+	// MaxInFlightPerConn bounds them per connection; zero: half of
+	// MaxInFlightPerAddress.
+	MaxInFlightPerConn int64
+	// MaxCheckTime bounds how long a stream (other than a health Watch)
+	// holds its slot; zero: maxCheckTime.
+	MaxCheckTime time.Duration
 
-	ln net.Listener
+	ln        net.Listener
+	limitOnce sync.Once
+	limit     *streamLimit
+}
+
+func (s *GRPCServer) limits() *streamLimit {
+	s.limitOnce.Do(func() {
+		s.limit = newStreamLimit(s.MaxInFlight, s.MaxInFlightPerAddress, s.MaxInFlightPerConn, s.MaxCheckTime)
+	})
+	return s.limit
+}
+
+// InFlight returns the streams holding a slot.
+func (s *GRPCServer) InFlight() int64 { return s.limits().inFlight() }
+
+// Check is a readiness check: an error while new checks are refused
+// because MaxInFlight streams are in flight (the health service then
+// answers NOT_SERVING for the Authorization service too).
+func (s *GRPCServer) Check() error {
+	if why := s.limits().full(); why != "" {
+		return errors.New(why)
+	}
+	return nil
 }
 
 // NeedLeaderElection is false: every replica answers.
@@ -258,17 +406,14 @@ func (s *GRPCServer) Start(ctx context.Context) error {
 	if _, err := s.Listen(); err != nil {
 		return err
 	}
-	limit := &streamLimit{max: s.MaxInFlight}
-	if limit.max == 0 {
-		limit.max = maxChecksInFlight
-	}
+	limit := s.limits()
 	opts := []grpc.ServerOption{
 		// A CheckRequest holds the original request's headers (Envoy
 		// sends at most 60 KiB by default), never its body here.
 		grpc.MaxRecvMsgSize(128 << 10),
 		grpc.MaxConcurrentStreams(256),
-		// Checks in flight over all connections: a stream opened and never
-		// finished holds memory until its connection closes.
+		// Streams in flight globally, per client address and per
+		// connection, each released when its stream ends however it ends.
 		grpc.InTapHandle(limit.admit),
 		grpc.StatsHandler(limit),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
@@ -288,20 +433,22 @@ func (s *GRPCServer) Start(ctx context.Context) error {
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	// The health service follows Ready: SERVING once the index has
-	// synced, NOT_SERVING again while the process shuts down.
+	// synced, NOT_SERVING again while the process shuts down or while
+	// the global bound refuses new checks.
 	go func() {
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
 		serving := false
 		for {
-			if ready := s.Ready == nil || s.Ready(); ready != serving {
-				serving = ready
-				status := healthpb.HealthCheckResponse_NOT_SERVING
-				if ready {
-					status = healthpb.HealthCheckResponse_SERVING
+			now := (s.Ready == nil || s.Ready()) && limit.full() == ""
+			if now != serving {
+				st := healthpb.HealthCheckResponse_NOT_SERVING
+				if now {
+					st = healthpb.HealthCheckResponse_SERVING
 				}
-				hs.SetServingStatus("", status)
-				hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, status)
+				hs.SetServingStatus("", st)
+				hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, st)
+				serving = now
 			}
 			select {
 			case <-ctx.Done():

@@ -1,18 +1,24 @@
 package authserver
 
 import (
+	"bytes"
 	"context"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -382,4 +388,231 @@ func FuzzGRPCMatchesHTTP(f *testing.F) {
 			}
 		}
 	})
+}
+
+// rawH2 is an attacker's HTTP/2 connection to the gRPC port, as
+// `curl --http2-prior-knowledge` opens one: it writes HEADERS frames that a
+// grpc-go client would never send and reads (and drops) what comes back.
+type rawH2 struct {
+	t    testing.TB
+	conn net.Conn
+	fr   *http2.Framer
+	id   uint32
+	mu   sync.Mutex
+}
+
+// dialRawH2 connects from the loopback address from (127.0.0.x) to addr.
+func dialRawH2(t testing.TB, from, addr string) *rawH2 {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	conn, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	if _, err := conn.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	r := &rawH2{t: t, conn: conn, fr: http2.NewFramer(conn, conn), id: 1}
+	if err := r.fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		rd := http2.NewFramer(io.Discard, conn)
+		for {
+			f, err := rd.ReadFrame()
+			if err != nil {
+				return
+			}
+			if s, ok := f.(*http2.SettingsFrame); ok && !s.IsAck() {
+				r.mu.Lock()
+				_ = r.fr.WriteSettingsAck()
+				r.mu.Unlock()
+			}
+		}
+	}()
+	return r
+}
+
+// open writes the HEADERS of a gRPC call to path with the extra header
+// fields (name, value pairs); with end, the stream is half-closed at once
+// (no message follows).
+func (r *rawH2) open(path string, end bool, extra ...string) {
+	r.t.Helper()
+	var buf bytes.Buffer
+	enc := hpack.NewEncoder(&buf)
+	fields := append([]string{":method", "POST", ":scheme", "http", ":path", path, ":authority", "ext-authz", "content-type", "application/grpc", "te", "trailers"}, extra...)
+	for i := 0; i < len(fields); i += 2 {
+		_ = enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: r.id, BlockFragment: buf.Bytes(), EndStream: end, EndHeaders: true}); err != nil {
+		r.t.Fatal(err)
+	}
+	r.id += 2
+}
+
+// TestGRPCStreamsThatNeverReachAHandlerReleaseTheirSlots is the lockout
+// of issue 24: streams to an unknown service or method, and streams whose
+// grpc-timeout has already expired, end without the RPC's end being
+// reported. Ten times the limit of each, then a normal Check and the
+// health service must still be answered.
+func TestGRPCStreamsThatNeverReachAHandlerReleaseTheirSlots(t *testing.T) {
+	f := newFixture()
+	const limit = 16
+	s := &GRPCServer{Addr: "127.0.0.1:0", Handler: f.h, MaxInFlight: limit}
+	client, conn, ready := startGRPCWith(t, s)
+	ready.Store(true)
+	check := func() (codes.Code, error) {
+		resp, err := client.Check(context.Background(), checkRequest("GET", "/api/articles", map[string]string{"authorization": "Bearer " + f.tokens["reader"]}, nil))
+		if err != nil {
+			return grpcstatus.Code(err), err
+		}
+		return codes.Code(resp.GetStatus().GetCode()), nil
+	}
+	if c, err := check(); c != codes.OK {
+		t.Fatalf("before the flood: %v %v", c, err)
+	}
+	attacks := []struct {
+		name  string
+		path  string
+		extra []string
+	}{
+		{"unknown service", "/x.Y/Z", nil},
+		{"unknown method", "/envoy.service.auth.v3.Authorization/Nope", nil},
+		{"expired grpc-timeout", "/envoy.service.auth.v3.Authorization/Check", []string{"grpc-timeout", "0n"}},
+		{"expired grpc-timeout, unknown method", "/x.Y/Z", []string{"grpc-timeout", "1n"}},
+	}
+	for _, a := range attacks {
+		// Over several connections, a batch at a time (the server's
+		// MaxConcurrentStreams would otherwise refuse them first).
+		for c := 0; c < 10; c++ {
+			raw := dialRawH2(t, "127.0.0.1", s.ln.Addr().String())
+			for range limit {
+				raw.open(a.path, true, a.extra...)
+			}
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			c, err := check()
+			if c == codes.OK {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after %d streams (%s), a normal Check is answered %v: %v", 10*limit, a.name, c, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		for {
+			resp, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{Service: authv3.Authorization_ServiceDesc.ServiceName})
+			if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after %s: health %v %v", a.name, resp, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err := s.Check(); err != nil {
+			t.Fatalf("after %s: readiness %v", a.name, err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.InFlight() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d slots still held after every stream ended", s.InFlight())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestGRPCAFloodFromOneAddressNeverRefusesAnother: one client address
+// holding every stream it can open (HEADERS, no message, no deadline) over
+// many connections fills its own share, never the global one, so a Check
+// from another address is answered; the held streams end within the
+// server's bound on a check's time and release their slots.
+func TestGRPCAFloodFromOneAddressNeverRefusesAnother(t *testing.T) {
+	f := newFixture()
+	const limit = 16
+	s := &GRPCServer{Addr: "127.0.0.1:0", Handler: f.h, MaxInFlight: limit, MaxCheckTime: 2 * time.Second}
+	client, _, ready := startGRPCWith(t, s)
+	ready.Store(true)
+	for range 8 {
+		raw := dialRawH2(t, "127.0.0.2", s.ln.Addr().String())
+		for range 4 * limit {
+			raw.open("/envoy.service.auth.v3.Authorization/Check", false)
+		}
+	}
+	// Let the server take them all in.
+	time.Sleep(300 * time.Millisecond)
+	for i := range 20 {
+		resp, err := client.Check(context.Background(), checkRequest("GET", "/api/articles", map[string]string{"authorization": "Bearer " + f.tokens["reader"]}, nil))
+		if err != nil || codes.Code(resp.GetStatus().GetCode()) != codes.OK {
+			t.Fatalf("check %d from 127.0.0.1 during a flood from 127.0.0.2: %v %v", i, resp, err)
+		}
+	}
+	if s.InFlight() == 0 {
+		t.Fatal("the flood held no slot: the test does not test")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for s.InFlight() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d slots still held past the bound on a check's time", s.InFlight())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestGRPCFullIsReported: while every slot is held, the health service
+// answers NOT_SERVING and /readyz (GRPCServer.Check in the Server's
+// ReadyChecks) refuses; both recover when the streams end.
+func TestGRPCFullIsReported(t *testing.T) {
+	f := newFixture()
+	s := &GRPCServer{Addr: "127.0.0.1:0", Handler: f.h, MaxInFlight: 4, MaxInFlightPerAddress: 4, MaxInFlightPerConn: 4}
+	_, conn, ready := startGRPCWith(t, s)
+	ready.Store(true)
+	hc := healthpb.NewHealthClient(conn)
+	httpSrv := &Server{Handler: f.h, ReadyChecks: []func() error{s.Check}}
+	synced := func() bool { return true }
+	httpSrv.synced.Store(&synced)
+	readyz := func() int {
+		rec := httptest.NewRecorder()
+		httpSrv.Mux().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+		return rec.Code
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatal(what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	health := func() healthpb.HealthCheckResponse_ServingStatus {
+		// The health check needs a slot too: while every slot is held it
+		// is refused, which a probe counts as a failure as well.
+		resp, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{Service: authv3.Authorization_ServiceDesc.ServiceName})
+		if err != nil {
+			return healthpb.HealthCheckResponse_UNKNOWN
+		}
+		return resp.GetStatus()
+	}
+	waitFor("not SERVING after sync", func() bool { return health() == healthpb.HealthCheckResponse_SERVING })
+	if readyz() != http.StatusOK {
+		t.Fatal("/readyz refuses before the flood")
+	}
+	raw := dialRawH2(t, "127.0.0.3", s.ln.Addr().String())
+	for range 4 {
+		raw.open("/envoy.service.auth.v3.Authorization/Check", false)
+	}
+	waitFor("/readyz stays green while every slot is held", func() bool { return readyz() == http.StatusServiceUnavailable })
+	if err := s.Check(); err == nil || !strings.Contains(err.Error(), "in flight") {
+		t.Fatalf("Check = %v", err)
+	}
+	_ = raw.conn.Close()
+	waitFor("/readyz still refuses after the streams ended", func() bool { return readyz() == http.StatusOK })
+	waitFor("health not SERVING again after the streams ended", func() bool { return health() == healthpb.HealthCheckResponse_SERVING })
 }

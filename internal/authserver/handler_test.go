@@ -415,3 +415,29 @@ func TestResourceOf(t *testing.T) {
 		}
 	}
 }
+
+// TestATerminatingApiTokenIsRefused: a deletion ends the token at once,
+// whatever finalizer holds the object, on every replica (an auth-only one
+// indexes IndexView, which keeps the deletion timestamp).
+func TestATerminatingApiTokenIsRefused(t *testing.T) {
+	f := newFixture()
+	tok := mustToken()
+	future := metav1.NewTime(now.Add(time.Hour))
+	at := &tokensv1alpha1.ApiToken{
+		ObjectMeta: metav1.ObjectMeta{Name: "held", Namespace: "team-a", UID: "uid-held", Finalizers: []string{"example.com/hold"}},
+		Spec:       tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly},
+		Status:     tokensv1alpha1.ApiTokenStatus{ExpiresAt: &future, Verification: &tokensv1alpha1.Verification{Hash: f.hasher.Hash(tok).Encode()}},
+	}
+	f.ix.Upsert(at)
+	if _, v := f.ix.Lookup(tok, now); v != Valid {
+		t.Fatalf("before the deletion: %v", v)
+	}
+	deleted := metav1.NewTime(now)
+	at.DeletionTimestamp = &deleted
+	for name, view := range map[string]*tokensv1alpha1.ApiToken{"operator": at, "auth-only": IndexView(at)} {
+		f.ix.Upsert(view)
+		if id, v := f.ix.Lookup(tok, now); v != Revoked || id == nil || id.Name != "held" {
+			t.Fatalf("%s replica: a Terminating ApiToken's token = %v", name, v)
+		}
+	}
+}

@@ -348,11 +348,15 @@ func (ix *Index) entriesOf(at *tokensv1alpha1.ApiToken, g *Grant, u *usage) map[
 	case tokensv1alpha1.PhaseInactive:
 		expires, idle = 1, true
 	}
+	// A deletion ends the token the moment it is asked for: a finalizer
+	// (anyone who may patch the ApiToken can add one) keeps the object,
+	// never the token, alive. It is refused as revoked.
+	ended := at.Spec.Revoked || at.DeletionTimestamp != nil
 	add := func(encoded string, e entry) {
 		if full, err := token.DecodeDigest(encoded); err == nil && encoded != "" {
 			d := indexKey(full)
 			e.id = id
-			e.revoked = e.revoked || at.Spec.Revoked
+			e.revoked = e.revoked || ended
 			out[d] = e
 		}
 	}

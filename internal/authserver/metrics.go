@@ -37,3 +37,16 @@ func observe(result string, start time.Time) {
 	results[result].Inc()
 	verifyDuration.Observe(time.Since(start).Seconds())
 }
+
+var (
+	grpcStreamsInFlight = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "apitoken_grpc_streams_in_flight",
+		Help: "Streams holding a slot at the gRPC ext_authz endpoint.",
+	})
+	grpcStreamsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "apitoken_grpc_streams_refused_total",
+		Help: "Streams refused at the gRPC ext_authz endpoint (RESOURCE_EXHAUSTED) by the bound they met: global, address, connection.",
+	}, []string{"limit"})
+)
+
+func init() { metrics.Registry.MustRegister(grpcStreamsInFlight, grpcStreamsRefused) }

@@ -19,6 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -54,6 +55,9 @@ type Store struct {
 	// writes them into the Secret's ReplacesAnnotation so that a restart
 	// knows too.
 	witnessed []string
+	// version is the resourceVersion of the salt Secret last installed:
+	// a copy older than it is never installed (see Observe).
+	version string
 }
 
 // NewStore returns a Store for the salt Secret ref.
@@ -92,14 +96,33 @@ func (s *Store) Witnessed() []string {
 // Set installs a bare salt (no previous one) and reports whether the
 // current salt changed.
 func (s *Store) Set(salt []byte) bool {
-	return s.install(&State{current: token.NewHasher(salt), salt: slices.Clone(salt)})
+	return s.install(&State{current: token.NewHasher(salt), salt: slices.Clone(salt)}, "")
 }
 
-// install makes st current and reports whether the salt changed. A salt
-// it replaces that st does not already name is remembered as witnessed.
-func (s *Store) install(st *State) bool {
+// install makes st, read from the salt Secret at resourceVersion version
+// ("" for none), current and reports whether the salt changed. A salt it
+// replaces that st does not already name is remembered as witnessed.
+//
+// A state read from a version older than the one installed last is
+// dropped: each event handler of the shared informer has its own queue,
+// so the salt watcher, the ApiToken reconciler's watch and the salt
+// reconciler may each hand over a copy of the Secret that another already
+// saw superseded. Installing it would put back the salt a restore
+// replaced and remember the restored salt as replaced, so that the next
+// pass re-issues every token made with it. Versions are compared as the
+// API server defines them (KEP-5504); one that is not comparable (a
+// storage that does not promise it) is installed, as before.
+func (s *Store) install(st *State, version string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if version != "" && s.version != "" {
+		if c, err := resourceversion.CompareResourceVersion(version, s.version); err == nil && c < 0 {
+			return false
+		}
+	}
+	if version != "" {
+		s.version = version
+	}
 	old := s.state.Load()
 	changed := old == nil || old.ID() != st.ID()
 	if old != nil && changed && !st.Replaces(old.ID()) && !slices.Contains(s.witnessed, old.ID()) {
@@ -115,7 +138,8 @@ func (s *Store) install(st *State) bool {
 // Observe installs the state held by secret if secret is the salt Secret;
 // it reports whether the current salt changed. A Secret without a salt is
 // ignored: the previous state stays (fail closed: no token verifies with
-// an empty key, and the leader writes the salt back).
+// an empty key, and the leader writes the salt back); so is a copy older
+// than the one installed last.
 func (s *Store) Observe(secret *corev1.Secret) bool {
 	if secret == nil || secret.Namespace != s.ref.Namespace || secret.Name != s.ref.Name {
 		return false
@@ -124,7 +148,7 @@ func (s *Store) Observe(secret *corev1.Secret) bool {
 	if err != nil {
 		return false
 	}
-	return s.install(st)
+	return s.install(st, secret.ResourceVersion)
 }
 
 // ErrNoSalt is returned by Load without create when the Secret is absent.
@@ -199,6 +223,6 @@ func (s *Store) Load(ctx context.Context, c client.Client, env string, create bo
 		logf.FromContext(ctx).Error(nil, "The salt is short: anyone holding one token and its recorded hash can test guesses of it offline; rotate to a generated salt (docs/operations.md)",
 			"secret", s.ref, "saltID", st.ID(), "bytes", len(st.salt), "minimum", MinSize)
 	}
-	s.install(st)
+	s.install(st, sec.ResourceVersion)
 	return nil
 }

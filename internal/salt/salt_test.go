@@ -135,3 +135,47 @@ func TestLoadWithoutCreateWaitsForTheSecret(t *testing.T) {
 		t.Fatal("a reader created the salt Secret")
 	}
 }
+
+// TestAStaleCopyOfTheSaltSecretNeverUndoesARestore: every event handler of
+// the shared informer (the salt watcher, the ApiToken reconciler's watch,
+// the salt reconciler) is fed from its own queue, so one may hand the
+// Store a copy of the salt Secret older than one another already
+// installed. Installing it would put back the salt the restore replaced
+// and record the restored one as "seen replaced": the next pass would then
+// re-issue every token made with the restored salt (SaltRotated).
+func TestAStaleCopyOfTheSaltSecretNeverUndoesARestore(t *testing.T) {
+	meta := func(rv string) metav1.ObjectMeta {
+		return metav1.ObjectMeta{Name: ref.Name, Namespace: ref.Namespace, UID: "u1", ResourceVersion: rv}
+	}
+	fresh := &corev1.Secret{ObjectMeta: meta("100"), Data: map[string][]byte{Key: []byte("fresh")}}
+	restored := &corev1.Secret{ObjectMeta: meta("101"), Data: map[string][]byte{Key: []byte("restored")}}
+	s := NewStore(ref)
+	s.Observe(fresh)
+	if !s.Observe(restored) {
+		t.Fatal("the restore was not installed")
+	}
+	// The ApiToken reconciler's handler, behind, sees the fresh salt again.
+	if s.Observe(fresh) {
+		t.Fatal("a stale copy of the salt Secret changed the salt back")
+	}
+	if id := s.State().ID(); id != token.SaltID([]byte("restored")) {
+		t.Fatalf("current salt = %s, want the restored one", id)
+	}
+	if s.State().Replaces(token.SaltID([]byte("restored"))) {
+		t.Fatal("the restored salt is recorded as replaced: its tokens would be re-issued")
+	}
+	if !s.State().Replaces(token.SaltID([]byte("fresh"))) {
+		t.Fatal("the salt the restore replaced is not known as replaced")
+	}
+	// A later version (and a recreated Secret, whose version is later
+	// too) is installed as before.
+	later := &corev1.Secret{ObjectMeta: meta("102"), Data: map[string][]byte{Key: []byte("next")}}
+	if !s.Observe(later) {
+		t.Fatal("a later version was not installed")
+	}
+	// A Secret whose version cannot be compared (not from etcd) is
+	// installed: nothing to order it by.
+	if !s.Observe(&corev1.Secret{ObjectMeta: meta(""), Data: map[string][]byte{Key: []byte("unversioned")}}) {
+		t.Fatal("an unversioned Secret was not installed")
+	}
+}
