@@ -127,6 +127,16 @@ image: ## Build the image without Docker: bin/apitoken-operator-image.tar (docke
 	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) go run ./hack/image -binary $(LOCALBIN)/manager-linux-$(IMAGE_ARCH) -tag $(IMG) \
 		-o $(IMAGE_TAR) -oci-layout $(IMAGE_OCI) -version "$(IMAGE_VERSION)" -revision "$$(git rev-parse HEAD)"
 
+##@ Cluster
+
+.PHONY: cluster
+cluster: ## Bring up a real single-node cluster on this machine (root; hack/cluster.sh): prints its kubeconfig and nodes.
+	hack/cluster.sh up
+
+.PHONY: cluster-down
+cluster-down: ## Remove the cluster of make cluster and restore what it changed on the host.
+	hack/cluster.sh down
+
 ##@ Deployment
 
 .PHONY: install
