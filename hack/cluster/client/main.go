@@ -5,11 +5,14 @@
 //
 //	/client sleep
 //	/client get -cacert /ca/ca.crt -servername auth.ns.svc -token-file /token/token URL
-//	/client loop -cacert ... -token-file ... -interval 20ms -duration 60s URL
+//	/client loop -cacert ... -token-file ... -interval 20ms -duration 5m -stop-file /tmp/stop URL
+//	/client touch /tmp/stop
 //
 // get prints the status code on its first line and the body after it. loop
-// requests URL every interval until duration has passed (or SIGTERM) and
-// prints one JSON summary: the count of each status and of transport errors.
+// requests URL every interval until duration has passed, the stop file
+// exists (`/client touch` makes it) or SIGTERM, and prints one JSON summary:
+// the count of each status and of transport errors, and the first body of
+// each status but 200.
 package main
 
 import (
@@ -31,6 +34,7 @@ import (
 type options struct {
 	caCert, serverName, tokenFile, header string
 	timeout                               time.Duration
+	newConnections                        bool
 }
 
 func (o *options) register(fs *flag.FlagSet) {
@@ -39,6 +43,7 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.tokenFile, "token-file", "", "send the file's content as Authorization: Bearer")
 	fs.StringVar(&o.header, "header", "Authorization", "the header the token goes in (Bearer prefix only for Authorization)")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "per-request timeout")
+	fs.BoolVar(&o.newConnections, "new-connections", false, "a new connection for every request (no keep-alive)")
 }
 
 func (o *options) client() (*http.Client, error) {
@@ -55,7 +60,7 @@ func (o *options) client() (*http.Client, error) {
 	}
 	return &http.Client{
 		Timeout:   o.timeout,
-		Transport: &http.Transport{TLSClientConfig: cfg, Proxy: nil, MaxIdleConnsPerHost: 4},
+		Transport: &http.Transport{TLSClientConfig: cfg, Proxy: nil, MaxIdleConnsPerHost: 4, DisableKeepAlives: o.newConnections},
 	}, nil
 }
 
@@ -111,7 +116,8 @@ func loop(args []string) error {
 	var o options
 	o.register(fs)
 	interval := fs.Duration("interval", 20*time.Millisecond, "time between the starts of two requests")
-	duration := fs.Duration("duration", time.Minute, "how long to run")
+	duration := fs.Duration("duration", time.Minute, "how long to run at most")
+	stopFile := fs.String("stop-file", "", "stop once this file exists")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -128,9 +134,15 @@ func loop(args []string) error {
 	defer cancel()
 	counts := map[string]int{}
 	errs := map[string]int{}
+	bodies := map[string]string{}
 	tick := time.NewTicker(*interval)
 	defer tick.Stop()
 	for ctx.Err() == nil {
+		if *stopFile != "" {
+			if _, err := os.Stat(*stopFile); err == nil {
+				break
+			}
+		}
 		req, err := o.request(fs.Arg(0))
 		if err != nil {
 			return err
@@ -144,21 +156,26 @@ func loop(args []string) error {
 			}
 			errs[msg]++
 		} else {
+			code := fmt.Sprint(resp.StatusCode)
+			if _, seen := bodies[code]; !seen && resp.StatusCode != http.StatusOK {
+				b, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+				bodies[code] = strings.TrimSpace(string(b))
+			}
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			counts[fmt.Sprint(resp.StatusCode)]++
+			counts[code]++
 		}
 		select {
 		case <-ctx.Done():
 		case <-tick.C:
 		}
 	}
-	return json.NewEncoder(os.Stdout).Encode(map[string]any{"counts": counts, "errors": errs})
+	return json.NewEncoder(os.Stdout).Encode(map[string]any{"counts": counts, "errors": errs, "bodies": bodies})
 }
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: client sleep | get [flags] URL | loop [flags] URL")
+		fmt.Fprintln(os.Stderr, "usage: client sleep | get [flags] URL | loop [flags] URL | touch PATH")
 		os.Exit(2)
 	}
 	var err error
@@ -171,6 +188,12 @@ func main() {
 		err = get(os.Args[2:])
 	case "loop":
 		err = loop(os.Args[2:])
+	case "touch":
+		if len(os.Args) != 3 {
+			err = fmt.Errorf("touch: one path expected")
+		} else {
+			err = os.WriteFile(os.Args[2], nil, 0o644)
+		}
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
