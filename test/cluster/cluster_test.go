@@ -48,6 +48,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	_ = os.Remove(filepath.Join(repo, "bin", "cluster-suite-timings.txt"))
 	if os.Getenv(optOut) == "1" {
 		skipReason = optOut + "=1: the real-node suite (test/cluster) is not run"
 		fmt.Fprintln(os.Stderr, "cluster:", skipReason)
