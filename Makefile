@@ -19,7 +19,9 @@ GOLANGCI_LINT_VERSION ?= v2.15.0
 
 # -shuffle=on runs plain tests in random order (the seed is printed as
 # "-test.shuffle N"); the Ginkgo suites randomize their specs themselves.
-GO_TEST_FLAGS ?= -count=1 -shuffle=on
+# -timeout: a cold run of test/cluster builds the operator's image and may
+# build the node's binaries, beyond go test's default of 10 minutes.
+GO_TEST_FLAGS ?= -count=1 -shuffle=on -timeout 45m
 ENVTEST_DIR := $(shell hack/envtest-binaries.sh --print-dir)
 
 .PHONY: all
@@ -71,8 +73,18 @@ envtest: ## Build (once, cached per user) etcd, kube-apiserver and kube-controll
 	@mkdir -p $(LOCALBIN) && ln -sfn $(ENVTEST_DIR) $(LOCALBIN)/k8s
 
 .PHONY: test
-test: manifests generate chart envtest tools ## Run every test: unit, fuzz seeds, envtest suites, real nginx and Caddy, the Helm chart, e2e.
+test: manifests generate chart envtest tools cluster-binaries ## Run every test: unit, fuzz seeds, envtest suites, real nginx and Caddy, the Helm chart, e2e, the real-node suite (root; APITOKEN_SKIP_CLUSTER=1 skips it).
 	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test $(GO_TEST_FLAGS) ./...
+	@cat $(LOCALBIN)/cluster-suite-timings.txt 2>/dev/null || true
+
+# The real-node suite (test/cluster) runs these besides the envtest binaries.
+.PHONY: cluster-binaries
+cluster-binaries: ## Build (once, cached per user) kube-scheduler, kubelet, kube-proxy and kubectl for the real-node cluster.
+	@if [ "$$APITOKEN_SKIP_CLUSTER" != 1 ]; then hack/envtest-binaries.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl >/dev/null; fi
+
+.PHONY: test-cluster
+test-cluster: cluster-binaries ## Run only the real-node suite (test/cluster: root; brings a cluster up and down).
+	go test $(GO_TEST_FLAGS) -v ./test/cluster/
 
 .PHONY: test-e2e
 test-e2e: envtest ## Run the end-to-end tests against the built binary.
@@ -131,6 +143,16 @@ image: ## Build the image without Docker: bin/apitoken-operator-image.tar (docke
 	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) go build -trimpath -ldflags="-s -w" -o $(LOCALBIN)/manager-linux-$(IMAGE_ARCH) ./cmd
 	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) go run ./hack/image -binary $(LOCALBIN)/manager-linux-$(IMAGE_ARCH) -tag $(IMG) \
 		-o $(IMAGE_TAR) -oci-layout $(IMAGE_OCI) -version "$(IMAGE_VERSION)" -revision "$$(git rev-parse HEAD)"
+
+##@ Cluster
+
+.PHONY: cluster
+cluster: ## Bring up a real single-node cluster on this machine (root; hack/cluster.sh): prints its kubeconfig and nodes.
+	hack/cluster.sh up
+
+.PHONY: cluster-down
+cluster-down: ## Remove the cluster of make cluster and restore what it changed on the host.
+	hack/cluster.sh down
 
 ##@ Deployment
 
