@@ -415,6 +415,8 @@ down() {
     [[ $(readlink "/proc/$pid/exe" 2>/dev/null) == */containerd-shim-runc-v2 ]] && kill -KILL "$pid" 2>/dev/null || true
   done
   stop containerd
+  local leaked=0
+  kill_shims || leaked=1
   stop etcd
   kill_cgroup_procs
   unmount_under "$CLUSTER_DIR" /var/lib/kubelet /run/containerd /var/run/netns /run/netns
@@ -441,7 +443,39 @@ down() {
   nft_prune
   cleanup_fixed
   rm -rf "$CLUSTER_DIR"
+  if ((leaked)); then
+    log "down: removed the cluster, but containerd shims were left running ($(since "$t"))"
+    return 1
+  fi
   log "down: removed the cluster and restored the host ($(since "$t"))"
+}
+
+# kill_shims kills every containerd-shim-runc-v2 of this cluster's
+# containerd, found by the socket address on its command line: a shim whose
+# task state is already gone (or that outlived containerd) records no pid
+# where the loop above looks. Fails if one is left.
+kill_shims() {
+  local pid pids
+  for _ in 1 2 3 4 5; do
+    pids=$(cluster_shims)
+    [[ -n $pids ]] || return 0
+    for pid in $pids; do kill -KILL "$pid" 2>/dev/null || true; done
+    sleep 0.2
+  done
+  pids=$(cluster_shims)
+  [[ -z $pids ]] && return 0
+  log "containerd shims still running after down: $pids"
+  return 1
+}
+
+# cluster_shims prints the pids of this cluster's shims.
+cluster_shims() {
+  local pid cmd
+  for pid in $(pgrep -f containerd-shim-runc-v2 2>/dev/null); do
+    cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || continue
+    [[ $cmd == *"-address $SOCK"* ]] && echo "$pid"
+  done
+  return 0
 }
 
 # cleanup_fixed removes the fixed paths kubelet and containerd create,
