@@ -46,29 +46,37 @@ func (s loopSummary) String() string {
 		total, s.Counts["200"], s.Counts["error"], fivexx, s.Counts["403"], s.Counts["401"], strings.Join(errs, "; "))
 }
 
-// rolloutsUnderLoad restarts the auth Deployment, then the operator's,
-// while the workload pod sends two steady loops of valid requests (each
-// every 20 ms) to the auth Service by ClusterIP: one over kept-alive
-// connections (as most proxies send), one with a new connection for every
-// request (so kube-proxy routes each one afresh, terminating pods included).
-// It prints what each loop saw.
-//
-// It reports the failed requests without failing on them: they are the
-// known failures of issue 23 (the auth server closes its listener on
-// SIGTERM with no readiness drop or preStop, among others), which are being
-// fixed apart. It fails only when a loop or a rollout does not work at all.
+// rolloutsUnderLoad restarts the auth Deployment, then the operator's, then
+// deletes the leader's pod, while the workload pod sends two steady loops of
+// valid requests (each every 20 ms) to the auth Service by ClusterIP: one
+// over kept-alive connections (as most proxies send), one with a new
+// connection for every request (so kube-proxy routes each one afresh,
+// terminating pods included). Every request must succeed, and the token
+// must keep its hash with no Event of a re-issue (issue 30: an upgrade
+// never logs clients out).
 func rolloutsUnderLoad(t *testing.T, tenant string) {
 	ip := mustKubectl(t, "", "-n", namespace, "get", "service", "apitoken-operator-auth", "-o", "jsonpath={.spec.clusterIP}")
 	url := fmt.Sprintf("https://%s:8082/v1/authorize?scope=articles:read&namespace=%s", ip, tenant)
-	for _, d := range []string{"apitoken-auth", "apitoken-operator"} {
-		t.Run(d, func(t *testing.T) {
+	scenarios := []struct {
+		name, deployment string
+		deleteLeader     bool // else rollout restart
+	}{
+		{"rollout restart apitoken-auth", "apitoken-auth", false},
+		{"rollout restart apitoken-operator", "apitoken-operator", false},
+		{"delete the leader's pod", "apitoken-operator", true},
+	}
+	for _, sc := range scenarios {
+		d := sc.deployment
+		t.Run(sc.name, func(t *testing.T) {
+			hash := mustKubectl(t, "", "-n", tenant, "get", "apitoken", "reader", "-o", "jsonpath={.status.verification.hash}")
+			stopFile := "/tmp/stop-" + strings.ReplaceAll(sc.name, " ", "-")
 			modes := []string{"kept-alive", "new-connections"}
 			loops := map[string]*background{}
 			for _, mode := range modes {
 				loop, err := startKubectl("-n", tenant, "exec", "workload", "--", "/client", "loop",
 					"-cacert", "/ca/ca.crt", "-servername", authService, "-token-file", "/token/token",
 					"-new-connections="+strconv.FormatBool(mode == "new-connections"),
-					"-interval", "20ms", "-timeout", "2s", "-duration", "5m", "-stop-file", "/tmp/stop-"+d+"-"+mode, url)
+					"-interval", "20ms", "-timeout", "2s", "-duration", "5m", "-stop-file", stopFile+"-"+mode, url)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -76,7 +84,12 @@ func rolloutsUnderLoad(t *testing.T, tenant string) {
 			}
 			time.Sleep(3 * time.Second)
 			start := time.Now()
-			_, restartErr := kubectl("", "-n", namespace, "rollout", "restart", "deployment/"+d)
+			var restartErr error
+			if sc.deleteLeader {
+				restartErr = deleteLeaderPod()
+			} else {
+				_, restartErr = kubectl("", "-n", namespace, "rollout", "restart", "deployment/"+d)
+			}
 			var statusErr error
 			if restartErr == nil {
 				_, statusErr = kubectl("", "-n", namespace, "rollout", "status", "deployment/"+d, "--timeout=3m")
@@ -87,7 +100,7 @@ func rolloutsUnderLoad(t *testing.T, tenant string) {
 			summaries := map[string]loopSummary{}
 			var loopErrs []string
 			for _, mode := range modes {
-				_, touchErr := kubectl("", "-n", tenant, "exec", "workload", "--", "/client", "touch", "/tmp/stop-"+d+"-"+mode)
+				_, touchErr := kubectl("", "-n", tenant, "exec", "workload", "--", "/client", "touch", stopFile+"-"+mode)
 				out, waitErr := loops[mode].wait(30 * time.Second)
 				var s loopSummary
 				if touchErr != nil || waitErr != nil {
@@ -98,25 +111,65 @@ func rolloutsUnderLoad(t *testing.T, tenant string) {
 				summaries[mode] = s
 			}
 			if restartErr != nil || statusErr != nil {
-				t.Fatalf("rollout of %s: %v %v", d, restartErr, statusErr)
+				t.Fatalf("%s: %v %v", sc.name, restartErr, statusErr)
 			}
 			if len(loopErrs) > 0 {
 				t.Fatalf("a client loop did not end cleanly: %s", strings.Join(loopErrs, "; "))
 			}
-			t.Logf("rollout restart of deployment/%s took %s", d, took.Round(100*time.Millisecond))
+			t.Logf("%s: deployment/%s available again after %s", sc.name, d, took.Round(100*time.Millisecond))
+			reissued := 0
+			if now := mustKubectl(t, "", "-n", tenant, "get", "apitoken", "reader", "-o", "jsonpath={.status.verification.hash}"); now != hash {
+				reissued = 1
+				t.Errorf("%s re-issued the untouched token (its hash changed)", sc.name)
+			}
+			reasons := mustKubectl(t, "", "-n", tenant, "get", "events", "--field-selector", "involvedObject.kind=ApiToken", "-o", `jsonpath={range .items[*]}{.reason}{"\n"}{end}`)
+			for _, r := range strings.Fields(reasons) {
+				switch r {
+				case "Regenerated", "SaltRotated", "SecretMissing", "SecretTampered", "SecretUntrusted", "CutHeld":
+					t.Errorf("an Event %s on an ApiToken of %s", r, tenant)
+				}
+			}
 			for _, mode := range modes {
 				s := summaries[mode]
 				t.Logf("  %s loop: %s", mode, s)
-				note(fmt.Sprintf("rollout restart %s, %s loop: %s", d, mode, s))
+				failed := s.total() - s.Counts["200"]
+				note(fmt.Sprintf("%s, %s loop: %s; refused %d, re-issued tokens %d", sc.name, mode, s, failed, reissued))
 				if s.Counts["200"] == 0 {
-					t.Errorf("no request of the %s loop succeeded during the rollout of %s: %s", mode, d, s)
+					t.Errorf("no request of the %s loop succeeded during %s: %s", mode, sc.name, s)
 				}
-				if failed := s.total() - s.Counts["200"]; failed > 0 {
-					t.Logf("KNOWN FAILURE (issue 23, being fixed apart): %d of %d valid requests of the %s loop failed during the rollout of %s", failed, s.total(), mode, d)
+				if failed > 0 {
+					t.Errorf("%d of %d valid requests of the %s loop failed during %s: %s", failed, s.total(), mode, sc.name, s)
 				}
 			}
 			// The pods the rollout made must be Ready before the next one.
 			checkPodsReady(t)
 		})
 	}
+}
+
+// deleteLeaderPod deletes the pod holding the operator's leader lease, as
+// `kubectl delete pod` does (a graceful termination).
+func deleteLeaderPod() error {
+	holder, err := kubectl("", "-n", namespace, "get", "lease", "apitoken-operator.tokens.apitoken.dev", "-o", "jsonpath={.spec.holderIdentity}")
+	if err != nil {
+		return err
+	}
+	pod, _, ok := strings.Cut(holder, "_")
+	if !ok || pod == "" {
+		return fmt.Errorf("lease holder %q names no pod", holder)
+	}
+	if _, err = kubectl("", "-n", namespace, "delete", "pod", pod, "--wait=false"); err != nil {
+		return err
+	}
+	// The lease moves to another pod (the deleted one releases it on its
+	// way out), and the Deployment makes a new pod: rollout status follows.
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		h, _ := kubectl("", "-n", namespace, "get", "lease", "apitoken-operator.tokens.apitoken.dev", "-o", "jsonpath={.spec.holderIdentity}")
+		if p, _, _ := strings.Cut(h, "_"); p != "" && p != pod {
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("the lease still names pod %s a minute after its deletion", pod)
 }
