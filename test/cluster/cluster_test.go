@@ -14,7 +14,6 @@ package cluster
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -67,7 +66,7 @@ func TestMain(m *testing.M) {
 	out, err := script(20*time.Minute, "hack/cluster.sh", "up")
 	up := time.Since(start)
 	if err != nil {
-		setupErr = fmt.Errorf("hack/cluster.sh up failed (%v) after %s:\n%s", err, up.Round(time.Millisecond), tail(out, 60))
+		setupErr = fmt.Errorf("hack/cluster.sh up failed (%w) after %s:\n%s", err, up.Round(time.Millisecond), tail(out, 60))
 	} else if clusterEnv, err = readEnv(); err != nil {
 		setupErr = err
 	}
@@ -267,8 +266,6 @@ func step(t *testing.T, name string, f func(t *testing.T)) bool {
 	record(t.Name()+"/"+name, time.Since(start))
 	return ok
 }
-
-var errNotYet = errors.New("not yet")
 
 // background runs kubectl args until stopped, and returns its output.
 type background struct {

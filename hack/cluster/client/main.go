@@ -162,7 +162,7 @@ func loop(args []string) error {
 				bodies[code] = strings.TrimSpace(string(b))
 			}
 			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			counts[code]++
 		}
 		select {
@@ -192,7 +192,7 @@ func main() {
 		if len(os.Args) != 3 {
 			err = fmt.Errorf("touch: one path expected")
 		} else {
-			err = os.WriteFile(os.Args[2], nil, 0o644)
+			err = os.WriteFile(os.Args[2], nil, 0o600)
 		}
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
