@@ -7,7 +7,9 @@
 # conntrack. The pause image and the test images (hack/cluster/{pause,echo,
 # client}) are static Go binaries packed with go-containerregistry
 # (hack/cluster/pack), cached by the hash of their sources, and imported
-# with `ctr images import`: no registry is ever reached.
+# with `ctr images import`: no registry is ever reached. Cluster DNS is
+# CoreDNS (hack/coredns.sh: only the plugins it needs, no forward), run as
+# a host process on the node's bridge address.
 #
 # Usage: hack/cluster.sh up|down|status|env
 #   up      remove what a previous (crashed) cluster left, then start one;
@@ -28,6 +30,11 @@
 # 10.96.0.0/16 is routed to the bridge; a chain at the top of FORWARD
 # (filter and mangle) accepts only bridge-to-bridge traffic; containerd's
 # proxy is a dead loopback port, so an image pull fails at once.
+#
+# DNS: CoreDNS listens on $NODE_IP:53 (kubelet's clusterDNS) and answers
+# cluster.local from the API server (its kubernetes plugin, as the user
+# system:coredns with read access to Services, EndpointSlices and
+# Namespaces); any other name is refused, never forwarded.
 #
 # containerd: Debian's 1.6 (bookworm's containerd 1.6.20), not v2 built
 # from github.com/containerd/containerd/v2. It costs nothing to build (v2
@@ -54,6 +61,11 @@ NODE_IP=10.88.0.1
 POD_CIDR=10.88.0.0/24
 SERVICE_CIDR=10.96.0.0/16
 API_SERVICE_IP=10.96.0.1
+# The cluster DNS server (kubelet's clusterDNS): CoreDNS on the node.
+DNS_IP=$NODE_IP
+CLUSTER_DOMAIN=cluster.local
+COREDNS_HEALTH=127.0.0.1:18080
+COREDNS_READY=127.0.0.1:18181
 API_PORT=6443
 ETCD_PORT=12379
 # Nothing listens on the discard port: every pull through the proxy is refused.
@@ -125,7 +137,8 @@ binaries() {
   local t
   t=$(now)
   K8S_DIR=$(hack/envtest-binaries.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
-  log "binaries ready in $K8S_DIR ($(since "$t"))"
+  COREDNS_BIN=$(CLUSTER_CACHE=$CLUSTER_CACHE hack/coredns.sh)
+  log "binaries ready in $K8S_DIR and $COREDNS_BIN ($(since "$t"))"
 }
 
 # images builds the pause, echo and client images once per version of their
@@ -238,9 +251,10 @@ pki() {
     cert kube-proxy "/CN=system:kube-proxy" clientAuth
     cert kubelet-client "/O=system:nodes/CN=system:node:$NODE_NAME" clientAuth
     cert kubelet-server "/CN=$NODE_NAME" serverAuth "DNS:$NODE_NAME,IP:$NODE_IP"
+    cert coredns "/CN=system:coredns" clientAuth
   )
   local who
-  for who in admin controller-manager scheduler kube-proxy kubelet-client; do
+  for who in admin controller-manager scheduler kube-proxy kubelet-client coredns; do
     cat >"$CLUSTER_DIR/$who.kubeconfig" <<EOF
 apiVersion: v1
 kind: Config
@@ -405,7 +419,7 @@ down() {
   t=$(now)
   [[ -d $CLUSTER_DIR ]] || { log "no cluster state in $CLUSTER_DIR"; cleanup_fixed; return 0; }
   local c
-  for c in kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver; do stop "$c"; done
+  for c in coredns kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver; do stop "$c"; done
   # Every container and its shim, by the pids they recorded.
   kill_cgroup_procs
   local f pid
@@ -556,7 +570,9 @@ containerRuntimeEndpoint: unix://$SOCK
 protectKernelDefaults: false
 # root lacks CAP_SYS_RESOURCE: leave kubelet's own oom_score_adj alone.
 oomScoreAdj: 0
-clusterDomain: cluster.local
+clusterDomain: $CLUSTER_DOMAIN
+clusterDNS: [$DNS_IP]
+# Pods resolve through the cluster DNS only: nothing of the host's.
 resolvConf: ""
 podLogsDir: $CLUSTER_DIR/log/pods
 failSwapOn: false
@@ -597,6 +613,49 @@ conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeou
 EOF
 }
 
+# coredns_config writes the Corefile and the RBAC that lets CoreDNS (user
+# system:coredns) read what it answers from.
+coredns_config() {
+  cat >"$CLUSTER_DIR/Corefile" <<EOF
+# Cluster names only: no forward plugin, so any other name is refused and
+# no query ever leaves this machine.
+$CLUSTER_DOMAIN:53 in-addr.arpa:53 ip6.arpa:53 {
+    bind $DNS_IP
+    errors
+    health $COREDNS_HEALTH
+    ready $COREDNS_READY
+    kubernetes $CLUSTER_DOMAIN in-addr.arpa ip6.arpa {
+        kubeconfig $CLUSTER_DIR/coredns.kubeconfig apitoken
+        ttl 5
+    }
+    cache 5
+}
+EOF
+  cat >"$CLUSTER_DIR/coredns-rbac.yaml" <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:coredns"}
+rules:
+- {apiGroups: [""], resources: [services, namespaces], verbs: [list, watch]}
+- {apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [list, watch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "system:coredns"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:coredns"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:coredns"}]
+EOF
+}
+
+# http_ok HOST:PORT PATH: a plain HTTP GET answers 200 (bash only: no curl
+# on a fresh machine).
+http_ok() (
+  exec 3<>"/dev/tcp/${1%:*}/${1##*:}" || exit 1
+  printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$2" "${1%:*}" >&3
+  read -r line <&3
+  [[ $line == *" 200 "* ]]
+)
+
 ready_node() {
   kubectl_ get node "$NODE_NAME" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True
 }
@@ -619,6 +678,7 @@ up() {
   pki
   containerd_config
   kubelet_config
+  coredns_config
   t=$(now)
   start etcd "$K8S_DIR/etcd" --name node --data-dir "$CLUSTER_DIR/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
@@ -643,6 +703,8 @@ up() {
   import_images
   wait_for "kube-apiserver /readyz" 60 kubectl_ get --raw /readyz
   log "etcd, containerd and kube-apiserver ready ($(since "$t"))"
+  run "RBAC of system:coredns" kubectl_ apply -f "$CLUSTER_DIR/coredns-rbac.yaml"
+  start coredns "$COREDNS_BIN" -conf "$CLUSTER_DIR/Corefile"
   start kube-controller-manager "$K8S_DIR/kube-controller-manager" \
     --kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" \
     --authentication-kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" \
@@ -661,6 +723,7 @@ up() {
     --cert-dir "$CLUSTER_DIR/pki" --node-ip "$NODE_IP" --hostname-override "$NODE_NAME"
   start kube-proxy "$K8S_DIR/kube-proxy" --config "$CLUSTER_DIR/kube-proxy.yaml"
   wait_for "node $NODE_NAME Ready" 90 ready_node
+  wait_for "CoreDNS ready (http://$COREDNS_READY/ready)" 30 http_ok "$COREDNS_READY" /ready
   # Pods are refused until the controller manager made the ServiceAccount.
   wait_for "ServiceAccount default/default" 60 kubectl_ -n default get serviceaccount default
   log "up: node Ready ($(since "$t0") in all, $(since "$t") after the first process)"
@@ -677,7 +740,7 @@ import_images() {
 
 status() {
   local c ok=0
-  for c in etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
+  for c in etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy coredns; do
     if alive "$c"; then echo "$c: running"; else echo "$c: not running"; ok=1; fi
   done
   return $ok
@@ -696,6 +759,7 @@ env_() {
   echo "PAUSE_IMAGE=$PAUSE_IMAGE"
   echo "ECHO_IMAGE=$ECHO_IMAGE"
   echo "CLIENT_IMAGE=$CLIENT_IMAGE"
+  echo "DNS_IP=$DNS_IP"
 }
 
 # lock: one up or down at a time (the lock lives in the cache, which down keeps).

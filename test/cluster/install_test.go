@@ -46,7 +46,9 @@ func TestCluster(t *testing.T) {
 	if !checkInstall(t, "helm", "team-helm") {
 		return
 	}
+	step(t, "helm: cluster DNS answers the Services' names, and nothing else", func(t *testing.T) { checkDNS(t, "team-helm") })
 	step(t, "helm: rollout restarts under a steady client loop", func(t *testing.T) { rolloutsUnderLoad(t, "team-helm") })
+	step(t, "helm: the workload's use reaches status.lastUsedAt (NetworkPolicy on)", func(t *testing.T) { checkLastUsed(t, "team-helm") })
 	if !step(t, "helm uninstall", helmUninstall) {
 		return
 	}
@@ -83,10 +85,14 @@ func buildAndImportImage(t *testing.T) {
 	}
 }
 
+// helmInstall installs the chart with its defaults but the image and the
+// certificates (Helm's), and the NetworkPolicy on, admitting the API
+// server's address.
 func helmInstall(t *testing.T) {
 	out, err := helm("install", release, "charts/apitoken-operator", "-n", namespace, "--create-namespace",
 		"--set", "image.repository="+imageRepo, "--set", "image.tag="+imageTag, "--set", "image.pullPolicy=Never",
-		"--set", "auth.tls.source=helm", "--set", "webhook.certificate.source=helm")
+		"--set", "auth.tls.source=helm", "--set", "webhook.certificate.source=helm",
+		"--set", "networkPolicy.enabled=true", "--set", "networkPolicy.apiServerCIDRs={"+clusterEnv["NODE_IP"]+"/32}")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,6 +214,10 @@ func checkWebhooks(t *testing.T, tenant string) {
 	if _, err := kubectl("", "create", "namespace", tenant); err != nil && !strings.Contains(err.Error(), "AlreadyExists") {
 		t.Fatal(err)
 	}
+	// The chart's NetworkPolicy admits auth clients from namespaces so
+	// labelled (no CNI here enforces it, but the workload is set up as one
+	// that does would need).
+	mustKubectl(t, "", "label", "--overwrite", "namespace", tenant, "tokens.apitoken.dev/auth-client=true")
 	good := fmt.Sprintf(`apiVersion: tokens.apitoken.dev/v1alpha1
 kind: ApiToken
 metadata: {name: reader, namespace: %s}
@@ -248,6 +258,9 @@ spec: {type: read-only, duration: 1h, secretName: reader-credentials}
 	}
 	t.Logf("refused by the deployed webhook: %s", lastLine(err.Error()))
 }
+
+// firstUse is when checkWorkload began to use each tenant's token.
+var firstUse = map[string]time.Time{}
 
 // checkWorkload runs a pod that mounts the token Secret and the CA of the
 // auth certificate (copied from the documented Secret into a ConfigMap of
@@ -296,6 +309,7 @@ spec:
 		return n, strings.TrimSpace(body), err
 	}
 	// The auth replicas see the new token once their cache has it.
+	firstUse[tenant] = time.Now()
 	if err := eventually(30*time.Second, 500*time.Millisecond, func() error {
 		code, body, err := call("articles:read")
 		if err != nil {
