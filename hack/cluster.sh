@@ -36,6 +36,17 @@
 # system:coredns with read access to Services, EndpointSlices and
 # Namespaces); any other name is refused, never forwarded.
 #
+# Webhook token authentication: kube-apiserver starts with
+# --authentication-token-webhook-config-file pointing at
+# https://$AUTH_CLUSTER_IP:8082/v1/tokenreview, the ClusterIP the suite gives
+# the auth Service (the chart's auth.service.clusterIP). The API server
+# reads the CA of that file at start, before any chart is installed, so up
+# makes the auth endpoint's CA and certificate (in $CLUSTER_DIR/auth-tls:
+# ca.crt, tls.crt, tls.key, valid for the auth and usage Services' names
+# and $AUTH_CLUSTER_IP), and the suite installs the chart with them
+# (auth.tls.source=secret). Until a release serves there, a bearer token
+# that is not a ServiceAccount token is refused after a failed call.
+#
 # containerd: Debian's 1.6 (bookworm's containerd 1.6.20), not v2 built
 # from github.com/containerd/containerd/v2. It costs nothing to build (v2
 # took 163 s here under load, on top of a cold suite that is already long)
@@ -66,6 +77,10 @@ DNS_IP=$NODE_IP
 CLUSTER_DOMAIN=cluster.local
 COREDNS_HEALTH=127.0.0.1:18080
 COREDNS_READY=127.0.0.1:18181
+# The auth Service's fixed ClusterIP and namespace in the suite (and the
+# certificate up makes for it).
+AUTH_CLUSTER_IP=10.96.0.20
+AUTH_NAMESPACE=apitoken-system
 API_PORT=6443
 ETCD_PORT=12379
 # Nothing listens on the discard port: every pull through the proxy is refused.
@@ -253,6 +268,7 @@ pki() {
     cert kubelet-server "/CN=$NODE_NAME" serverAuth "DNS:$NODE_NAME,IP:$NODE_IP"
     cert coredns "/CN=system:coredns" clientAuth
   )
+  auth_tls
   local who
   for who in admin controller-manager scheduler kube-proxy kubelet-client coredns; do
     cat >"$CLUSTER_DIR/$who.kubeconfig" <<EOF
@@ -275,6 +291,48 @@ current-context: apitoken
 EOF
   done
   mv "$CLUSTER_DIR/admin.kubeconfig" "$KUBECONFIG_PATH"
+  # kube-apiserver's webhook token authentication: the auth Service by its
+  # ClusterIP, trusting the auth endpoint's CA (auth_tls).
+  cat >"$CLUSTER_DIR/authn-webhook.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: apitoken
+  cluster:
+    server: https://$AUTH_CLUSTER_IP:8082/v1/tokenreview
+    certificate-authority: $CLUSTER_DIR/auth-tls/ca.crt
+users:
+- name: kube-apiserver
+contexts:
+- name: apitoken
+  context: {cluster: apitoken, user: kube-apiserver}
+current-context: apitoken
+EOF
+}
+
+# auth_tls makes the auth endpoint's own CA and its serving certificate
+# (what the chart's auth.tls.source=secret takes), valid for the auth and
+# usage Services in $AUTH_NAMESPACE, for $AUTH_CLUSTER_IP, and for
+# 127.0.0.1, the local end of a `kubectl port-forward` to the Service.
+auth_tls() {
+  local d=$CLUSTER_DIR/auth-tls svc sans=""
+  mkdir -p "$d"
+  for svc in apitoken-operator-auth apitoken-operator-usage; do
+    sans+="DNS:$svc.$AUTH_NAMESPACE.svc,DNS:$svc.$AUTH_NAMESPACE.svc.$CLUSTER_DOMAIN,"
+  done
+  (
+    cd "$d"
+    umask 077
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+      -subj "/CN=apitoken-operator-auth-ca" -keyout ca.key -out ca.crt \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -subj "/CN=apitoken-operator-auth.$AUTH_NAMESPACE.svc" -keyout tls.key -out tls.csr 2>/dev/null
+    printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+      "extendedKeyUsage=serverAuth,clientAuth" "subjectAltName=${sans}IP:$AUTH_CLUSTER_IP,IP:127.0.0.1" >tls.ext
+    openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 -extfile tls.ext -out tls.crt 2>/dev/null
+    rm -f tls.csr tls.ext ca.srl ca.key
+  )
 }
 
 # --- host state: record, network, restore ------------------------------------
@@ -697,6 +755,7 @@ up() {
     --service-account-issuer https://kubernetes.default.svc.cluster.local --service-account-key-file "$p/sa.pub" \
     --service-account-signing-key-file "$p/sa.key" \
     --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
+    --authentication-token-webhook-config-file "$CLUSTER_DIR/authn-webhook.kubeconfig" --authentication-token-webhook-version v1 \
     --allow-privileged=true --profiling=false --anonymous-auth=true
   wait_for "etcd" 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$ETCD_PORT"
   wait_for "containerd" 30 ctr --address "$SOCK" version
@@ -760,6 +819,9 @@ env_() {
   echo "ECHO_IMAGE=$ECHO_IMAGE"
   echo "CLIENT_IMAGE=$CLIENT_IMAGE"
   echo "DNS_IP=$DNS_IP"
+  echo "AUTH_CLUSTER_IP=$AUTH_CLUSTER_IP"
+  echo "AUTH_NAMESPACE=$AUTH_NAMESPACE"
+  echo "AUTH_TLS_DIR=$CLUSTER_DIR/auth-tls"
 }
 
 # lock: one up or down at a time (the lock lives in the cache, which down keeps).

@@ -47,6 +47,7 @@ func TestCluster(t *testing.T) {
 		return
 	}
 	step(t, "helm: cluster DNS answers the Services' names, and nothing else", func(t *testing.T) { checkDNS(t, "team-helm") })
+	step(t, "helm: kubectl --token auth whoami through the deployed auth Service", func(t *testing.T) { checkWhoami(t, "team-helm") })
 	step(t, "helm: rollout restarts under a steady client loop", func(t *testing.T) { rolloutsUnderLoad(t, "team-helm") })
 	step(t, "helm: the workload's use reaches status.lastUsedAt (NetworkPolicy on)", func(t *testing.T) { checkLastUsed(t, "team-helm") })
 	if !step(t, "helm uninstall", helmUninstall) {
@@ -85,18 +86,35 @@ func buildAndImportImage(t *testing.T) {
 	}
 }
 
-// helmInstall installs the chart with its defaults but the image and the
-// certificates (Helm's), and the NetworkPolicy on, admitting the API
-// server's address.
+// helmInstall installs the chart with its defaults but the image, the
+// certificates and two settings for kube-apiserver's webhook token
+// authentication: the auth Service's ClusterIP is the one the API server
+// was started pointing at (AUTH_CLUSTER_IP), and the auth endpoint's
+// certificate is the one hack/cluster.sh up made for it (an existing
+// Secret, auth.tls.source=secret: the API server read its CA at start,
+// before any chart was installed). The webhooks' certificate is Helm's.
+// The NetworkPolicy is on, admitting the API server's address.
 func helmInstall(t *testing.T) {
+	if _, err := kubectl("", "create", "namespace", namespace); err != nil && !strings.Contains(err.Error(), "AlreadyExists") {
+		t.Fatal(err)
+	}
+	dir := clusterEnv["AUTH_TLS_DIR"]
+	mustKubectl(t, "", "-n", namespace, "create", "secret", "generic", "apitoken-operator-auth-cert", "--type=kubernetes.io/tls",
+		"--from-file=tls.crt="+filepath.Join(dir, "tls.crt"), "--from-file=tls.key="+filepath.Join(dir, "tls.key"),
+		"--from-file=ca.crt="+filepath.Join(dir, "ca.crt"))
 	out, err := helm("install", release, "charts/apitoken-operator", "-n", namespace, "--create-namespace",
 		"--set", "image.repository="+imageRepo, "--set", "image.tag="+imageTag, "--set", "image.pullPolicy=Never",
-		"--set", "auth.tls.source=helm", "--set", "webhook.certificate.source=helm",
+		"--set", "auth.tls.source=secret", "--set", "auth.service.clusterIP="+clusterEnv["AUTH_CLUSTER_IP"],
+		"--set", "webhook.certificate.source=helm",
 		"--set", "networkPolicy.enabled=true", "--set", "networkPolicy.apiServerCIDRs={"+clusterEnv["NODE_IP"]+"/32}")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Log(tail(out, 5))
+	ip := mustKubectl(t, "", "-n", namespace, "get", "service", "apitoken-operator-auth", "-o", "jsonpath={.spec.clusterIP}")
+	if ip != clusterEnv["AUTH_CLUSTER_IP"] {
+		t.Fatalf("Service apitoken-operator-auth has ClusterIP %s, want %s (auth.service.clusterIP)", ip, clusterEnv["AUTH_CLUSTER_IP"])
+	}
 }
 
 // helmUninstall removes the release; the CRD (crds/), the namespace and
