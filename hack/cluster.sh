@@ -11,7 +11,7 @@
 # CoreDNS (hack/coredns.sh: only the plugins it needs, no forward), run as
 # a host process on the node's bridge address.
 #
-# Usage: hack/cluster.sh up|down|status|env
+# Usage: hack/cluster.sh up|down|status|env|restart-node
 #   up      remove what a previous (crashed) cluster left, then start one;
 #           prints the kubeconfig path and `kubectl get nodes`
 #   down    stop everything, remove every file, mount, netns, cgroup,
@@ -20,6 +20,10 @@
 #   status  print whether a cluster is running
 #   env     print the paths a test needs (KUBECONFIG, KUBECTL, CTR, ...), as
 #           shell assignments
+#   restart-node
+#           SIGKILL kubelet and containerd (a node's crash, the pods' shims
+#           and containers left running) and start them again; returns once
+#           kubelet is healthy and has reported the node Ready
 #
 # One cluster per machine (kubelet uses fixed paths and ports). Root only.
 #
@@ -714,6 +718,18 @@ http_ok() (
   [[ $line == *" 200 "* ]]
 )
 
+# start_containerd and start_kubelet are how up and restart-node start them.
+start_containerd() {
+  HTTP_PROXY=$DEAD_PROXY HTTPS_PROXY=$DEAD_PROXY NO_PROXY="" http_proxy=$DEAD_PROXY https_proxy=$DEAD_PROXY no_proxy="" \
+    start containerd "$(command -v containerd)" --config "$CLUSTER_DIR/containerd/config.toml"
+}
+
+start_kubelet() {
+  start kubelet "$K8S_DIR/kubelet" --config "$CLUSTER_DIR/kubelet.yaml" \
+    --kubeconfig "$CLUSTER_DIR/kubelet-client.kubeconfig" --root-dir "$CLUSTER_DIR/kubelet" \
+    --cert-dir "$CLUSTER_DIR/pki" --node-ip "$NODE_IP" --hostname-override "$NODE_NAME"
+}
+
 ready_node() {
   kubectl_ get node "$NODE_NAME" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True
 }
@@ -742,8 +758,7 @@ up() {
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
     --initial-cluster "node=http://127.0.0.1:$((ETCD_PORT + 1))" --listen-metrics-urls "" --unsafe-no-fsync --log-level warn
-  HTTP_PROXY=$DEAD_PROXY HTTPS_PROXY=$DEAD_PROXY NO_PROXY="" http_proxy=$DEAD_PROXY https_proxy=$DEAD_PROXY no_proxy="" \
-    start containerd "$(command -v containerd)" --config "$CLUSTER_DIR/containerd/config.toml"
+  start_containerd
   local p=$CLUSTER_DIR/pki
   start kube-apiserver "$K8S_DIR/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
@@ -777,9 +792,7 @@ up() {
     --authentication-kubeconfig "$CLUSTER_DIR/scheduler.kubeconfig" \
     --authorization-kubeconfig "$CLUSTER_DIR/scheduler.kubeconfig" \
     --bind-address 127.0.0.1 --leader-elect=false --profiling=false
-  start kubelet "$K8S_DIR/kubelet" --config "$CLUSTER_DIR/kubelet.yaml" \
-    --kubeconfig "$CLUSTER_DIR/kubelet-client.kubeconfig" --root-dir "$CLUSTER_DIR/kubelet" \
-    --cert-dir "$CLUSTER_DIR/pki" --node-ip "$NODE_IP" --hostname-override "$NODE_NAME"
+  start_kubelet
   start kube-proxy "$K8S_DIR/kube-proxy" --config "$CLUSTER_DIR/kube-proxy.yaml"
   wait_for "node $NODE_NAME Ready" 90 ready_node
   wait_for "CoreDNS ready (http://$COREDNS_READY/ready)" 30 http_ok "$COREDNS_READY" /ready
@@ -824,6 +837,46 @@ env_() {
   echo "AUTH_TLS_DIR=$CLUSTER_DIR/auth-tls"
 }
 
+# heartbeat_since EPOCH: the node's Ready condition is True with a
+# heartbeat from kubelet at or after EPOCH (a status from before a restart
+# stays True for the node's grace period: it proves nothing).
+heartbeat_since() {
+  local out
+  out=$(kubectl_ get node "$NODE_NAME" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}') || return 1
+  [[ ${out%% *} == True ]] && (($(date -d "${out#* }" +%s) >= $1))
+}
+
+# restart_node SIGKILLs kubelet and containerd, as a node's crash or an OOM
+# kill would (the shims, the containers and the pods' network stay), starts
+# them again and waits for kubelet's health and for its first heartbeat
+# with the node Ready.
+restart_node() {
+  [[ -f $CLUSTER_DIR/k8s-dir ]] || die "no cluster in $CLUSTER_DIR: hack/cluster.sh up"
+  K8S_DIR=$(cat "$CLUSTER_DIR/k8s-dir")
+  local t c pid exe killed
+  t=$(now)
+  killed=$(date +%s)
+  for c in kubelet containerd; do
+    alive "$c" || die "$c is not running"
+    read -r pid exe <"$CLUSTER_DIR/pids/$c"
+    kill -KILL "$pid"
+  done
+  for c in kubelet containerd; do
+    for _ in $(seq 50); do alive "$c" || break; sleep 0.1; done
+    alive "$c" && die "$c survived SIGKILL"
+    rm -f "$CLUSTER_DIR/pids/$c"
+    mv "$CLUSTER_DIR/logs/$c.log" "$CLUSTER_DIR/logs/$c.log.$killed"
+  done
+  log "restart-node: killed kubelet and containerd (SIGKILL)"
+  start_containerd
+  wait_for "containerd" 30 ctr --address "$SOCK" version
+  start_kubelet
+  wait_for "kubelet healthz" 60 http_ok 127.0.0.1:10248 /healthz
+  log "restart-node: kubelet healthy ($(since "$t"))"
+  wait_for "node $NODE_NAME Ready with a heartbeat since the restart" 90 heartbeat_since "$killed"
+  log "restart-node: kubelet and containerd running again ($(since "$t"))"
+}
+
 # lock: one up or down at a time (the lock lives in the cache, which down keeps).
 lock() {
   mkdir -p "$CLUSTER_CACHE"
@@ -836,5 +889,6 @@ case "${1:-}" in
   down) [[ $(id -u) == 0 ]] || die "root is needed"; lock; down ;;
   status) status ;;
   env) env_ ;;
-  *) echo "usage: hack/cluster.sh up|down|status|env" >&2; exit 2 ;;
+  restart-node) [[ $(id -u) == 0 ]] || die "root is needed"; lock; restart_node ;;
+  *) echo "usage: hack/cluster.sh up|down|status|env|restart-node" >&2; exit 2 ;;
 esac
