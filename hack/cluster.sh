@@ -494,6 +494,7 @@ down() {
   local leaked=0
   kill_shims || leaked=1
   stop etcd
+  kill_leftovers || leaked=1
   kill_cgroup_procs
   unmount_under "$CLUSTER_DIR" /var/lib/kubelet /run/containerd /var/run/netns /run/netns
   local ns
@@ -520,7 +521,7 @@ down() {
   cleanup_fixed
   rm -rf "$CLUSTER_DIR"
   if ((leaked)); then
-    log "down: removed the cluster, but containerd shims were left running ($(since "$t"))"
+    log "down: removed the cluster, but some of its processes were left running ($(since "$t"))"
     return 1
   fi
   log "down: removed the cluster and restored the host ($(since "$t"))"
@@ -541,6 +542,27 @@ kill_shims() {
   pids=$(cluster_shims)
   [[ -z $pids ]] && return 0
   log "containerd shims still running after down: $pids"
+  return 1
+}
+
+# kill_leftovers SIGKILLs any process of the cluster that no pid file
+# named (one started by a crashed up or restart-node): a cluster binary
+# (kubelet, kube-*, etcd, containerd*, coredns) whose command line names
+# the state directory. It fails (after killing them) if there was one.
+kill_leftovers() {
+  local p pid exe cmd found=()
+  for p in /proc/[0-9]*; do
+    pid=${p#/proc/}
+    [[ $pid == "$$" ]] && continue
+    exe=$(readlink "$p/exe" 2>/dev/null) || continue
+    case ${exe##*/} in kubelet | kube-* | etcd | containerd | containerd-shim* | coredns) ;; *) continue ;; esac
+    cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+    [[ $cmd == *"$CLUSTER_DIR/"* ]] || continue
+    found+=("$pid ${exe##*/}")
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  [[ ${#found[@]} -eq 0 ]] && return 0
+  log "killed processes of the cluster that no pid file named: ${found[*]}"
   return 1
 }
 
