@@ -53,6 +53,7 @@ func TestCluster(t *testing.T) {
 	step(t, "helm: kubelet and containerd killed and restarted under a steady client loop", func(t *testing.T) { nodeRestartUnderLoad(t, "team-helm") })
 	step(t, "helm: a revoke during a rollout is refused by every replica", func(t *testing.T) { revokeDuringRollout(t, "team-helm") })
 	step(t, "helm: the workload's use reaches status.lastUsedAt (NetworkPolicy on)", func(t *testing.T) { checkLastUsed(t, "team-helm") })
+	step(t, "helm: the cluster's memory", printMemory)
 	if !step(t, "helm uninstall", helmUninstall) {
 		return
 	}
@@ -89,6 +90,10 @@ func buildAndImportImage(t *testing.T) {
 	}
 }
 
+// installStart is when the install being checked began (helm install,
+// kubectl apply -k), for the time to every pod Ready.
+var installStart time.Time
+
 // helmInstall installs the chart with its defaults but the image, the
 // certificates and two settings for kube-apiserver's webhook token
 // authentication: the auth Service's ClusterIP is the one the API server
@@ -105,6 +110,7 @@ func helmInstall(t *testing.T) {
 	mustKubectl(t, "", "-n", namespace, "create", "secret", "generic", "apitoken-operator-auth-cert", "--type=kubernetes.io/tls",
 		"--from-file=tls.crt="+filepath.Join(dir, "tls.crt"), "--from-file=tls.key="+filepath.Join(dir, "tls.key"),
 		"--from-file=ca.crt="+filepath.Join(dir, "ca.crt"))
+	installStart = time.Now()
 	out, err := helm("install", release, "charts/apitoken-operator", "-n", namespace, "--create-namespace",
 		"--set", "image.repository="+imageRepo, "--set", "image.tag="+imageTag, "--set", "image.pullPolicy=Never",
 		"--set", "auth.tls.source=secret", "--set", "auth.service.clusterIP="+clusterEnv["AUTH_CLUSTER_IP"],
@@ -113,6 +119,7 @@ func helmInstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	record("helm install (the command)", time.Since(installStart))
 	t.Log(tail(out, 5))
 	ip := mustKubectl(t, "", "-n", namespace, "get", "service", "apitoken-operator-auth", "-o", "jsonpath={.spec.clusterIP}")
 	if ip != clusterEnv["AUTH_CLUSTER_IP"] {
@@ -146,6 +153,9 @@ func checkInstall(t *testing.T, install, tenant string) bool {
 	if !step(t, install+": every pod Ready, 0 restarts", checkPodsReady) {
 		return false
 	}
+	took := time.Since(installStart)
+	record(install+": from the install's start to every pod Ready", took)
+	note(fmt.Sprintf("%s: every pod Ready %.1fs after the install began", install, took.Seconds()))
 	if !step(t, install+": the webhooks refuse a bad ApiToken, a good one goes Active", func(t *testing.T) { checkWebhooks(t, tenant) }) {
 		return false
 	}
