@@ -98,11 +98,6 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	if !t.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil // the garbage collector removes the Secret
 	}
-	st := r.Salt.State()
-	if st == nil {
-		return ctrl.Result{}, errors.New("salt not loaded")
-	}
-	hasher := st.Hasher()
 	now := r.Clock.Now()
 	base := t.DeepCopy()
 	var b blocker
@@ -117,8 +112,24 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		}
 	}()
 
+	// A revocation is recorded before anything else is attempted: neither
+	// the Secret, nor the salt, nor the rest of the spec can delay it.
+	revokedNow := false
+	if t.Spec.Revoked {
+		var err error
+		if revokedNow, err = r.recordRevocation(ctx, t, base); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+
+	st := r.Salt.State()
+	if st == nil {
+		return ctrl.Result{}, errors.New("salt not loaded")
+	}
+	hasher := st.Hasher()
+
 	p, err := parsePolicy(&t.Spec)
-	if err != nil {
+	if err != nil && !t.Spec.Revoked {
 		b = blocker{tokensv1alpha1.ReasonInvalidSpec, err.Error()}
 		r.finish(t, base, p, b, now)
 		return ctrl.Result{}, nil
@@ -126,7 +137,7 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 
 	// A token never issued has no Secret yet: trust the cache's miss. Any
 	// other token expects its Secret, so a miss is checked on the server.
-	expectSecret := t.Status.IssuedAt != nil || t.Status.Phase == tokensv1alpha1.PhaseFailed
+	expectSecret := t.Status.IssuedAt != nil || t.Status.Phase == tokensv1alpha1.PhaseFailed || t.Status.Verification != nil
 	secret, view, state, err := r.observeSecret(ctx, t, st, expectSecret)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -167,8 +178,16 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		// The salt Secret's next change re-queues every ApiToken.
 		return ctrl.Result{}, nil
 	case actRevoke:
-		if err := r.revoke(ctx, t, base, secret, view); err != nil {
+		if err := r.emptySecret(ctx, t, secret, view, state); err != nil {
 			return ctrl.Result{}, err
+		}
+		if revokedNow {
+			// The record's patch moved base forward, so finish sees no transition: say it here.
+			msg := "The token was revoked and removed from Secret " + t.SecretName()
+			if state == secretForeign {
+				msg = "The token was revoked; Secret " + t.SecretName() + " is not owned by this ApiToken and was left as it is"
+			}
+			r.event(t, corev1.EventTypeNormal, tokensv1alpha1.ReasonRevoked, msg)
 		}
 	case actPromote:
 		r.promote(t, p, st, sealedIssuedAt(t, secret, view, now), now)
@@ -483,13 +502,15 @@ func (r *ApiTokenReconciler) issue(ctx context.Context, t, base *tokensv1alpha1.
 		t.Status.Verification = &tokensv1alpha1.Verification{}
 	}
 	v := t.Status.Verification
-	first := v.Hash == "" && secret == nil
+	first := v.Hash == "" && v.RevokedHash == "" && secret == nil
 	v.PendingHash = h.Hash(tok).Encode()
 	v.PendingReason = reason
 	v.PendingRegenerate = t.Annotations[tokensv1alpha1.RegenerateAnnotation]
 	// A first token has nothing to lose: if the status write after the
 	// Secret fails, the next pass rebuilds the record from the Secret
-	// (actRecover). Skipping step (1) saves one write per new token.
+	// (actRecover). Skipping step (1) saves one write per new token. A
+	// token that replaces a revoked one is not first: a record with a
+	// revoked hash is never rebuilt from the Secret.
 	if !first {
 		if err := r.patchStatus(ctx, t, base); err != nil {
 			return err
@@ -610,21 +631,42 @@ func sealedIssuedAt(t *tokensv1alpha1.ApiToken, secret *corev1.Secret, view toke
 	return now
 }
 
-// revoke clears every hash first (the token stops verifying at once), then
-// empties the Secret's token. A hash of the revoked token is kept only so
-// that the auth endpoint can say "revoked" rather than "unknown".
-func (r *ApiTokenReconciler) revoke(ctx context.Context, t, base *tokensv1alpha1.ApiToken, secret *corev1.Secret, view tokenView) error {
-	if v := t.Status.Verification; v != nil && (v.Hash != "" || v.PendingHash != "" || v.PreviousHash != "") {
-		revoked := v.Hash
-		t.Status.Verification = &tokensv1alpha1.Verification{SaltID: v.SaltID, RevokedHash: revoked}
-		t.Status.Phase = tokensv1alpha1.PhaseRevoked
-		if err := r.patchStatus(ctx, t, base); err != nil {
-			return err
-		}
-		// The patch moved base forward, so finish sees no transition: say it here.
-		r.event(t, corev1.EventTypeNormal, tokensv1alpha1.ReasonRevoked, "The token was revoked and removed from Secret "+t.SecretName())
+// recordRevocation moves every hash of t out of the verifying set and
+// writes the status at once: the revoked token (the current one, else the
+// pending one) is kept as revokedHash, dead for good, so that the auth
+// endpoint refuses it as "revoked" however quickly spec.revoked is set
+// back and whatever happens to the Secret; the other hashes are dropped.
+// issuedAt and expiresAt go with it: no token is current, and the one
+// issued when revoked is set back to false starts a new lifetime. It
+// reports whether a hash was moved (the revocation happened now).
+func (r *ApiTokenReconciler) recordRevocation(ctx context.Context, t, base *tokensv1alpha1.ApiToken) (bool, error) {
+	st := &t.Status
+	v := st.Verification
+	if v == nil {
+		v = &tokensv1alpha1.Verification{}
 	}
-	if secret == nil || view.empty {
+	moved := v.Hash != "" || v.PendingHash != "" || v.PreviousHash != ""
+	if !moved && st.IssuedAt == nil {
+		return false, nil
+	}
+	revoked := v.RevokedHash
+	switch {
+	case v.Hash != "":
+		revoked = v.Hash
+	case v.PendingHash != "":
+		revoked = v.PendingHash
+	}
+	st.Verification = &tokensv1alpha1.Verification{SaltID: v.SaltID, RevokedHash: revoked}
+	st.IssuedAt, st.ExpiresAt = nil, nil
+	st.Phase = tokensv1alpha1.PhaseRevoked
+	return moved, r.patchStatus(ctx, t, base)
+}
+
+// emptySecret removes a revoked token from its Secret, if the Secret is
+// this ApiToken's (state is what observeSecret said): a Secret it does not
+// own is never written.
+func (r *ApiTokenReconciler) emptySecret(ctx context.Context, t *tokensv1alpha1.ApiToken, secret *corev1.Secret, view tokenView, state secretState) error {
+	if secret == nil || state == secretForeign || view.empty {
 		return nil
 	}
 	return r.writeSecret(ctx, t, secret, "", time.Time{}, nil)
