@@ -38,11 +38,6 @@ import (
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
 )
 
-// conflictRetry is how often a token blocked by a foreign Secret looks
-// again: the foreign Secret is outside the operator's cache, so nothing
-// would wake it up otherwise. Slow on purpose: no retry storm.
-const conflictRetry = 5 * time.Minute
-
 // ApiTokenReconciler reconciles ApiTokens.
 type ApiTokenReconciler struct {
 	client.Client
@@ -143,24 +138,10 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		return ctrl.Result{}, err
 	}
 
-	conflict := func() (ctrl.Result, error) {
-		b = blocker{tokensv1alpha1.ReasonSecretConflict, fmt.Sprintf("Secret %s exists and is not owned by this ApiToken; delete or rename it, or set spec.secretName on a new ApiToken", t.SecretName())}
-		if v := t.Status.Verification; v != nil {
-			// A token recorded as pending never reached the Secret: nobody
-			// holds it, and it must not verify.
-			v.PendingHash, v.PendingReason, v.PendingRegenerate = "", "", ""
-		}
-		if base.Status.Phase != tokensv1alpha1.PhaseFailed {
-			r.event(t, corev1.EventTypeWarning, b.reason, b.message)
-		}
-		r.finish(t, base, p, b, now)
-		return ctrl.Result{RequeueAfter: conflictRetry}, nil
-	}
-
 	act := decide(t, p, state, saltView{id: st.ID(), replaced: st.Replaces}, now)
 	switch act.kind {
 	case actConflict:
-		return conflict()
+		return r.conflict(ctx, t, base, p, st, act, false, false, now)
 	case actHold:
 		recorded := recordedSaltID(t, secret)
 		b = blocker{tokensv1alpha1.ReasonSaltMismatch, r.saltMismatchMessage(recorded, st)}
@@ -226,18 +207,8 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 				return ctrl.Result{}, err
 			}
 			if !allowed {
-				b = blocker{tokensv1alpha1.ReasonCutHeld, r.cutHeldMessage(t, act.reason)}
-				first := readyReason(base) != tokensv1alpha1.ReasonCutHeld
-				r.finish(t, base, p, b, now)
-				if err := r.patchStatus(ctx, t, base); err != nil {
-					return ctrl.Result{}, err
-				}
-				if first {
-					r.event(t, corev1.EventTypeWarning, b.reason, b.message)
-					log.Info("Held a token cut: more tokens than the limit were to be cut without anyone asking",
-						"apitoken", klog.KObj(t), "reason", act.reason, "limit", r.Cuts.Limit())
-				}
-				return ctrl.Result{}, nil // a regenerate request or a repaired Secret re-queues it
+				// A regenerate request or a repaired Secret re-queues it.
+				return ctrl.Result{}, r.holdCut(ctx, t, base, p, act.reason, now)
 			}
 		}
 		issued := lifetimeStart(t, act.reason, now)
@@ -249,7 +220,8 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 				return ctrl.Result{}, err
 			}
 			if state == secretForeign {
-				return conflict()
+				// Seen on the API server; an unasked cut was guarded above.
+				return r.conflict(ctx, t, base, p, st, act, true, cutsUnasked(act.reason), now)
 			}
 			err = r.issue(ctx, t, base, secret, act.reason, hasher, issued)
 		}
@@ -561,6 +533,9 @@ func (r *ApiTokenReconciler) promote(t *tokensv1alpha1.ApiToken, p policy, salts
 	switch {
 	case reason == tokensv1alpha1.ReasonSaltRotated && v.PreviousValidUntil != nil:
 		msg = "The operator's salt was rotated (planned); " + msg + "; the replaced token verifies until " + v.PreviousValidUntil.UTC().Format(time.RFC3339)
+	case reason == tokensv1alpha1.ReasonSecretConflict:
+		eventType = corev1.EventTypeWarning
+		msg = "The token was cut while its Secret was not owned by this ApiToken; " + msg
 	case reason == tokensv1alpha1.ReasonSecretTampered, reason == tokensv1alpha1.ReasonSecretMissing, reason == tokensv1alpha1.ReasonSaltRotated, reason == tokensv1alpha1.ReasonSecretUntrusted:
 		eventType = corev1.EventTypeWarning
 		msg = reasonMessages[reason] + "; " + msg
@@ -574,6 +549,7 @@ func (r *ApiTokenReconciler) promote(t *tokensv1alpha1.ApiToken, p policy, salts
 var reasonMessages = map[string]string{
 	tokensv1alpha1.ReasonSecretTampered: "The Secret's token no longer matched the recorded hash",
 	tokensv1alpha1.ReasonSecretMissing:  "The Secret was deleted",
+	tokensv1alpha1.ReasonSecretConflict: "The Secret is no longer owned by this ApiToken (its owner reference was removed or replaced)",
 	tokensv1alpha1.ReasonSaltRotated:    "The salt this token was made with was replaced with no overlap (an emergency rotation, or a lost salt acknowledged), which invalidated it",
 	tokensv1alpha1.ReasonSecretUntrusted: "The verification record was lost and the Secret's token was not adopted: " +
 		"its " + tokensv1alpha1.IssuedAtAnnotation + " annotation is missing or in the future",
@@ -645,7 +621,7 @@ func (r *ApiTokenReconciler) recordRevocation(ctx context.Context, t, base *toke
 	if v == nil {
 		v = &tokensv1alpha1.Verification{}
 	}
-	moved := v.Hash != "" || v.PendingHash != "" || v.PreviousHash != ""
+	moved := recordsVerifying(v)
 	if !moved && st.IssuedAt == nil {
 		return false, nil
 	}

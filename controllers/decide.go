@@ -136,6 +136,10 @@ func decide(t *tokensv1alpha1.ApiToken, p policy, s secretState, salt saltView, 
 		// Revoked, then un-revoked (the second form once a pass since,
 		// such as a conflict, moved the phase on).
 		return action{actIssue, tokensv1alpha1.ReasonUnrevoked}
+	case !hasRecord && v != nil && v.RevokedHash != "":
+		// Cut while its Secret was not the operator's (see conflict); the
+		// Secret is gone or the operator's again.
+		return action{actIssue, tokensv1alpha1.ReasonSecretConflict}
 	case !hasRecord && s == secretUntrusted:
 		return action{actIssue, tokensv1alpha1.ReasonSecretUntrusted}
 	case !hasRecord && s == secretWellFormed:
@@ -197,11 +201,12 @@ func saltGrace(recordedID, previousID string, overlapUntil, now time.Time, maxOv
 // lifetimeStart returns the issue time of a token issued for reason: now
 // when the reason starts a new lifetime (first token, regeneration,
 // rotation, un-revocation), else the current token's issue time, so that a
-// deleted or edited Secret or a salt change never extends, nor revives, a
-// token's lifetime.
+// deleted, edited or disowned Secret or a salt change never extends, nor
+// revives, a token's lifetime.
 func lifetimeStart(t *tokensv1alpha1.ApiToken, reason string, now time.Time) time.Time {
 	switch reason {
-	case tokensv1alpha1.ReasonSecretMissing, tokensv1alpha1.ReasonSecretTampered, tokensv1alpha1.ReasonSaltRotated, tokensv1alpha1.ReasonSecretUntrusted:
+	case tokensv1alpha1.ReasonSecretMissing, tokensv1alpha1.ReasonSecretTampered, tokensv1alpha1.ReasonSaltRotated, tokensv1alpha1.ReasonSecretUntrusted,
+		tokensv1alpha1.ReasonSecretConflict:
 		if t.Status.IssuedAt != nil {
 			return t.Status.IssuedAt.Time
 		}

@@ -64,6 +64,9 @@ func TestDecide(t *testing.T) {
 		{"unrevoked, a conflict since: the revoked token is never adopted", activeToken(func(a *tokensv1alpha1.ApiToken) {
 			a.Status.Phase, a.Status.IssuedAt, a.Status.Verification = tokensv1alpha1.PhaseFailed, nil, &tokensv1alpha1.Verification{RevokedHash: "h", SaltID: "salt1"}
 		}), secretWellFormed, t0, action{actIssue, "Unrevoked"}},
+		{"cut with its Secret taken, the Secret back: a new token, never the cut one", activeToken(func(a *tokensv1alpha1.ApiToken) {
+			a.Status.Phase, a.Status.Verification = tokensv1alpha1.PhaseFailed, &tokensv1alpha1.Verification{RevokedHash: "h", SaltID: "salt1"}
+		}), secretWellFormed, t0, action{actIssue, "SecretConflict"}},
 		{"first", &tokensv1alpha1.ApiToken{}, secretAbsent, t0, action{actIssue, "Generated"}},
 		{"status lost, secret intact", activeToken(func(a *tokensv1alpha1.ApiToken) { a.Status = tokensv1alpha1.ApiTokenStatus{} }), secretWellFormed, t0, action{actRecover, "Recovered"}},
 		{"status lost, secret untrusted", activeToken(func(a *tokensv1alpha1.ApiToken) { a.Status = tokensv1alpha1.ApiTokenStatus{} }), secretUntrusted, t0, action{actIssue, "SecretUntrusted"}},
@@ -312,6 +315,7 @@ func TestReasonPolicies(t *testing.T) {
 		{tokensv1alpha1.ReasonSaltRotated, false, false},
 		{tokensv1alpha1.ReasonSecretMissing, false, false},
 		{tokensv1alpha1.ReasonSecretTampered, false, false},
+		{tokensv1alpha1.ReasonSecretConflict, false, false},
 	} {
 		if got := keepsPrevious(c.reason); got != c.keepsPrevious {
 			t.Errorf("keepsPrevious(%s) = %v", c.reason, got)

@@ -285,7 +285,10 @@ const (
 	ReasonExpired = "Expired"
 	// ReasonRevoked: the token was revoked.
 	ReasonRevoked = "Revoked"
-	// ReasonSecretConflict: a Secret of that name exists and is not owned by this ApiToken.
+	// ReasonSecretConflict: a Secret of that name exists and is not owned
+	// by this ApiToken. A token recorded for it was cut (its Secret was
+	// taken from the operator); once that Secret is gone, or the
+	// operator's again, a new token is issued (an Event of this reason).
 	ReasonSecretConflict = "SecretConflict"
 	// ReasonInvalidSpec: the spec cannot be acted on (a webhook-less install let it in).
 	ReasonInvalidSpec = "InvalidSpec"
