@@ -38,11 +38,6 @@ import (
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
 )
 
-// conflictRetry is how often a token blocked by a foreign Secret looks
-// again: the foreign Secret is outside the operator's cache, so nothing
-// would wake it up otherwise. Slow on purpose: no retry storm.
-const conflictRetry = 5 * time.Minute
-
 // ApiTokenReconciler reconciles ApiTokens.
 type ApiTokenReconciler struct {
 	client.Client
@@ -98,11 +93,6 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	if !t.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil // the garbage collector removes the Secret
 	}
-	st := r.Salt.State()
-	if st == nil {
-		return ctrl.Result{}, errors.New("salt not loaded")
-	}
-	hasher := st.Hasher()
 	now := r.Clock.Now()
 	base := t.DeepCopy()
 	var b blocker
@@ -117,8 +107,24 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		}
 	}()
 
+	// A revocation is recorded before anything else is attempted: neither
+	// the Secret, nor the salt, nor the rest of the spec can delay it.
+	revokedNow := false
+	if t.Spec.Revoked {
+		var err error
+		if revokedNow, err = r.recordRevocation(ctx, t, base); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+
+	st := r.Salt.State()
+	if st == nil {
+		return ctrl.Result{}, errors.New("salt not loaded")
+	}
+	hasher := st.Hasher()
+
 	p, err := parsePolicy(&t.Spec)
-	if err != nil {
+	if err != nil && !t.Spec.Revoked {
 		b = blocker{tokensv1alpha1.ReasonInvalidSpec, err.Error()}
 		r.finish(t, base, p, b, now)
 		return ctrl.Result{}, nil
@@ -126,30 +132,16 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 
 	// A token never issued has no Secret yet: trust the cache's miss. Any
 	// other token expects its Secret, so a miss is checked on the server.
-	expectSecret := t.Status.IssuedAt != nil || t.Status.Phase == tokensv1alpha1.PhaseFailed
+	expectSecret := t.Status.IssuedAt != nil || t.Status.Phase == tokensv1alpha1.PhaseFailed || t.Status.Verification != nil
 	secret, view, state, err := r.observeSecret(ctx, t, st, expectSecret)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 
-	conflict := func() (ctrl.Result, error) {
-		b = blocker{tokensv1alpha1.ReasonSecretConflict, fmt.Sprintf("Secret %s exists and is not owned by this ApiToken; delete or rename it, or set spec.secretName on a new ApiToken", t.SecretName())}
-		if v := t.Status.Verification; v != nil {
-			// A token recorded as pending never reached the Secret: nobody
-			// holds it, and it must not verify.
-			v.PendingHash, v.PendingReason, v.PendingRegenerate = "", "", ""
-		}
-		if base.Status.Phase != tokensv1alpha1.PhaseFailed {
-			r.event(t, corev1.EventTypeWarning, b.reason, b.message)
-		}
-		r.finish(t, base, p, b, now)
-		return ctrl.Result{RequeueAfter: conflictRetry}, nil
-	}
-
 	act := decide(t, p, state, saltView{id: st.ID(), replaced: st.Replaces}, now)
 	switch act.kind {
 	case actConflict:
-		return conflict()
+		return r.conflict(ctx, t, base, p, st, act, false, false, now)
 	case actHold:
 		recorded := recordedSaltID(t, secret)
 		b = blocker{tokensv1alpha1.ReasonSaltMismatch, r.saltMismatchMessage(recorded, st)}
@@ -167,8 +159,16 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		// The salt Secret's next change re-queues every ApiToken.
 		return ctrl.Result{}, nil
 	case actRevoke:
-		if err := r.revoke(ctx, t, base, secret, view); err != nil {
+		if err := r.emptySecret(ctx, t, secret, view, state); err != nil {
 			return ctrl.Result{}, err
+		}
+		if revokedNow {
+			// The record's patch moved base forward, so finish sees no transition: say it here.
+			msg := "The token was revoked and removed from Secret " + t.SecretName()
+			if state == secretForeign {
+				msg = "The token was revoked; Secret " + t.SecretName() + " is not owned by this ApiToken and was left as it is"
+			}
+			r.event(t, corev1.EventTypeNormal, tokensv1alpha1.ReasonRevoked, msg)
 		}
 	case actPromote:
 		r.promote(t, p, st, sealedIssuedAt(t, secret, view, now), now)
@@ -207,18 +207,8 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 				return ctrl.Result{}, err
 			}
 			if !allowed {
-				b = blocker{tokensv1alpha1.ReasonCutHeld, r.cutHeldMessage(t, act.reason)}
-				first := readyReason(base) != tokensv1alpha1.ReasonCutHeld
-				r.finish(t, base, p, b, now)
-				if err := r.patchStatus(ctx, t, base); err != nil {
-					return ctrl.Result{}, err
-				}
-				if first {
-					r.event(t, corev1.EventTypeWarning, b.reason, b.message)
-					log.Info("Held a token cut: more tokens than the limit were to be cut without anyone asking",
-						"apitoken", klog.KObj(t), "reason", act.reason, "limit", r.Cuts.Limit())
-				}
-				return ctrl.Result{}, nil // a regenerate request or a repaired Secret re-queues it
+				// A regenerate request or a repaired Secret re-queues it.
+				return ctrl.Result{}, r.holdCut(ctx, t, base, p, act.reason, now)
 			}
 		}
 		issued := lifetimeStart(t, act.reason, now)
@@ -230,7 +220,8 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 				return ctrl.Result{}, err
 			}
 			if state == secretForeign {
-				return conflict()
+				// Seen on the API server; an unasked cut was guarded above.
+				return r.conflict(ctx, t, base, p, st, act, true, cutsUnasked(act.reason), now)
 			}
 			err = r.issue(ctx, t, base, secret, act.reason, hasher, issued)
 		}
@@ -483,13 +474,15 @@ func (r *ApiTokenReconciler) issue(ctx context.Context, t, base *tokensv1alpha1.
 		t.Status.Verification = &tokensv1alpha1.Verification{}
 	}
 	v := t.Status.Verification
-	first := v.Hash == "" && secret == nil
+	first := v.Hash == "" && v.RevokedHash == "" && secret == nil
 	v.PendingHash = h.Hash(tok).Encode()
 	v.PendingReason = reason
 	v.PendingRegenerate = t.Annotations[tokensv1alpha1.RegenerateAnnotation]
 	// A first token has nothing to lose: if the status write after the
 	// Secret fails, the next pass rebuilds the record from the Secret
-	// (actRecover). Skipping step (1) saves one write per new token.
+	// (actRecover). Skipping step (1) saves one write per new token. A
+	// token that replaces a revoked one is not first: a record with a
+	// revoked hash is never rebuilt from the Secret.
 	if !first {
 		if err := r.patchStatus(ctx, t, base); err != nil {
 			return err
@@ -540,6 +533,9 @@ func (r *ApiTokenReconciler) promote(t *tokensv1alpha1.ApiToken, p policy, salts
 	switch {
 	case reason == tokensv1alpha1.ReasonSaltRotated && v.PreviousValidUntil != nil:
 		msg = "The operator's salt was rotated (planned); " + msg + "; the replaced token verifies until " + v.PreviousValidUntil.UTC().Format(time.RFC3339)
+	case reason == tokensv1alpha1.ReasonSecretConflict:
+		eventType = corev1.EventTypeWarning
+		msg = "The token was cut while its Secret was not owned by this ApiToken; " + msg
 	case reason == tokensv1alpha1.ReasonSecretTampered, reason == tokensv1alpha1.ReasonSecretMissing, reason == tokensv1alpha1.ReasonSaltRotated, reason == tokensv1alpha1.ReasonSecretUntrusted:
 		eventType = corev1.EventTypeWarning
 		msg = reasonMessages[reason] + "; " + msg
@@ -553,6 +549,7 @@ func (r *ApiTokenReconciler) promote(t *tokensv1alpha1.ApiToken, p policy, salts
 var reasonMessages = map[string]string{
 	tokensv1alpha1.ReasonSecretTampered: "The Secret's token no longer matched the recorded hash",
 	tokensv1alpha1.ReasonSecretMissing:  "The Secret was deleted",
+	tokensv1alpha1.ReasonSecretConflict: "The Secret is no longer owned by this ApiToken (its owner reference was removed or replaced)",
 	tokensv1alpha1.ReasonSaltRotated:    "The salt this token was made with was replaced with no overlap (an emergency rotation, or a lost salt acknowledged), which invalidated it",
 	tokensv1alpha1.ReasonSecretUntrusted: "The verification record was lost and the Secret's token was not adopted: " +
 		"its " + tokensv1alpha1.IssuedAtAnnotation + " annotation is missing or in the future",
@@ -610,21 +607,42 @@ func sealedIssuedAt(t *tokensv1alpha1.ApiToken, secret *corev1.Secret, view toke
 	return now
 }
 
-// revoke clears every hash first (the token stops verifying at once), then
-// empties the Secret's token. A hash of the revoked token is kept only so
-// that the auth endpoint can say "revoked" rather than "unknown".
-func (r *ApiTokenReconciler) revoke(ctx context.Context, t, base *tokensv1alpha1.ApiToken, secret *corev1.Secret, view tokenView) error {
-	if v := t.Status.Verification; v != nil && (v.Hash != "" || v.PendingHash != "" || v.PreviousHash != "") {
-		revoked := v.Hash
-		t.Status.Verification = &tokensv1alpha1.Verification{SaltID: v.SaltID, RevokedHash: revoked}
-		t.Status.Phase = tokensv1alpha1.PhaseRevoked
-		if err := r.patchStatus(ctx, t, base); err != nil {
-			return err
-		}
-		// The patch moved base forward, so finish sees no transition: say it here.
-		r.event(t, corev1.EventTypeNormal, tokensv1alpha1.ReasonRevoked, "The token was revoked and removed from Secret "+t.SecretName())
+// recordRevocation moves every hash of t out of the verifying set and
+// writes the status at once: the revoked token (the current one, else the
+// pending one) is kept as revokedHash, dead for good, so that the auth
+// endpoint refuses it as "revoked" however quickly spec.revoked is set
+// back and whatever happens to the Secret; the other hashes are dropped.
+// issuedAt and expiresAt go with it: no token is current, and the one
+// issued when revoked is set back to false starts a new lifetime. It
+// reports whether a hash was moved (the revocation happened now).
+func (r *ApiTokenReconciler) recordRevocation(ctx context.Context, t, base *tokensv1alpha1.ApiToken) (bool, error) {
+	st := &t.Status
+	v := st.Verification
+	if v == nil {
+		v = &tokensv1alpha1.Verification{}
 	}
-	if secret == nil || view.empty {
+	moved := recordsVerifying(v)
+	if !moved && st.IssuedAt == nil {
+		return false, nil
+	}
+	revoked := v.RevokedHash
+	switch {
+	case v.Hash != "":
+		revoked = v.Hash
+	case v.PendingHash != "":
+		revoked = v.PendingHash
+	}
+	st.Verification = &tokensv1alpha1.Verification{SaltID: v.SaltID, RevokedHash: revoked}
+	st.IssuedAt, st.ExpiresAt = nil, nil
+	st.Phase = tokensv1alpha1.PhaseRevoked
+	return moved, r.patchStatus(ctx, t, base)
+}
+
+// emptySecret removes a revoked token from its Secret, if the Secret is
+// this ApiToken's (state is what observeSecret said): a Secret it does not
+// own is never written.
+func (r *ApiTokenReconciler) emptySecret(ctx context.Context, t *tokensv1alpha1.ApiToken, secret *corev1.Secret, view tokenView, state secretState) error {
+	if secret == nil || state == secretForeign || view.empty {
 		return nil
 	}
 	return r.writeSecret(ctx, t, secret, "", time.Time{}, nil)

@@ -285,6 +285,8 @@ var _ = Describe("The ApiToken reconciler", func() {
 			s.Data["salt"] = []byte(fmt.Sprintf("rotated-%d", time.Now().UnixNano()))
 			g.Expect(k8s.Update(ctx, &s)).To(Succeed())
 		}).Should(Succeed())
+		// A salt change re-issues every token the suite created so far
+		// (dozens, in random order): these two may come last.
 		for i, key := range keys {
 			Eventually(func(g Gomega) {
 				cur := secretToken(g, key)

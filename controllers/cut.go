@@ -87,7 +87,8 @@ func (r *ApiTokenReconciler) confirmLive(ctx context.Context, t *tokensv1alpha1.
 }
 
 // CutGuard bounds how many tokens are cut without being asked
-// (cutsUnasked, but for the salt) in a sliding window: many Secrets
+// (cutsUnasked, but for the salt; and the token of a Secret taken from the
+// operator, see conflict) in a sliding window: many Secrets
 // "tampered" or "missing" at once is far more likely a bug, a restore or a
 // bad prune than an attack on many Secrets, and cutting them all would log
 // every client out. Past the limit the token is held (ReasonCutHeld) until

@@ -107,30 +107,39 @@ type action struct {
 	reason string
 }
 
-// decide picks what to do, first match wins: a foreign Secret blocks
-// everything; revocation beats any issue; a record made under a salt that
+// decide picks what to do, first match wins: a revocation beats
+// everything (recorded whatever the Secret); a foreign Secret blocks
+// every other action; a record made under a salt that
 // the current one did not replace is held, so that a lost or wrongly
 // restored salt never re-issues (breaks) every token before a human said
 // so; a pending token found in the Secret is promoted; a lost record is
-// rebuilt from the Secret; then a new token is issued for a replaced salt,
-// a missing or altered Secret, a new regenerate request, or the renewal
-// time.
+// rebuilt from the Secret, unless it records a revoked token (un-revoked:
+// a new token, never the revoked one); then a new token is issued for a
+// replaced salt, a missing or altered Secret, a new regenerate request, or
+// the renewal time.
 func decide(t *tokensv1alpha1.ApiToken, p policy, s secretState, salt saltView, now time.Time) action {
 	v := t.Status.Verification
 	hasRecord := v != nil && v.Hash != ""
 	saltID := salt.id
 	switch {
-	case s == secretForeign:
-		return action{actConflict, tokensv1alpha1.ReasonSecretConflict}
 	case t.Spec.Revoked:
 		return action{actRevoke, tokensv1alpha1.ReasonRevoked}
+	case s == secretForeign:
+		return action{actConflict, tokensv1alpha1.ReasonSecretConflict}
 	case hasRecord && v.SaltID != "" && v.SaltID != saltID && !salt.replaced(v.SaltID),
 		!hasRecord && s == secretUnknownSalt:
 		return action{actHold, tokensv1alpha1.ReasonSaltMismatch}
 	case s == secretMatchesPending:
 		return action{actPromote, v.PendingReason}
-	case t.Status.Phase == tokensv1alpha1.PhaseRevoked:
+	case t.Status.Phase == tokensv1alpha1.PhaseRevoked,
+		!hasRecord && v != nil && v.RevokedHash != "" && t.Status.IssuedAt == nil:
+		// Revoked, then un-revoked (the second form once a pass since,
+		// such as a conflict, moved the phase on).
 		return action{actIssue, tokensv1alpha1.ReasonUnrevoked}
+	case !hasRecord && v != nil && v.RevokedHash != "":
+		// Cut while its Secret was not the operator's (see conflict); the
+		// Secret is gone or the operator's again.
+		return action{actIssue, tokensv1alpha1.ReasonSecretConflict}
 	case !hasRecord && s == secretUntrusted:
 		return action{actIssue, tokensv1alpha1.ReasonSecretUntrusted}
 	case !hasRecord && s == secretWellFormed:
@@ -192,11 +201,12 @@ func saltGrace(recordedID, previousID string, overlapUntil, now time.Time, maxOv
 // lifetimeStart returns the issue time of a token issued for reason: now
 // when the reason starts a new lifetime (first token, regeneration,
 // rotation, un-revocation), else the current token's issue time, so that a
-// deleted or edited Secret or a salt change never extends, nor revives, a
-// token's lifetime.
+// deleted, edited or disowned Secret or a salt change never extends, nor
+// revives, a token's lifetime.
 func lifetimeStart(t *tokensv1alpha1.ApiToken, reason string, now time.Time) time.Time {
 	switch reason {
-	case tokensv1alpha1.ReasonSecretMissing, tokensv1alpha1.ReasonSecretTampered, tokensv1alpha1.ReasonSaltRotated, tokensv1alpha1.ReasonSecretUntrusted:
+	case tokensv1alpha1.ReasonSecretMissing, tokensv1alpha1.ReasonSecretTampered, tokensv1alpha1.ReasonSaltRotated, tokensv1alpha1.ReasonSecretUntrusted,
+		tokensv1alpha1.ReasonSecretConflict:
 		if t.Status.IssuedAt != nil {
 			return t.Status.IssuedAt.Time
 		}

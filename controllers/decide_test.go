@@ -50,7 +50,10 @@ func TestDecide(t *testing.T) {
 		want  action
 	}{
 		{"healthy", activeToken(), secretMatchesCurrent, t0, action{actSync, ""}},
-		{"foreign beats all", activeToken(func(a *tokensv1alpha1.ApiToken) { a.Spec.Revoked = true }), secretForeign, t0, action{actConflict, "SecretConflict"}},
+		{"a revocation beats a foreign Secret", activeToken(func(a *tokensv1alpha1.ApiToken) { a.Spec.Revoked = true }), secretForeign, t0, action{actRevoke, "Revoked"}},
+		{"foreign beats all else", activeToken(func(a *tokensv1alpha1.ApiToken) {
+			a.Annotations = map[string]string{tokensv1alpha1.RegenerateAnnotation: "1"}
+		}), secretForeign, t0, action{actConflict, "SecretConflict"}},
 		{"revoked", activeToken(func(a *tokensv1alpha1.ApiToken) { a.Spec.Revoked = true }), secretMatchesCurrent, t0, action{actRevoke, "Revoked"}},
 		{"pending reached secret", activeToken(func(a *tokensv1alpha1.ApiToken) {
 			a.Status.Verification.PendingHash, a.Status.Verification.PendingReason = "p", "Regenerated"
@@ -58,6 +61,12 @@ func TestDecide(t *testing.T) {
 		{"unrevoked", activeToken(func(a *tokensv1alpha1.ApiToken) {
 			a.Status.Phase, a.Status.Verification = tokensv1alpha1.PhaseRevoked, &tokensv1alpha1.Verification{RevokedHash: "h"}
 		}), secretInvalid, t0, action{actIssue, "Unrevoked"}},
+		{"unrevoked, a conflict since: the revoked token is never adopted", activeToken(func(a *tokensv1alpha1.ApiToken) {
+			a.Status.Phase, a.Status.IssuedAt, a.Status.Verification = tokensv1alpha1.PhaseFailed, nil, &tokensv1alpha1.Verification{RevokedHash: "h", SaltID: "salt1"}
+		}), secretWellFormed, t0, action{actIssue, "Unrevoked"}},
+		{"cut with its Secret taken, the Secret back: a new token, never the cut one", activeToken(func(a *tokensv1alpha1.ApiToken) {
+			a.Status.Phase, a.Status.Verification = tokensv1alpha1.PhaseFailed, &tokensv1alpha1.Verification{RevokedHash: "h", SaltID: "salt1"}
+		}), secretWellFormed, t0, action{actIssue, "SecretConflict"}},
 		{"first", &tokensv1alpha1.ApiToken{}, secretAbsent, t0, action{actIssue, "Generated"}},
 		{"status lost, secret intact", activeToken(func(a *tokensv1alpha1.ApiToken) { a.Status = tokensv1alpha1.ApiTokenStatus{} }), secretWellFormed, t0, action{actRecover, "Recovered"}},
 		{"status lost, secret untrusted", activeToken(func(a *tokensv1alpha1.ApiToken) { a.Status = tokensv1alpha1.ApiTokenStatus{} }), secretUntrusted, t0, action{actIssue, "SecretUntrusted"}},
@@ -306,6 +315,7 @@ func TestReasonPolicies(t *testing.T) {
 		{tokensv1alpha1.ReasonSaltRotated, false, false},
 		{tokensv1alpha1.ReasonSecretMissing, false, false},
 		{tokensv1alpha1.ReasonSecretTampered, false, false},
+		{tokensv1alpha1.ReasonSecretConflict, false, false},
 	} {
 		if got := keepsPrevious(c.reason); got != c.keepsPrevious {
 			t.Errorf("keepsPrevious(%s) = %v", c.reason, got)

@@ -33,7 +33,11 @@ func computeStatus(t *tokensv1alpha1.ApiToken, p policy, b blocker, died tokensv
 	if v := st.Verification; v != nil && v.PreviousValidUntil != nil && !now.Before(v.PreviousValidUntil.Time) {
 		v.PreviousHash, v.PreviousValidUntil = "", nil
 	}
-	if died != tokensv1alpha1.PhaseExpired || st.ExpiresAt == nil {
+	// A spec the operator cannot read says nothing of when the token
+	// ends: the recorded expiresAt stays (the auth endpoint refuses a token
+	// whose duration does not parse).
+	readable := b.reason != tokensv1alpha1.ReasonInvalidSpec
+	if readable && (died != tokensv1alpha1.PhaseExpired || st.ExpiresAt == nil) {
 		st.ExpiresAt = nil
 		if st.IssuedAt != nil {
 			if exp := p.expiresAt(st.IssuedAt.Time); exp != nil {

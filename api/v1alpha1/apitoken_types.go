@@ -285,7 +285,10 @@ const (
 	ReasonExpired = "Expired"
 	// ReasonRevoked: the token was revoked.
 	ReasonRevoked = "Revoked"
-	// ReasonSecretConflict: a Secret of that name exists and is not owned by this ApiToken.
+	// ReasonSecretConflict: a Secret of that name exists and is not owned
+	// by this ApiToken. A token recorded for it was cut (its Secret was
+	// taken from the operator); once that Secret is gone, or the
+	// operator's again, a new token is issued (an Event of this reason).
 	ReasonSecretConflict = "SecretConflict"
 	// ReasonInvalidSpec: the spec cannot be acted on (a webhook-less install let it in).
 	ReasonInvalidSpec = "InvalidSpec"
@@ -395,9 +398,17 @@ type ApiTokenStatus struct {
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 }
 
+// The rule on spec.revoked below lets it go back to false only once the
+// operator has recorded the revocation: no hash left in the verifying set
+// of status.verification, which the API server reads from the stored
+// status. A revocation undone before the operator saw it (a GitOps
+// self-heal, a backlog, a failover) would otherwise leave the revoked
+// token in the record, valid again.
+
 // ApiToken is an API token delivered into a Secret and verified by the
 // operator's auth endpoint.
 // +kubebuilder:object:root=true
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.spec.revoked) || !oldSelf.spec.revoked || (has(self.spec.revoked) && self.spec.revoked) || !has(self.status) || !has(self.status.verification) || ((!has(self.status.verification.hash) || size(self.status.verification.hash) == 0) && (!has(self.status.verification.pendingHash) || size(self.status.verification.pendingHash) == 0) && (!has(self.status.verification.previousHash) || size(self.status.verification.previousHash) == 0))",message="cannot be set back to false until the operator has recorded the revocation (status.phase Revoked); retry in a moment: un-revoking then issues a new token",fieldPath=".spec.revoked",reason=FieldValueForbidden
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=at;apitok,categories=tokens
 // +kubebuilder:printcolumn:name="Type",type=string,JSONPath=`.spec.type`

@@ -348,6 +348,16 @@ func (ix *Index) entriesOf(at *tokensv1alpha1.ApiToken, g *Grant, u *usage) map[
 	case tokensv1alpha1.PhaseInactive:
 		expires, idle = 1, true
 	}
+	// A duration that does not parse (the CRD's pattern lets some in that
+	// are longer than a time.Duration holds) says nothing of when the
+	// token ends: it is refused as expired, fail closed, until it parses.
+	// (An empty one never reaches the index from the API server, where the
+	// field is required and its rule refuses "".)
+	if d := at.Spec.Duration; d != "" {
+		if _, _, err := token.ParseDuration(d); err != nil {
+			expires, idle = 1, false
+		}
+	}
 	// A deletion ends the token the moment it is asked for: a finalizer
 	// (anyone who may patch the ApiToken can add one) keeps the object,
 	// never the token, alive. It is refused as revoked.
@@ -363,9 +373,11 @@ func (ix *Index) entriesOf(at *tokensv1alpha1.ApiToken, g *Grant, u *usage) map[
 	if v.PreviousHash != "" && v.PreviousValidUntil != nil {
 		add(v.PreviousHash, entry{validUntil: v.PreviousValidUntil.UnixNano()})
 	}
-	add(v.RevokedHash, entry{revoked: true})
 	add(v.PendingHash, entry{expiresAt: expires, idle: idle})
 	add(v.Hash, entry{expiresAt: expires, idle: idle})
+	// A revoked hash is dead for good: added last, it wins over any other
+	// field of the record that names the same token.
+	add(v.RevokedHash, entry{revoked: true})
 	return out
 }
 
@@ -459,7 +471,7 @@ func (ix *Index) forEachUsage(f func(*usage)) {
 
 // IndexView is the part of an ApiToken that the auth endpoint decides on
 // and an auth-only replica writes from (status.lastUsedAt): its identity,
-// the spec that makes its Grant, revocation and idle timeout, and the
+// the spec that makes its Grant, revocation, duration and idle timeout, and the
 // status that says which hashes verify until when. An auth-only replica
 // caches ApiTokens as this view (IndexTransform), not whole: conditions,
 // messages, annotations and the Secret's template are not kept. Index.Upsert
@@ -470,7 +482,7 @@ func IndexView(at *tokensv1alpha1.ApiToken) *tokensv1alpha1.ApiToken {
 		ObjectMeta: metav1.ObjectMeta{Name: at.Name, Namespace: at.Namespace, UID: at.UID,
 			ResourceVersion: at.ResourceVersion, Generation: at.Generation, DeletionTimestamp: at.DeletionTimestamp},
 		Spec: tokensv1alpha1.ApiTokenSpec{Type: at.Spec.Type, Scopes: at.Spec.Scopes, Audience: at.Spec.Audience,
-			Presentation: at.Spec.Presentation, IdleTimeout: at.Spec.IdleTimeout, Revoked: at.Spec.Revoked},
+			Presentation: at.Spec.Presentation, Duration: at.Spec.Duration, IdleTimeout: at.Spec.IdleTimeout, Revoked: at.Spec.Revoked},
 		Status: tokensv1alpha1.ApiTokenStatus{Phase: at.Status.Phase, IssuedAt: at.Status.IssuedAt, ExpiresAt: at.Status.ExpiresAt,
 			LastUsedAt: at.Status.LastUsedAt, Verification: at.Status.Verification},
 	}

@@ -62,6 +62,9 @@ func TestIndexViewDecidesAlike(t *testing.T) {
 		tokensv1alpha1.ApiTokenStatus{Phase: tokensv1alpha1.PhaseExpired, IssuedAt: at(-2 * time.Hour), ExpiresAt: at(-time.Hour), Verification: &tokensv1alpha1.Verification{Hash: hash()}})
 	add(tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Revoked: true},
 		active(tokensv1alpha1.ApiTokenStatus{Verification: &tokensv1alpha1.Verification{Hash: hash()}}))
+	add(tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly},
+		active(tokensv1alpha1.ApiTokenStatus{Verification: &tokensv1alpha1.Verification{Hash: hash()}}))
+	full[len(full)-1].Spec.Duration = "106752d" // the CRD lets it in; it does not parse
 
 	whole, viewed := NewIndex(hasher), NewIndex(hasher)
 	for _, a := range full {
