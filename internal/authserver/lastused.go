@@ -36,6 +36,12 @@ func (w *LastUsedWriter) Start(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			// A replica that stops (a rollout, a drain) writes what it saw
+			// since its last write, interval or not: a rollout sooner than
+			// the interval would lose every use otherwise.
+			final, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalFlushTimeout)
+			defer cancel()
+			w.flush(final, true)
 			return nil
 		case <-t.C:
 			w.Flush(ctx)
@@ -43,12 +49,20 @@ func (w *LastUsedWriter) Start(ctx context.Context) error {
 	}
 }
 
+// finalFlushTimeout bounds the last write at shutdown, well inside the
+// pods' terminationGracePeriodSeconds.
+const finalFlushTimeout = 5 * time.Second
+
 // NeedLeaderElection is false: each replica writes the uses it saw.
 func (w *LastUsedWriter) NeedLeaderElection() bool { return false }
 
 // Flush records lastUsedAt for every token used since its last record and
 // whose last record is at least Interval old.
-func (w *LastUsedWriter) Flush(ctx context.Context) {
+func (w *LastUsedWriter) Flush(ctx context.Context) { w.flush(ctx, false) }
+
+// flush is Flush; final also writes the uses of tokens recorded within
+// the interval.
+func (w *LastUsedWriter) flush(ctx context.Context, final bool) {
 	now := w.Clock.Now().UnixNano()
 	type due struct {
 		u    *usage
@@ -57,7 +71,7 @@ func (w *LastUsedWriter) Flush(ctx context.Context) {
 	var dues []due
 	w.Index.forEachUsage(func(u *usage) {
 		seen := u.lastSeen.Load()
-		if seen == 0 || seen <= u.writtenSeen.Load() || now-u.writtenAt.Load() < int64(w.Interval) {
+		if seen == 0 || seen <= u.writtenSeen.Load() || (!final && now-u.writtenAt.Load() < int64(w.Interval)) {
 			return
 		}
 		dues = append(dues, due{u, seen})

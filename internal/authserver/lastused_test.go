@@ -86,3 +86,35 @@ func TestLastUsedWritesAtMostOncePerInterval(t *testing.T) {
 		t.Fatalf("lastUsedAt went back in time: %v", at.Status.LastUsedAt)
 	}
 }
+
+// TestLastUsedIsWrittenOnShutdown: a replica stopped (a rollout, a drain)
+// writes the uses it saw since its last write before it exits, even inside
+// the interval: otherwise every rollout sooner than --last-used-interval
+// loses them, and an idleTimeout token in use can go Inactive. Seen on the
+// real cluster: three auth rollouts in under a minute, lastUsedAt never
+// written.
+func TestLastUsedIsWrittenOnShutdown(t *testing.T) {
+	f := newFixture()
+	s := runtime.NewScheme()
+	_ = tokensv1alpha1.AddToScheme(s)
+	c := fake.NewClientBuilder().WithScheme(s).WithStatusSubresource(&tokensv1alpha1.ApiToken{}).
+		WithObjects(&tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: "reader", Namespace: "team-a"}}).Build()
+	clk := clocktesting.NewFakeClock(now)
+	f.h.Clock = clk
+	w := &LastUsedWriter{Index: f.ix, Client: c, Clock: clk, Interval: time.Hour}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Start(ctx) }()
+
+	f.do(req{path: "/v1/authorize?scope=articles:read", headers: [][2]string{bearer(f.tokens["reader"])}})
+	clk.Step(time.Second)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var at tokensv1alpha1.ApiToken
+	_ = c.Get(context.Background(), keyOf("team-a", "reader"), &at)
+	if at.Status.LastUsedAt == nil {
+		t.Fatal("a use seen before the shutdown was never written")
+	}
+}
