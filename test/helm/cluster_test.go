@@ -197,6 +197,8 @@ func checkValuesFile(t *testing.T, name string, objs objects) {
 			}
 		}
 		checkGeneratedCertificates(t, objs)
+	case "platform-values.yaml":
+		checkPlatformValues(t, objs)
 	case "single-deployment-values.yaml":
 		if got := authSelector(); got != "apitoken-operator" {
 			t.Errorf("Service apitoken-operator-auth selects %s, want apitoken-operator", got)
@@ -318,7 +320,7 @@ func contains(list []string, s string) bool {
 // upgrades it: an upgrade keeps them (Helm reads them back with lookup);
 // one within renewBeforeDays of their expiry makes new ones, with the
 // previous CA still in ca.crt and the caBundle while the pods roll.
-// helm uninstall keeps the CRD (crds.keep).
+// helm uninstall keeps the CRD (crds.keep). A second release is refused.
 func TestHelmInstallKeepsAndRenewsGeneratedCertificates(t *testing.T) {
 	kc := cluster(t)
 	const ns = "apitoken-helm"
@@ -370,6 +372,14 @@ func TestHelmInstallKeepsAndRenewsGeneratedCertificates(t *testing.T) {
 		}
 		return flat
 	}
+	t.Log("a second release in the cluster is refused, naming the first")
+	for _, other := range [][2]string{{"apitoken-operator-2", ns}, {release, "apitoken-helm-2"}} {
+		out, err := helmErrOut("install", other[0], chartDir, "--kubeconfig", kc, "--namespace", other[1], "--create-namespace", "--values", values)
+		if want := "apitoken-operator is installed in this cluster already, by release " + release + " in namespace " + ns; err == nil || !strings.Contains(out, want) {
+			t.Errorf("helm install %s -n %s beside the release: want a refusal saying %q, got %v:\n%s", other[0], other[1], want, err, out)
+		}
+	}
+
 	// The rendered Secrets name the release namespace in their certificates.
 	installed := state()
 	checkInstalled := func(objs objects) {

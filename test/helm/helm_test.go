@@ -138,8 +138,8 @@ func valuesFiles(t *testing.T) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(files) < 4 {
-		t.Fatalf("expected the four documented values files in %s/ci, found %v", chartDir, files)
+	if len(files) < 5 {
+		t.Fatalf("expected the five documented values files in %s/ci, found %v", chartDir, files)
 	}
 	return files
 }
@@ -240,6 +240,8 @@ func TestRefusedValues(t *testing.T) {
 		{"auth.tls.source=none", `auth.tls.source must be one of certManager, helm, secret, not "none"`},
 		{"webhook.certificate.source=secret", "webhook.certificate.source secret needs webhook.certificate.caBundle"},
 		{"networkPolicy.enabled=true", "networkPolicy.enabled needs networkPolicy.apiServerCIDRs"},
+		{"fullnameOverride=tokens", "fullnameOverride and nameOverride are not supported: the objects' names are fixed"},
+		{"nameOverride=tokens", "a cluster runs one release"},
 	} {
 		out, err := helmErrOut("template", release, chartDir, "--namespace", namespace, "--set", tc.set)
 		if err == nil || !strings.Contains(out, tc.want) {
