@@ -188,7 +188,8 @@ func adoptionCommands(ns string) [][]string {
 // chart (its CRD in crds/) into a real API server, creates an ApiToken,
 // and upgrades to this chart with a field added to the CRD: Helm refuses
 // until the CRD is Helm's (the label and annotations of docs/deploy.md, or
-// helm upgrade --take-ownership), and then the upgrade upgrades the CRD in
+// helm upgrade --take-ownership), and with --reuse-values (the schema
+// names the values it lacks), and then the upgrade upgrades the CRD in
 // place (same uid, the new field served, annotated keep), the ApiToken
 // stays, and it survives helm uninstall. With crds.keep=false, helm
 // uninstall deletes the CRD.
@@ -258,6 +259,12 @@ spec: {type: read-only, duration: 30d}
 			}
 
 			extra := tc.adopt(t, ns)
+			// --reuse-values keeps the previous chart's values and drops
+			// this chart's defaults: the schema refuses it, naming them.
+			reuse := append([]string{"upgrade", release, next, "--kubeconfig", kc, "--namespace", ns, "--reuse-values"}, extra...)
+			if out, err := helmErrOut(reuse...); err == nil || !strings.Contains(out, "missing properties") || !strings.Contains(out, "'crds'") {
+				t.Errorf("helm upgrade --reuse-values from the previous chart: want the schema's refusal naming crds, got %v:\n%s", err, out)
+			}
 			helm(t, append(upgrade, extra...)...)
 			after := getCRD(t, kc)
 			if after.GetUID() != before.GetUID() {
