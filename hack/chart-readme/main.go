@@ -25,7 +25,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"text/template"
@@ -46,11 +45,16 @@ func main() {
 }
 
 func run(chart string) error {
-	values, err := os.ReadFile(filepath.Join(chart, "values.yaml"))
+	dir, err := os.OpenRoot(chart)
 	if err != nil {
 		return err
 	}
-	schemaJSON, err := os.ReadFile(filepath.Join(chart, "values.schema.json"))
+	defer dir.Close()
+	values, err := dir.ReadFile("values.yaml")
+	if err != nil {
+		return err
+	}
+	schemaJSON, err := dir.ReadFile("values.schema.json")
 	if err != nil {
 		return err
 	}
@@ -58,7 +62,7 @@ func run(chart string) error {
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(chart, "README.md"), readme, 0o644) //nolint:gosec // a README, world-readable as the repository
+	return dir.WriteFile("README.md", readme, 0o644)
 }
 
 // schema is the part of a JSON Schema this program reads.
