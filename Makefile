@@ -80,8 +80,8 @@ test: manifests generate chart envtest tools cluster-binaries ## Run every test:
 
 # The real-node suite (test/cluster) runs these besides the envtest binaries.
 .PHONY: cluster-binaries
-cluster-binaries: ## Build (once, cached per user) kube-scheduler, kubelet, kube-proxy and kubectl for the real-node cluster.
-	@if [ "$$APITOKEN_SKIP_CLUSTER" != 1 ]; then hack/envtest-binaries.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl >/dev/null; fi
+cluster-binaries: ## Build (once, cached per user) kube-scheduler, kubelet, kube-proxy, kubectl and CoreDNS for the real-node cluster.
+	@if [ "$$APITOKEN_SKIP_CLUSTER" != 1 ]; then hack/envtest-binaries.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl >/dev/null && hack/coredns.sh >/dev/null; fi
 
 .PHONY: test-cluster
 test-cluster: cluster-binaries ## Run only the real-node suite (test/cluster: root; brings a cluster up and down).

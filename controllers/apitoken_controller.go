@@ -404,7 +404,7 @@ func (r *ApiTokenReconciler) readSecretLive(ctx context.Context, key types.Names
 	if err := r.APIReader.Get(ctx, key, meta); err != nil {
 		return nil, err
 	}
-	if !metav1.IsControlledBy(meta, t) {
+	if !controlledBy(meta, t) {
 		return &corev1.Secret{ObjectMeta: meta.ObjectMeta}, nil
 	}
 	secret := &corev1.Secret{}
@@ -420,7 +420,7 @@ func (r *ApiTokenReconciler) classifySecret(ctx context.Context, t *tokensv1alph
 	if err != nil {
 		return nil, tokenView{}, secretAbsent, fmt.Errorf("reading Secret %s/%s: %w", t.Namespace, t.SecretName(), err)
 	}
-	if !metav1.IsControlledBy(secret, t) {
+	if !controlledBy(secret, t) {
 		return secret, tokenView{}, secretForeign, nil
 	}
 	view, err := r.viewOf(ctx, secret, t, st)
@@ -455,7 +455,7 @@ func (r *ApiTokenReconciler) viewOf(ctx context.Context, secret *corev1.Secret, 
 		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(secret), live); err != nil {
 			return v, fmt.Errorf("reading Secret %s/%s: %w", secret.Namespace, secret.Name, err)
 		}
-		if !metav1.IsControlledBy(live, t) || live.ResourceVersion != secret.ResourceVersion {
+		if !controlledBy(live, t) || live.ResourceVersion != secret.ResourceVersion {
 			return v, fmt.Errorf("the Secret %s/%s changed since it was cached; retrying", secret.Namespace, secret.Name)
 		}
 		secret = live
@@ -655,6 +655,11 @@ func (r *ApiTokenReconciler) writeSecret(ctx context.Context, t *tokensv1alpha1.
 	create := secret == nil
 	if create {
 		secret = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: t.Namespace, Name: t.SecretName()}, Type: corev1.SecretTypeOpaque}
+	} else {
+		var err error
+		if secret, err = r.untrimmed(ctx, t, secret); err != nil {
+			return err
+		}
 	}
 	applyMetadata(t, secret)
 	delete(secret.Annotations, digestKey) // the cache's, never written
@@ -683,6 +688,27 @@ func (r *ApiTokenReconciler) writeSecret(ctx context.Context, t *tokensv1alpha1.
 		return fmt.Errorf("writing Secret %s/%s: %w", secret.Namespace, secret.Name, err)
 	}
 	return nil
+}
+
+// untrimmed returns secret, or, when it is a cached copy whose metadata was
+// trimmed (a Secret writer made it larger than the cache keeps, see
+// digestToken), the Secret read from the API server: a write must keep
+// what others added. The live Secret must be the one the pass decided on.
+func (r *ApiTokenReconciler) untrimmed(ctx context.Context, t *tokensv1alpha1.ApiToken, secret *corev1.Secret) (*corev1.Secret, error) {
+	if !trimmed(secret) {
+		return secret, nil
+	}
+	if r.APIReader == nil {
+		return nil, fmt.Errorf("the Secret %s/%s is cached without its metadata, and there is no reader to fetch it", secret.Namespace, secret.Name)
+	}
+	live := &corev1.Secret{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(secret), live); err != nil {
+		return nil, fmt.Errorf("reading Secret %s/%s: %w", secret.Namespace, secret.Name, err)
+	}
+	if !controlledBy(live, t) || live.ResourceVersion != secret.ResourceVersion {
+		return nil, fmt.Errorf("the Secret %s/%s changed since it was cached; retrying", secret.Namespace, secret.Name)
+	}
+	return live, nil
 }
 
 // sealOf is the Secret's seal of tok issued at (RFC 3339) for t.
@@ -778,6 +804,10 @@ func parseTemplateKeys(s string) (labels, annotations []string) {
 // template's are missing from it (a patch of metadata only: the cached
 // Secret holds a digest, not the token).
 func (r *ApiTokenReconciler) syncSecretMetadata(ctx context.Context, t *tokensv1alpha1.ApiToken, secret *corev1.Secret) error {
+	secret, err := r.untrimmed(ctx, t, secret)
+	if err != nil {
+		return err
+	}
 	want := secret.DeepCopy()
 	applyMetadata(t, want)
 	if equality.Semantic.DeepEqual(want.ObjectMeta, secret.ObjectMeta) {

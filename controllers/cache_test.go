@@ -93,16 +93,64 @@ func TestCachedSecretHoldsNoToken(t *testing.T) {
 		t.Fatalf("malformed token seen as %+v", v)
 	}
 
+	// A token Secret grown past maxCachedMetadata keeps the operator's
+	// metadata only, and says so.
+	grown := tokenSecret(h, "uid-1", tok)
+	grown.Labels = map[string]string{tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue, tokensv1alpha1.ApiTokenLabel: "tok", "theirs": "x"}
+	grown.Annotations["example.com/theirs"] = strings.Repeat("x", maxCachedMetadata)
+	grown.Finalizers = []string{"example.com/theirs"}
+	grown.OwnerReferences = append(grown.OwnerReferences, metav1.OwnerReference{APIVersion: "v1", Kind: "ConfigMap", Name: "x", UID: "uid-x"})
+	got := cache(grown)
+	if !trimmed(got) || got.Annotations["example.com/theirs"] != "" || len(got.Labels) != 2 || len(got.OwnerReferences) != 1 || got.Finalizers != nil || got.Size() > 1024 {
+		t.Fatalf("a grown token Secret was cached with %d B: %+v", got.Size(), got.ObjectMeta)
+	}
+	if v, _, ok := cachedView(got, h.SaltID()); !ok || !v.sealed || !v.digest.Equal(h.Hash(tok)) || got.Annotations[tokensv1alpha1.IssuedAtAnnotation] == "" {
+		t.Fatalf("a grown token Secret lost its view %+v (ok %v) or its issue time", v, ok)
+	}
+	if trimmed(cached) {
+		t.Fatal("a token Secret of ordinary size was trimmed")
+	}
+	// A controller reference that names the ApiToken's UID but another
+	// kind is not an ApiToken's: the Secret is foreign, to the cache and
+	// to the reconciler alike.
+	otherKind := tokenSecret(h, "uid-1", tok)
+	otherKind.OwnerReferences[0].Kind = "ConfigMap"
+	taken := controlledBy(otherKind, &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{UID: "uid-1"}})
+	if got := cache(otherKind); got.Data != nil || got.Annotations != nil || taken {
+		t.Fatal("a Secret controlled by another kind with the ApiToken's UID was taken for the ApiToken's")
+	}
+
 	// Under another salt the digest is not trusted: the pass reads the Secret.
 	store.Set([]byte("second-salt"))
 	if _, digested, ok := cachedView(cached, store.State().ID()); !digested || ok {
 		t.Fatalf("a digest made under the previous salt was trusted (digested %v ok %v)", digested, ok)
 	}
 
-	// Secrets that no ApiToken controls (the salt) are cached as they are.
+	// The salt Secret is cached as it is.
 	saltSecret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "salt", Namespace: "system"}, Data: map[string][]byte{"salt": []byte("s")}}
 	if got := cache(saltSecret); string(got.Data["salt"]) != "s" || len(got.Data) != 1 {
 		t.Fatalf("the salt Secret was changed in the cache: %v", keys(got.Data))
+	}
+
+	// Any other labelled Secret, however large, is cached as metadata only.
+	if got := cache(foreignSecret()); got.Data != nil || got.Annotations != nil || got.OwnerReferences != nil || got.Finalizers != nil ||
+		len(got.Labels) != 1 || got.Name != "theirs" || got.UID != "uid-theirs" || got.ResourceVersion != "7" || got.Size() > 256 {
+		t.Fatalf("a foreign Secret was cached with more than its metadata (%d B): %+v", got.Size(), got.ObjectMeta)
+	}
+}
+
+// foreignSecret is a labelled Secret no ApiToken owns, filled as a tenant
+// could fill it.
+func foreignSecret() *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "theirs", Namespace: "ns", UID: "uid-theirs", ResourceVersion: "7",
+			Labels:          map[string]string{tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue, "bulk": strings.Repeat("x", 63)},
+			Annotations:     map[string]string{"example.com/bulk": strings.Repeat("x", 100<<10)},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "ConfigMap", Name: "x", UID: "uid-x", Controller: ptr.To(true)}},
+			Finalizers:      []string{"example.com/bulk"},
+			ManagedFields:   []metav1.ManagedFieldsEntry{{Manager: "kubectl"}},
+		},
+		Data: map[string][]byte{"token": make([]byte, 500<<10)},
 	}
 }
 
@@ -140,7 +188,9 @@ func TestCachedApiTokenDropsTheApplyRecord(t *testing.T) {
 // again when that store is replaced into the informer's queue), so every
 // transform CacheOptions installs must leave its own output as it is.
 // Before the fix the Secret digest, applied to its own output, digested an
-// empty token: every Secret of a restarted operator looked tampered.
+// empty token: every Secret of a restarted operator looked tampered. A
+// foreign Secret reduced to its metadata, and a token Secret trimmed to the
+// operator's, are their own output too.
 func TestCacheTransformsAreIdempotent(t *testing.T) {
 	store := salt.NewStore(types.NamespacedName{Namespace: "system", Name: "salt"})
 	store.Set([]byte("first-salt"))
@@ -158,6 +208,12 @@ func TestCacheTransformsAreIdempotent(t *testing.T) {
 		"token Secret":     func() any { return tokenSecret(h, "uid-1", tok) },
 		"revoked Secret":   func() any { return tokenSecret(h, "uid-1", "") },
 		"malformed Secret": func() any { return tokenSecret(h, "uid-1", "not-a-token") },
+		"foreign Secret":   func() any { return foreignSecret() },
+		"grown token Secret": func() any {
+			s := tokenSecret(h, "uid-1", tok)
+			s.Annotations["example.com/theirs"] = strings.Repeat("x", maxCachedMetadata)
+			return s
+		},
 		"salt Secret": func() any {
 			return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "salt", Namespace: "system"}, Data: map[string][]byte{"salt": []byte("s")}}
 		},

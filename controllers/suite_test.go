@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -35,6 +36,9 @@ var (
 	// suiteCuts is the suite operator's cut guard: no bound, but for the
 	// spec that sets one.
 	suiteCuts = &CutGuard{}
+	// suiteCache is the suite operator's cache, for the specs that measure
+	// what it holds.
+	suiteCache cache.Cache
 )
 
 func TestControllersEnvtest(t *testing.T) {
@@ -65,6 +69,7 @@ var _ = BeforeSuite(func() {
 		Cache:   CacheOptions(types.NamespacedName{}, saltStore, nil),
 	})
 	Expect(err).NotTo(HaveOccurred())
+	suiteCache = mgr.GetCache()
 	Expect((&ApiTokenReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: scheme,
 		Recorder: mgr.GetEventRecorder("apitoken-operator"), Clock: fakeClock, Salt: saltStore,

@@ -7,9 +7,11 @@
 # conntrack. The pause image and the test images (hack/cluster/{pause,echo,
 # client}) are static Go binaries packed with go-containerregistry
 # (hack/cluster/pack), cached by the hash of their sources, and imported
-# with `ctr images import`: no registry is ever reached.
+# with `ctr images import`: no registry is ever reached. Cluster DNS is
+# CoreDNS (hack/coredns.sh: only the plugins it needs, no forward), run as
+# a host process on the node's bridge address.
 #
-# Usage: hack/cluster.sh up|down|status|env
+# Usage: hack/cluster.sh up|down|status|env|restart-node
 #   up      remove what a previous (crashed) cluster left, then start one;
 #           prints the kubeconfig path and `kubectl get nodes`
 #   down    stop everything, remove every file, mount, netns, cgroup,
@@ -18,6 +20,10 @@
 #   status  print whether a cluster is running
 #   env     print the paths a test needs (KUBECONFIG, KUBECTL, CTR, ...), as
 #           shell assignments
+#   restart-node
+#           SIGKILL kubelet and containerd (a node's crash, the pods' shims
+#           and containers left running) and start them again; returns once
+#           kubelet is healthy and has reported the node Ready
 #
 # One cluster per machine (kubelet uses fixed paths and ports). Root only.
 #
@@ -28,6 +34,22 @@
 # 10.96.0.0/16 is routed to the bridge; a chain at the top of FORWARD
 # (filter and mangle) accepts only bridge-to-bridge traffic; containerd's
 # proxy is a dead loopback port, so an image pull fails at once.
+#
+# DNS: CoreDNS listens on $NODE_IP:53 (kubelet's clusterDNS) and answers
+# cluster.local from the API server (its kubernetes plugin, as the user
+# system:coredns with read access to Services, EndpointSlices and
+# Namespaces); any other name is refused, never forwarded.
+#
+# Webhook token authentication: kube-apiserver starts with
+# --authentication-token-webhook-config-file pointing at
+# https://$AUTH_CLUSTER_IP:8082/v1/tokenreview, the ClusterIP the suite gives
+# the auth Service (the chart's auth.service.clusterIP). The API server
+# reads the CA of that file at start, before any chart is installed, so up
+# makes the auth endpoint's CA and certificate (in $CLUSTER_DIR/auth-tls:
+# ca.crt, tls.crt, tls.key, valid for the auth and usage Services' names
+# and $AUTH_CLUSTER_IP), and the suite installs the chart with them
+# (auth.tls.source=secret). Until a release serves there, a bearer token
+# that is not a ServiceAccount token is refused after a failed call.
 #
 # containerd: Debian's 1.6 (bookworm's containerd 1.6.20), not v2 built
 # from github.com/containerd/containerd/v2. It costs nothing to build (v2
@@ -54,6 +76,15 @@ NODE_IP=10.88.0.1
 POD_CIDR=10.88.0.0/24
 SERVICE_CIDR=10.96.0.0/16
 API_SERVICE_IP=10.96.0.1
+# The cluster DNS server (kubelet's clusterDNS): CoreDNS on the node.
+DNS_IP=$NODE_IP
+CLUSTER_DOMAIN=cluster.local
+COREDNS_HEALTH=127.0.0.1:18080
+COREDNS_READY=127.0.0.1:18181
+# The auth Service's fixed ClusterIP and namespace in the suite (and the
+# certificate up makes for it).
+AUTH_CLUSTER_IP=10.96.0.20
+AUTH_NAMESPACE=apitoken-system
 API_PORT=6443
 ETCD_PORT=12379
 # Nothing listens on the discard port: every pull through the proxy is refused.
@@ -125,7 +156,8 @@ binaries() {
   local t
   t=$(now)
   K8S_DIR=$(hack/envtest-binaries.sh etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
-  log "binaries ready in $K8S_DIR ($(since "$t"))"
+  COREDNS_BIN=$(CLUSTER_CACHE=$CLUSTER_CACHE hack/coredns.sh)
+  log "binaries ready in $K8S_DIR and $COREDNS_BIN ($(since "$t"))"
 }
 
 # images builds the pause, echo and client images once per version of their
@@ -238,9 +270,11 @@ pki() {
     cert kube-proxy "/CN=system:kube-proxy" clientAuth
     cert kubelet-client "/O=system:nodes/CN=system:node:$NODE_NAME" clientAuth
     cert kubelet-server "/CN=$NODE_NAME" serverAuth "DNS:$NODE_NAME,IP:$NODE_IP"
+    cert coredns "/CN=system:coredns" clientAuth
   )
+  auth_tls
   local who
-  for who in admin controller-manager scheduler kube-proxy kubelet-client; do
+  for who in admin controller-manager scheduler kube-proxy kubelet-client coredns; do
     cat >"$CLUSTER_DIR/$who.kubeconfig" <<EOF
 apiVersion: v1
 kind: Config
@@ -261,6 +295,48 @@ current-context: apitoken
 EOF
   done
   mv "$CLUSTER_DIR/admin.kubeconfig" "$KUBECONFIG_PATH"
+  # kube-apiserver's webhook token authentication: the auth Service by its
+  # ClusterIP, trusting the auth endpoint's CA (auth_tls).
+  cat >"$CLUSTER_DIR/authn-webhook.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: apitoken
+  cluster:
+    server: https://$AUTH_CLUSTER_IP:8082/v1/tokenreview
+    certificate-authority: $CLUSTER_DIR/auth-tls/ca.crt
+users:
+- name: kube-apiserver
+contexts:
+- name: apitoken
+  context: {cluster: apitoken, user: kube-apiserver}
+current-context: apitoken
+EOF
+}
+
+# auth_tls makes the auth endpoint's own CA and its serving certificate
+# (what the chart's auth.tls.source=secret takes), valid for the auth and
+# usage Services in $AUTH_NAMESPACE, for $AUTH_CLUSTER_IP, and for
+# 127.0.0.1, the local end of a `kubectl port-forward` to the Service.
+auth_tls() {
+  local d=$CLUSTER_DIR/auth-tls svc sans=""
+  mkdir -p "$d"
+  for svc in apitoken-operator-auth apitoken-operator-usage; do
+    sans+="DNS:$svc.$AUTH_NAMESPACE.svc,DNS:$svc.$AUTH_NAMESPACE.svc.$CLUSTER_DOMAIN,"
+  done
+  (
+    cd "$d"
+    umask 077
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+      -subj "/CN=apitoken-operator-auth-ca" -keyout ca.key -out ca.crt \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -subj "/CN=apitoken-operator-auth.$AUTH_NAMESPACE.svc" -keyout tls.key -out tls.csr 2>/dev/null
+    printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+      "extendedKeyUsage=serverAuth,clientAuth" "subjectAltName=${sans}IP:$AUTH_CLUSTER_IP,IP:127.0.0.1" >tls.ext
+    openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 -extfile tls.ext -out tls.crt 2>/dev/null
+    rm -f tls.csr tls.ext ca.srl ca.key
+  )
 }
 
 # --- host state: record, network, restore ------------------------------------
@@ -405,7 +481,7 @@ down() {
   t=$(now)
   [[ -d $CLUSTER_DIR ]] || { log "no cluster state in $CLUSTER_DIR"; cleanup_fixed; return 0; }
   local c
-  for c in kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver; do stop "$c"; done
+  for c in coredns kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver; do stop "$c"; done
   # Every container and its shim, by the pids they recorded.
   kill_cgroup_procs
   local f pid
@@ -418,6 +494,7 @@ down() {
   local leaked=0
   kill_shims || leaked=1
   stop etcd
+  kill_leftovers || leaked=1
   kill_cgroup_procs
   unmount_under "$CLUSTER_DIR" /var/lib/kubelet /run/containerd /var/run/netns /run/netns
   local ns
@@ -444,7 +521,7 @@ down() {
   cleanup_fixed
   rm -rf "$CLUSTER_DIR"
   if ((leaked)); then
-    log "down: removed the cluster, but containerd shims were left running ($(since "$t"))"
+    log "down: removed the cluster, but some of its processes were left running ($(since "$t"))"
     return 1
   fi
   log "down: removed the cluster and restored the host ($(since "$t"))"
@@ -465,6 +542,27 @@ kill_shims() {
   pids=$(cluster_shims)
   [[ -z $pids ]] && return 0
   log "containerd shims still running after down: $pids"
+  return 1
+}
+
+# kill_leftovers SIGKILLs any process of the cluster that no pid file
+# named (one started by a crashed up or restart-node): a cluster binary
+# (kubelet, kube-*, etcd, containerd*, coredns) whose command line names
+# the state directory. It fails (after killing them) if there was one.
+kill_leftovers() {
+  local p pid exe cmd found=()
+  for p in /proc/[0-9]*; do
+    pid=${p#/proc/}
+    [[ $pid == "$$" ]] && continue
+    exe=$(readlink "$p/exe" 2>/dev/null) || continue
+    case ${exe##*/} in kubelet | kube-* | etcd | containerd | containerd-shim* | coredns) ;; *) continue ;; esac
+    cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+    [[ $cmd == *"$CLUSTER_DIR/"* ]] || continue
+    found+=("$pid ${exe##*/}")
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  [[ ${#found[@]} -eq 0 ]] && return 0
+  log "killed processes of the cluster that no pid file named: ${found[*]}"
   return 1
 }
 
@@ -556,7 +654,9 @@ containerRuntimeEndpoint: unix://$SOCK
 protectKernelDefaults: false
 # root lacks CAP_SYS_RESOURCE: leave kubelet's own oom_score_adj alone.
 oomScoreAdj: 0
-clusterDomain: cluster.local
+clusterDomain: $CLUSTER_DOMAIN
+clusterDNS: [$DNS_IP]
+# Pods resolve through the cluster DNS only: nothing of the host's.
 resolvConf: ""
 podLogsDir: $CLUSTER_DIR/log/pods
 failSwapOn: false
@@ -597,6 +697,61 @@ conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeou
 EOF
 }
 
+# coredns_config writes the Corefile and the RBAC that lets CoreDNS (user
+# system:coredns) read what it answers from.
+coredns_config() {
+  cat >"$CLUSTER_DIR/Corefile" <<EOF
+# Cluster names only: no forward plugin, so any other name is refused and
+# no query ever leaves this machine.
+$CLUSTER_DOMAIN:53 in-addr.arpa:53 ip6.arpa:53 {
+    bind $DNS_IP
+    errors
+    health $COREDNS_HEALTH
+    ready $COREDNS_READY
+    kubernetes $CLUSTER_DOMAIN in-addr.arpa ip6.arpa {
+        kubeconfig $CLUSTER_DIR/coredns.kubeconfig apitoken
+        ttl 5
+    }
+    cache 5
+}
+EOF
+  cat >"$CLUSTER_DIR/coredns-rbac.yaml" <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:coredns"}
+rules:
+- {apiGroups: [""], resources: [services, namespaces], verbs: [list, watch]}
+- {apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [list, watch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "system:coredns"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:coredns"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:coredns"}]
+EOF
+}
+
+# http_ok HOST:PORT PATH: a plain HTTP GET answers 200 (bash only: no curl
+# on a fresh machine).
+http_ok() (
+  exec 3<>"/dev/tcp/${1%:*}/${1##*:}" || exit 1
+  printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$2" "${1%:*}" >&3
+  read -r line <&3
+  [[ $line == *" 200 "* ]]
+)
+
+# start_containerd and start_kubelet are how up and restart-node start them.
+start_containerd() {
+  HTTP_PROXY=$DEAD_PROXY HTTPS_PROXY=$DEAD_PROXY NO_PROXY="" http_proxy=$DEAD_PROXY https_proxy=$DEAD_PROXY no_proxy="" \
+    start containerd "$(command -v containerd)" --config "$CLUSTER_DIR/containerd/config.toml"
+}
+
+start_kubelet() {
+  start kubelet "$K8S_DIR/kubelet" --config "$CLUSTER_DIR/kubelet.yaml" \
+    --kubeconfig "$CLUSTER_DIR/kubelet-client.kubeconfig" --root-dir "$CLUSTER_DIR/kubelet" \
+    --cert-dir "$CLUSTER_DIR/pki" --node-ip "$NODE_IP" --hostname-override "$NODE_NAME"
+}
+
 ready_node() {
   kubectl_ get node "$NODE_NAME" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True
 }
@@ -619,13 +774,13 @@ up() {
   pki
   containerd_config
   kubelet_config
+  coredns_config
   t=$(now)
   start etcd "$K8S_DIR/etcd" --name node --data-dir "$CLUSTER_DIR/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
     --initial-cluster "node=http://127.0.0.1:$((ETCD_PORT + 1))" --listen-metrics-urls "" --unsafe-no-fsync --log-level warn
-  HTTP_PROXY=$DEAD_PROXY HTTPS_PROXY=$DEAD_PROXY NO_PROXY="" http_proxy=$DEAD_PROXY https_proxy=$DEAD_PROXY no_proxy="" \
-    start containerd "$(command -v containerd)" --config "$CLUSTER_DIR/containerd/config.toml"
+  start_containerd
   local p=$CLUSTER_DIR/pki
   start kube-apiserver "$K8S_DIR/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
@@ -637,12 +792,15 @@ up() {
     --service-account-issuer https://kubernetes.default.svc.cluster.local --service-account-key-file "$p/sa.pub" \
     --service-account-signing-key-file "$p/sa.key" \
     --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
+    --authentication-token-webhook-config-file "$CLUSTER_DIR/authn-webhook.kubeconfig" --authentication-token-webhook-version v1 \
     --allow-privileged=true --profiling=false --anonymous-auth=true
   wait_for "etcd" 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$ETCD_PORT"
   wait_for "containerd" 30 ctr --address "$SOCK" version
   import_images
   wait_for "kube-apiserver /readyz" 60 kubectl_ get --raw /readyz
   log "etcd, containerd and kube-apiserver ready ($(since "$t"))"
+  run "RBAC of system:coredns" kubectl_ apply -f "$CLUSTER_DIR/coredns-rbac.yaml"
+  start coredns "$COREDNS_BIN" -conf "$CLUSTER_DIR/Corefile"
   start kube-controller-manager "$K8S_DIR/kube-controller-manager" \
     --kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" \
     --authentication-kubeconfig "$CLUSTER_DIR/controller-manager.kubeconfig" \
@@ -656,11 +814,10 @@ up() {
     --authentication-kubeconfig "$CLUSTER_DIR/scheduler.kubeconfig" \
     --authorization-kubeconfig "$CLUSTER_DIR/scheduler.kubeconfig" \
     --bind-address 127.0.0.1 --leader-elect=false --profiling=false
-  start kubelet "$K8S_DIR/kubelet" --config "$CLUSTER_DIR/kubelet.yaml" \
-    --kubeconfig "$CLUSTER_DIR/kubelet-client.kubeconfig" --root-dir "$CLUSTER_DIR/kubelet" \
-    --cert-dir "$CLUSTER_DIR/pki" --node-ip "$NODE_IP" --hostname-override "$NODE_NAME"
+  start_kubelet
   start kube-proxy "$K8S_DIR/kube-proxy" --config "$CLUSTER_DIR/kube-proxy.yaml"
   wait_for "node $NODE_NAME Ready" 90 ready_node
+  wait_for "CoreDNS ready (http://$COREDNS_READY/ready)" 30 http_ok "$COREDNS_READY" /ready
   # Pods are refused until the controller manager made the ServiceAccount.
   wait_for "ServiceAccount default/default" 60 kubectl_ -n default get serviceaccount default
   log "up: node Ready ($(since "$t0") in all, $(since "$t") after the first process)"
@@ -677,7 +834,7 @@ import_images() {
 
 status() {
   local c ok=0
-  for c in etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
+  for c in etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy coredns; do
     if alive "$c"; then echo "$c: running"; else echo "$c: not running"; ok=1; fi
   done
   return $ok
@@ -696,6 +853,50 @@ env_() {
   echo "PAUSE_IMAGE=$PAUSE_IMAGE"
   echo "ECHO_IMAGE=$ECHO_IMAGE"
   echo "CLIENT_IMAGE=$CLIENT_IMAGE"
+  echo "DNS_IP=$DNS_IP"
+  echo "AUTH_CLUSTER_IP=$AUTH_CLUSTER_IP"
+  echo "AUTH_NAMESPACE=$AUTH_NAMESPACE"
+  echo "AUTH_TLS_DIR=$CLUSTER_DIR/auth-tls"
+}
+
+# heartbeat_since EPOCH: the node's Ready condition is True with a
+# heartbeat from kubelet at or after EPOCH (a status from before a restart
+# stays True for the node's grace period: it proves nothing).
+heartbeat_since() {
+  local out
+  out=$(kubectl_ get node "$NODE_NAME" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}') || return 1
+  [[ ${out%% *} == True ]] && (($(date -d "${out#* }" +%s) >= $1))
+}
+
+# restart_node SIGKILLs kubelet and containerd, as a node's crash or an OOM
+# kill would (the shims, the containers and the pods' network stay), starts
+# them again and waits for kubelet's health and for its first heartbeat
+# with the node Ready.
+restart_node() {
+  [[ -f $CLUSTER_DIR/k8s-dir ]] || die "no cluster in $CLUSTER_DIR: hack/cluster.sh up"
+  K8S_DIR=$(cat "$CLUSTER_DIR/k8s-dir")
+  local t c pid exe killed
+  t=$(now)
+  killed=$(date +%s)
+  for c in kubelet containerd; do
+    alive "$c" || die "$c is not running"
+    read -r pid exe <"$CLUSTER_DIR/pids/$c"
+    kill -KILL "$pid"
+  done
+  for c in kubelet containerd; do
+    for _ in $(seq 50); do alive "$c" || break; sleep 0.1; done
+    alive "$c" && die "$c survived SIGKILL"
+    rm -f "$CLUSTER_DIR/pids/$c"
+    mv "$CLUSTER_DIR/logs/$c.log" "$CLUSTER_DIR/logs/$c.log.$killed"
+  done
+  log "restart-node: killed kubelet and containerd (SIGKILL)"
+  start_containerd
+  wait_for "containerd" 30 ctr --address "$SOCK" version
+  start_kubelet
+  wait_for "kubelet healthz" 60 http_ok 127.0.0.1:10248 /healthz
+  log "restart-node: kubelet healthy ($(since "$t"))"
+  wait_for "node $NODE_NAME Ready with a heartbeat since the restart" 90 heartbeat_since "$killed"
+  log "restart-node: kubelet and containerd running again ($(since "$t"))"
 }
 
 # lock: one up or down at a time (the lock lives in the cache, which down keeps).
@@ -710,5 +911,6 @@ case "${1:-}" in
   down) [[ $(id -u) == 0 ]] || die "root is needed"; lock; down ;;
   status) status ;;
   env) env_ ;;
-  *) echo "usage: hack/cluster.sh up|down|status|env" >&2; exit 2 ;;
+  restart-node) [[ $(id -u) == 0 ]] || die "root is needed"; lock; restart_node ;;
+  *) echo "usage: hack/cluster.sh up|down|status|env|restart-node" >&2; exit 2 ;;
 esac

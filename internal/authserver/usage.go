@@ -3,18 +3,24 @@ package authserver
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"net"
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
 	authnv1 "k8s.io/api/authentication/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
@@ -90,6 +96,15 @@ func (r *UsageReporter) Report(ctx context.Context, uses []Use) error {
 // UsageReceiver answers POST UsagePath on an operator replica: the caller
 // must authenticate (TokenReview) as one of Reporters, and each use is
 // written to status.lastUsedAt, never back in time and never past now.
+//
+// Whoever reaches the port can send a bearer, and each unknown one would
+// be a TokenReview (an API call) on the operator's identity. So a bearer
+// that is not of a ServiceAccount token's form is refused at once, every
+// answer is kept for a while (an authenticated one for reviewTTL, a
+// refusal for refusalTTL; keyed by a keyed hash of the bearer, never the
+// bearer), and the TokenReviews that remain are bounded by a token bucket
+// per client address and one for the replica: past them the answer is 429
+// with Retry-After, and no review is made.
 type UsageReceiver struct {
 	// Client creates TokenReviews and patches ApiToken status.
 	Client client.Client
@@ -98,8 +113,12 @@ type UsageReceiver struct {
 	Reporters []string
 	Clock     clock.PassiveClock
 
-	mu     sync.Mutex
-	authed map[[32]byte]authedCaller
+	mu       sync.Mutex
+	hashKey  []byte
+	authed   map[[32]byte]authedCaller  // authenticated as a reporter
+	refused  map[[32]byte]refusedCaller // not authenticated, or not a reporter
+	reviews  *rate.Limiter
+	byClient map[string]*rate.Limiter
 }
 
 type authedCaller struct {
@@ -107,8 +126,65 @@ type authedCaller struct {
 	until time.Time
 }
 
-// reviewTTL is how long a TokenReview answer is reused for one token.
-const reviewTTL = time.Minute
+type refusedCaller struct {
+	user  string // "" when the API server did not authenticate the bearer
+	until time.Time
+}
+
+const (
+	// reviewTTL is how long a TokenReview that authenticated a reporter
+	// is reused for its token.
+	reviewTTL = time.Minute
+	// refusalTTL is how long a refusal (not authenticated, or not a
+	// reporter) is reused for a bearer.
+	refusalTTL = 30 * time.Second
+	// maxRemembered bounds each map of answers; when one is full its
+	// expired answers are dropped, and if none were, all of it.
+	maxRemembered = 4096
+
+	// usageRate and usageBurst bound the TokenReviews a replica makes for
+	// usage reports; usagePeerRate and usagePeerBurst those one client
+	// address can cause. A reporter needs about one a minute per auth
+	// replica (its answer is kept for reviewTTL, its report sent once per
+	// --last-used-interval).
+	usageRate      = rate.Limit(10)
+	usageBurst     = 50
+	usagePeerRate  = rate.Limit(1.0 / 6)
+	usagePeerBurst = 5
+	// maxClients bounds the per-address buckets held; when full, the
+	// full (idle) ones are dropped, and if none were, all of them.
+	maxClients = 4096
+
+	// maxBearer bounds a ServiceAccount token (a JWT of about 1 KiB).
+	maxBearer = 8 << 10
+)
+
+// plausibleServiceAccountToken reports whether tok has the form of a
+// ServiceAccount token, a JWT: three non-empty base64url segments, the
+// first a JSON object ("eyJ"), at most maxBearer bytes. Anything else is
+// refused without asking the API server.
+func plausibleServiceAccountToken(tok string) bool {
+	if len(tok) > maxBearer || !strings.HasPrefix(tok, "eyJ") {
+		return false
+	}
+	segments := 1
+	last := -1
+	for i := 0; i < len(tok); i++ {
+		c := tok[i]
+		switch {
+		case c == '.':
+			if i == last+1 {
+				return false
+			}
+			segments++
+			last = i
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_':
+		default:
+			return false
+		}
+	}
+	return segments == 3 && last < len(tok)-1
+}
 
 // ServeHTTP receives a usage report.
 func (u *UsageReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -118,14 +194,19 @@ func (u *UsageReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !strings.EqualFold(scheme, "Bearer") || tok == "" {
+	if !strings.EqualFold(scheme, "Bearer") || !plausibleServiceAccountToken(tok) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="apitoken-usage"`)
 		http.Error(w, "a ServiceAccount bearer token is required", http.StatusUnauthorized)
 		return
 	}
-	user, err := u.authenticate(r.Context(), tok)
+	user, wait, err := u.authenticate(r.Context(), peerHost(r), tok)
 	switch {
+	case wait > 0:
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+		http.Error(w, "too many unknown bearer tokens; retry later", http.StatusTooManyRequests)
+		return
 	case err != nil:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="apitoken-usage", error="invalid_token"`)
 		http.Error(w, "the reporter could not be authenticated", http.StatusUnauthorized)
 		return
 	case !slices.Contains(u.Reporters, user):
@@ -187,30 +268,128 @@ func couldBeUsed(at *tokensv1alpha1.ApiToken, when time.Time) bool {
 	return true
 }
 
+// errNotAuthenticated: the API server did not authenticate the bearer.
+var errNotAuthenticated = errors.New("not authenticated")
+
 // authenticate returns the username of a ServiceAccount token, through a
-// TokenReview whose answer is kept for reviewTTL (keyed by the token's
-// SHA-256, never the token).
-func (u *UsageReceiver) authenticate(ctx context.Context, tok string) (string, error) {
-	key := sha256.Sum256([]byte(tok))
+// TokenReview whose answer is kept (reviewTTL, refusalTTL). wait > 0: no
+// answer is kept and the review buckets of the replica or of addr are
+// empty; retry after wait. The API server's own failures are not kept.
+func (u *UsageReceiver) authenticate(ctx context.Context, addr, tok string) (user string, wait time.Duration, err error) {
 	now := u.Clock.Now()
 	u.mu.Lock()
+	key := u.keyOf(tok)
 	if c, ok := u.authed[key]; ok && now.Before(c.until) {
 		u.mu.Unlock()
-		return c.user, nil
+		return c.user, 0, nil
 	}
+	if c, ok := u.refused[key]; ok && now.Before(c.until) {
+		u.mu.Unlock()
+		if c.user == "" {
+			return "", 0, errNotAuthenticated
+		}
+		return c.user, 0, nil
+	}
+	wait = u.admit(addr, now)
 	u.mu.Unlock()
+	if wait > 0 {
+		return "", wait, nil
+	}
 	review := &authnv1.TokenReview{Spec: authnv1.TokenReviewSpec{Token: tok}}
 	if err := u.Client.Create(ctx, review); err != nil {
-		return "", err
-	}
-	if !review.Status.Authenticated {
-		return "", errors.New("not authenticated: " + review.Status.Error)
+		return "", 0, err
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if u.authed == nil || len(u.authed) > 1024 {
-		u.authed = map[[32]byte]authedCaller{}
+	switch user = review.Status.User.Username; {
+	case !review.Status.Authenticated:
+		u.refused = remember(u.refused, key, refusedCaller{until: now.Add(refusalTTL)}, now, func(r refusedCaller) time.Time { return r.until })
+		return "", 0, errNotAuthenticated
+	case !slices.Contains(u.Reporters, user):
+		u.refused = remember(u.refused, key, refusedCaller{user: user, until: now.Add(refusalTTL)}, now, func(r refusedCaller) time.Time { return r.until })
+	default:
+		u.authed = remember(u.authed, key, authedCaller{user: user, until: now.Add(reviewTTL)}, now, func(c authedCaller) time.Time { return c.until })
 	}
-	u.authed[key] = authedCaller{user: review.Status.User.Username, until: now.Add(reviewTTL)}
-	return review.Status.User.Username, nil
+	return user, 0, nil
+}
+
+// keyOf is the key of tok's answers: an HMAC-SHA256 under a key drawn
+// for this process, so that what is held is no hash of the bearer anyone
+// else could compute. Called with mu held.
+func (u *UsageReceiver) keyOf(tok string) (k [32]byte) {
+	if u.hashKey == nil {
+		u.hashKey = make([]byte, 32)
+		_, _ = rand.Read(u.hashKey) // crypto/rand.Read never fails
+	}
+	m := hmac.New(sha256.New, u.hashKey)
+	m.Write([]byte(tok))
+	copy(k[:], m.Sum(nil))
+	return k
+}
+
+// admit takes one TokenReview from the replica's bucket and addr's, or
+// none and says how long until both hold one. Called with mu held.
+func (u *UsageReceiver) admit(addr string, now time.Time) time.Duration {
+	if u.reviews == nil {
+		u.reviews = rate.NewLimiter(usageRate, usageBurst)
+	}
+	if u.byClient == nil || len(u.byClient) >= maxClients {
+		u.byClient = pruneClients(u.byClient, now)
+	}
+	peer, ok := u.byClient[addr]
+	if !ok {
+		peer = rate.NewLimiter(usagePeerRate, usagePeerBurst)
+		u.byClient[addr] = peer
+	}
+	mine, all := peer.ReserveN(now, 1), u.reviews.ReserveN(now, 1)
+	if wait := max(mine.DelayFrom(now), all.DelayFrom(now)); wait > 0 {
+		mine.CancelAt(now)
+		all.CancelAt(now)
+		return wait
+	}
+	return 0
+}
+
+// pruneClients drops the buckets that are full again (their clients made
+// no review for a while); if none was, every one.
+func pruneClients(m map[string]*rate.Limiter, now time.Time) map[string]*rate.Limiter {
+	for addr, l := range m {
+		if l.TokensAt(now) >= float64(l.Burst()) {
+			delete(m, addr)
+		}
+	}
+	if m == nil || len(m) >= maxClients {
+		return map[string]*rate.Limiter{}
+	}
+	return m
+}
+
+// remember stores v under k in m, which holds at most maxRemembered
+// answers: when full, the expired ones are dropped, and if none were,
+// all of them.
+func remember[V any](m map[[32]byte]V, k [32]byte, v V, now time.Time, until func(V) time.Time) map[[32]byte]V {
+	if m == nil {
+		m = map[[32]byte]V{}
+	}
+	if len(m) >= maxRemembered {
+		for key, old := range m {
+			if !now.Before(until(old)) {
+				delete(m, key)
+			}
+		}
+		if len(m) >= maxRemembered {
+			m = map[[32]byte]V{}
+		}
+	}
+	m[k] = v
+	return m
+}
+
+// peerHost is the IP of the peer that sent r (the reporters connect
+// directly, with no proxy in between: nothing the client sends is read).
+func peerHost(r *http.Request) string {
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
 }

@@ -2,11 +2,15 @@ package authserver
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -43,9 +47,9 @@ func TestUsageReportedToAnOperatorReplica(t *testing.T) {
 				// The API server's answer for the two ServiceAccount tokens of this test.
 				reviews++
 				switch tr.Spec.Token {
-				case "auth-sa-token":
+				case reporterToken:
 					tr.Status = authnv1.TokenReviewStatus{Authenticated: true, User: authnv1.UserInfo{Username: reporterSA}}
-				case "other-sa-token":
+				case otherSAToken:
 					tr.Status = authnv1.TokenReviewStatus{Authenticated: true, User: authnv1.UserInfo{Username: "system:serviceaccount:shop:web"}}
 				default:
 					tr.Status = authnv1.TokenReviewStatus{Error: "invalid bearer token"}
@@ -60,12 +64,12 @@ func TestUsageReportedToAnOperatorReplica(t *testing.T) {
 	defer recv.Close()
 	dir := t.TempDir()
 	tokenFile := func(tok string) string {
-		p := filepath.Join(dir, tok)
+		p := filepath.Join(dir, "token")
 		_ = os.WriteFile(p, []byte(tok+"\n"), 0o600)
 		return p
 	}
 	w := &LastUsedWriter{Index: f.ix, Clock: clk, Interval: time.Minute,
-		Reporter: &UsageReporter{URL: recv.URL, TokenFile: tokenFile("auth-sa-token"), Client: recv.Client()}}
+		Reporter: &UsageReporter{URL: recv.URL, TokenFile: tokenFile(reporterToken), Client: recv.Client()}}
 
 	lastUsed := func() *metav1.Time {
 		var at tokensv1alpha1.ApiToken
@@ -104,10 +108,11 @@ func TestUsageReportedToAnOperatorReplica(t *testing.T) {
 		code      int
 	}{
 		"no credential":                  {"", report(clk.Now()), 401},
-		"a token the API server refuses": {"forged", report(clk.Now()), 401},
-		"another ServiceAccount":         {"other-sa-token", report(clk.Now()), 403},
-		"not a report":                   {"auth-sa-token", `{"uses":"x"}`, 400},
-		"unknown fields":                 {"auth-sa-token", `{"uses":[],"status":{"hash":"x"}}`, 400},
+		"not a ServiceAccount token":     {"forged", report(clk.Now()), 401},
+		"a token the API server refuses": {randomJWT(t), report(clk.Now()), 401},
+		"another ServiceAccount":         {otherSAToken, report(clk.Now()), 403},
+		"not a report":                   {reporterToken, `{"uses":"x"}`, 400},
+		"unknown fields":                 {reporterToken, `{"uses":[],"status":{"hash":"x"}}`, 400},
 	} {
 		if got := post(c.tok, c.body); got != c.code {
 			t.Errorf("%s: %d, want %d", name, got, c.code)
@@ -116,16 +121,147 @@ func TestUsageReportedToAnOperatorReplica(t *testing.T) {
 	if got := lastUsed(); !got.Time.Equal(now) {
 		t.Fatalf("a refused report changed lastUsedAt to %v", got)
 	}
-	if post("auth-sa-token", report(now.Add(-time.Hour))) != 204 || !lastUsed().Time.Equal(now) {
+	if post(reporterToken, report(now.Add(-time.Hour))) != 204 || !lastUsed().Time.Equal(now) {
 		t.Fatalf("lastUsedAt went back in time: %v", lastUsed())
 	}
-	if post("auth-sa-token", report(now.Add(24*time.Hour))) != 204 || !lastUsed().Time.Equal(clk.Now()) {
+	if post(reporterToken, report(now.Add(24*time.Hour))) != 204 || !lastUsed().Time.Equal(clk.Now()) {
 		t.Fatalf("a use dated in the future was not clamped to now: %v", lastUsed())
 	}
 	// Idle for its 2h: a reported use now would revive it; it is dropped.
 	last := lastUsed().Time
 	clk.Step(3 * time.Hour)
-	if post("auth-sa-token", report(clk.Now())) != 204 || !lastUsed().Time.Equal(last) {
+	if post(reporterToken, report(clk.Now())) != 204 || !lastUsed().Time.Equal(last) {
 		t.Fatalf("a reported use revived an inactive token: lastUsedAt %v", lastUsed())
+	}
+}
+
+// reviewCounter is a client whose TokenReviews are answered as the API
+// server would (authenticated for the reporter's token only) and counted.
+type reviewCounter struct {
+	client.Client
+	reviews atomic.Int64
+}
+
+func newReviewCounter() *reviewCounter {
+	s := runtime.NewScheme()
+	_ = tokensv1alpha1.AddToScheme(s)
+	_ = authnv1.AddToScheme(s)
+	rc := &reviewCounter{}
+	rc.Client = fake.NewClientBuilder().WithScheme(s).WithInterceptorFuncs(interceptor.Funcs{Create: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.CreateOption) error {
+		if tr, ok := o.(*authnv1.TokenReview); ok {
+			rc.reviews.Add(1)
+			if tr.Spec.Token == reporterToken {
+				tr.Status = authnv1.TokenReviewStatus{Authenticated: true, User: authnv1.UserInfo{Username: reporterSA}}
+			} else {
+				tr.Status = authnv1.TokenReviewStatus{Error: "invalid bearer token"}
+			}
+			return nil
+		}
+		return c.Create(ctx, o, opts...)
+	}}).Build()
+	return rc
+}
+
+// reporterToken and otherSAToken are shaped as ServiceAccount tokens
+// (JWTs): the reporter's, and another ServiceAccount's.
+const (
+	reporterToken = "eyJhbGciOiJSUzI1NiIsImtpZCI6InRlc3QifQ.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6YXBpdG9rZW4tc3lzdGVtOmFwaXRva2VuLWF1dGgifQ.c2lnbmF0dXJlLW9mLXRoZS1yZXBvcnRlcg"
+	otherSAToken  = "eyJhbGciOiJSUzI1NiIsImtpZCI6InRlc3QifQ.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6c2hvcDp3ZWIifQ.c2lnbmF0dXJlLW9mLXdlYg"
+)
+
+// randomJWT is a bearer of a ServiceAccount token's form that no API
+// server issued.
+func randomJWT(t *testing.T) string {
+	b := make([]byte, 96)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	enc := base64.RawURLEncoding
+	return "eyJhbGciOiJSUzI1NiJ9." + enc.EncodeToString(b[:48]) + "." + enc.EncodeToString(b[48:])
+}
+
+// TestUsageReviewsAreBounded: a caller that reaches /v1/usage cannot make
+// the operator call the API server once per request. 1000 requests with
+// random bearers cause at most the review bucket's burst of TokenReviews
+// (past it: 429 with Retry-After), one that is not a bearer of a
+// ServiceAccount token's form causes none, a refused bearer sent again is
+// answered from memory, and the reporter, from another address, is still
+// heard.
+func TestUsageReviewsAreBounded(t *testing.T) {
+	rc := newReviewCounter()
+	clk := clocktesting.NewFakeClock(now)
+	recv := &UsageReceiver{Client: rc, Reporters: []string{reporterSA}, Clock: clk}
+	post := func(peer, auth string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodPost, UsagePath, strings.NewReader(`{"uses":[]}`))
+		req.RemoteAddr = peer + ":40000"
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		w := httptest.NewRecorder()
+		recv.ServeHTTP(w, req)
+		return w
+	}
+	const requests = 1000
+	codes := map[int]int{}
+	for range requests {
+		codes[post("10.0.0.66", "Bearer "+randomJWT(t)).Code]++
+	}
+	random := rc.reviews.Load()
+	t.Logf("%d requests with random bearers from one address: %d TokenReviews, answers %v", requests, random, codes)
+	if random > usagePeerBurst {
+		t.Errorf("%d requests with random bearers caused %d TokenReviews, want at most %d (the per-address burst)", requests, random, usagePeerBurst)
+	}
+	if codes[http.StatusTooManyRequests] == 0 {
+		t.Errorf("no request was refused 429: %v", codes)
+	}
+	if w := post("10.0.0.66", "Bearer "+randomJWT(t)); w.Code != http.StatusTooManyRequests || w.Header().Get("Retry-After") == "" {
+		t.Errorf("past the bucket: %d, Retry-After %q; want 429 with Retry-After", w.Code, w.Header().Get("Retry-After"))
+	}
+
+	rc.reviews.Store(0)
+	codes = map[int]int{}
+	for i := range requests {
+		codes[post(fmt.Sprintf("10.1.%d.%d", i/250, i%250), "Bearer "+randomJWT(t)).Code]++
+	}
+	spread := rc.reviews.Load()
+	t.Logf("%d requests with random bearers from %d addresses: %d TokenReviews, answers %v", requests, requests, spread, codes)
+	if spread > usageBurst {
+		t.Errorf("%d requests from %d addresses caused %d TokenReviews, want at most %d (the global burst)", requests, requests, spread, usageBurst)
+	}
+
+	clk.Step(time.Hour) // every bucket full again
+	rc.reviews.Store(0)
+	for _, auth := range []string{"Bearer not-a-jwt", "Bearer " + strings.Repeat("a", 64), "Bearer a.b", "Bearer a.b.c.d", "Bearer a.b!.c", "Bearer " + strings.Repeat("eyJ.", 4<<10) + "x", "Bearer eyJ" + strings.Repeat("a", 9<<10) + ".b.c", "Basic " + reporterToken} {
+		if w := post("10.0.0.67", auth); w.Code != http.StatusUnauthorized {
+			t.Errorf("%.40q: %d, want 401", auth, w.Code)
+		}
+	}
+	if n := rc.reviews.Load(); n != 0 {
+		t.Errorf("bearers not of a ServiceAccount token's form caused %d TokenReviews, want 0", n)
+	}
+	refused := randomJWT(t)
+	rc.reviews.Store(0)
+	for range 100 {
+		if w := post("10.0.0.67", "Bearer "+refused); w.Code != http.StatusUnauthorized {
+			t.Fatalf("a refused bearer sent again: %d, want 401", w.Code)
+		}
+	}
+	if n := rc.reviews.Load(); n != 1 {
+		t.Errorf("one refused bearer sent 100 times caused %d TokenReviews, want 1 (the answer kept)", n)
+	}
+
+	// A flood from one address leaves the reporter's own bucket whole.
+	clk.Step(time.Hour)
+	for range requests {
+		post("10.0.0.66", "Bearer "+randomJWT(t))
+	}
+	rc.reviews.Store(0)
+	for range 10 {
+		if w := post("10.0.0.10", "Bearer "+reporterToken); w.Code != http.StatusNoContent {
+			t.Fatalf("the reporter after a flood from another address: %d %s, want 204", w.Code, w.Body)
+		}
+	}
+	if n := rc.reviews.Load(); n != 1 {
+		t.Errorf("10 reports with one token caused %d TokenReviews, want 1", n)
 	}
 }

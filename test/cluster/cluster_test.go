@@ -2,8 +2,11 @@
 // brings up a single-node cluster on this machine (kubelet, containerd,
 // kube-proxy, the pod network on a bridge), the suite installs what users
 // install (the Helm chart, then config/default), and checks pods, probes,
-// the webhooks reached by kube-apiserver through their Service, and a
-// workload calling the auth Service by ClusterIP with its mounted token.
+// the webhooks reached by kube-apiserver through their Service, a workload
+// calling the auth Service by ClusterIP with its mounted token, the cluster
+// DNS and status.lastUsedAt, kube-apiserver's webhook token authentication
+// (kubectl auth whoami), kubectl apitoken verify through a port-forward,
+// and rollouts, a node restart and a revoke under load.
 //
 // It needs root. It never skips silently: without root or a prerequisite
 // it fails saying what is missing; APITOKEN_SKIP_CLUSTER=1 skips it (the
@@ -140,7 +143,7 @@ func readEnv() (map[string]string, error) {
 			env[k] = v
 		}
 	}
-	for _, k := range []string{"KUBECONFIG", "KUBECTL", "CTR_ADDRESS", "CLIENT_IMAGE", "NODE_NAME"} {
+	for _, k := range []string{"KUBECONFIG", "KUBECTL", "CTR_ADDRESS", "CLIENT_IMAGE", "NODE_NAME", "NODE_IP", "CLUSTER_DIR", "DNS_IP", "AUTH_CLUSTER_IP", "AUTH_TLS_DIR"} {
 		if env[k] == "" {
 			return nil, fmt.Errorf("hack/cluster.sh env printed no %s:\n%s", k, out)
 		}

@@ -46,7 +46,14 @@ func TestCluster(t *testing.T) {
 	if !checkInstall(t, "helm", "team-helm") {
 		return
 	}
+	step(t, "helm: cluster DNS answers the Services' names, and nothing else", func(t *testing.T) { checkDNS(t, "team-helm") })
+	step(t, "helm: kubectl --token auth whoami through the deployed auth Service", func(t *testing.T) { checkWhoami(t, "team-helm") })
+	step(t, "helm: kubectl apitoken verify through a port-forward", func(t *testing.T) { checkPluginVerify(t, "team-helm") })
 	step(t, "helm: rollout restarts under a steady client loop", func(t *testing.T) { rolloutsUnderLoad(t, "team-helm") })
+	step(t, "helm: kubelet and containerd killed and restarted under a steady client loop", func(t *testing.T) { nodeRestartUnderLoad(t, "team-helm") })
+	step(t, "helm: a revoke during a rollout is refused by every replica", func(t *testing.T) { revokeDuringRollout(t, "team-helm") })
+	step(t, "helm: the workload's use reaches status.lastUsedAt (NetworkPolicy on)", func(t *testing.T) { checkLastUsed(t, "team-helm") })
+	step(t, "helm: the cluster's memory", printMemory)
 	if !step(t, "helm uninstall", helmUninstall) {
 		return
 	}
@@ -83,14 +90,41 @@ func buildAndImportImage(t *testing.T) {
 	}
 }
 
+// installStart is when the install being checked began (helm install,
+// kubectl apply -k), for the time to every pod Ready.
+var installStart time.Time
+
+// helmInstall installs the chart with its defaults but the image, the
+// certificates and two settings for kube-apiserver's webhook token
+// authentication: the auth Service's ClusterIP is the one the API server
+// was started pointing at (AUTH_CLUSTER_IP), and the auth endpoint's
+// certificate is the one hack/cluster.sh up made for it (an existing
+// Secret, auth.tls.source=secret: the API server read its CA at start,
+// before any chart was installed). The webhooks' certificate is Helm's.
+// The NetworkPolicy is on, admitting the API server's address.
 func helmInstall(t *testing.T) {
+	if _, err := kubectl("", "create", "namespace", namespace); err != nil && !strings.Contains(err.Error(), "AlreadyExists") {
+		t.Fatal(err)
+	}
+	dir := clusterEnv["AUTH_TLS_DIR"]
+	mustKubectl(t, "", "-n", namespace, "create", "secret", "generic", "apitoken-operator-auth-cert", "--type=kubernetes.io/tls",
+		"--from-file=tls.crt="+filepath.Join(dir, "tls.crt"), "--from-file=tls.key="+filepath.Join(dir, "tls.key"),
+		"--from-file=ca.crt="+filepath.Join(dir, "ca.crt"))
+	installStart = time.Now()
 	out, err := helm("install", release, "charts/apitoken-operator", "-n", namespace, "--create-namespace",
 		"--set", "image.repository="+imageRepo, "--set", "image.tag="+imageTag, "--set", "image.pullPolicy=Never",
-		"--set", "auth.tls.source=helm", "--set", "webhook.certificate.source=helm")
+		"--set", "auth.tls.source=secret", "--set", "auth.service.clusterIP="+clusterEnv["AUTH_CLUSTER_IP"],
+		"--set", "webhook.certificate.source=helm",
+		"--set", "networkPolicy.enabled=true", "--set", "networkPolicy.apiServerCIDRs={"+clusterEnv["NODE_IP"]+"/32}")
 	if err != nil {
 		t.Fatal(err)
 	}
+	record("helm install (the command)", time.Since(installStart))
 	t.Log(tail(out, 5))
+	ip := mustKubectl(t, "", "-n", namespace, "get", "service", "apitoken-operator-auth", "-o", "jsonpath={.spec.clusterIP}")
+	if ip != clusterEnv["AUTH_CLUSTER_IP"] {
+		t.Fatalf("Service apitoken-operator-auth has ClusterIP %s, want %s (auth.service.clusterIP)", ip, clusterEnv["AUTH_CLUSTER_IP"])
+	}
 }
 
 // helmUninstall removes the release; the CRD (crds/), the namespace and
@@ -119,6 +153,9 @@ func checkInstall(t *testing.T, install, tenant string) bool {
 	if !step(t, install+": every pod Ready, 0 restarts", checkPodsReady) {
 		return false
 	}
+	took := time.Since(installStart)
+	record(install+": from the install's start to every pod Ready", took)
+	note(fmt.Sprintf("%s: every pod Ready %.1fs after the install began", install, took.Seconds()))
 	if !step(t, install+": the webhooks refuse a bad ApiToken, a good one goes Active", func(t *testing.T) { checkWebhooks(t, tenant) }) {
 		return false
 	}
@@ -208,6 +245,10 @@ func checkWebhooks(t *testing.T, tenant string) {
 	if _, err := kubectl("", "create", "namespace", tenant); err != nil && !strings.Contains(err.Error(), "AlreadyExists") {
 		t.Fatal(err)
 	}
+	// The chart's NetworkPolicy admits auth clients from namespaces so
+	// labelled (no CNI here enforces it, but the workload is set up as one
+	// that does would need).
+	mustKubectl(t, "", "label", "--overwrite", "namespace", tenant, "tokens.apitoken.dev/auth-client=true")
 	good := fmt.Sprintf(`apiVersion: tokens.apitoken.dev/v1alpha1
 kind: ApiToken
 metadata: {name: reader, namespace: %s}
@@ -248,6 +289,9 @@ spec: {type: read-only, duration: 1h, secretName: reader-credentials}
 	}
 	t.Logf("refused by the deployed webhook: %s", lastLine(err.Error()))
 }
+
+// firstUse is when checkWorkload began to use each tenant's token.
+var firstUse = map[string]time.Time{}
 
 // checkWorkload runs a pod that mounts the token Secret and the CA of the
 // auth certificate (copied from the documented Secret into a ConfigMap of
@@ -296,6 +340,7 @@ spec:
 		return n, strings.TrimSpace(body), err
 	}
 	// The auth replicas see the new token once their cache has it.
+	firstUse[tenant] = time.Now()
 	if err := eventually(30*time.Second, 500*time.Millisecond, func() error {
 		code, body, err := call("articles:read")
 		if err != nil {

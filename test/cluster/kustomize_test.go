@@ -23,6 +23,7 @@ import (
 // the two certificate Secrets config/certmanager asks for, and the CA
 // injector's caBundle into both webhook configurations.
 func kustomizeInstall(t *testing.T) {
+	installStart = time.Now()
 	mustKubectl(t, "", "apply", "-f", "testdata/cert-manager-stub-crds.yaml")
 	mustKubectl(t, "", "wait", "--for=condition=Established", "crd/issuers.cert-manager.io", "crd/certificates.cert-manager.io", "--timeout=60s")
 	webhookCA := certSecret(t, "apitoken-operator-webhook-cert", "apitoken-operator-webhook")

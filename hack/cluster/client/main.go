@@ -7,12 +7,16 @@
 //	/client get -cacert /ca/ca.crt -servername auth.ns.svc -token-file /token/token URL
 //	/client loop -cacert ... -token-file ... -interval 20ms -duration 5m -stop-file /tmp/stop URL
 //	/client touch /tmp/stop
+//	/client resolve NAME...
+//	/client cat FILE
 //
 // get prints the status code on its first line and the body after it. loop
 // requests URL every interval until duration has passed, the stop file
 // exists (`/client touch` makes it) or SIGTERM, and prints one JSON summary:
 // the count of each status and of transport errors, and the first body of
-// each status but 200.
+// each status but 200. resolve looks each name up with the pod's resolver
+// (its /etc/resolv.conf: the cluster DNS) and prints NAME ADDRESS...; it
+// fails if one does not resolve.
 package main
 
 import (
@@ -23,6 +27,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -173,9 +178,25 @@ func loop(args []string) error {
 	return json.NewEncoder(os.Stdout).Encode(map[string]any{"counts": counts, "errors": errs, "bodies": bodies})
 }
 
+func resolve(names []string) error {
+	if len(names) == 0 {
+		return fmt.Errorf("resolve: a name expected")
+	}
+	for _, n := range names {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		addrs, err := net.DefaultResolver.LookupHost(ctx, n)
+		cancel()
+		if err != nil {
+			return err
+		}
+		fmt.Println(n, strings.Join(addrs, " "))
+	}
+	return nil
+}
+
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: client sleep | get [flags] URL | loop [flags] URL | touch PATH")
+		fmt.Fprintln(os.Stderr, "usage: client sleep | get [flags] URL | loop [flags] URL | touch PATH | resolve NAME... | cat FILE")
 		os.Exit(2)
 	}
 	var err error
@@ -188,6 +209,15 @@ func main() {
 		err = get(os.Args[2:])
 	case "loop":
 		err = loop(os.Args[2:])
+	case "resolve":
+		err = resolve(os.Args[2:])
+	case "cat":
+		var b []byte
+		if len(os.Args) != 3 {
+			err = fmt.Errorf("cat: one path expected")
+		} else if b, err = os.ReadFile(os.Args[2]); err == nil { //nolint:gosec // a test image: the suite names the file it reads
+			_, err = os.Stdout.Write(b)
+		}
 	case "touch":
 		if len(os.Args) != 3 {
 			err = fmt.Errorf("touch: one path expected")
