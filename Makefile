@@ -40,8 +40,9 @@ manifests: controller-gen ## Generate the CRD, RBAC and webhook manifests.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd webhook paths="./..." output:crd:artifacts:config=config/crd/bases
 
 .PHONY: chart
-chart: manifests ## Copy the CRD, RBAC rules, webhook configurations and alerts of config/ into charts/apitoken-operator.
+chart: manifests ## Copy the CRD, RBAC rules, webhook configurations and alerts of config/ into charts/apitoken-operator; write its README.md from values.yaml and values.schema.json.
 	hack/helm-chart.sh
+	go run ./hack/chart-readme -chart charts/apitoken-operator
 
 .PHONY: generate
 generate: controller-gen ## Generate DeepCopy methods.
@@ -61,7 +62,7 @@ lint: golangci-lint ## Run golangci-lint.
 
 .PHONY: verify
 verify: manifests generate chart golangci-lint ## Regenerate and fail on a diff; gofmt, vet, lint.
-	@git diff --exit-code -- api config charts || (echo "generated files are stale: run 'make manifests generate chart' and commit"; exit 1)
+	@git diff --exit-code -- api config charts || (echo "generated files are stale (the CRD, RBAC, webhooks, deepcopy, the chart's copies and README.md): run 'make manifests generate chart' and commit"; exit 1)
 	@test -z "$$(git status --porcelain -- charts)" || (git status --porcelain -- charts; echo "charts/ has files git does not know: run 'make chart' and commit"; exit 1)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)
 	go vet ./...

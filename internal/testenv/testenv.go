@@ -43,6 +43,9 @@ type Options struct {
 	// so that RestartAPIServer brings it back on the same address with the
 	// same certificates and existing clients reconnect.
 	Restartable bool
+	// WithoutCRDs installs no CRD: the test installs it itself, as the
+	// Helm chart does (test/helm).
+	WithoutCRDs bool
 }
 
 // Env is a running control plane.
@@ -88,7 +91,8 @@ func Assets() (string, error) {
 	return dir, os.Setenv("KUBEBUILDER_ASSETS", dir)
 }
 
-// Start starts etcd and kube-apiserver with the project's CRDs installed.
+// Start starts etcd and kube-apiserver with the project's CRDs installed
+// (none with Options.WithoutCRDs).
 func Start(opts Options) (*Env, error) { return StartWith(opts, nil) }
 
 // StartWith is Start with extra kube-apiserver flags set by apiserverArgs
@@ -104,6 +108,9 @@ func StartWith(opts Options, apiserverArgs func(map[string]string)) (*Env, error
 		BinaryAssetsDirectory: assets,
 		WebhookInstallOptions: opts.Webhooks,
 	}}
+	if opts.WithoutCRDs {
+		e.CRDDirectoryPaths, e.ErrorIfCRDPathMissing = nil, false
+	}
 	if opts.Restartable {
 		if e.dir, err = os.MkdirTemp("", "testenv-"); err != nil {
 			return nil, err

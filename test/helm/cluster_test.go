@@ -25,14 +25,17 @@ var (
 	clusterErr  error
 )
 
-// cluster starts (once) a real kube-apiserver and etcd with the project's
-// CRD, the cert-manager and Prometheus Operator kinds as stubs, and
-// namespace apitoken-system, and returns a kubeconfig for it. It fails the
-// test when it cannot; it never skips.
+// cluster starts (once) a real kube-apiserver and etcd with the
+// cert-manager and Prometheus Operator kinds as stubs and namespace
+// apitoken-system, and returns a kubeconfig for it. It has no ApiToken
+// CRD: the chart installs it (templates/crds.yaml), and each test that
+// installs the chart deletes it at the end, so that the next one starts
+// from a cluster without it. It fails the test when it cannot; it never
+// skips.
 func cluster(t *testing.T) string {
 	t.Helper()
 	clusterOnce.Do(func() {
-		if env, clusterErr = testenv.Start(testenv.Options{}); clusterErr != nil {
+		if env, clusterErr = testenv.Start(testenv.Options{WithoutCRDs: true}); clusterErr != nil {
 			return
 		}
 		kubeconfig = filepath.Join(helmHome, "kubeconfig")
@@ -102,15 +105,15 @@ spec:
 
 var dryRunApplied = regexp.MustCompile(`(?m)^\S+ serverside-applied \(server dry run\)$`)
 
-// TestEveryValuesFileAppliesWithAServerSideDryRun renders the chart (with
-// its CRD) for the defaults and for each documented values file, and
+// TestEveryValuesFileAppliesWithAServerSideDryRun renders the chart (its
+// CRD included) for the defaults and for each documented values file, and
 // applies every object to a real kube-apiserver with a server-side dry
 // run: the API server validates each against its schema (and the CRD's).
 func TestEveryValuesFileAppliesWithAServerSideDryRun(t *testing.T) {
 	kc := cluster(t)
 	for _, f := range append([]string{""}, valuesFiles(t)...) {
 		name := "defaults"
-		args := []string{"--include-crds"}
+		var args []string
 		if f != "" {
 			name = filepath.Base(f)
 			args = append(args, "--values", f)
@@ -194,6 +197,8 @@ func checkValuesFile(t *testing.T, name string, objs objects) {
 			}
 		}
 		checkGeneratedCertificates(t, objs)
+	case "platform-values.yaml":
+		checkPlatformValues(t, objs)
 	case "single-deployment-values.yaml":
 		if got := authSelector(); got != "apitoken-operator" {
 			t.Errorf("Service apitoken-operator-auth selects %s, want apitoken-operator", got)
@@ -315,7 +320,7 @@ func contains(list []string, s string) bool {
 // upgrades it: an upgrade keeps them (Helm reads them back with lookup);
 // one within renewBeforeDays of their expiry makes new ones, with the
 // previous CA still in ca.crt and the caBundle while the pods roll.
-// helm uninstall keeps the CRD.
+// helm uninstall keeps the CRD (crds.keep). A second release is refused.
 func TestHelmInstallKeepsAndRenewsGeneratedCertificates(t *testing.T) {
 	kc := cluster(t)
 	const ns = "apitoken-helm"
@@ -340,7 +345,8 @@ func TestHelmInstallKeepsAndRenewsGeneratedCertificates(t *testing.T) {
 		if !strings.Contains(out, "uninstalled") {
 			t.Errorf("helm uninstall: %s", out)
 		}
-		kubectl(t, "", "--kubeconfig", kc, "get", "crd", "apitokens.tokens.apitoken.dev")
+		kubectl(t, "", "--kubeconfig", kc, "get", "crd", crdName)
+		deleteCRD(t, kc)
 	})
 
 	state := func() (objs objects) {
@@ -366,6 +372,14 @@ func TestHelmInstallKeepsAndRenewsGeneratedCertificates(t *testing.T) {
 		}
 		return flat
 	}
+	t.Log("a second release in the cluster is refused, naming the first")
+	for _, other := range [][2]string{{"apitoken-operator-2", ns}, {release, "apitoken-helm-2"}} {
+		out, err := helmErrOut("install", other[0], chartDir, "--kubeconfig", kc, "--namespace", other[1], "--create-namespace", "--values", values)
+		if want := "apitoken-operator is installed in this cluster already, by release " + release + " in namespace " + ns; err == nil || !strings.Contains(out, want) {
+			t.Errorf("helm install %s -n %s beside the release: want a refusal saying %q, got %v:\n%s", other[0], other[1], want, err, out)
+		}
+	}
+
 	// The rendered Secrets name the release namespace in their certificates.
 	installed := state()
 	checkInstalled := func(objs objects) {

@@ -15,7 +15,8 @@ import (
 )
 
 // TestChartCopiesConfig: what hack/helm-chart.sh copies from config/ is
-// committed as it is there: the CRD, the reconciler's RBAC rules, the
+// committed as it is there: the CRD (files/crds, rendered by
+// templates/crds.yaml; no crds/ folder), the reconciler's RBAC rules, the
 // webhook configurations and the alerting rules.
 func TestChartCopiesConfig(t *testing.T) {
 	root := testenv.RepoRoot()
@@ -46,14 +47,17 @@ func TestChartCopiesConfig(t *testing.T) {
 		t.Fatalf("no CRD in config/crd/bases: %v", err)
 	}
 	for _, crd := range crds {
-		pairs["config/crd/bases/"+filepath.Base(crd)] = "charts/apitoken-operator/crds/" + filepath.Base(crd)
+		pairs["config/crd/bases/"+filepath.Base(crd)] = "charts/apitoken-operator/files/crds/" + filepath.Base(crd)
 	}
-	inChart, err := filepath.Glob(filepath.Join(chartDir, "crds", "*"))
+	inChart, err := filepath.Glob(filepath.Join(chartDir, "files", "crds", "*"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(inChart) != len(crds) {
-		t.Errorf("charts/apitoken-operator/crds has %d files, config/crd/bases %d: run make chart", len(inChart), len(crds))
+		t.Errorf("charts/apitoken-operator/files/crds has %d files, config/crd/bases %d: run make chart", len(inChart), len(crds))
+	}
+	if _, err := os.Stat(filepath.Join(chartDir, "crds")); err == nil {
+		t.Error("charts/apitoken-operator/crds exists: Helm installs crds/ once and never upgrades it; the CRD is templates/crds.yaml's")
 	}
 	for from, to := range pairs {
 		want, err := os.ReadFile(filepath.Join(root, from))
@@ -83,16 +87,14 @@ func TestDefaultsInstallWhatConfigInstalls(t *testing.T) {
 	kustomize := func(dir string) objects {
 		return parse(t, kubectl(t, "", "kustomize", filepath.Join(root, "config", dir)))
 	}
-	chartArgs := []string{"--include-crds"}
-
 	t.Run("config/default", func(t *testing.T) {
-		compare(t, kustomize("default"), render(t, chartArgs...))
+		compare(t, kustomize("default"), render(t))
 	})
 	t.Run("config/default, config/prometheus and config/networkpolicy", func(t *testing.T) {
 		want := append(append(kustomize("default"), kustomize("prometheus")...), kustomize("networkpolicy")...)
-		got := render(t, append(chartArgs,
+		got := render(t,
 			"--set", "serviceMonitor.enabled=true", "--set", "prometheusRule.enabled=true",
-			"--set", "networkPolicy.enabled=true", "--set", "networkPolicy.apiServerCIDRs={203.0.113.0/24}")...)
+			"--set", "networkPolicy.enabled=true", "--set", "networkPolicy.apiServerCIDRs={203.0.113.0/24}")
 		compare(t, want, got)
 	})
 }
@@ -147,11 +149,17 @@ var chartLabels = []string{
 }
 
 // normalizeChart drops from the chart's objects what config/'s leave to
-// the API server or do not carry: the labels above, and imagePullPolicy
+// the API server or do not carry: the labels above, imagePullPolicy
 // IfNotPresent (the API server's default for an image with a tag other
-// than latest).
+// than latest), and the CRD's helm.sh/resource-policy: keep (crds.keep:
+// Helm's, which kubectl ignores).
 func normalizeChart(in objects) objects {
 	for _, u := range in {
+		if u.GetKind() == "CustomResourceDefinition" {
+			annotations := u.GetAnnotations()
+			delete(annotations, "helm.sh/resource-policy")
+			u.SetAnnotations(annotations)
+		}
 		labels := u.GetLabels()
 		for _, l := range chartLabels {
 			delete(labels, l)

@@ -138,8 +138,8 @@ func valuesFiles(t *testing.T) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(files) < 4 {
-		t.Fatalf("expected the four documented values files in %s/ci, found %v", chartDir, files)
+	if len(files) < 5 {
+		t.Fatalf("expected the five documented values files in %s/ci, found %v", chartDir, files)
 	}
 	return files
 }
@@ -236,14 +236,64 @@ func TestLint(t *testing.T) {
 // message that says what to set.
 func TestRefusedValues(t *testing.T) {
 	for _, tc := range []struct{ set, want string }{
-		{"webhook.certificate.source=vault", `webhook.certificate.source must be one of certManager, helm, secret, not "vault"`},
-		{"auth.tls.source=none", `auth.tls.source must be one of certManager, helm, secret, not "none"`},
+		{"webhook.certificate.source=vault", `at '/webhook/certificate/source': value must be one of 'certManager', 'helm', 'secret'`},
+		{"auth.tls.source=none", `at '/auth/tls/source': value must be one of 'certManager', 'helm', 'secret'`},
 		{"webhook.certificate.source=secret", "webhook.certificate.source secret needs webhook.certificate.caBundle"},
 		{"networkPolicy.enabled=true", "networkPolicy.enabled needs networkPolicy.apiServerCIDRs"},
+		{"fullnameOverride=tokens", "fullnameOverride and nameOverride are not supported: the objects' names are fixed"},
+		{"nameOverride=tokens", "a cluster runs one release"},
 	} {
 		out, err := helmErrOut("template", release, chartDir, "--namespace", namespace, "--set", tc.set)
 		if err == nil || !strings.Contains(out, tc.want) {
 			t.Errorf("--set %s: want a failure saying %q, got %v:\n%s", tc.set, tc.want, err, out)
 		}
+	}
+}
+
+// TestSchemaRefusesTyposAndWrongTypes: values.schema.json refuses an
+// unknown value (a typo) and a value of the wrong type or form, at every
+// level, naming its path, in helm template and helm lint --strict, from
+// --set and from a values file; --skip-schema-validation aside, the
+// templates' own checks still refuse a certificate source they cannot
+// render.
+func TestSchemaRefusesTyposAndWrongTypes(t *testing.T) {
+	for _, tc := range []struct{ values, want string }{
+		{"replicas: 2", `at '': additional properties 'replicas' not allowed`},
+		{"auth: {replicaz: 3}", `at '/auth': additional properties 'replicaz' not allowed`},
+		{"operator: {serviceAcount: {create: false}}", `at '/operator': additional properties 'serviceAcount' not allowed`},
+		{"operator: {livenessProbe: {periodSecond: 3}}", `at '/operator/livenessProbe': additional properties 'periodSecond' not allowed`},
+		{"crds: {keeps: false}", `at '/crds': additional properties 'keeps' not allowed`},
+		{"auth: {replicas: three}", `at '/auth/replicas': got string, want integer`},
+		{`operator: {replicas: "2"}`, `at '/operator/replicas': got string, want integer`},
+		{"crds: {enabled: yes-please}", `at '/crds/enabled': got string, want boolean`},
+		{"operator: {serviceAccount: {annotations: []}}", `at '/operator/serviceAccount/annotations': got array, want object`},
+		{"commonLabels: {cost-center: 42}", `at '/commonLabels/cost-center': got number, want string`},
+		{"webhook: {port: 70000}", `at '/webhook/port': maximum`},
+		{"image: {digest: latest}", `at '/image/digest': 'latest' does not match pattern`},
+		{"auth: {extraArgs: [auth-path-prefix=/api]}", `at '/auth/extraArgs/0': 'auth-path-prefix=/api' does not match pattern`},
+		{"operator: {revisionHistoryLimit: -1}", `at '/operator/revisionHistoryLimit': minimum`},
+		{"certManager: {issuerRef: {kind: ClusterIssuer}}", `at '/certManager/issuerRef': properties 'name' required, if 'kind' exists`},
+	} {
+		file := filepath.Join(t.TempDir(), "bad-values.yaml")
+		if err := os.WriteFile(file, []byte(tc.values+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for _, args := range [][]string{
+			{"template", release, chartDir, "--namespace", namespace, "--values", file},
+			{"lint", "--strict", chartDir, "--values", file},
+		} {
+			out, err := helmErrOut(args...)
+			if err == nil || !strings.Contains(out, tc.want) {
+				t.Errorf("helm %s with %q: want a refusal saying %q, got %v:\n%s", args[0], tc.values, tc.want, err, out)
+			}
+		}
+	}
+	out, err := helmErrOut("template", release, chartDir, "--namespace", namespace, "--set", "operator.replicaCount=3")
+	if err == nil || !strings.Contains(out, `at '/operator': additional properties 'replicaCount' not allowed`) {
+		t.Errorf("--set operator.replicaCount=3: want the schema's refusal naming it, got %v:\n%s", err, out)
+	}
+	out, err = helmErrOut("template", release, chartDir, "--namespace", namespace, "--skip-schema-validation", "--set", "auth.tls.source=vault")
+	if err == nil || !strings.Contains(out, `auth.tls.source must be one of certManager, helm, secret, not "vault"`) {
+		t.Errorf("without the schema: want the template's refusal, got %v:\n%s", err, out)
 	}
 }

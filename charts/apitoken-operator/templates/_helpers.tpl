@@ -15,9 +15,79 @@ config/ sets it) and the labels Helm charts carry. Called with
 {{- toYaml (merge $labels $root.Values.commonLabels) -}}
 {{- end }}
 
-{{/* apitoken-operator.image: repository:tag, the tag defaulting to appVersion. */}}
+{{/*
+apitoken-operator.podLabels: a pod template's labels: its
+app.kubernetes.io/name (the Deployment's selector, which nothing
+overrides), commonLabels, then the component's podLabels. Called with
+(dict "root" $ "name" NAME "podLabels" MAP).
+*/}}
+{{- define "apitoken-operator.podLabels" -}}
+{{- $labels := merge (dict "app.kubernetes.io/name" .name) (.podLabels | default dict) .root.Values.commonLabels -}}
+{{- toYaml $labels -}}
+{{- end }}
+
+{{/*
+apitoken-operator.namespace: where the chart's namespaced objects go:
+namespaceOverride, or the release's namespace.
+*/}}
+{{- define "apitoken-operator.namespace" -}}
+{{ .Values.namespaceOverride | default .Release.Namespace }}
+{{- end }}
+
+{{/* apitoken-operator.operatorServiceAccount: the operator's ServiceAccount. */}}
+{{- define "apitoken-operator.operatorServiceAccount" -}}
+{{ .Values.operator.serviceAccount.name | default "apitoken-operator" }}
+{{- end }}
+
+{{/* apitoken-operator.authServiceAccount: the auth-only replicas' ServiceAccount. */}}
+{{- define "apitoken-operator.authServiceAccount" -}}
+{{ .Values.auth.serviceAccount.name | default "apitoken-auth" }}
+{{- end }}
+
+{{/*
+apitoken-operator.image: repository:tag, the tag defaulting to appVersion,
+and @digest when image.digest is set (the runtime then pulls by digest).
+*/}}
 {{- define "apitoken-operator.image" -}}
-{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}{{ with .Values.image.digest }}@{{ . }}{{ end }}
+{{- end }}
+
+{{/*
+apitoken-operator.serviceAccount renders a ServiceAccount of the chart
+when its create is true. Called with (dict "root" $ "name" NAME "sa"
+VALUES).
+*/}}
+{{- define "apitoken-operator.serviceAccount" -}}
+{{- if .sa.create }}
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: {{ .name }}
+  namespace: {{ include "apitoken-operator.namespace" .root }}
+  labels:
+    {{- include "apitoken-operator.labels" (dict "root" .root) | nindent 4 }}
+  {{- with .sa.annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- if not .sa.automount }}
+automountServiceAccountToken: false
+{{- end }}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+apitoken-operator.probe renders a probe: the chart's handler, then the
+timings of VALUES (initialDelaySeconds, periodSeconds, timeoutSeconds,
+failureThreshold, successThreshold). Called with (dict "handler" MAP
+"timings" VALUES).
+*/}}
+{{- define "apitoken-operator.probe" -}}
+{{- toYaml (merge (deepCopy (.timings | default dict)) .handler) -}}
 {{- end }}
 
 {{/* apitoken-operator.saltSecret: the name of the salt Secret. */}}
@@ -41,7 +111,7 @@ is valid for: its Service, and the usage Service the auth replicas report
 to (--report-usage-to is checked against it), then auth.tls.dnsNames.
 */}}
 {{- define "apitoken-operator.authDNSNames" -}}
-{{- $ns := .Release.Namespace -}}
+{{- $ns := include "apitoken-operator.namespace" . -}}
 - apitoken-operator-auth.{{ $ns }}.svc
 - apitoken-operator-auth.{{ $ns }}.svc.cluster.local
 - apitoken-operator-usage.{{ $ns }}.svc
@@ -68,8 +138,8 @@ listed already. Empty: none.
 
 {{/* apitoken-operator.webhookDNSNames: the webhook Service's names. */}}
 {{- define "apitoken-operator.webhookDNSNames" -}}
-- apitoken-operator-webhook.{{ .Release.Namespace }}.svc
-- apitoken-operator-webhook.{{ .Release.Namespace }}.svc.cluster.local
+- apitoken-operator-webhook.{{ include "apitoken-operator.namespace" . }}.svc
+- apitoken-operator-webhook.{{ include "apitoken-operator.namespace" . }}.svc.cluster.local
 {{- end }}
 
 {{/*
@@ -99,7 +169,7 @@ while they roll.
 {{- $renewBefore := mul (int64 $cfg.renewBeforeDays) 86400 -}}
 {{- $ips := .ipAddresses | default list -}}
 {{- $namesRecord := join "," (concat .dnsNames $ips) -}}
-{{- $existing := lookup "v1" "Secret" $root.Release.Namespace .secretName -}}
+{{- $existing := lookup "v1" "Secret" (include "apitoken-operator.namespace" $root) .secretName -}}
 {{- $notAfterAnnotation := "" -}}
 {{- $namesAnnotation := "" -}}
 {{- if and $existing $existing.metadata.annotations -}}
@@ -161,8 +231,22 @@ manager's renewals and your Secret's are reloaded by the running pods).
 {{- end -}}
 {{- end }}
 
-{{/* apitoken-operator.validate fails on values that cannot work. */}}
+{{/*
+apitoken-operator.validate fails on values that cannot work, and on a
+second release in a cluster that has one.
+*/}}
 {{- define "apitoken-operator.validate" -}}
+{{- if or .Values.fullnameOverride .Values.nameOverride -}}
+{{- fail "fullnameOverride and nameOverride are not supported: the objects' names are fixed (Services apitoken-operator-auth, -usage, -webhook, -metrics, Deployments apitoken-operator and apitoken-auth, the ClusterRoles, the webhook configurations), as the alerts, the kubectl plugin and the docs name them, and a cluster runs one release (the CRD, the webhooks and the Secret policy are cluster-wide, and two operators would both reconcile every ApiToken). Leave them empty; namespaceOverride chooses the namespace" -}}
+{{- end -}}
+{{- with lookup "rbac.authorization.k8s.io/v1" "ClusterRole" "" "apitoken-operator-manager" -}}
+{{- $annotations := .metadata.annotations | default dict -}}
+{{- $name := index $annotations "meta.helm.sh/release-name" | default "" -}}
+{{- $namespace := index $annotations "meta.helm.sh/release-namespace" | default "" -}}
+{{- if and $name (or (ne $name $.Release.Name) (ne $namespace $.Release.Namespace)) -}}
+{{- fail (printf "apitoken-operator is installed in this cluster already, by release %s in namespace %s: a cluster runs one release (the CRD, the webhooks, the ClusterRoles and the Secret policy are cluster-wide, and two operators would both reconcile every ApiToken). Upgrade that release instead (helm upgrade %s -n %s), or uninstall it first" $name $namespace $name $namespace) -}}
+{{- end -}}
+{{- end -}}
 {{- $sources := list "certManager" "helm" "secret" -}}
 {{- if not (has .Values.webhook.certificate.source $sources) -}}
 {{- fail (printf "webhook.certificate.source must be one of certManager, helm, secret, not %q" .Values.webhook.certificate.source) -}}
