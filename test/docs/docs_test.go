@@ -122,7 +122,7 @@ var foreignFlags = map[string]string{
 	"authentication-token-webhook-config-file": "kube-apiserver", "authentication-token-webhook-version": "kube-apiserver",
 	"etcd-servers-overrides": "kube-apiserver", "event-ttl": "kube-apiserver", "service-account-issuer": "kube-apiserver",
 	"token-auth-file": "kube-apiserver", "version": "kube-apiserver", "quota-backend-bytes": "etcd", "cleanup": "kube-proxy",
-	"as": "kubectl", "as-group": "kubectl", "context": "kubectl", "kubeconfig": "kubectl", "field-manager": "kubectl",
+	"as": "kubectl", "as-group": "kubectl", "cascade": "kubectl", "context": "kubectl", "kubeconfig": "kubectl", "field-manager": "kubectl",
 	"field-selector": "kubectl", "force-conflicts": "kubectl", "from-file": "kubectl", "overwrite": "kubectl",
 	"patch-file": "kubectl", "prefix": "kubectl", "raw": "kubectl", "request-timeout": "kubectl", "server-side": "kubectl",
 	"tail": "kubectl", "token": "kubectl", "for": "kubectl wait", "dry-run": "kubectl", "namespace": "kubectl",
