@@ -164,6 +164,11 @@ type object struct {
 	usage   *usage
 	// grant is the Grant this ApiToken holds a reference on.
 	grant *Grant
+	// dead are the hashes of its record this replica has seen ended
+	// (revoked, or deletion requested): refused for good, even if the
+	// spec is flipped back before any reconcile records the revocation.
+	// Bounded by the record: a hash the status no longer names is dropped.
+	dead map[digestKey]struct{}
 }
 
 // Index maps token hashes to identities. Lookups hold one shard's read
@@ -231,6 +236,15 @@ func (ix *Index) Upsert(at *tokensv1alpha1.ApiToken) {
 	ix.release(obj.grant)
 	obj.grant = g
 	entries := ix.entriesOf(at, g, obj.usage)
+	dead := map[digestKey]struct{}{}
+	for d, e := range entries {
+		if _, was := obj.dead[d]; was || tokenEnded(at) {
+			e.revoked = true
+			entries[d] = e
+			dead[d] = struct{}{}
+		}
+	}
+	obj.dead = dead
 	fresh := make([]digestKey, 0, len(entries))
 	for d, e := range entries {
 		s := ix.shard(d)
@@ -358,10 +372,7 @@ func (ix *Index) entriesOf(at *tokensv1alpha1.ApiToken, g *Grant, u *usage) map[
 			expires, idle = 1, false
 		}
 	}
-	// A deletion ends the token the moment it is asked for: a finalizer
-	// (anyone who may patch the ApiToken can add one) keeps the object,
-	// never the token, alive. It is refused as revoked.
-	ended := at.Spec.Revoked || at.DeletionTimestamp != nil
+	ended := tokenEnded(at)
 	add := func(encoded string, e entry) {
 		if full, err := token.DecodeDigest(encoded); err == nil && encoded != "" {
 			d := indexKey(full)
@@ -379,6 +390,15 @@ func (ix *Index) entriesOf(at *tokensv1alpha1.ApiToken, g *Grant, u *usage) map[
 	// field of the record that names the same token.
 	add(v.RevokedHash, entry{revoked: true})
 	return out
+}
+
+// tokenEnded reports whether at's tokens are ended by its spec or its
+// deletion, whatever the status says yet. A deletion ends them the moment
+// it is asked for: a finalizer (anyone who may patch the ApiToken can add
+// one) keeps the object, never the token, alive. Both are refused as
+// revoked, and Upsert remembers them so (object.dead).
+func tokenEnded(at *tokensv1alpha1.ApiToken) bool {
+	return at.Spec.Revoked || at.DeletionTimestamp != nil
 }
 
 // idleUntil returns, in unix nanoseconds, when at becomes inactive under

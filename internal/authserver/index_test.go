@@ -66,3 +66,60 @@ func TestAnUnparseableDurationIsRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestARevokeSeenByTheWatchIsNeverUndoneByIt (issue 28): fed ApiTokens as
+// the watch delivers them, with no reconciler in between: spec.revoked
+// true on an Active token is refused at once while status still records
+// its hash as current, and spec.revoked false again (or a deletion
+// request withdrawn, as a finalizer-only update cannot do but a restore
+// could) brings nothing back: the old token never verifies again without
+// a new issue. A new hash recorded afterwards verifies.
+func TestARevokeSeenByTheWatchIsNeverUndoneByIt(t *testing.T) {
+	future := metav1.NewTime(now.Add(time.Hour))
+	deleting := metav1.NewTime(now)
+	for name, end := range map[string]func(*tokensv1alpha1.ApiToken){
+		"spec.revoked":      func(at *tokensv1alpha1.ApiToken) { at.Spec.Revoked = true },
+		"deletionTimestamp": func(at *tokensv1alpha1.ApiToken) { at.DeletionTimestamp = &deleting },
+	} {
+		t.Run(name, func(t *testing.T) {
+			for _, auth := range []bool{false, true} {
+				f := newFixture()
+				tok := mustToken()
+				at := &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: "flip", Namespace: "team-a", UID: "uid-flip"},
+					Spec: tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "30d"},
+					Status: tokensv1alpha1.ApiTokenStatus{Phase: tokensv1alpha1.PhaseActive, ExpiresAt: &future,
+						Verification: &tokensv1alpha1.Verification{Hash: f.hasher.Hash(tok).Encode()}}}
+				view := func(a *tokensv1alpha1.ApiToken) *tokensv1alpha1.ApiToken {
+					if auth {
+						return IndexView(a)
+					}
+					return a
+				}
+				f.ix.Upsert(view(at))
+				if _, v := f.ix.Lookup(tok, now); v != Valid {
+					t.Fatalf("auth-only %t: before: %v", auth, v)
+				}
+				ended := at.DeepCopy()
+				end(ended)
+				f.ix.Upsert(view(ended))
+				if _, v := f.ix.Lookup(tok, now); v != Revoked {
+					t.Fatalf("auth-only %t: ended by %s with the hash still current = %v, want revoked", auth, name, v)
+				}
+				f.ix.Upsert(view(at)) // flipped back, no reconcile: status unchanged
+				if _, v := f.ix.Lookup(tok, now); v != Revoked {
+					t.Fatalf("auth-only %t: %s undone with no new issue = %v, want revoked for good", auth, name, v)
+				}
+				fresh := mustToken()
+				reissued := at.DeepCopy()
+				reissued.Status.Verification = &tokensv1alpha1.Verification{Hash: f.hasher.Hash(fresh).Encode(), RevokedHash: at.Status.Verification.Hash}
+				f.ix.Upsert(view(reissued))
+				if _, v := f.ix.Lookup(fresh, now); v != Valid {
+					t.Fatalf("auth-only %t: the new token = %v", auth, v)
+				}
+				if _, v := f.ix.Lookup(tok, now); v != Revoked {
+					t.Fatalf("auth-only %t: the old token after the new issue = %v", auth, v)
+				}
+			}
+		})
+	}
+}
