@@ -66,8 +66,9 @@ type Options struct {
 	DefaultNamespaces []string
 	// KubeAPIAudiences are the Kubernetes API server's audiences (its
 	// --api-audiences, by default its service-account issuer): a token of
-	// audience "kubernetes" is accepted by TokenReview only when one of them
-	// is among spec.audiences. Empty: nowhere but where none is asked.
+	// audience "kubernetes" is accepted by TokenReview only for them (one
+	// of them among spec.audiences, or none asked), and a token of any
+	// other audience never for them, whatever its name (k3s, rke2).
 	KubeAPIAudiences []string
 }
 
