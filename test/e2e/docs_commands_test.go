@@ -62,6 +62,7 @@ var docCommandsNotRun = map[string]string{
 	" logs ":                          "no kubelet: no pods, no logs",
 	"port-forward":                    "no kubelet: no pods to forward to",
 	"rollout restart":                 "no kubelet: no Deployment runs here",
+	"kubectl delete pod":              "no kubelet: no pods (a reference in a table of operations.md)",
 	"get pods":                        "no kubelet: no pods",
 	"get ingress":                     "no ingress controller here",
 	"get certificate":                 "no cert-manager here",
