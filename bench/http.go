@@ -69,8 +69,15 @@ func authorizeRequest(c *child) newRequest {
 	}
 }
 
-func reviewRequest(url, tok string) newRequest {
-	body := []byte(`{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{"token":"` + tok + `"}}`)
+// reviewRequest POSTs a TokenReview of tok for audience, or for the API
+// server's own audiences when audience is "" (as the API server's webhook
+// authenticator and kube-rbac-proxy without --auth-token-audiences ask).
+func reviewRequest(url, tok, audience string) newRequest {
+	audiences := ""
+	if audience != "" {
+		audiences = `,"audiences":["` + audience + `"]`
+	}
+	body := []byte(`{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{"token":"` + tok + `"` + audiences + `}}`)
 	return func() *http.Request {
 		req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	authnv1 "k8s.io/api/authentication/v1"
 	"k8s.io/client-go/rest"
 
 	"github.com/apitoken-operator/apitoken-operator/internal/testenv"
@@ -42,14 +44,16 @@ func stageTokenReview(cfg *config, r *report) error {
 	}
 	apiClient.Timeout = 10 * time.Second
 	apiURL := strings.TrimSuffix(env.Config.Host, "/") + "/apis/authentication.k8s.io/v1/tokenreviews"
-	apiReq := reviewRequest(apiURL, static)
+	apiReq := reviewRequest(apiURL, static, "")
 
 	ours, err := startChild("ours", 100_000)
 	if err != nil {
 		return err
 	}
 	defer ours.stop()
-	oursReq := reviewRequest("http://"+ours.addr+"/v1/tokenreview", ours.probe)
+	// The probe token's audience is content-api: a review that names no
+	// audience is for the API server's, which it is not valid for.
+	oursReq := reviewRequest("http://"+ours.addr+"/v1/tokenreview", ours.probe, "content-api")
 
 	// Check both answer "authenticated" before measuring.
 	for name, pair := range map[string]struct {
@@ -60,11 +64,18 @@ func stageTokenReview(cfg *config, r *report) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		var body strings.Builder
-		_, _ = fmt.Fscan(resp.Body, &body)
+		var review authnv1.TokenReview
+		err = json.NewDecoder(resp.Body).Decode(&review)
 		_ = resp.Body.Close()
 		if resp.StatusCode != 201 && resp.StatusCode != 200 {
 			return fmt.Errorf("%s answered %d", name, resp.StatusCode)
+		}
+		if err != nil {
+			return fmt.Errorf("%s answered no TokenReview: %w", name, err)
+		}
+		if !review.Status.Authenticated {
+			// A refusal is as fast as a pass: measuring one would say nothing.
+			return fmt.Errorf("%s did not authenticate the token: %q", name, review.Status.Error)
 		}
 	}
 	const conns = 16

@@ -105,7 +105,7 @@ func main() {
 	flag.StringVar(&authPathPrefix, "auth-path-prefix", "", "Prefix stripped from the original path before the resource is read (e.g. /api).")
 	flag.IntVar(&authResourceSegment, "auth-resource-segment", 0, "Index of the path segment, after --auth-path-prefix, that names the resource.")
 	flag.StringVar(&authDefaultNamespaces, "auth-default-namespaces", "", "Comma-separated namespaces whose tokens a route accepts when its policy names none (* for every namespace). Empty: such a route accepts no token.")
-	flag.StringVar(&kubeAPIAudiences, "kube-api-audiences", "https://kubernetes.default.svc.cluster.local", "Comma-separated audiences of the Kubernetes API server (its --api-audiences, by default its --service-account-issuer): TokenReview accepts a token of audience kubernetes only when the caller asks for one of them.")
+	flag.StringVar(&kubeAPIAudiences, "kube-api-audiences", "https://kubernetes.default.svc.cluster.local", "Comma-separated audiences of the Kubernetes API server (its --api-audiences, by default its --service-account-issuer): TokenReview accepts a token of audience kubernetes only for them, and no other token for them; the webhook refuses an audience named like one (k3s and RKE2 add k3s, rke2).")
 	flag.DurationVar(&lastUsedInterval, "last-used-interval", time.Minute, "How often status.lastUsedAt may be written per token.")
 	flag.StringVar(&reportUsageTo, "report-usage-to", "", "An auth-only replica reports the uses it sees to this URL (an operator replica's "+authserver.UsagePath+"), which writes status.lastUsedAt, instead of writing status itself.")
 	flag.StringVar(&reportUsageTokenFile, "report-usage-token-file", "/var/run/secrets/kubernetes.io/serviceaccount/token", "The ServiceAccount token sent with usage reports (re-read at each report).")
@@ -222,7 +222,7 @@ func main() {
 	}
 
 	if enableWebhooks {
-		if err := webhookv1alpha1.SetupWebhookWithManager(mgr); err != nil {
+		if err := webhookv1alpha1.SetupWebhookWithManager(mgr, splitList(kubeAPIAudiences)); err != nil {
 			setupLog.Error(err, "Failed to set up the webhooks", "webhook", "ApiToken")
 			os.Exit(1)
 		}

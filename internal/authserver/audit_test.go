@@ -59,7 +59,7 @@ func TestAuditRecordsEveryDecision(t *testing.T) {
 	do(req{method: "GET", path: "/v1/ext-authz/-/api/" + strings.ToUpper(tk["full"][:4]) + tk["full"][4:] + "/x", headers: [][2]string{bearer(tk["revoked"]), {"X-Request-Id", tk["reader"]}}})
 	do(req{path: "/v1/authorize?scope=articles:read", headers: [][2]string{{"Authorization", "Bearer atk_garbage"}}})
 	sent++
-	f.review(t, reviewBody("v1", tk["writer"]), "application/json")
+	f.review(t, reviewBody("v1", tk["writer"], "content-api"), "application/json")
 	sent++
 	envoy := peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(10, 0, 3, 7), Port: 51234}})
 	if _, err := (&ExtAuthz{Handler: f.h}).Check(envoy, checkRequest("GET", "/api/table/data/7", map[string]string{"authorization": "Bearer " + tk["reader"]}, map[string]string{"segments": "2"})); err != nil {

@@ -117,6 +117,9 @@ func TestGRPCExtAuthz(t *testing.T) {
 		{"client's X-Original-Method", "DELETE", "/api/articles/1", with(bearerOf("full"), "x-original-method", "GET"), nil, codes.InvalidArgument, 400, "", "X-Original-Method is another proxy protocol's header"},
 		{"client's X-Forwarded-Uri", "GET", "/api/articles/1", with(bearerOf("full"), "x-forwarded-uri", "/api/other"), nil, codes.InvalidArgument, 400, "", "X-Forwarded-Uri is another proxy protocol's header"},
 		{"method override", "POST", "/api/articles", with(bearerOf("full"), "x-http-method-override", "GET"), nil, codes.InvalidArgument, 400, "", "X-Http-Method-Override is refused"},
+		{"method override in the query", "POST", "/api/articles/1?_method=DELETE", bearerOf("author"), nil, codes.InvalidArgument, 400, "", `the original path has the query parameter "_method", which is refused`},
+		{"method override in the query, any case", "POST", "/api/articles/1?page=2&X-Http-Method-Override=DELETE", bearerOf("author"), nil, codes.InvalidArgument, 400, "", `query parameter "X-Http-Method-Override", which is refused`},
+		{"a parameter that only contains method", "POST", "/api/articles/1?payment_method=card", bearerOf("author"), nil, codes.OK, 200, "apitoken:team-a:author", ""},
 		{"dot segments", "GET", "/api/../admin/users", bearerOf("full"), nil, codes.InvalidArgument, 400, "", "dot segment"},
 		{"encoded dot segments", "GET", "/api/%2e%2e/admin", bearerOf("full"), nil, codes.InvalidArgument, 400, "", `encoded "."`},
 		{"encoded slash", "GET", "/api/articles%2F1", bearerOf("full"), nil, codes.InvalidArgument, 400, "", `encoded "/"`},
@@ -336,6 +339,7 @@ func FuzzGRPCMatchesHTTP(f *testing.F) {
 	f.Add("DELETE", "/api/%2e%2e/x", "x-http-method-override", "GET", "-")
 	f.Add("POST", "/api/orders", "authorization", "Bearer x", "namespace=team-b")
 	f.Add("GET", "/api/a;b", "x-api-key", "", "resource=orders")
+	f.Add("POST", "/api/orders/1?_method=DELETE", "x_http_method", "PUT", "namespace=team-b")
 	fx := newFixture()
 	x := &ExtAuthz{Handler: fx.h}
 	tok := fx.tokens["writer"]

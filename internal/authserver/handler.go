@@ -66,8 +66,9 @@ type Options struct {
 	DefaultNamespaces []string
 	// KubeAPIAudiences are the Kubernetes API server's audiences (its
 	// --api-audiences, by default its service-account issuer): a token of
-	// audience "kubernetes" is accepted by TokenReview only when one of them
-	// is among spec.audiences. Empty: nowhere but where none is asked.
+	// audience "kubernetes" is accepted by TokenReview only for them (one
+	// of them among spec.audiences, or none asked), and a token of any
+	// other audience never for them, whatever its name (k3s, rke2).
 	KubeAPIAudiences []string
 }
 
@@ -345,10 +346,57 @@ func foreignHeader(k string, families []originFamily) string {
 				return f.targetName + " is another proxy protocol's header and is not accepted on this endpoint"
 			}
 		}
-	case "X-Http-Method-Override", "X-Http-Method", "X-Method-Override":
-		return k + " is refused: the upstream could act on another method than the one judged"
+	}
+	return methodOverrideRefused(k, k)
+}
+
+// methodOverrides are the names in which a client asks an upstream to act
+// on another method than the one sent: headers (in canonical form) that
+// frameworks read, X-HTTP-Method-Override and its relatives, which some
+// also read as query parameters (Jersey, Express's method-override with a
+// getter); and _method, the parameter of Rails (Rack::MethodOverride),
+// Laravel and Symfony.
+var methodOverrides = [...]string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override", "_method"}
+
+// methodOverride returns the name of methodOverrides that an upstream may
+// read name (a header's or a query parameter's) as: the same letters in
+// any case, with '_' for any '-' (CGI-style upstreams, PHP, WSGI and Rack,
+// read X_HTTP_Method_Override as the header); "" for any other name. It is
+// the one rule of what a method override is, for headers and queries.
+func methodOverride(name string) string {
+	for _, o := range methodOverrides {
+		if len(name) == len(o) && readAs(name, o) {
+			return o
+		}
 	}
 	return ""
+}
+
+// readAs reports whether name, of o's length, reads as o (methodOverride).
+func readAs(name, o string) bool {
+	for i := 0; i < len(o); i++ {
+		c, w := name[i], o[i]
+		switch {
+		case c == w, c == '_' && w == '-':
+		case 'A' <= c && c <= 'Z' && c+'a'-'A' == w, 'a' <= c && c <= 'z' && c-('a'-'A') == w:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// methodOverrideRefused says why what (a header, or "the query parameter
+// ..."), named name, is refused as a method override, or "" when it is none.
+func methodOverrideRefused(what, name string) string {
+	o := methodOverride(name)
+	switch {
+	case o == "":
+		return ""
+	case strings.EqualFold(name, o):
+		return what + " is refused: the upstream could act on another method than the one judged"
+	}
+	return what + " is refused: an upstream may read it as " + o
 }
 
 // isIdentityHeader reports whether canonical header k is one a 200 sets.

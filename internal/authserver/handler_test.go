@@ -54,6 +54,9 @@ func newFixture() *fixture {
 	}
 	add("reader", "team-a", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly}, nil)
 	add("writer", "team-b", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.Custom, Scopes: []string{"articles:read", "orders:*"}}, nil)
+	// author may create articles, not delete them: what a method override
+	// would turn its POST into.
+	add("author", "team-a", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.Custom, Scopes: []string{"articles:read", "articles:create"}}, nil)
 	add("admin", "team-a", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.FullAccess, Audience: tokensv1alpha1.Admin}, nil)
 	add("kube", "team-a", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Audience: tokensv1alpha1.Kubernetes}, nil)
 	add("full", "team-a", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.FullAccess}, nil)
@@ -162,6 +165,7 @@ func TestExplicit(t *testing.T) {
 		{"scope required", req{path: "/v1/authorize", headers: [][2]string{bearer(tk["reader"])}}, 400, `the scope parameter is required`, ""},
 		{"malformed scope", req{path: "/v1/authorize?scope=articles", headers: [][2]string{bearer(tk["reader"])}}, 400, `error="invalid_request"`, ""},
 		{"unknown parameter", req{path: "/v1/authorize?scope=articles:read&namespaces=team-a", headers: [][2]string{bearer(tk["reader"])}}, 400, `"namespaces" is unknown`, ""},
+		{"_method is no parameter of this endpoint", req{path: "/v1/authorize?scope=articles:create&_method=DELETE", headers: [][2]string{bearer(tk["author"])}}, 400, `query parameter "_method" is unknown`, ""},
 		{"admin token refused for content-api", req{path: "/v1/authorize?scope=users:read", headers: [][2]string{bearer(tk["admin"])}}, 403, `the token's audience is admin, not content-api`, ""},
 		{"admin audience", req{path: "/v1/authorize?audience=admin&scope=users:delete", headers: [][2]string{bearer(tk["admin"])}}, 200, "", "apitoken:team-a:admin"},
 		{"content token refused for admin", req{path: "/v1/authorize?audience=admin&scope=users:read", headers: [][2]string{bearer(tk["reader"])}}, 403, `audience is content-api, not admin`, ""},
@@ -220,6 +224,16 @@ func TestAuthRequest(t *testing.T) {
 		{"client's policy in the query", req{path: "/v1/auth-request?scope=articles:read", headers: orig(tk["reader"], "DELETE", "/api/articles/1")}, 403, `put the route policy in the path`, ""},
 		{"client's X-Forwarded-Method", req{path: "/v1/auth-request", headers: orig(tk["reader"], "DELETE", "/api/articles/1", [2]string{"X-Forwarded-Method", "GET"})}, 403, `another proxy protocol's header`, ""},
 		{"method override", req{path: "/v1/auth-request", headers: orig(tk["reader"], "GET", "/api/articles/1", [2]string{"X-HTTP-Method-Override", "DELETE"})}, 403, `X-Http-Method-Override is refused`, ""},
+		{"POST as the author may", req{path: "/v1/auth-request", headers: orig(tk["author"], "POST", "/api/articles/1?draft=1&payment_method=x&method=y")}, 200, "", "apitoken:team-a:author"},
+		{"method override in the query: _method (Laravel, Symfony)", req{path: "/v1/auth-request", headers: orig(tk["author"], "POST", "/api/articles/1?_method=DELETE")}, 403, `X-Original-URL has the query parameter "_method", which is refused: the upstream could act on another method than the one judged`, ""},
+		{"method override in the query, after another parameter", req{path: "/v1/auth-request", headers: orig(tk["author"], "POST", "/api/articles/1?draft=1&_METHOD=DELETE")}, 403, `query parameter "_METHOD", which is refused`, ""},
+		{"method override in the query: X-HTTP-Method-Override", req{path: "/v1/auth-request", headers: orig(tk["author"], "POST", "/api/articles/1?x-http-method-override=DELETE")}, 403, `query parameter "x-http-method-override", which is refused`, ""},
+		{"method override in the query, percent-encoded", req{path: "/v1/auth-request", headers: orig(tk["author"], "POST", "/api/articles/1?%5Fmethod=DELETE")}, 403, `query parameter "_method", which is refused`, ""},
+		{"method override in the query, after ';' (Rack 2, old Python)", req{path: "/v1/auth-request", headers: orig(tk["author"], "POST", "/api/articles/1?a=1;_method=DELETE")}, 403, `query parameter "_method", which is refused`, ""},
+		{"method override in the query, as PHP reads .method", req{path: "/v1/auth-request", headers: orig(tk["author"], "POST", "/api/articles/1?.method=DELETE")}, 403, `query parameter ".method", which is refused: an upstream may read it as _method`, ""},
+		{"method override in the query, as PHP reads a leading space", req{path: "/v1/auth-request", headers: orig(tk["author"], "POST", "/api/articles/1?+_method=DELETE")}, 403, `an upstream may read it as _method`, ""},
+		{"method override in the query, underscore spelling", req{path: "/v1/auth-request", headers: orig(tk["author"], "POST", "/api/articles/1?X_HTTP_METHOD_OVERRIDE=DELETE")}, 403, `an upstream may read it as X-Http-Method-Override`, ""},
+		{"method override in an ingress-nginx absolute URL", req{path: "/v1/auth-request", headers: orig(tk["author"], "POST", "https://shop.example/api/articles/1?_method=DELETE")}, 403, `query parameter "_method", which is refused`, ""},
 		{"second X-Original-Method", req{path: "/v1/auth-request", headers: orig(tk["reader"], "DELETE", "/api/articles/1", [2]string{"X-Original-Method", "GET"})}, 403, `X-Original-Method must be sent once by the proxy (got 2)`, ""},
 		{"unmapped method", req{path: "/v1/auth-request", headers: orig(tk["full"], "PROPFIND", "/api/articles/1")}, 403, `not one of GET`, ""},
 		{"lower-case method", req{path: "/v1/auth-request", headers: orig(tk["reader"], "get", "/api/articles/1")}, 403, `not one of GET`, ""},
@@ -267,6 +281,8 @@ func TestForwardAuth(t *testing.T) {
 		{"the original URI's query is not policy", req{path: "/v1/forward-auth", headers: fwd(tk["reader"], "DELETE", "/api/articles/1?scope=articles:read&namespace=team-a")}, 403, `scope="articles:delete"`, ""},
 		{"client's X-Original-Method", req{path: "/v1/forward-auth", headers: fwd(tk["reader"], "DELETE", "/api/articles/1", [2]string{"X-Original-Method", "GET"})}, 400, `another proxy protocol's header`, ""},
 		{"method override", req{path: "/v1/forward-auth", headers: fwd(tk["reader"], "GET", "/api/articles/1", [2]string{"X-Method-Override", "DELETE"})}, 400, `X-Method-Override is refused`, ""},
+		{"method override in the query", req{path: "/v1/forward-auth", headers: fwd(tk["author"], "POST", "/api/articles/1?_method=DELETE")}, 400, `X-Forwarded-Uri has the query parameter "_method", which is refused`, ""},
+		{"method override in the query Caddy appends too", req{path: "/v1/forward-auth?X-HTTP-Method-Override=DELETE", headers: fwd(tk["author"], "POST", "/api/articles/1?X-HTTP-Method-Override=DELETE")}, 400, `query parameter "X-HTTP-Method-Override", which is refused`, ""},
 		{"no method", req{path: "/v1/forward-auth", headers: [][2]string{bearer(tk["reader"]), {"X-Forwarded-Uri", "/api/a"}}}, 400, `X-Forwarded-Method must be sent once`, ""},
 		{"dot segments", req{path: "/v1/forward-auth/namespace=team-b", headers: fwd(tk["writer"], "DELETE", "/api/orders/../articles/1")}, 400, `dot segment`, ""},
 		{"namespace not accepted", req{path: "/v1/forward-auth", headers: fwd(tk["writer"], "GET", "/api/orders/1")}, 403, `namespace team-b are not accepted`, ""},
@@ -293,6 +309,8 @@ func TestExtAuthz(t *testing.T) {
 		{"X-Original headers", req{method: "DELETE", path: "/v1/ext-authz/-/api/articles/1", headers: [][2]string{bearer(tk["reader"]), {"X-Original-Method", "GET"}}}, 400, `another proxy protocol's header`, ""},
 		{"X-Forwarded-Method", req{method: "DELETE", path: "/v1/ext-authz/-/api/articles/1", headers: [][2]string{bearer(tk["reader"]), {"X-Forwarded-Method", "GET"}}}, 400, `another proxy protocol's header`, ""},
 		{"method override", req{method: "POST", path: "/v1/ext-authz/-/api/articles/1", headers: [][2]string{bearer(tk["full"]), {"X-HTTP-Method", "DELETE"}}}, 400, `X-Http-Method is refused`, ""},
+		{"method override in the query", req{method: "POST", path: "/v1/ext-authz/-/api/articles/1?_method=DELETE", headers: [][2]string{bearer(tk["author"])}}, 400, `the original path has the query parameter "_method", which is refused`, ""},
+		{"method override in the query, another relative", req{method: "POST", path: "/v1/ext-authz/-/api/articles/1?x-method-override=DELETE", headers: [][2]string{bearer(tk["author"])}}, 400, `query parameter "x-method-override", which is refused`, ""},
 		{"OPTIONS refused", req{method: "OPTIONS", path: "/v1/ext-authz/-/api/articles/1", headers: [][2]string{bearer(tk["full"])}}, 400, `not one of GET`, ""},
 		{"expired", req{method: "GET", path: "/v1/ext-authz/-/api/articles/1", headers: [][2]string{bearer(tk["expired"])}}, 401, `error_description="expired"`, ""},
 		{"two credentials", req{method: "GET", path: "/v1/ext-authz/-/api/articles/1", headers: [][2]string{bearer(tk["reader"]), {"X-API-Key", tk["reader"]}}}, 400, `send one credential`, ""},

@@ -9,7 +9,8 @@ import (
 // returns its path, percent-decoded. The target is a path ("/api/a?q",
 // nginx's $request_uri, Traefik's and Caddy's X-Forwarded-Uri, Envoy's
 // :path) or an absolute http(s) URL (ingress-nginx's X-Original-URL); the
-// query is dropped.
+// query is dropped once it is known to hold no method override
+// (queryMethodOverride).
 //
 // Anything an upstream might read differently from us is refused, never
 // guessed at: dot segments, empty segments (except one trailing slash),
@@ -36,7 +37,8 @@ func normalPath(target string) (path, problem string) {
 			p = "/" + p
 		}
 	}
-	if p, _, _ = strings.Cut(p, "?"); p == "" {
+	p, query, _ := strings.Cut(p, "?")
+	if p == "" {
 		return "", "is empty"
 	}
 	if p[0] != '/' {
@@ -82,11 +84,55 @@ func normalPath(target string) (path, problem string) {
 		}
 		rest = tail
 	}
+	if problem := queryMethodOverride(query); problem != "" {
+		return "", problem
+	}
 	decoded, err := url.PathUnescape(p)
 	if err != nil {
 		return "", "has a malformed percent-encoding"
 	}
 	return decoded, ""
+}
+
+// queryMethodOverride names the first parameter of a raw query that is a
+// method override (methodOverride), or "". A parameter's name is read as
+// the frameworks read it: split on '&' and ';' (Rack 2, older Python),
+// percent-decoded with '+' for a space, up to a '[' (PHP and Rack read
+// a[...] as a), and also as PHP reads it, with leading spaces dropped and
+// '.' and ' ' as '_' (PHP's $_GET['_method'] for ?.method=).
+func queryMethodOverride(query string) string {
+	for query != "" {
+		var kv string
+		if i := strings.IndexAny(query, "&;"); i >= 0 {
+			kv, query = query[:i], query[i+1:]
+		} else {
+			kv, query = query, ""
+		}
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.ContainsAny(name, "%+") {
+			if u, err := url.QueryUnescape(name); err == nil {
+				name = u
+			}
+		}
+		name, _, _ = strings.Cut(name, "[")
+		php := strings.TrimLeft(name, " ")
+		if strings.ContainsAny(php, ". ") {
+			php = strings.Map(func(r rune) rune {
+				if r == '.' || r == ' ' {
+					return '_'
+				}
+				return r
+			}, php)
+		}
+		what := "has the query parameter " + quoted(name) + ", which"
+		if problem := methodOverrideRefused(what, name); problem != "" {
+			return problem
+		}
+		if o := methodOverride(php); o != "" {
+			return what + " is refused: an upstream may read it as " + o
+		}
+	}
+	return ""
 }
 
 func hasControl(s string) bool {

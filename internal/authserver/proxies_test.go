@@ -105,6 +105,11 @@ type attack struct {
 	// notOn names proxies where the row does not hold, with the caveat that
 	// docs/auth-endpoint.md gives for them.
 	notOn map[string]string
+	// unseen, for a refused row, also lets it pass when the proxy dropped
+	// the header of that name (in any spelling: '_' for '-') before both
+	// the endpoint and the upstream: nginx drops headers spelled with
+	// underscores (underscores_in_headers off).
+	unseen string
 }
 
 // forged are identity headers a client sends in the hope that the upstream
@@ -123,6 +128,11 @@ var attacks = []attack{
 	{name: "client's X-Original-Method", method: "DELETE", target: "/api/articles/1", token: "reader", headers: [][2]string{{"X-Original-Method", "GET"}, {"X-Original-URL", "/api/articles/1"}}},
 	{name: "client's X-Forwarded-Method", method: "DELETE", target: "/api/articles/1", token: "reader", headers: [][2]string{{"X-Forwarded-Method", "GET"}, {"X-Forwarded-Uri", "/api/articles/1"}}},
 	{name: "method override header", method: "GET", target: "/api/articles/1", token: "reader", headers: [][2]string{{"X-HTTP-Method-Override", "DELETE"}}},
+	{name: "create with a token that may create", method: "POST", target: "/api/articles/1?draft=1", token: "author", allow: true},
+	{name: "method override in the query (_method: Laravel, Symfony)", method: "POST", target: "/api/articles/1?_method=DELETE", token: "author"},
+	{name: "method override in the query (X-HTTP-Method-Override)", method: "POST", target: "/api/articles/1?X-HTTP-Method-Override=DELETE", token: "author"},
+	{name: "method override header spelt with underscores (PHP, WSGI, Rack read it)", method: "POST", target: "/api/articles/1", token: "author",
+		headers: [][2]string{{"X_HTTP_Method_Override", "DELETE"}}, unseen: "X-HTTP-Method-Override"},
 	{name: "dot segments", method: "DELETE", target: "/api/orders/../articles/1", token: "writer"},
 	{name: "encoded dot segments", method: "DELETE", target: "/api/orders/%2e%2e/articles/1", token: "writer"},
 	{name: "encoded slash", method: "DELETE", target: "/api/orders%2F..%2Farticles/1", token: "writer"},
@@ -172,8 +182,19 @@ func rawDo(t *testing.T, addr, method, target string, headers [][2]string) *http
 	return resp
 }
 
-// runAttacks sends every row through the proxy at addr.
-func runAttacks(t *testing.T, proxy string, f *fixture, addr string, up *upstream) {
+// hasHeader reports whether h has the header name in any spelling ('_'
+// for '-', any case).
+func hasHeader(h http.Header, name string) bool {
+	for k := range h {
+		if strings.EqualFold(strings.ReplaceAll(k, "_", "-"), name) {
+			return true
+		}
+	}
+	return false
+}
+
+// runAttacks sends every row through the proxy at addr, in front of auth.
+func runAttacks(t *testing.T, proxy string, f *fixture, addr string, auth *authRecorder, up *upstream) {
 	t.Helper()
 	for _, a := range attacks {
 		t.Run(a.name, func(t *testing.T) {
@@ -192,6 +213,10 @@ func runAttacks(t *testing.T, proxy string, f *fixture, addr string, up *upstrea
 			before := up.count()
 			resp := rawDo(t, addr, a.method, a.target, hs)
 			if !a.allow {
+				if a.unseen != "" && resp.StatusCode == 200 && up.count() == before+1 && !hasHeader(up.last().Header, a.unseen) && !hasHeader(auth.last(t).Header, a.unseen) {
+					t.Logf("%s %s -> 200: %s dropped %s before the endpoint and the upstream", a.method, a.target, proxy, a.unseen)
+					return
+				}
 				if up.count() != before || resp.StatusCode < 300 {
 					t.Fatalf("%s %s: %d, upstream reached %d times: must be refused", a.method, a.target, resp.StatusCode, up.count()-before)
 				}
@@ -339,7 +364,7 @@ func TestNginxAuthRequest(t *testing.T) {
 	if sent.RequestURI != "/v1/auth-request/"+routePolicy || sent.Header.Get("X-Original-URL") != "/api/articles/1?scope=x" || sent.Header.Get("X-Client") != "1" {
 		t.Fatalf("nginx no longer sends what docs/auth-endpoint.md says: %s %v", sent.RequestURI, sent.Header)
 	}
-	runAttacks(t, "nginx", f, addr, up)
+	runAttacks(t, "nginx", f, addr, auth, up)
 }
 
 // caddyfile is the snippet of docs/auth-endpoint.md.
@@ -395,7 +420,7 @@ func TestCaddyForwardAuth(t *testing.T) {
 		sent.Header.Get("X-Forwarded-Uri") != "/api/articles/1?scope=x" || sent.Header.Get("X-Client") != "1" {
 		t.Fatalf("Caddy no longer sends what docs/auth-endpoint.md says: %s %s %v", sent.Method, sent.RequestURI, sent.Header)
 	}
-	runAttacks(t, "caddy", f, addr, up)
+	runAttacks(t, "caddy", f, addr, auth, up)
 }
 
 // withoutCredential is h for a log line: the token is never logged.

@@ -21,10 +21,7 @@ const maxReviewBytes = 64 << 10
 // authentication and kube-rbac-proxy speak. A valid token authenticates as
 // apitoken:<namespace>:<name> with groups apitoken:<namespace>:authenticated,
 // apitoken:<namespace>:type:<type> and apitoken:<namespace>:scope:<scope>.
-// spec.audiences, when given, must include the token's audience; a token
-// of audience "kubernetes" is also accepted for the API server's own
-// audiences (Options.KubeAPIAudiences), answered with an empty
-// status.audiences as the TokenReview API defines.
+// See reviewAudiences for which audiences a token is valid for.
 func (h *Handler) ServeTokenReview(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	var st authnv1.TokenReviewStatus
@@ -90,23 +87,8 @@ func (h *Handler) review(spec *authnv1.TokenReviewSpec, st *authnv1.TokenReviewS
 		st.Error = problem
 		return "bad_request", id
 	}
-	switch {
-	case len(spec.Audiences) == 0:
-		// No audience asked: the caller checks none.
-		st.Audiences = []string{id.Audience}
-	case slices.Contains(spec.Audiences, id.Audience):
-		st.Audiences = []string{id.Audience}
-	case id.Audience == string(tokensv1alpha1.Kubernetes) &&
-		slices.ContainsFunc(spec.Audiences, func(a string) bool { return slices.Contains(h.Options.KubeAPIAudiences, a) }):
-		// The API server's webhook authenticator asks with its own
-		// audiences (by default the service-account issuer). An empty
-		// status.audiences answers "valid for the API server's audiences",
-		// which it then checks against its implicit audiences itself.
-	case id.Audience == string(tokensv1alpha1.Kubernetes):
-		st.Error = "a kubernetes token is valid only for the API server's audiences (--kube-api-audiences), and none of the requested audiences is one"
-		return "insufficient_scope", id
-	default:
-		st.Error = "the token's audience " + id.Audience + " is not among the requested audiences"
+	if problem := h.reviewAudiences(spec.Audiences, id, st); problem != "" {
+		st.Error = problem
 		return "insufficient_scope", id
 	}
 	markUsed(id, now)
@@ -126,4 +108,37 @@ func (h *Handler) review(spec *authnv1.TokenReviewSpec, st *authnv1.TokenReviewS
 		Extra:    map[string]authnv1.ExtraValue{"tokens.apitoken.dev/audience": {id.Audience}},
 	}
 	return "valid", id
+}
+
+// reviewAudiences decides which of the requested audiences the token of
+// id is valid for, into st.Audiences, or returns why it is valid for none.
+//
+// The TokenReview API defines absent spec.audiences as the API server's
+// own, and an empty status.audiences on an authenticated answer as "valid
+// for the API server's audiences". So only a token of audience kubernetes
+// passes a review that names none (answered with no status.audiences), or
+// one that names an audience of the API server (Options.KubeAPIAudiences).
+// Any other token is valid only for its own audience, and never when that
+// is also one of the API server's by name (k3s and RKE2 add "k3s" and
+// "rke2" to their --api-audiences): the API server would accept it.
+func (h *Handler) reviewAudiences(asked []string, id *Identity, st *authnv1.TokenReviewStatus) string {
+	apiServers := func(a string) bool { return slices.Contains(h.Options.KubeAPIAudiences, a) }
+	kube := id.Audience == string(tokensv1alpha1.Kubernetes)
+	switch {
+	case len(asked) == 0 && kube:
+		return ""
+	case len(asked) == 0:
+		return "a TokenReview that names no audience asks for the API server's audiences, for which only a token of audience kubernetes is valid; " +
+			"this token's audience is " + id.Audience + ": name it in spec.audiences (kube-rbac-proxy: --auth-token-audiences=" + id.Audience + ")"
+	case kube && slices.ContainsFunc(asked, apiServers):
+		return ""
+	case !kube && apiServers(id.Audience):
+		return "the token's audience " + id.Audience + " is also an audience of the Kubernetes API server (--kube-api-audiences), for which only a token of audience kubernetes is valid"
+	case slices.Contains(asked, id.Audience):
+		st.Audiences = []string{id.Audience}
+		return ""
+	case kube:
+		return "a kubernetes token is valid only for the API server's audiences (--kube-api-audiences), and none of the requested audiences is one"
+	}
+	return "the token's audience " + id.Audience + " is not among the requested audiences"
 }

@@ -206,7 +206,7 @@ func TestPresentation(t *testing.T) {
 		}
 	}
 	for tok, want := range map[string]string{"bearer": "", "any": "", "apikey": "send it in X-API-Key"} {
-		_, out := f.review(t, reviewBody("v1", f.tokens[tok]), "application/json")
+		_, out := f.review(t, reviewBody("v1", f.tokens[tok], "content-api"), "application/json")
 		if st := out.Status; st.Authenticated != (want == "") || !strings.Contains(st.Error, want) {
 			t.Errorf("TokenReview of the %s token: %+v, want error %q", tok, out.Status, want)
 		}

@@ -409,6 +409,33 @@ var _ = Describe("verify", func() {
 			MatchError("the token is not valid: invalid token: revoked"))
 	})
 
+	It("asks for audience content-api unless --audience names the token's own (a review that names none is for the API server)", func() {
+		ns := newNamespace("verify-audience")
+		createActive(ns, "billing", "--audience", "billing-api")
+		createActive(ns, "kube", "--audience", "kubernetes")
+		billing, kube := secretToken(ns, "billing-token"), secretToken(ns, "kube-token")
+
+		var r result
+		Eventually(func() error {
+			r = kubectlApitokenIn(billing, "verify", "--url", authURL, "--audience", "billing-api")
+			return r.err
+		}).Should(Succeed())
+		Expect(r.out).To(ContainSubstring("Audiences:     billing-api\n"))
+		r = kubectlApitokenIn(billing, "verify", "--url", authURL)
+		Expect(r.err).To(MatchError("the token is not valid: the token's audience billing-api is not among the requested audiences " +
+			"(verify asks for audience content-api: give the token's own with --audience)"))
+
+		Eventually(func() error {
+			r = kubectlApitokenIn(kube, "verify", "--url", authURL, "--audience", "kubernetes")
+			return r.err
+		}).Should(Succeed())
+		Expect(r.out).To(ContainSubstring("User:          apitoken:" + ns + ":kube\n"))
+		r = kubectlApitokenIn(kube, "verify", "--url", authURL)
+		Expect(r.err).To(MatchError(ContainSubstring("a kubernetes token is valid only for the API server's audiences")))
+		Expect(r.err).To(MatchError(ContainSubstring("give the token's own with --audience")))
+		Expect(r.err.Error() + r.out + r.errOut).NotTo(Or(ContainSubstring(billing), ContainSubstring(kube)))
+	})
+
 	It("checks the endpoint's certificate: --certificate-authority or --insecure-skip-tls-verify", func() {
 		ns := newNamespace("verify-tls")
 		createActive(ns, "reader")

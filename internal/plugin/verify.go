@@ -23,8 +23,13 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/printers"
 
+	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
 )
+
+// defaultAudience is what verify asks for without --audience: an
+// ApiToken's default audience.
+const defaultAudience = string(tokensv1alpha1.ContentAPI)
 
 // The auth endpoint's Service as config/ deploys it.
 const (
@@ -73,12 +78,20 @@ Service's namespace when you may read it (--ca-secret). For this command
 --certificate-authority and --insecure-skip-tls-verify apply to the auth
 endpoint; the API server's TLS comes from the kubeconfig.
 
-With --audience, the token must be valid for one of the audiences named.`,
+The token must be valid for one of the --audience names, by default
+content-api (the default audience of an ApiToken): for a token of another
+audience, name its own (kubectl get apitoken NAME -o
+jsonpath='{.spec.audience}'). A TokenReview that names no audience asks
+for the Kubernetes API server's audiences, which only a token of audience
+kubernetes passes, so verify always names one.`,
 		Example: `  # Against make run's endpoint
   kubectl apitoken reveal read-only | kubectl apitoken verify --url http://localhost:8082
 
   # Through the API server to the deployed endpoint (port-forward)
   kubectl apitoken reveal ci-reader -n team-a | kubectl apitoken verify
+
+  # A token of audience kubernetes (one the API server accepts)
+  kubectl apitoken reveal kube-reader -n team-a | kubectl apitoken verify --audience kubernetes
 
   # A token kept in a file, for the billing-api audience, as JSON
   kubectl apitoken verify --url https://auth.example.com --certificate-authority ca.crt \
@@ -92,7 +105,7 @@ With --audience, the token must be valid for one of the audiences named.`,
 	f.StringVar(&o.url, "url", "", "the auth endpoint's base URL, e.g. http://localhost:8082")
 	f.StringVar(&o.service, "service", "", "the auth endpoint's Service as NAMESPACE/NAME:PORT, reached by port-forward (default "+defaultService+")")
 	f.StringVar(&o.scheme, "scheme", "https", "with --service: https or http")
-	f.StringSliceVar(&o.audiences, "audience", nil, "audiences the token must be valid for (spec.audiences of the TokenReview)")
+	f.StringSliceVar(&o.audiences, "audience", []string{defaultAudience}, "audiences the token must be valid for (spec.audiences of the TokenReview): the token's own")
 	// These shadow kubectl's global flags of the same names: for verify
 	// they are about the auth endpoint (see Long).
 	f.StringVar(&o.caFile, "certificate-authority", "", "a CA file (PEM) to trust for the auth endpoint")
@@ -139,6 +152,9 @@ func (o *verifyOptions) run(cmd *cobra.Command) error {
 		reason := review.Status.Error
 		if reason == "" {
 			reason = "not authenticated"
+		}
+		if !cmd.Flags().Changed("audience") && strings.Contains(reason, "audience") {
+			reason += " (verify asks for audience " + defaultAudience + ": give the token's own with --audience)"
 		}
 		return fmt.Errorf("the token is not valid: %s", reason)
 	}

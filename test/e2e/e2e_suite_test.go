@@ -163,6 +163,9 @@ current-context: apitoken
 		args["authentication-token-webhook-config-file"] = webhookConfig
 		args["authentication-token-webhook-version"] = "v1"
 		args["authentication-token-webhook-cache-ttl"] = "1s"
+		// The API server's audiences as k3s sets them: the issuer's
+		// default and "k3s" (RKE2 adds "rke2" the same way).
+		args["api-audiences"] = strings.Join(k3sAudiences, ",")
 	})
 	Expect(err).NotTo(HaveOccurred())
 	kubeconfig = filepath.Join(workDir, "kubeconfig")
@@ -178,6 +181,10 @@ var _ = AfterSuite(func() {
 		_ = os.RemoveAll(workDir)
 	}
 })
+
+// k3sAudiences are the e2e kube-apiserver's --api-audiences, as k3s runs
+// it: a token of audience "k3s" must never authenticate there.
+var k3sAudiences = []string{"https://kubernetes.default.svc.cluster.local", "k3s"}
 
 // startOperator runs the binary with leader election; webhooks only when asked.
 func startOperator(name string, webhooks bool) *operator {

@@ -258,11 +258,19 @@ kind: ApiToken
 metadata: {name: kube-reader}
 spec: {type: read-only, duration: 30d, audience: kubernetes}
 `, "-n", ns, "apply", "-f", "-")
+		// A token whose audience is named like one of the API server's,
+		// issued by an operator not told that name (the leader runs with
+		// the default --kube-api-audiences, so its webhook lets it in).
+		kubectlIn(`apiVersion: tokens.apitoken.dev/v1alpha1
+kind: ApiToken
+metadata: {name: k3s-named}
+spec: {type: full-access, duration: 30d, audience: k3s}
+`, "-n", ns, "apply", "-f", "-")
 		tok := waitToken("kube-reader-token", "")
-		// envtest's kube-apiserver uses its own URL as the service-account
-		// issuer, hence as its audience.
-		issuer := strings.TrimSuffix(env.Config.Host, "/") + "/"
-		authn = startOperatorWith("authn", kubeconfig, "--enable-controller=false", "--kube-api-audiences="+issuer,
+		named := waitToken("k3s-named-token", "")
+		// The API server runs with k3s's --api-audiences (k3sAudiences);
+		// the auth endpoint is told them.
+		authn = startOperatorWith("authn", kubeconfig, "--enable-controller=false", "--kube-api-audiences="+strings.Join(k3sAudiences, ","),
 			fmt.Sprintf("--auth-bind-address=127.0.0.1:%d", authnPort), "--auth-tls-cert-file="+authnCert, "--auth-tls-key-file="+authnKey)
 		defer authn.stop()
 		whoami := func(tok string) (string, error) {
@@ -282,10 +290,13 @@ spec: {type: read-only, duration: 30d, audience: kubernetes}
 		Expect(out).To(ContainSubstring(`"apitoken:e2e:type:read-only"`))
 		Expect(out).To(ContainSubstring(`"apitoken:e2e:scope:*:read"`))
 
-		By("refusing a token of another audience, and a revoked one once the API server's caches have passed")
+		By("refusing a token of another audience, also one named like the API server's (k3s), and a revoked one once the API server's caches have passed")
 		ro := secretToken("read-only-token")
-		_, err := whoami(ro)
-		Expect(err).To(HaveOccurred(), "a content-api token must not authenticate at the API server")
+		out, err := whoami(ro)
+		Expect(err).To(HaveOccurred(), "a content-api token must not authenticate at the API server: %s", out)
+		out, err = whoami(named)
+		Expect(err).To(HaveOccurred(), "a token of audience k3s must not authenticate at an API server whose audiences include k3s: %s", out)
+		Expect(out).To(ContainSubstring("Unauthorized"))
 		kubectl("-n", ns, "patch", "apitoken", "kube-reader", "--type=merge", "-p", `{"spec":{"revoked":true}}`)
 		// The endpoint refuses it within a second; kube-apiserver keeps a
 		// success in its webhook cache (1s here) and in its overall token

@@ -153,4 +153,3 @@ func watchDoors(base string, grpcClient authv3.AuthorizationClient) func(tok str
 		return out
 	}
 }
-

@@ -26,11 +26,13 @@ import (
 // regenerating never wait on the webhook, even while it is down. They time
 // out after 5 seconds.
 
-// SetupWebhookWithManager registers the defaulting and validating webhooks.
-func SetupWebhookWithManager(mgr ctrl.Manager) error {
+// SetupWebhookWithManager registers the defaulting and validating
+// webhooks; kubeAPIAudiences are the API server's audiences
+// (--kube-api-audiences), which no audience but kubernetes may be named.
+func SetupWebhookWithManager(mgr ctrl.Manager, kubeAPIAudiences []string) error {
 	return ctrl.NewWebhookManagedBy(mgr, &tokensv1alpha1.ApiToken{}).
 		WithDefaulter(&Defaulter{}).
-		WithValidator(&Validator{Reader: mgr.GetClient(), Authorizer: mgr.GetClient()}).
+		WithValidator(&Validator{Reader: mgr.GetClient(), Authorizer: mgr.GetClient(), KubeAPIAudiences: kubeAPIAudiences}).
 		Complete()
 }
 
@@ -107,6 +109,8 @@ type Validator struct {
 	Reader client.Reader
 	// Authorizer creates the SubjectAccessReviews of CheckIssuing.
 	Authorizer client.Client
+	// KubeAPIAudiences are the API server's audiences (ValidateAudience).
+	KubeAPIAudiences []string
 }
 
 var _ admission.Validator[*tokensv1alpha1.ApiToken] = &Validator{}
@@ -128,6 +132,8 @@ func (v *Validator) ValidateDelete(context.Context, *tokensv1alpha1.ApiToken) (a
 
 func (v *Validator) validate(ctx context.Context, old, at *tokensv1alpha1.ApiToken) (admission.Warnings, error) {
 	errs, warnings := ValidateApiToken(old, at)
+	audErrs, audWarnings := ValidateAudience(old, at, v.KubeAPIAudiences)
+	errs, warnings = append(errs, audErrs...), append(warnings, audWarnings...)
 	if len(errs) == 0 && v.Authorizer != nil {
 		req, err := admission.RequestFromContext(ctx)
 		if err != nil {

@@ -57,7 +57,7 @@ var _ = BeforeSuite(func() {
 		}),
 	})
 	Expect(err).NotTo(HaveOccurred())
-	Expect(SetupWebhookWithManager(mgr)).To(Succeed())
+	Expect(SetupWebhookWithManager(mgr, []string{"https://kubernetes.default.svc.cluster.local", "k3s"})).To(Succeed())
 	var ctx context.Context
 	ctx, cancelMgr = context.WithCancel(context.Background())
 	go func() {

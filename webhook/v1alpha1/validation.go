@@ -5,6 +5,7 @@ package v1alpha1
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -260,4 +261,23 @@ func idleDeadline(idleTimeout string, at *tokensv1alpha1.ApiToken) (time.Time, b
 		last = at.Status.LastUsedAt.Time
 	}
 	return token.IdleUntil(at.Status.IssuedAt.Time, last, at.Status.LastUsedAt != nil, idle), true
+}
+
+// ValidateAudience refuses an audience that is also one of the Kubernetes
+// API server's (kubeAPIAudiences, the operator's --kube-api-audiences:
+// k3s adds "k3s" to them, RKE2 "rke2"), other than kubernetes itself: a
+// token of that audience would read as valid for the API server. It is
+// refused on create and on a change of audience; an ApiToken that already
+// had it gets a warning (the auth endpoint refuses it for the API server
+// whatever the webhook said).
+func ValidateAudience(old, at *tokensv1alpha1.ApiToken, kubeAPIAudiences []string) (field.ErrorList, []string) {
+	aud := audienceOf(at)
+	if aud == string(tokensv1alpha1.Kubernetes) || !slices.Contains(kubeAPIAudiences, aud) {
+		return nil, nil
+	}
+	msg := "is also an audience of the Kubernetes API server (--kube-api-audiences); only audience kubernetes is valid there: choose another name"
+	if old != nil && audienceOf(old) == aud {
+		return nil, []string{"spec.audience " + aud + " " + msg}
+	}
+	return field.ErrorList{field.Invalid(field.NewPath("spec", "audience"), aud, msg)}, nil
 }

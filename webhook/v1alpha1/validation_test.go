@@ -157,3 +157,33 @@ func TestCreatorCannotChangeOnUpdate(t *testing.T) {
 		t.Fatalf("errs = %v", errs)
 	}
 }
+
+// TestAnAudienceNamedLikeTheAPIServersIsRefused: k3s and RKE2 add "k3s"
+// and "rke2" to the API server's audiences; a token of such an audience
+// would be valid at the API server. It is refused on create and on a
+// change of audience; an unchanged one is let through with a warning (the
+// auth endpoint refuses it for the API server either way).
+func TestAnAudienceNamedLikeTheAPIServersIsRefused(t *testing.T) {
+	issuer := "https://kubernetes.default.svc.cluster.local"
+	for distribution, audiences := range map[string][]string{"k3s": {issuer, "k3s"}, "rke2": {issuer, "rke2"}} {
+		at := validToken()
+		at.Spec.Audience = tokensv1alpha1.Audience(distribution)
+		errs, _ := ValidateAudience(nil, at, audiences)
+		if !strings.Contains(errs.ToAggregate().Error(), "spec.audience") || !strings.Contains(errs.ToAggregate().Error(), "--kube-api-audiences") {
+			t.Fatalf("%s: create = %v", distribution, errs)
+		}
+		old := validToken()
+		if errs, _ := ValidateAudience(old, at, audiences); len(errs) == 0 {
+			t.Fatalf("%s: a change to audience %s was let through", distribution, distribution)
+		}
+		if errs, warnings := ValidateAudience(at.DeepCopy(), at, audiences); len(errs) != 0 || len(warnings) == 0 {
+			t.Fatalf("%s: unchanged = %v %v, want a warning only", distribution, errs, warnings)
+		}
+		for _, fine := range []tokensv1alpha1.Audience{tokensv1alpha1.Kubernetes, tokensv1alpha1.ContentAPI, "billing-api"} {
+			at.Spec.Audience = fine
+			if errs, _ := ValidateAudience(nil, at, audiences); len(errs) != 0 {
+				t.Fatalf("%s: audience %s refused: %v", distribution, fine, errs)
+			}
+		}
+	}
+}

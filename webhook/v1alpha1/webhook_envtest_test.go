@@ -66,6 +66,28 @@ var _ = Describe("The admission webhooks", Ordered, ContinueOnFailure, func() {
 		})
 	}
 
+	It("refuses an audience named like one of the API server's (--kube-api-audiences: the suite's are k3s's)", func() {
+		at := validToken()
+		at.Namespace, at.Name, at.Spec.Audience = ns, "named-k3s", "k3s"
+		err := k8s.Create(ctx, at)
+		Expect(err).To(HaveOccurred())
+		Expect(err.Error()).To(ContainSubstring(`spec.audience: Invalid value: "k3s": is also an audience of the Kubernetes API server (--kube-api-audiences)`))
+
+		By("and a change of audience to one")
+		at = validToken()
+		at.Namespace, at.Name = ns, "becomes-k3s"
+		Expect(k8s.Create(ctx, at)).To(Succeed())
+		at.Spec.Audience = "k3s"
+		err = k8s.Update(ctx, at)
+		Expect(err).To(HaveOccurred())
+		Expect(err.Error()).To(ContainSubstring(`spec.audience: Invalid value: "k3s"`))
+
+		By("while kubernetes itself is accepted")
+		at = validToken()
+		at.Namespace, at.Name, at.Spec.Audience = ns, "kube", "kubernetes"
+		Expect(k8s.Create(ctx, at)).To(Succeed())
+	})
+
 	It("refuses a second ApiToken using the same Secret", func() {
 		at := validToken()
 		at.Namespace, at.Name, at.Spec.SecretName = ns, "first-user", "shared"
