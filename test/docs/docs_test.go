@@ -131,7 +131,7 @@ var foreignFlags = map[string]string{
 	"create-namespace": "helm", "install": "helm upgrade", "reset-then-reuse-values": "helm", "reuse-values": "helm",
 	"set": "helm", "strict": "helm lint", "take-ownership": "helm",
 	"connect-to": "curl", "cacert": "curl",
-	"with-source": "flux", "watch-label-selector": "flux's controllers",
+	"with-source": "flux", "watch-label-selector": "flux's controllers", "auth-token-audiences": "kube-rbac-proxy",
 	"help": "every program",
 }
 
