@@ -116,7 +116,7 @@ func main() {
 	flag.DurationVar(&shutdownDelay, "shutdown-delay", 0, "How long after SIGTERM every server keeps serving, with readiness off, before it drains the requests in flight and stops: time for the endpoints, kube-proxy and the proxies in front to stop routing to a terminating pod (config/ and the chart set 5s). A second signal exits at once.")
 	opts := zap.Options{Development: false}
 	flag.IntVar(&cuts.Max, "max-cuts", 10, "Most ApiTokens cut without anyone asking (Secret tampered, missing or untrusted: no grace) within --cut-window; past it, further such tokens are held (Ready=False reason CutHeld, their tokens keep verifying) until a regenerate request releases each (docs/operations.md#held-cuts). 0: no bound.")
-	flag.Float64Var(&cuts.Percent, "max-cuts-percent", 10, "Lowers --max-cuts to this percentage of all ApiTokens (rounded up, at least 1); 0: --max-cuts alone.")
+	flag.Float64Var(&cuts.Percent, "max-cuts-percent", 10, "Lowers --max-cuts to this percentage of all ApiTokens (rounded up), never below 5 (or --max-cuts if less); 0: --max-cuts alone. One namespace spends at most half the bound; a token cut again within --cut-window counts once.")
 	flag.DurationVar(&cuts.Window, "cut-window", 5*time.Minute, "The sliding window over which --max-cuts counts.")
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()

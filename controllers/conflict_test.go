@@ -181,7 +181,7 @@ func TestADisownedSecretIsAHeldCutPastTheLimit(t *testing.T) {
 	h.r.Cuts = &CutGuard{Max: 1, Window: time.Hour}
 	h.mustReconcile()
 	old := h.secretToken()
-	h.r.Cuts.Allow(h.clock.Now(), 1) // another token was cut a moment ago
+	h.r.Cuts.Allow(h.clock.Now(), 1, types.NamespacedName{Namespace: "elsewhere", Name: "cut"}) // another token was cut a moment ago
 	h.editSecret(func(s *corev1.Secret) { s.OwnerReferences = nil })
 	h.mustReconcile()
 	if c := h.ready(); c.Reason != tokensv1alpha1.ReasonCutHeld || !h.verifies(old) {
@@ -225,7 +225,7 @@ func TestRevocationIsRecordedWhateverTheSecret(t *testing.T) {
 	t.Run("Secret taken from the operator", func(t *testing.T) {
 		h := newHarness(t, graceSpec)
 		h.r.Cuts = &CutGuard{Max: 1, Window: time.Hour}
-		h.r.Cuts.Allow(h.clock.Now(), 1) // the disown's cut is held: the token still verifies
+		h.r.Cuts.Allow(h.clock.Now(), 1, types.NamespacedName{Namespace: "elsewhere", Name: "cut"}) // the disown's cut is held: the token still verifies
 		h.mustReconcile()
 		old := h.secretToken()
 		oldHash := h.token().Status.Verification.Hash

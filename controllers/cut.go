@@ -98,18 +98,32 @@ type CutGuard struct {
 	// Max is the most cuts allowed in Window (0: no limit).
 	Max int
 	// Percent, when > 0, lowers Max to this share of all ApiTokens
-	// (rounded up, at least 1).
+	// (rounded up), never below min(Max, minCutBound).
 	Percent float64
 	// Window is how far back cuts count.
 	Window time.Duration
 
 	mu   sync.Mutex
-	cuts []time.Time
+	cuts []cutAt
 }
 
-// Allow reports whether one more cut may be taken at now with total
-// ApiTokens, and if so counts it.
-func (g *CutGuard) Allow(now time.Time, total int) bool {
+// cutAt is one counted cut.
+type cutAt struct {
+	at  time.Time
+	key types.NamespacedName
+}
+
+// minCutBound is the least the percentage lowers the bound to: on a small
+// cluster a percentage would otherwise allow one cut, which one tenant's
+// own deletion spends.
+const minCutBound = 5
+
+// Allow reports whether one more cut of the ApiToken key may be taken at
+// now with total ApiTokens, and if so counts it. A token cut again inside
+// the window counts once (a tenant deleting its own Secret over and over
+// spends one cut), and one namespace spends at most half the bound
+// (rounded up), so that no tenant can hold another's cuts.
+func (g *CutGuard) Allow(now time.Time, total int, key types.NamespacedName) bool {
 	if !g.Enabled() {
 		return true
 	}
@@ -117,19 +131,28 @@ func (g *CutGuard) Allow(now time.Time, total int) bool {
 	defer g.mu.Unlock()
 	limit := g.Max
 	if g.Percent > 0 {
-		limit = min(limit, max(1, int(math.Ceil(g.Percent/100*float64(total)))))
+		limit = min(limit, max(min(g.Max, minCutBound), int(math.Ceil(g.Percent/100*float64(total)))))
 	}
+	share := (limit + 1) / 2
 	kept := g.cuts[:0]
-	for _, at := range g.cuts {
-		if now.Sub(at) < g.Window {
-			kept = append(kept, at)
+	inNamespace := 0
+	for _, c := range g.cuts {
+		if now.Sub(c.at) >= g.Window {
+			continue
+		}
+		kept = append(kept, c)
+		if c.key == key {
+			return true // counted already
+		}
+		if c.key.Namespace == key.Namespace {
+			inNamespace++
 		}
 	}
 	g.cuts = kept
-	if len(g.cuts) >= limit {
+	if len(g.cuts) >= limit || inNamespace >= share {
 		return false
 	}
-	g.cuts = append(g.cuts, now)
+	g.cuts = append(g.cuts, cutAt{now, key})
 	return true
 }
 
@@ -156,9 +179,9 @@ func (g *CutGuard) Limit() string {
 	defer g.mu.Unlock()
 	s := fmt.Sprintf("%d in %s", g.Max, g.Window)
 	if g.Percent > 0 {
-		s += fmt.Sprintf(" (at most %g%% of all ApiTokens)", g.Percent)
+		s += fmt.Sprintf(" (at most %g%% of all ApiTokens, not below %d)", g.Percent, min(g.Max, minCutBound))
 	}
-	return s
+	return s + ", half of it per namespace"
 }
 
 // guardCut decides whether the unasked cut for reason may go ahead: always
@@ -175,7 +198,7 @@ func (r *ApiTokenReconciler) guardCut(ctx context.Context, t, base *tokensv1alph
 	if err := r.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
 		return false, err
 	}
-	return r.Cuts.Allow(r.Clock.Now(), len(list.Items)), nil
+	return r.Cuts.Allow(r.Clock.Now(), len(list.Items), client.ObjectKeyFromObject(t)), nil
 }
 
 // cutHeldMessage says why the token is held and how to release it.

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -189,30 +190,56 @@ func TestAPromoteThatLosesAConflictLeavesAVerifyingSecret(t *testing.T) {
 // TestCutGuardBoundsCutsInItsWindow: the guard allows Max cuts in Window
 // (lowered to Percent of all tokens), then none until the window moves.
 func TestCutGuardBoundsCutsInItsWindow(t *testing.T) {
-	g := &CutGuard{Max: 3, Window: 5 * time.Minute}
-	for i := range 3 {
-		if !g.Allow(t0.Add(time.Duration(i)*time.Second), 100) {
+	key := func(ns string, i int) types.NamespacedName {
+		return types.NamespacedName{Namespace: ns, Name: fmt.Sprintf("t%d", i)}
+	}
+	g := &CutGuard{Max: 4, Window: 5 * time.Minute}
+	for i := range 4 {
+		if !g.Allow(t0.Add(time.Duration(i)*time.Second), 100, key(fmt.Sprintf("ns%d", i%2), i)) {
 			t.Fatalf("cut %d refused", i+1)
 		}
 	}
-	if g.Allow(t0.Add(time.Minute), 100) {
-		t.Fatal("a fourth cut inside the window was allowed")
+	if g.Allow(t0.Add(time.Minute), 100, key("ns9", 9)) {
+		t.Fatal("a fifth cut inside the window was allowed")
 	}
-	if !g.Allow(t0.Add(5*time.Minute+time.Second), 100) {
+	if !g.Allow(t0.Add(5*time.Minute+time.Second), 100, key("ns9", 9)) {
 		t.Fatal("a cut after the window moved was refused")
 	}
+	// The percentage lowers the bound on a large share of few tokens, never
+	// below min(Max, 5): 10% of 20 tokens allows 5 of Max 10.
 	p := &CutGuard{Max: 10, Percent: 10, Window: time.Hour}
 	allowed := 0
-	for range 5 {
-		if p.Allow(t0, 20) {
+	for i := range 12 {
+		if p.Allow(t0, 20, key(fmt.Sprintf("ns%d", i%4), i)) {
 			allowed++
 		}
 	}
-	if allowed != 2 {
-		t.Fatalf("10%% of 20 tokens allowed %d cuts, want 2", allowed)
+	if allowed != 5 {
+		t.Fatalf("10%% of 20 tokens allowed %d cuts, want 5 (the floor)", allowed)
 	}
 	var none *CutGuard
-	if !none.Allow(t0, 1) || !(&CutGuard{}).Allow(t0, 1) {
+	if !none.Allow(t0, 1, key("a", 1)) || !(&CutGuard{}).Allow(t0, 1, key("a", 1)) {
 		t.Fatal("no guard refused a cut")
+	}
+}
+
+// TestOneTenantCannotSpendEveryonesCuts (found by a red-team run): a tenant
+// deleting its own token Secrets, over and over, must not hold another
+// namespace's cut. A token cut again inside the window counts once, and a
+// namespace spends at most half the bound.
+func TestOneTenantCannotSpendEveryonesCuts(t *testing.T) {
+	g := &CutGuard{Max: 10, Percent: 10, Window: 5 * time.Minute}
+	own := types.NamespacedName{Namespace: "shop", Name: "ro"}
+	for i := range 50 {
+		g.Allow(t0.Add(time.Duration(i)*time.Second), 7, own) // the same Secret deleted again and again
+	}
+	for i := range 20 {
+		g.Allow(t0.Add(time.Minute), 7, types.NamespacedName{Namespace: "shop", Name: fmt.Sprintf("t%d", i)})
+	}
+	if !g.Allow(t0.Add(2*time.Minute), 7, types.NamespacedName{Namespace: "team-b", Name: "bobtok"}) {
+		t.Fatal("another tenant's cut was held by what one namespace spent")
+	}
+	if g.Allow(t0.Add(2*time.Minute), 7, types.NamespacedName{Namespace: "shop", Name: "t99"}) {
+		t.Fatal("a namespace spent more than its share of the bound")
 	}
 }
