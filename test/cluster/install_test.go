@@ -51,6 +51,7 @@ func TestCluster(t *testing.T) {
 	step(t, "helm: kubectl apitoken verify through a port-forward", func(t *testing.T) { checkPluginVerify(t, "team-helm") })
 	step(t, "helm: the proxies' attack table through an in-cluster Caddy", checkCaddy)
 	step(t, "helm: rollout restarts under a steady client loop", func(t *testing.T) { rolloutsUnderLoad(t, "team-helm") })
+	step(t, "helm: helm upgrade to a new image tag under a steady client loop", func(t *testing.T) { helmUpgradeUnderLoad(t, "team-helm") })
 	step(t, "helm: kubelet and containerd killed and restarted under a steady client loop", func(t *testing.T) { nodeRestartUnderLoad(t, "team-helm") })
 	step(t, "helm: a revoke during a rollout is refused by every replica", func(t *testing.T) { revokeDuringRollout(t, "team-helm") })
 	step(t, "helm: the workload's use reaches status.lastUsedAt (NetworkPolicy on)", func(t *testing.T) { checkLastUsed(t, "team-helm") })
