@@ -5,8 +5,9 @@
 # kube-proxy and kubectl from Go modules (hack/envtest-binaries.sh, cached
 # by version), and Debian's containerd, runc, CNI plugins, iptables and
 # conntrack. The pause image and the test images (hack/cluster/{pause,echo,
-# client}) are static Go binaries packed with go-containerregistry
-# (hack/cluster/pack), cached by the hash of their sources, and imported
+# client}, and Caddy's static binary from hack/tools.sh) are static Go
+# binaries packed with go-containerregistry (hack/cluster/pack), cached by
+# the hash of their sources (and Caddy's version), and imported
 # with `ctr images import`: no registry is ever reached. Cluster DNS is
 # CoreDNS (hack/coredns.sh: only the plugins it needs, no forward), run as
 # a host process on the node's bridge address.
@@ -95,6 +96,9 @@ FORWARD_CHAIN=APITOKEN-FORWARD
 PAUSE_IMAGE=localhost/apitoken-pause:1
 ECHO_IMAGE=localhost/apitoken-echo:1
 CLIENT_IMAGE=localhost/apitoken-client:1
+# Caddy (hack/tools.sh caddy), the in-cluster proxy of the suite: the image
+# of the version hack/tools.sh builds.
+CADDY_IMAGE=
 # Debian packages: what each provides.
 PACKAGES=(containerd runc containernetworking-plugins iptables conntrack)
 
@@ -160,11 +164,17 @@ binaries() {
   log "binaries ready in $K8S_DIR and $COREDNS_BIN ($(since "$t"))"
 }
 
-# images builds the pause, echo and client images once per version of their
-# sources (and of Go) into the cache and prints their directory.
+# images builds the pause, echo, client and Caddy images once per version
+# of their sources (and of Go, and of Caddy) into the cache and prints
+# their directory.
 images() {
-  local key dir t
-  key=$( (go version; cat go.sum hack/cluster/*/*.go; echo "$PAUSE_IMAGE $ECHO_IMAGE $CLIENT_IMAGE") | sha256sum | cut -c1-16)
+  local key dir t caddy version
+  caddy=$(hack/tools.sh caddy)
+  # .../caddy-v2.11.9-linux-amd64/caddy
+  version=${caddy%/caddy}
+  version=${version##*/caddy-}
+  CADDY_IMAGE=localhost/apitoken-caddy:${version%%-*}
+  key=$( (go version; cat go.sum hack/cluster/*/*.go; echo "$PAUSE_IMAGE $ECHO_IMAGE $CLIENT_IMAGE $CADDY_IMAGE $caddy") | sha256sum | cut -c1-16)
   dir=$CLUSTER_CACHE/images-$key
   IMAGES_DIR=$dir
   [[ -f $dir/.done ]] && return 0
@@ -178,6 +188,8 @@ images() {
     CGO_ENABLED=0 GOOS=linux GOARCH=$arch run "build $name" go build -trimpath -ldflags="-s -w" -o "$dir/$name" "./hack/cluster/$name"
     GOARCH=$arch run "pack $name" go run ./hack/cluster/pack -binary "$dir/$name" -path "/$name" -tag "$tag" -o "$dir/$name.tar"
   done
+  GOARCH=$arch run "pack caddy" go run ./hack/cluster/pack -binary "$caddy" -path /caddy -tag "$CADDY_IMAGE" -o "$dir/caddy.tar"
+  echo "$CADDY_IMAGE" >"$dir/caddy-image"
   touch "$dir/.done"
   log "images built in $dir ($(since "$t"))"
 }
@@ -827,7 +839,7 @@ up() {
 
 import_images() {
   local name
-  for name in pause echo client; do
+  for name in pause echo client caddy; do
     run "import $name" ctr --address "$SOCK" -n k8s.io images import "$IMAGES_DIR/$name.tar"
   done
 }
@@ -853,6 +865,7 @@ env_() {
   echo "PAUSE_IMAGE=$PAUSE_IMAGE"
   echo "ECHO_IMAGE=$ECHO_IMAGE"
   echo "CLIENT_IMAGE=$CLIENT_IMAGE"
+  echo "CADDY_IMAGE=$(cat "$(cat "$CLUSTER_DIR/images-dir")/caddy-image")"
   echo "DNS_IP=$DNS_IP"
   echo "AUTH_CLUSTER_IP=$AUTH_CLUSTER_IP"
   echo "AUTH_NAMESPACE=$AUTH_NAMESPACE"

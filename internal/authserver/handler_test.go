@@ -13,6 +13,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/internal/proxytest"
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
 )
 
@@ -52,20 +53,21 @@ func newFixture() *fixture {
 		}
 		f.ix.Upsert(at)
 	}
-	add("reader", "team-a", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly}, nil)
-	add("writer", "team-b", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.Custom, Scopes: []string{"articles:read", "orders:*"}}, nil)
-	// author may create articles, not delete them: what a method override
-	// would turn its POST into.
-	add("author", "team-a", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.Custom, Scopes: []string{"articles:read", "articles:create"}}, nil)
+	// The tokens the proxies' attack table names, then the others.
+	for _, pt := range proxytest.Tokens {
+		add(pt.Name, pt.Namespace, pt.Spec, func(at *tokensv1alpha1.ApiToken, tok string) {
+			if pt.Expired {
+				at.Status.ExpiresAt = &past
+			}
+			if pt.Revoked {
+				at.Status.Verification = &tokensv1alpha1.Verification{RevokedHash: f.hasher.Hash(tok).Encode()}
+			}
+		})
+	}
 	add("admin", "team-a", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.FullAccess, Audience: tokensv1alpha1.Admin}, nil)
 	add("kube", "team-a", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Audience: tokensv1alpha1.Kubernetes}, nil)
 	add("full", "team-a", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.FullAccess}, nil)
-	add("outsider", "team-c", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.FullAccess}, nil)
-	add("expired", "team-a", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly}, func(at *tokensv1alpha1.ApiToken, _ string) { at.Status.ExpiresAt = &past })
 	add("unlimited", "team-a", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly}, func(at *tokensv1alpha1.ApiToken, _ string) { at.Status.ExpiresAt = nil })
-	add("revoked", "team-a", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Revoked: true}, func(at *tokensv1alpha1.ApiToken, tok string) {
-		at.Status.Verification = &tokensv1alpha1.Verification{RevokedHash: f.hasher.Hash(tok).Encode()}
-	})
 	// A regenerated token: "previous" in grace, "lapsed" past its grace.
 	add("rotated", "team-a", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly}, func(at *tokensv1alpha1.ApiToken, _ string) {
 		prev, lapsed := mustToken(), mustToken()

@@ -1,10 +1,8 @@
 package authserver
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitoken-operator/apitoken-operator/internal/proxytest"
 	"github.com/apitoken-operator/apitoken-operator/internal/testenv"
 )
 
@@ -28,7 +27,7 @@ import (
 // envoyProxy).
 
 // routePolicy is the policy segment every proxy's auth URL ends with.
-const routePolicy = "namespace=team-a+team-b"
+const routePolicy = proxytest.RoutePolicy
 
 // upstream records what reached it.
 type upstream struct {
@@ -92,142 +91,42 @@ func (a *authRecorder) last(t *testing.T) http.Request {
 	return a.seen[len(a.seen)-1]
 }
 
-// attack is one row of the table every proxy runs.
-type attack struct {
-	name    string
-	method  string
-	target  string
-	token   string // fixture token name; "" sends none
-	headers [][2]string
-	// allow: 200 and the upstream sees the token's identity, and only it.
-	// Otherwise the upstream must not be reached at all.
-	allow bool
-	// notOn names proxies where the row does not hold, with the caveat that
-	// docs/auth-endpoint.md gives for them.
-	notOn map[string]string
-	// unseen, for a refused row, also lets it pass when the proxy dropped
-	// the header of that name (in any spelling: '_' for '-') before both
-	// the endpoint and the upstream: nginx drops headers spelled with
-	// underscores (underscores_in_headers off).
-	unseen string
-}
-
-// forged are identity headers a client sends in the hope that the upstream
-// trusts them.
-var forged = [][2]string{
-	{"X-Auth-Request-User", "apitoken:team-a:full"}, {"X-ApiToken-Name", "full"}, {"X-ApiToken-Namespace", "kube-system"},
-	{"X-ApiToken-Type", "full-access"}, {"X-ApiToken-Scopes", "*:*"},
-}
-
-var attacks = []attack{
-	{name: "read with a read-only token", method: "GET", target: "/api/articles/1", token: "reader", allow: true},
-	{name: "delete within the token's scope", method: "DELETE", target: "/api/orders/1", token: "writer", allow: true},
-	{name: "forged identity headers are overwritten", method: "GET", target: "/api/articles/1?page=2", token: "reader", headers: forged, allow: true},
-	{name: "write with a read-only token", method: "DELETE", target: "/api/articles/1", token: "reader"},
-	{name: "client-chosen policy in the query", method: "DELETE", target: "/api/articles/1?scope=articles:read&resource=orders&audience=admin&namespace=team-c", token: "reader"},
-	{name: "client's X-Original-Method", method: "DELETE", target: "/api/articles/1", token: "reader", headers: [][2]string{{"X-Original-Method", "GET"}, {"X-Original-URL", "/api/articles/1"}}},
-	{name: "client's X-Forwarded-Method", method: "DELETE", target: "/api/articles/1", token: "reader", headers: [][2]string{{"X-Forwarded-Method", "GET"}, {"X-Forwarded-Uri", "/api/articles/1"}}},
-	{name: "method override header", method: "GET", target: "/api/articles/1", token: "reader", headers: [][2]string{{"X-HTTP-Method-Override", "DELETE"}}},
-	{name: "create with a token that may create", method: "POST", target: "/api/articles/1?draft=1", token: "author", allow: true},
-	{name: "method override in the query (_method: Laravel, Symfony)", method: "POST", target: "/api/articles/1?_method=DELETE", token: "author"},
-	{name: "method override in the query (X-HTTP-Method-Override)", method: "POST", target: "/api/articles/1?X-HTTP-Method-Override=DELETE", token: "author"},
-	{name: "method override header spelt with underscores (PHP, WSGI, Rack read it)", method: "POST", target: "/api/articles/1", token: "author",
-		headers: [][2]string{{"X_HTTP_Method_Override", "DELETE"}}, unseen: "X-HTTP-Method-Override"},
-	{name: "dot segments", method: "DELETE", target: "/api/orders/../articles/1", token: "writer"},
-	{name: "encoded dot segments", method: "DELETE", target: "/api/orders/%2e%2e/articles/1", token: "writer"},
-	{name: "encoded slash", method: "DELETE", target: "/api/orders%2F..%2Farticles/1", token: "writer"},
-	{name: "empty segment", method: "DELETE", target: "/api//articles/1", token: "writer"},
-	{name: "path parameter", method: "DELETE", target: "/api/orders;/../articles/1", token: "writer"},
-	{name: "token from a namespace the route does not accept", method: "GET", target: "/api/articles/1", token: "outsider"},
-	{name: "expired token", method: "GET", target: "/api/articles/1", token: "expired"},
-	{name: "revoked token", method: "GET", target: "/api/articles/1", token: "revoked"},
-	{name: "garbage token", method: "GET", target: "/api/articles/1", token: "garbage"},
-	{name: "no token", method: "GET", target: "/api/articles/1"},
-	{name: "two credentials", method: "GET", target: "/api/articles/1", token: "reader", headers: [][2]string{{"X-API-Key", "{reader}"}}},
-	{name: "large client headers still get a decision", method: "GET", target: "/api/articles/1", token: "reader", allow: true,
-		headers: [][2]string{{"X-A", strings.Repeat("a", 7000)}, {"X-B", strings.Repeat("b", 7000)}, {"X-C", strings.Repeat("c", 7000)}},
-		notOn:   map[string]string{"caddy": "Caddy answers 431 itself for these headers (never a 5xx, the upstream not reached)"}},
-	{name: "Connection naming identity headers cannot strip them", method: "GET", target: "/api/articles/1", token: "reader", allow: true,
-		headers: [][2]string{{"Connection", "X-Auth-Request-User, X-ApiToken-Scopes"}},
-		notOn: map[string]string{
-			"traefik": "Go's reverse proxy drops the headers a client names in Connection after ForwardAuth set them",
-			"envoy":   "the upstream hop here is Go's reverse proxy, which drops the headers a client names in Connection",
-		}},
-}
-
 // rawDo sends one request exactly as written and returns the response.
 func rawDo(t *testing.T, addr, method, target string, headers [][2]string) *http.Response {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	resp, _, err := proxytest.RawDo(addr, method, target, headers)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n", method, target)
-	for _, h := range headers {
-		fmt.Fprintf(&b, "%s: %s\r\n", h[0], h[1])
-	}
-	b.WriteString("\r\n")
-	if _, err := io.WriteString(conn, b.String()); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, target, err)
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	_ = resp.Body.Close()
 	return resp
-}
-
-// hasHeader reports whether h has the header name in any spelling ('_'
-// for '-', any case).
-func hasHeader(h http.Header, name string) bool {
-	for k := range h {
-		if strings.EqualFold(strings.ReplaceAll(k, "_", "-"), name) {
-			return true
-		}
-	}
-	return false
 }
 
 // runAttacks sends every row through the proxy at addr, in front of auth.
 func runAttacks(t *testing.T, proxy string, f *fixture, addr string, auth *authRecorder, up *upstream) {
 	t.Helper()
-	for _, a := range attacks {
-		t.Run(a.name, func(t *testing.T) {
-			if why, ok := a.notOn[proxy]; ok {
+	for _, a := range proxytest.Attacks {
+		t.Run(a.Name, func(t *testing.T) {
+			if why, ok := a.NotOn[proxy]; ok {
 				t.Skipf("not on %s (documented caveat): %s", proxy, why)
 			}
-			var hs [][2]string
-			if tok, ok := f.tokens[a.token]; ok {
-				hs = append(hs, bearer(tok))
-			} else if a.token == "garbage" {
-				hs = append(hs, bearer("atk_garbage"))
-			}
-			for _, h := range a.headers {
-				hs = append(hs, [2]string{h[0], strings.ReplaceAll(h[1], "{reader}", f.tokens["reader"])})
-			}
 			before := up.count()
-			resp := rawDo(t, addr, a.method, a.target, hs)
-			if !a.allow {
-				if a.unseen != "" && resp.StatusCode == 200 && up.count() == before+1 && !hasHeader(up.last().Header, a.unseen) && !hasHeader(auth.last(t).Header, a.unseen) {
-					t.Logf("%s %s -> 200: %s dropped %s before the endpoint and the upstream", a.method, a.target, proxy, a.unseen)
+			resp := rawDo(t, addr, a.Method, a.Target, a.RequestHeaders(f.tokens))
+			if !a.Allow {
+				if a.Unseen != "" && resp.StatusCode == 200 && up.count() == before+1 && !proxytest.HasHeader(up.last().Header, a.Unseen) && !proxytest.HasHeader(auth.last(t).Header, a.Unseen) {
+					t.Logf("%s %s -> 200: %s dropped %s before the endpoint and the upstream", a.Method, a.Target, proxy, a.Unseen)
 					return
 				}
 				if up.count() != before || resp.StatusCode < 300 {
-					t.Fatalf("%s %s: %d, upstream reached %d times: must be refused", a.method, a.target, resp.StatusCode, up.count()-before)
+					t.Fatalf("%s %s: %d, upstream reached %d times: must be refused", a.Method, a.Target, resp.StatusCode, up.count()-before)
 				}
-				t.Logf("%s %s -> %d %s", a.method, a.target, resp.StatusCode, resp.Header.Get("Www-Authenticate"))
+				t.Logf("%s %s -> %d %s", a.Method, a.Target, resp.StatusCode, resp.Header.Get("Www-Authenticate"))
 				return
 			}
 			if resp.StatusCode != 200 || up.count() != before+1 {
-				t.Fatalf("%s %s: %d (upstream reached %d times), want 200 once", a.method, a.target, resp.StatusCode, up.count()-before)
+				t.Fatalf("%s %s: %d (upstream reached %d times), want 200 once", a.Method, a.Target, resp.StatusCode, up.count()-before)
 			}
 			seen := up.last()
-			id, _ := f.ix.Lookup(f.tokens[a.token], f.h.Clock.Now())
+			id, _ := f.ix.Lookup(f.tokens[a.Token], f.h.Clock.Now())
 			want := map[string]string{
 				"X-Auth-Request-User": id.User, "X-ApiToken-Name": id.Name, "X-ApiToken-Namespace": id.Namespace,
 				"X-ApiToken-Type": id.Type, "X-ApiToken-Scopes": id.ScopesHeader,
@@ -237,8 +136,8 @@ func runAttacks(t *testing.T, proxy string, f *fixture, addr string, auth *authR
 					t.Fatalf("the upstream saw %s = %q, want only %q", h, got, want[h])
 				}
 			}
-			if seen.Method != a.method {
-				t.Fatalf("the upstream saw %s, judged %s", seen.Method, a.method)
+			if seen.Method != a.Method {
+				t.Fatalf("the upstream saw %s, judged %s", seen.Method, a.Method)
 			}
 		})
 	}
@@ -367,26 +266,35 @@ func TestNginxAuthRequest(t *testing.T) {
 	runAttacks(t, "nginx", f, addr, auth, up)
 }
 
-// caddyfile is the snippet of docs/auth-endpoint.md.
-const caddyfile = `{
+// caddyGlobal are the global options every Caddy of the tests runs with:
+// no admin endpoint, no ACME, nothing written to disk.
+const caddyGlobal = `{
 	admin off
 	auto_https off
 	persist_config off
 }
-http://:{{port}} {
-	bind 127.0.0.1
-	# --- docs/auth-endpoint.md: Caddy forward_auth ---
-	# A client's Connection header would make Caddy drop the headers it
-	# names (the identity headers included) on the way upstream.
-	request_header -Connection
-	forward_auth {{auth}} {
-		uri /v1/forward-auth/namespace=team-a+team-b?
-		copy_headers X-Auth-Request-User X-ApiToken-Name X-ApiToken-Namespace X-ApiToken-Type X-ApiToken-Scopes
-	}
-	reverse_proxy {{upstream}}
-	# --- end ---
-}
 `
+
+// caddyfile is the snippet of docs/auth-endpoint.md as the loopback test
+// serves it: at http://:port (bound to 127.0.0.1), the endpoint and the
+// upstream on loopback over plain HTTP, so without the transport block
+// that HTTPS adds.
+func caddyfile(t *testing.T, port int, auth, upstream string) string {
+	t.Helper()
+	page, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "docs", "auth-endpoint.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snippet, err := proxytest.CaddySnippet(page)
+	if err != nil {
+		t.Fatalf("docs/auth-endpoint.md: %v", err)
+	}
+	site := proxytest.CaddySite(proxytest.WithoutBlock(snippet, "transport http"), fmt.Sprintf("http://:%d", port), auth, upstream)
+	if strings.Contains(site, "transport") || !strings.Contains(site, "forward_auth "+auth+" {") {
+		t.Fatalf("the loopback Caddyfile is not the snippet with plain-HTTP addresses:\n%s", site)
+	}
+	return strings.Replace(caddyGlobal, "}", "\tdefault_bind 127.0.0.1\n}", 1) + site
+}
 
 // TestCaddyForwardAuth runs the attack table through Caddy's forward_auth
 // (installed by hack/tools.sh) in front of /v1/forward-auth.
@@ -401,8 +309,7 @@ func TestCaddyForwardAuth(t *testing.T) {
 	defer auth.Close()
 	defer up.Close()
 	port, dir := freePort(t), t.TempDir()
-	conf := strings.NewReplacer("{{port}}", fmt.Sprint(port),
-		"{{auth}}", strings.TrimPrefix(auth.URL, "http://"), "{{upstream}}", strings.TrimPrefix(up.URL, "http://")).Replace(caddyfile)
+	conf := caddyfile(t, port, auth.URL, strings.TrimPrefix(up.URL, "http://"))
 	file := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)

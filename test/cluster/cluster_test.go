@@ -6,7 +6,9 @@
 // calling the auth Service by ClusterIP with its mounted token, the cluster
 // DNS and status.lastUsedAt, kube-apiserver's webhook token authentication
 // (kubectl auth whoami), kubectl apitoken verify through a port-forward,
-// and rollouts, a node restart and a revoke under load.
+// the proxies' attack table through Caddy in a pod (the snippet of
+// docs/auth-endpoint.md) and the latency its auth hop adds, and rollouts,
+// a helm upgrade, a node restart and a revoke under load.
 //
 // It needs root. It never skips silently: without root or a prerequisite
 // it fails saying what is missing; APITOKEN_SKIP_CLUSTER=1 skips it (the
@@ -143,7 +145,7 @@ func readEnv() (map[string]string, error) {
 			env[k] = v
 		}
 	}
-	for _, k := range []string{"KUBECONFIG", "KUBECTL", "CTR_ADDRESS", "CLIENT_IMAGE", "NODE_NAME", "NODE_IP", "CLUSTER_DIR", "DNS_IP", "AUTH_CLUSTER_IP", "AUTH_TLS_DIR"} {
+	for _, k := range []string{"KUBECONFIG", "KUBECTL", "CTR_ADDRESS", "CLIENT_IMAGE", "ECHO_IMAGE", "CADDY_IMAGE", "NODE_NAME", "NODE_IP", "CLUSTER_DIR", "DNS_IP", "AUTH_CLUSTER_IP", "AUTH_TLS_DIR"} {
 		if env[k] == "" {
 			return nil, fmt.Errorf("hack/cluster.sh env printed no %s:\n%s", k, out)
 		}

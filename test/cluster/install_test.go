@@ -49,7 +49,9 @@ func TestCluster(t *testing.T) {
 	step(t, "helm: cluster DNS answers the Services' names, and nothing else", func(t *testing.T) { checkDNS(t, "team-helm") })
 	step(t, "helm: kubectl --token auth whoami through the deployed auth Service", func(t *testing.T) { checkWhoami(t, "team-helm") })
 	step(t, "helm: kubectl apitoken verify through a port-forward", func(t *testing.T) { checkPluginVerify(t, "team-helm") })
+	step(t, "helm: the proxies' attack table through an in-cluster Caddy", checkCaddy)
 	step(t, "helm: rollout restarts under a steady client loop", func(t *testing.T) { rolloutsUnderLoad(t, "team-helm") })
+	step(t, "helm: helm upgrade to a new image tag under a steady client loop", func(t *testing.T) { helmUpgradeUnderLoad(t, "team-helm") })
 	step(t, "helm: kubelet and containerd killed and restarted under a steady client loop", func(t *testing.T) { nodeRestartUnderLoad(t, "team-helm") })
 	step(t, "helm: a revoke during a rollout is refused by every replica", func(t *testing.T) { revokeDuringRollout(t, "team-helm") })
 	step(t, "helm: the workload's use reaches status.lastUsedAt (NetworkPolicy on)", func(t *testing.T) { checkLastUsed(t, "team-helm") })
@@ -101,7 +103,9 @@ var installStart time.Time
 // certificate is the one hack/cluster.sh up made for it (an existing
 // Secret, auth.tls.source=secret: the API server read its CA at start,
 // before any chart was installed). The webhooks' certificate is Helm's.
-// The NetworkPolicy is on, admitting the API server's address.
+// The NetworkPolicy is on, admitting the API server's address. The auth
+// replicas run with --auth-path-prefix=/api, as docs/auth-endpoint.md's
+// proxy snippets ask (checkCaddy).
 func helmInstall(t *testing.T) {
 	if _, err := kubectl("", "create", "namespace", namespace); err != nil && !strings.Contains(err.Error(), "AlreadyExists") {
 		t.Fatal(err)
@@ -115,7 +119,8 @@ func helmInstall(t *testing.T) {
 		"--set", "image.repository="+imageRepo, "--set", "image.tag="+imageTag, "--set", "image.pullPolicy=Never",
 		"--set", "auth.tls.source=secret", "--set", "auth.service.clusterIP="+clusterEnv["AUTH_CLUSTER_IP"],
 		"--set", "webhook.certificate.source=helm",
-		"--set", "networkPolicy.enabled=true", "--set", "networkPolicy.apiServerCIDRs={"+clusterEnv["NODE_IP"]+"/32}")
+		"--set", "networkPolicy.enabled=true", "--set", "networkPolicy.apiServerCIDRs={"+clusterEnv["NODE_IP"]+"/32}",
+		"--set-json", `auth.extraArgs=["--auth-path-prefix=/api"]`)
 	if err != nil {
 		t.Fatal(err)
 	}
