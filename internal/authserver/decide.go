@@ -137,7 +137,10 @@ func (h *Handler) requiredScope(req *Request) (token.Scope, string) {
 		if strings.Contains(span, token.Separator) {
 			ok = false
 		}
-		resource = strings.ToLower(span)
+		// ASCII only: Unicode would fold İ into i and the Kelvin sign
+		// into k, naming a resource the upstream never sees; any other
+		// letter then leaves the name no resource.
+		resource = asciiLower(span)
 		if segments > 1 {
 			resource = strings.ReplaceAll(resource, "/", token.Separator)
 		}
@@ -204,4 +207,15 @@ func refusal(problem string) Decision {
 		Status: http.StatusBadRequest, Result: "bad_request", Reason: problem,
 		Challenge: []string{realm + `, error="invalid_request", error_description=` + quoted(problem)},
 	}
+}
+
+// asciiLower lowers A-Z and leaves every other byte as it is.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }

@@ -234,6 +234,14 @@ func TestAuthRequest(t *testing.T) {
 		{"method override in the query, after ';' (Rack 2, old Python)", req{path: "/v1/auth-request", headers: orig(tk["author"], "POST", "/api/articles/1?a=1;_method=DELETE")}, 403, `query parameter "_method", which is refused`, ""},
 		{"method override in the query, as PHP reads .method", req{path: "/v1/auth-request", headers: orig(tk["author"], "POST", "/api/articles/1?.method=DELETE")}, 403, `query parameter ".method", which is refused: an upstream may read it as _method`, ""},
 		{"method override in the query, as PHP reads a leading space", req{path: "/v1/auth-request", headers: orig(tk["author"], "POST", "/api/articles/1?+_method=DELETE")}, 403, `an upstream may read it as _method`, ""},
+		// A red-team run: PHP cuts a parameter's name at a NUL, so
+		// ?_method%00=DELETE is $_GET['_method'] (and Symfony's override).
+		{"method override in the query, cut at a NUL as PHP reads it", req{path: "/v1/auth-request", headers: orig(tk["author"], "POST", "/api/articles/1?_method%00=DELETE")}, 403, `a control character`, ""},
+		{"a NUL anywhere in a parameter's name", req{path: "/v1/auth-request", headers: orig(tk["author"], "POST", "/api/articles/1?_method%00x=DELETE")}, 403, `a control character`, ""},
+		// Names are lowered as ASCII: the Turkish dotted I or the Kelvin
+		// sign never folds into an ASCII resource the upstream does not see.
+		{"a resource name with a non-ASCII letter that Unicode lowers to ASCII", req{path: "/v1/auth-request", headers: orig(tk["reader"], "GET", "/api/art%C4%B0cles/1")}, 403, `names no resource`, ""},
+		{"a resource name with the Kelvin sign", req{path: "/v1/auth-request", headers: orig(tk["reader"], "GET", "/api/boo%E2%84%AA/1")}, 403, `names no resource`, ""},
 		{"method override in the query, underscore spelling", req{path: "/v1/auth-request", headers: orig(tk["author"], "POST", "/api/articles/1?X_HTTP_METHOD_OVERRIDE=DELETE")}, 403, `an upstream may read it as X-Http-Method-Override`, ""},
 		{"method override in an ingress-nginx absolute URL", req{path: "/v1/auth-request", headers: orig(tk["author"], "POST", "https://shop.example/api/articles/1?_method=DELETE")}, 403, `query parameter "_method", which is refused`, ""},
 		{"second X-Original-Method", req{path: "/v1/auth-request", headers: orig(tk["reader"], "DELETE", "/api/articles/1", [2]string{"X-Original-Method", "GET"})}, 403, `X-Original-Method must be sent once by the proxy (got 2)`, ""},

@@ -114,6 +114,11 @@ func queryMethodOverride(query string) string {
 				name = u
 			}
 		}
+		if hasCtl(name) {
+			// PHP cuts a name at a NUL (?_method%00=DELETE is its
+			// $_GET['_method']); frameworks disagree on the rest.
+			return "has a query parameter whose name holds a control character, which is refused: an upstream may read it as another parameter"
+		}
 		name, _, _ = strings.Cut(name, "[")
 		php := strings.TrimLeft(name, " ")
 		if strings.ContainsAny(php, ". ") {
@@ -133,6 +138,17 @@ func queryMethodOverride(query string) string {
 		}
 	}
 	return ""
+}
+
+// hasCtl reports whether s holds an ASCII control character (NUL to US,
+// or DEL).
+func hasCtl(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] == 0x7f {
+			return true
+		}
+	}
+	return false
 }
 
 func hasControl(s string) bool {
