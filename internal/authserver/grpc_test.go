@@ -3,6 +3,7 @@ package authserver
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -619,4 +620,63 @@ func TestGRPCFullIsReported(t *testing.T) {
 	_ = raw.conn.Close()
 	waitFor("/readyz still refuses after the streams ended", func() bool { return readyz() == http.StatusOK })
 	waitFor("health not SERVING again after the streams ended", func() bool { return health() == healthpb.HealthCheckResponse_SERVING })
+}
+
+// TestGRPCHealthWatchesNeverRefuseACheck is the security report's
+// lockout: health Watch streams are exempt from the bound on a check's
+// time, so clients that open them from a few addresses (8 connections
+// from 127.0.0.1 to .4, 128 streams on each, as reported) and hold them
+// must fill a pool of their own, never the slots of Check: a Check is
+// answered, the health service stays SERVING, and past the pool a new
+// Watch is refused with RESOURCE_EXHAUSTED.
+func TestGRPCHealthWatchesNeverRefuseACheck(t *testing.T) {
+	f := newFixture()
+	s := &GRPCServer{Addr: "127.0.0.1:0", Handler: f.h}
+	client, conn, ready := startGRPCWith(t, s)
+	ready.Store(true)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var watching, refused atomic.Int64
+	var wg sync.WaitGroup
+	for c := range 8 {
+		from := net.ParseIP(fmt.Sprintf("127.0.0.%d", 1+c%4))
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: from}}
+		wc, err := grpc.NewClient(s.ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = wc.Close() })
+		hc := healthpb.NewHealthClient(wc)
+		for range 128 {
+			wg.Go(func() {
+				w, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{Service: authv3.Authorization_ServiceDesc.ServiceName})
+				if err == nil {
+					_, err = w.Recv()
+				}
+				switch grpcstatus.Code(err) {
+				case codes.OK:
+					watching.Add(1)
+				case codes.ResourceExhausted:
+					refused.Add(1)
+				default:
+					t.Errorf("a Watch ended with %v", err)
+				}
+			})
+		}
+	}
+	wg.Wait() // every Watch is held open (answered once) or refused
+	for i := range 20 {
+		resp, err := client.Check(context.Background(), checkRequest("GET", "/api/articles", map[string]string{"authorization": "Bearer " + f.tokens["reader"]}, nil))
+		if err != nil || codes.Code(resp.GetStatus().GetCode()) != codes.OK {
+			t.Fatalf("check %d while %d Watch streams are held (%d refused): %v %v", i, watching.Load(), refused.Load(), resp, err)
+		}
+	}
+	resp, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{Service: authv3.Authorization_ServiceDesc.ServiceName})
+	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health while Watch streams are held: %v %v", resp, err)
+	}
+	if watching.Load() == 0 || refused.Load() == 0 {
+		t.Fatalf("%d Watch streams held, %d refused: want some of each", watching.Load(), refused.Load())
+	}
 }
