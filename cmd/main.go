@@ -147,14 +147,16 @@ func main() {
 	saltStore := salt.NewStore(types.NamespacedName{Namespace: namespace, Name: saltSecret})
 	// The probes answer from here on, before the salt is loaded: liveness
 	// at once, readiness once the salt is loaded and the ApiToken cache
-	// has synced, and never again after SIGTERM.
+	// has synced, and never again after SIGTERM. Nothing that clients of
+	// the auth endpoint hold open (gRPC streams at their bound) turns it
+	// off: that would take the replica, and its HTTP endpoints, out of the
+	// Service for whoever can reach the gRPC port. The gRPC health service
+	// still answers NOT_SERVING then, for Envoy's own health checking.
 	var endpoint atomic.Pointer[authserver.Server]
-	var grpcEndpoint atomic.Pointer[authserver.GRPCServer]
 	if err := serveProbes(probeAddr, []probeCheck{
 		{"shutdown", func() bool { return !stop.Stopping() }, "the process is shutting down"},
 		{"salt", func() bool { return saltStore.Hasher() != nil }, "the salt is not loaded yet"},
 		{"apitokens", func() bool { s := endpoint.Load(); return s != nil && s.Ready() }, "the ApiToken cache has not synced"},
-		{"grpc", func() bool { s := grpcEndpoint.Load(); return s == nil || s.Check() == nil }, "the gRPC endpoint's streams are at their global bound"},
 	}); err != nil {
 		setupLog.Error(err, "Failed to serve the health probes")
 		os.Exit(1)
@@ -268,8 +270,6 @@ func main() {
 	}
 	if grpcAuthAddr != "0" {
 		grpcServer := &authserver.GRPCServer{Addr: grpcAuthAddr, CertFile: authCert, KeyFile: authKey, Handler: handler, Ready: httpServer.Ready}
-		httpServer.ReadyChecks = append(httpServer.ReadyChecks, grpcServer.Check)
-		grpcEndpoint.Store(grpcServer)
 		runnables = append(runnables, grpcServer)
 	}
 	if audit != nil {

@@ -2,7 +2,6 @@ package authserver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -450,16 +449,6 @@ func (s *GRPCServer) limits() *streamLimit {
 // streams not included).
 func (s *GRPCServer) InFlight() int64 { return s.limits().inFlight() }
 
-// Check is a readiness check: an error while new checks are refused
-// because MaxInFlight streams are in flight (the health service then
-// answers NOT_SERVING for the Authorization service too).
-func (s *GRPCServer) Check() error {
-	if why := s.limits().full(); why != "" {
-		return errors.New(why)
-	}
-	return nil
-}
-
 // NeedLeaderElection is false: every replica answers.
 func (s *GRPCServer) NeedLeaderElection() bool { return false }
 
@@ -500,7 +489,9 @@ func (s *GRPCServer) Start(ctx context.Context) error {
 	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	// The health service follows Ready: SERVING once the index has
 	// synced, NOT_SERVING again while the process shuts down or while
-	// the global bound refuses new checks.
+	// the global bound refuses new checks. Only Envoy's own health
+	// checking reads it: the pod's readiness does not follow the bound,
+	// which any client reaching the port can fill.
 	go func() {
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()

@@ -519,8 +519,8 @@ func TestGRPCStreamsThatNeverReachAHandlerReleaseTheirSlots(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		if err := s.Check(); err != nil {
-			t.Fatalf("after %s: readiness %v", a.name, err)
+		if why := s.limits().full(); why != "" {
+			t.Fatalf("after %s: %s", a.name, why)
 		}
 	}
 	deadline := time.Now().Add(5 * time.Second)
@@ -569,16 +569,19 @@ func TestGRPCAFloodFromOneAddressNeverRefusesAnother(t *testing.T) {
 	}
 }
 
-// TestGRPCFullIsReported: while every slot is held, the health service
-// answers NOT_SERVING and /readyz (GRPCServer.Check in the Server's
-// ReadyChecks) refuses; both recover when the streams end.
+// TestGRPCFullIsReported: while every check slot is held, the health
+// service answers NOT_SERVING (to a Watch opened before, which has a pool
+// of its own, and by refusing a health Check, which needs a check slot);
+// /readyz stays ready, since what any client can hold open must not take
+// the replica and its HTTP endpoints out of the Service. Health is
+// SERVING again when the streams end.
 func TestGRPCFullIsReported(t *testing.T) {
 	f := newFixture()
 	s := &GRPCServer{Addr: "127.0.0.1:0", Handler: f.h, MaxInFlight: 4, MaxInFlightPerAddress: 4, MaxInFlightPerConn: 4}
 	_, conn, ready := startGRPCWith(t, s)
 	ready.Store(true)
 	hc := healthpb.NewHealthClient(conn)
-	httpSrv := &Server{Handler: f.h, ReadyChecks: []func() error{s.Check}}
+	httpSrv := &Server{Handler: f.h}
 	synced := func() bool { return true }
 	httpSrv.synced.Store(&synced)
 	readyz := func() int {
@@ -597,8 +600,6 @@ func TestGRPCFullIsReported(t *testing.T) {
 		}
 	}
 	health := func() healthpb.HealthCheckResponse_ServingStatus {
-		// The health check needs a slot too: while every slot is held it
-		// is refused, which a probe counts as a failure as well.
 		resp, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{Service: authv3.Authorization_ServiceDesc.ServiceName})
 		if err != nil {
 			return healthpb.HealthCheckResponse_UNKNOWN
@@ -606,19 +607,35 @@ func TestGRPCFullIsReported(t *testing.T) {
 		return resp.GetStatus()
 	}
 	waitFor("not SERVING after sync", func() bool { return health() == healthpb.HealthCheckResponse_SERVING })
-	if readyz() != http.StatusOK {
-		t.Fatal("/readyz refuses before the flood")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	watch, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{Service: authv3.Authorization_ServiceDesc.ServiceName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := watch.Recv(); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("Watch before the flood: %v %v", resp, err)
 	}
 	raw := dialRawH2(t, "127.0.0.3", s.ln.Addr().String())
 	for range 4 {
 		raw.open("/envoy.service.auth.v3.Authorization/Check", false)
 	}
-	waitFor("/readyz stays green while every slot is held", func() bool { return readyz() == http.StatusServiceUnavailable })
-	if err := s.Check(); err == nil || !strings.Contains(err.Error(), "in flight") {
-		t.Fatalf("Check = %v", err)
+	if resp, err := watch.Recv(); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("Watch while every check slot is held: %v %v", resp, err)
+	}
+	if got := health(); got == healthpb.HealthCheckResponse_SERVING {
+		t.Fatal("a health Check answered SERVING while every check slot is held")
+	}
+	if s.InFlight() != 4 {
+		t.Fatalf("%d check slots held, want 4 (the Watch takes none)", s.InFlight())
+	}
+	if readyz() != http.StatusOK {
+		t.Fatal("/readyz refuses while every gRPC check slot is held: a gRPC flood would take the HTTP endpoints down")
 	}
 	_ = raw.conn.Close()
-	waitFor("/readyz still refuses after the streams ended", func() bool { return readyz() == http.StatusOK })
+	if resp, err := watch.Recv(); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("Watch after the streams ended: %v %v", resp, err)
+	}
 	waitFor("health not SERVING again after the streams ended", func() bool { return health() == healthpb.HealthCheckResponse_SERVING })
 }
 

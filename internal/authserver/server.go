@@ -38,12 +38,11 @@ type Server struct {
 	Cache cache.Cache
 	// Stopping, when set, reports that the process is shutting down:
 	// /readyz (and the gRPC health service, through Ready) then answers
-	// not ready while the endpoint still serves, until ctx ends.
+	// not ready while the endpoint still serves, until ctx ends. Nothing
+	// an unauthenticated client holds open (gRPC streams, connections)
+	// decides readiness: a replica out of its Service would take the
+	// HTTP endpoints down with it.
 	Stopping func() bool
-	// ReadyChecks also decide /readyz once the index has synced: each
-	// returns why the replica should not get traffic (GRPCServer.Check:
-	// its streams are at their global bound), or nil.
-	ReadyChecks []func() error
 
 	synced atomic.Pointer[func() bool]
 	ln     net.Listener
@@ -98,12 +97,6 @@ func (s *Server) Mux() http.Handler {
 		if !s.Ready() {
 			http.Error(w, "the ApiToken cache has not synced", http.StatusServiceUnavailable)
 			return
-		}
-		for _, check := range s.ReadyChecks {
-			if err := check(); err != nil {
-				http.Error(w, err.Error(), http.StatusServiceUnavailable)
-				return
-			}
 		}
 		_, _ = w.Write([]byte("ok"))
 	})
