@@ -651,6 +651,20 @@ func TestGRPCHealthWatchesNeverRefuseACheck(t *testing.T) {
 	s := &GRPCServer{Addr: "127.0.0.1:0", Handler: f.h}
 	client, conn, ready := startGRPCWith(t, s)
 	ready.Store(true)
+	serving := func() (*healthpb.HealthCheckResponse, error) {
+		resp, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{Service: authv3.Authorization_ServiceDesc.ServiceName})
+		if err == nil && resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			err = fmt.Errorf("%v", resp.GetStatus())
+		}
+		return resp, err
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for _, err := serving(); err != nil; _, err = serving() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not SERVING after sync: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var watching, refused atomic.Int64
@@ -689,8 +703,7 @@ func TestGRPCHealthWatchesNeverRefuseACheck(t *testing.T) {
 			t.Fatalf("check %d while %d Watch streams are held (%d refused): %v %v", i, watching.Load(), refused.Load(), resp, err)
 		}
 	}
-	resp, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{Service: authv3.Authorization_ServiceDesc.ServiceName})
-	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+	if resp, err := serving(); err != nil {
 		t.Fatalf("health while Watch streams are held: %v %v", resp, err)
 	}
 	if watching.Load() == 0 || refused.Load() == 0 {
