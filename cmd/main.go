@@ -76,6 +76,7 @@ func main() {
 		usageReporters             string
 		lastUsedInterval           time.Duration
 		grpcAuthAddr               string
+		authMaxConnections         int
 		auditLog                   string
 		tokenMetrics               string
 		cuts                       controllers.CutGuard
@@ -98,6 +99,7 @@ func main() {
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 16, "ApiTokens reconciled in parallel: each pass mostly waits on API writes, so this bounds how fast a wave of new ApiTokens is issued (docs/scaling.md).")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "Address of Go's pprof endpoints (e.g. 127.0.0.1:6060); empty disables them.")
 	flag.StringVar(&authAddr, "auth-bind-address", ":8082", "Address of the auth endpoint (/v1/auth-request, /v1/forward-auth, /v1/ext-authz, /v1/authorize, /v1/tokenreview); served by every replica.")
+	flag.IntVar(&authMaxConnections, "auth-max-connections", authserver.DefaultMaxConnections, "Most connections the HTTP auth endpoint (--auth-bind-address) serves at once; past it a new connection waits to be accepted. Each may hold up to 64 KiB of headers while it sends them: lower it with a small memory limit.")
 	flag.StringVar(&grpcAuthAddr, "grpc-auth-bind-address", ":9002", "Address of Envoy's gRPC ext_authz (envoy.service.auth.v3.Authorization/Check) and the gRPC health service; served by every replica, over TLS with --auth-tls-cert-file. 0 disables it.")
 	flag.StringVar(&auditLog, "audit-log", "off", "Where to write one JSON line per auth decision (allowed and refused): stdout, a file path, or off. Never blocks a request: records beyond an 8192-record buffer are dropped and counted (apitoken_audit_records_dropped_total).")
 	flag.StringVar(&authCert, "auth-tls-cert-file", "", "Certificate for the auth endpoint (HTTP and gRPC); with --auth-tls-key-file it serves TLS, reloading both when they change.")
@@ -147,14 +149,16 @@ func main() {
 	saltStore := salt.NewStore(types.NamespacedName{Namespace: namespace, Name: saltSecret})
 	// The probes answer from here on, before the salt is loaded: liveness
 	// at once, readiness once the salt is loaded and the ApiToken cache
-	// has synced, and never again after SIGTERM.
+	// has synced, and never again after SIGTERM. Nothing that clients of
+	// the auth endpoint hold open (gRPC streams at their bound) turns it
+	// off: that would take the replica, and its HTTP endpoints, out of the
+	// Service for whoever can reach the gRPC port. The gRPC health service
+	// still answers NOT_SERVING then, for Envoy's own health checking.
 	var endpoint atomic.Pointer[authserver.Server]
-	var grpcEndpoint atomic.Pointer[authserver.GRPCServer]
 	if err := serveProbes(probeAddr, []probeCheck{
 		{"shutdown", func() bool { return !stop.Stopping() }, "the process is shutting down"},
 		{"salt", func() bool { return saltStore.Hasher() != nil }, "the salt is not loaded yet"},
 		{"apitokens", func() bool { s := endpoint.Load(); return s != nil && s.Ready() }, "the ApiToken cache has not synced"},
-		{"grpc", func() bool { s := grpcEndpoint.Load(); return s == nil || s.Check() == nil }, "the gRPC endpoint's streams are at their global bound"},
 	}); err != nil {
 		setupLog.Error(err, "Failed to serve the health probes")
 		os.Exit(1)
@@ -259,7 +263,7 @@ func main() {
 		PathPrefix: authPathPrefix, ResourceSegment: authResourceSegment,
 		DefaultNamespaces: splitList(authDefaultNamespaces), KubeAPIAudiences: splitList(kubeAPIAudiences),
 	}}
-	httpServer := &authserver.Server{Addr: authAddr, CertFile: authCert, KeyFile: authKey, EnableHTTP2: enableHTTP2, Handler: handler, Usage: usage, Cache: mgr.GetCache(), Stopping: stop.Stopping}
+	httpServer := &authserver.Server{Addr: authAddr, CertFile: authCert, KeyFile: authKey, EnableHTTP2: enableHTTP2, Handler: handler, Usage: usage, Cache: mgr.GetCache(), Stopping: stop.Stopping, MaxConnections: authMaxConnections}
 	endpoint.Store(httpServer)
 	runnables := []manager.Runnable{
 		&salt.Watcher{Store: saltStore, Cache: mgr.GetCache()},
@@ -268,8 +272,6 @@ func main() {
 	}
 	if grpcAuthAddr != "0" {
 		grpcServer := &authserver.GRPCServer{Addr: grpcAuthAddr, CertFile: authCert, KeyFile: authKey, Handler: handler, Ready: httpServer.Ready}
-		httpServer.ReadyChecks = append(httpServer.ReadyChecks, grpcServer.Check)
-		grpcEndpoint.Store(grpcServer)
 		runnables = append(runnables, grpcServer)
 	}
 	if audit != nil {

@@ -2,7 +2,6 @@ package authserver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -207,10 +206,16 @@ const (
 	// maxCheckTime bounds how long a stream holds its slot: one that sends
 	// its HEADERS and then nothing ends (DEADLINE_EXCEEDED) then.
 	maxCheckTime = 10 * time.Second
+	// maxWatches and maxWatchesPerAddress bound the health Watch streams
+	// (GRPCServer's MaxWatches, MaxWatchesPerAddress): a client with
+	// client-side health checking holds one per channel.
+	maxWatches           = 64
+	maxWatchesPerAddress = 4
 )
 
-// healthWatch is the one long-lived RPC served: it keeps its slot, but
-// not the bound on a check's time.
+// healthWatch is the one long-lived RPC served: it is exempt from the
+// bound on a check's time, so it takes a slot of its own pool, never one
+// of the checks' (else Watch streams held open would refuse every Check).
 const healthWatch = "/grpc.health.v1.Health/Watch"
 
 // streamLimit admits a stream (an InTapHandle, which grpc-go calls for
@@ -222,13 +227,22 @@ const healthWatch = "/grpc.health.v1.Health/Watch"
 // client, connection closed): pairing the release with the RPC's own end
 // (stats.End) would leak the slots of streams that never reach a handler.
 // Connections are tagged with their counter by TagConn (a stats.Handler).
+// A health Watch is counted in watches instead, by address and in total.
 type streamLimit struct {
 	max, perAddress, perConn int64
 	checkTime                time.Duration
+	watches                  watchPool
 
 	mu       sync.Mutex
 	inflight int64
 	byAddr   map[string]int64
+}
+
+// watchPool counts the health Watch streams held (under streamLimit.mu).
+type watchPool struct {
+	max, perAddress int64
+	held            int64
+	byAddr          map[string]int64
 }
 
 // connSlots counts the streams in flight on one connection (under
@@ -237,7 +251,7 @@ type connSlots struct{ n int64 }
 
 type connSlotsKey struct{}
 
-func newStreamLimit(total, perAddress, perConn int64, checkTime time.Duration) *streamLimit {
+func newStreamLimit(total, perAddress, perConn int64, checkTime time.Duration, watches, watchesPerAddress int64) *streamLimit {
 	if total <= 0 {
 		total = maxChecksInFlight
 	}
@@ -250,7 +264,16 @@ func newStreamLimit(total, perAddress, perConn int64, checkTime time.Duration) *
 	if checkTime <= 0 {
 		checkTime = maxCheckTime
 	}
-	return &streamLimit{max: total, perAddress: perAddress, perConn: perConn, checkTime: checkTime, byAddr: map[string]int64{}}
+	if watches <= 0 {
+		watches = maxWatches
+	}
+	if watchesPerAddress <= 0 {
+		watchesPerAddress = min(watches, maxWatchesPerAddress)
+	}
+	return &streamLimit{
+		max: total, perAddress: perAddress, perConn: perConn, checkTime: checkTime, byAddr: map[string]int64{},
+		watches: watchPool{max: watches, perAddress: watchesPerAddress, byAddr: map[string]int64{}},
+	}
 }
 
 // clientAddress is the IP a stream came from (the port differs per
@@ -271,6 +294,9 @@ func clientAddress(ctx context.Context) string {
 }
 
 func (l *streamLimit) admit(ctx context.Context, info *tap.Info) (context.Context, error) {
+	if info != nil && info.FullMethodName == healthWatch {
+		return l.admitWatch(ctx)
+	}
 	conn, _ := ctx.Value(connSlotsKey{}).(*connSlots)
 	if conn == nil {
 		conn = &connSlots{} // not tagged: counted by address and globally only
@@ -297,13 +323,45 @@ func (l *streamLimit) admit(ctx context.Context, info *tap.Info) (context.Contex
 	l.mu.Unlock()
 	grpcStreamsInFlight.Inc()
 
-	var cancel context.CancelFunc = func() {}
-	if info == nil || info.FullMethodName != healthWatch {
-		ctx, cancel = context.WithTimeout(ctx, l.checkTime)
-	}
+	ctx, cancel := context.WithTimeout(ctx, l.checkTime)
 	context.AfterFunc(ctx, func() {
 		cancel()
 		l.release(conn, addr)
+	})
+	return ctx, nil
+}
+
+// admitWatch admits a health Watch while its client address and the
+// watch pool are under their bounds, with no bound on its time; its slot
+// is released when the stream's context ends.
+func (l *streamLimit) admitWatch(ctx context.Context) (context.Context, error) {
+	addr := clientAddress(ctx)
+	w := &l.watches
+	l.mu.Lock()
+	var refused string
+	switch {
+	case w.held >= w.max:
+		refused = "watch_global"
+	case w.byAddr[addr] >= w.perAddress:
+		refused = "watch_address"
+	}
+	if refused != "" {
+		l.mu.Unlock()
+		grpcStreamsRefused.WithLabelValues(refused).Inc()
+		return nil, grpcstatus.Error(codes.ResourceExhausted, "too many health watches ("+refused+" limit)")
+	}
+	w.held++
+	w.byAddr[addr]++
+	l.mu.Unlock()
+	grpcWatchesInFlight.Inc()
+	context.AfterFunc(ctx, func() {
+		l.mu.Lock()
+		w.held--
+		if w.byAddr[addr]--; w.byAddr[addr] <= 0 {
+			delete(w.byAddr, addr)
+		}
+		l.mu.Unlock()
+		grpcWatchesInFlight.Dec()
 	})
 	return ctx, nil
 }
@@ -319,7 +377,7 @@ func (l *streamLimit) release(conn *connSlots, addr string) {
 	grpcStreamsInFlight.Dec()
 }
 
-// inFlight returns the slots held.
+// inFlight returns the check slots held.
 func (l *streamLimit) inFlight() int64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -368,6 +426,12 @@ type GRPCServer struct {
 	// MaxCheckTime bounds how long a stream (other than a health Watch)
 	// holds its slot; zero: maxCheckTime.
 	MaxCheckTime time.Duration
+	// MaxWatches bounds the health Watch streams, which take no slot of
+	// MaxInFlight and have no bound on their time; zero: maxWatches.
+	MaxWatches int64
+	// MaxWatchesPerAddress bounds them per client IP address; zero:
+	// maxWatchesPerAddress.
+	MaxWatchesPerAddress int64
 
 	ln        net.Listener
 	limitOnce sync.Once
@@ -376,23 +440,14 @@ type GRPCServer struct {
 
 func (s *GRPCServer) limits() *streamLimit {
 	s.limitOnce.Do(func() {
-		s.limit = newStreamLimit(s.MaxInFlight, s.MaxInFlightPerAddress, s.MaxInFlightPerConn, s.MaxCheckTime)
+		s.limit = newStreamLimit(s.MaxInFlight, s.MaxInFlightPerAddress, s.MaxInFlightPerConn, s.MaxCheckTime, s.MaxWatches, s.MaxWatchesPerAddress)
 	})
 	return s.limit
 }
 
-// InFlight returns the streams holding a slot.
+// InFlight returns the streams holding a check slot (health Watch
+// streams not included).
 func (s *GRPCServer) InFlight() int64 { return s.limits().inFlight() }
-
-// Check is a readiness check: an error while new checks are refused
-// because MaxInFlight streams are in flight (the health service then
-// answers NOT_SERVING for the Authorization service too).
-func (s *GRPCServer) Check() error {
-	if why := s.limits().full(); why != "" {
-		return errors.New(why)
-	}
-	return nil
-}
 
 // NeedLeaderElection is false: every replica answers.
 func (s *GRPCServer) NeedLeaderElection() bool { return false }
@@ -434,7 +489,9 @@ func (s *GRPCServer) Start(ctx context.Context) error {
 	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	// The health service follows Ready: SERVING once the index has
 	// synced, NOT_SERVING again while the process shuts down or while
-	// the global bound refuses new checks.
+	// the global bound refuses new checks. Only Envoy's own health
+	// checking reads it: the pod's readiness does not follow the bound,
+	// which any client reaching the port can fill.
 	go func() {
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()

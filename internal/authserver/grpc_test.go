@@ -3,6 +3,7 @@ package authserver
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -518,8 +519,8 @@ func TestGRPCStreamsThatNeverReachAHandlerReleaseTheirSlots(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		if err := s.Check(); err != nil {
-			t.Fatalf("after %s: readiness %v", a.name, err)
+		if why := s.limits().full(); why != "" {
+			t.Fatalf("after %s: %s", a.name, why)
 		}
 	}
 	deadline := time.Now().Add(5 * time.Second)
@@ -568,16 +569,19 @@ func TestGRPCAFloodFromOneAddressNeverRefusesAnother(t *testing.T) {
 	}
 }
 
-// TestGRPCFullIsReported: while every slot is held, the health service
-// answers NOT_SERVING and /readyz (GRPCServer.Check in the Server's
-// ReadyChecks) refuses; both recover when the streams end.
+// TestGRPCFullIsReported: while every check slot is held, the health
+// service answers NOT_SERVING (to a Watch opened before, which has a pool
+// of its own, and by refusing a health Check, which needs a check slot);
+// /readyz stays ready, since what any client can hold open must not take
+// the replica and its HTTP endpoints out of the Service. Health is
+// SERVING again when the streams end.
 func TestGRPCFullIsReported(t *testing.T) {
 	f := newFixture()
 	s := &GRPCServer{Addr: "127.0.0.1:0", Handler: f.h, MaxInFlight: 4, MaxInFlightPerAddress: 4, MaxInFlightPerConn: 4}
 	_, conn, ready := startGRPCWith(t, s)
 	ready.Store(true)
 	hc := healthpb.NewHealthClient(conn)
-	httpSrv := &Server{Handler: f.h, ReadyChecks: []func() error{s.Check}}
+	httpSrv := &Server{Handler: f.h}
 	synced := func() bool { return true }
 	httpSrv.synced.Store(&synced)
 	readyz := func() int {
@@ -596,8 +600,6 @@ func TestGRPCFullIsReported(t *testing.T) {
 		}
 	}
 	health := func() healthpb.HealthCheckResponse_ServingStatus {
-		// The health check needs a slot too: while every slot is held it
-		// is refused, which a probe counts as a failure as well.
 		resp, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{Service: authv3.Authorization_ServiceDesc.ServiceName})
 		if err != nil {
 			return healthpb.HealthCheckResponse_UNKNOWN
@@ -605,18 +607,106 @@ func TestGRPCFullIsReported(t *testing.T) {
 		return resp.GetStatus()
 	}
 	waitFor("not SERVING after sync", func() bool { return health() == healthpb.HealthCheckResponse_SERVING })
-	if readyz() != http.StatusOK {
-		t.Fatal("/readyz refuses before the flood")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	watch, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{Service: authv3.Authorization_ServiceDesc.ServiceName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := watch.Recv(); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("Watch before the flood: %v %v", resp, err)
 	}
 	raw := dialRawH2(t, "127.0.0.3", s.ln.Addr().String())
 	for range 4 {
 		raw.open("/envoy.service.auth.v3.Authorization/Check", false)
 	}
-	waitFor("/readyz stays green while every slot is held", func() bool { return readyz() == http.StatusServiceUnavailable })
-	if err := s.Check(); err == nil || !strings.Contains(err.Error(), "in flight") {
-		t.Fatalf("Check = %v", err)
+	if resp, err := watch.Recv(); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("Watch while every check slot is held: %v %v", resp, err)
+	}
+	if got := health(); got == healthpb.HealthCheckResponse_SERVING {
+		t.Fatal("a health Check answered SERVING while every check slot is held")
+	}
+	if s.InFlight() != 4 {
+		t.Fatalf("%d check slots held, want 4 (the Watch takes none)", s.InFlight())
+	}
+	if readyz() != http.StatusOK {
+		t.Fatal("/readyz refuses while every gRPC check slot is held: a gRPC flood would take the HTTP endpoints down")
 	}
 	_ = raw.conn.Close()
-	waitFor("/readyz still refuses after the streams ended", func() bool { return readyz() == http.StatusOK })
+	if resp, err := watch.Recv(); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("Watch after the streams ended: %v %v", resp, err)
+	}
 	waitFor("health not SERVING again after the streams ended", func() bool { return health() == healthpb.HealthCheckResponse_SERVING })
+}
+
+// TestGRPCHealthWatchesNeverRefuseACheck is the security report's
+// lockout: health Watch streams are exempt from the bound on a check's
+// time, so clients that open them from a few addresses (8 connections
+// from 127.0.0.1 to .4, 128 streams on each, as reported) and hold them
+// must fill a pool of their own, never the slots of Check: a Check is
+// answered, the health service stays SERVING, and past the pool a new
+// Watch is refused with RESOURCE_EXHAUSTED.
+func TestGRPCHealthWatchesNeverRefuseACheck(t *testing.T) {
+	f := newFixture()
+	s := &GRPCServer{Addr: "127.0.0.1:0", Handler: f.h}
+	client, conn, ready := startGRPCWith(t, s)
+	ready.Store(true)
+	serving := func() (*healthpb.HealthCheckResponse, error) {
+		resp, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{Service: authv3.Authorization_ServiceDesc.ServiceName})
+		if err == nil && resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			err = fmt.Errorf("%v", resp.GetStatus())
+		}
+		return resp, err
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for _, err := serving(); err != nil; _, err = serving() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not SERVING after sync: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var watching, refused atomic.Int64
+	var wg sync.WaitGroup
+	for c := range 8 {
+		from := net.ParseIP(fmt.Sprintf("127.0.0.%d", 1+c%4))
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: from}}
+		wc, err := grpc.NewClient(s.ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = wc.Close() })
+		hc := healthpb.NewHealthClient(wc)
+		for range 128 {
+			wg.Go(func() {
+				w, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{Service: authv3.Authorization_ServiceDesc.ServiceName})
+				if err == nil {
+					_, err = w.Recv()
+				}
+				switch grpcstatus.Code(err) {
+				case codes.OK:
+					watching.Add(1)
+				case codes.ResourceExhausted:
+					refused.Add(1)
+				default:
+					t.Errorf("a Watch ended with %v", err)
+				}
+			})
+		}
+	}
+	wg.Wait() // every Watch is held open (answered once) or refused
+	for i := range 20 {
+		resp, err := client.Check(context.Background(), checkRequest("GET", "/api/articles", map[string]string{"authorization": "Bearer " + f.tokens["reader"]}, nil))
+		if err != nil || codes.Code(resp.GetStatus().GetCode()) != codes.OK {
+			t.Fatalf("check %d while %d Watch streams are held (%d refused): %v %v", i, watching.Load(), refused.Load(), resp, err)
+		}
+	}
+	if resp, err := serving(); err != nil {
+		t.Fatalf("health while Watch streams are held: %v %v", resp, err)
+	}
+	if watching.Load() == 0 || refused.Load() == 0 {
+		t.Fatalf("%d Watch streams held, %d refused: want some of each", watching.Load(), refused.Load())
+	}
 }

@@ -41,12 +41,18 @@ func observe(result string, start time.Time) {
 var (
 	grpcStreamsInFlight = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "apitoken_grpc_streams_in_flight",
-		Help: "Streams holding a slot at the gRPC ext_authz endpoint.",
+		Help: "Streams holding a check slot at the gRPC ext_authz endpoint (health Watch streams not included).",
+	})
+	grpcWatchesInFlight = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "apitoken_grpc_health_watches_in_flight",
+		Help: "Health Watch streams held at the gRPC ext_authz endpoint, a pool apart from the check slots.",
 	})
 	grpcStreamsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "apitoken_grpc_streams_refused_total",
-		Help: "Streams refused at the gRPC ext_authz endpoint (RESOURCE_EXHAUSTED) by the bound they met: global, address, connection.",
+		Help: "Streams refused at the gRPC ext_authz endpoint (RESOURCE_EXHAUSTED) by the bound they met: global, address, connection (checks), watch_global, watch_address (health Watch).",
 	}, []string{"limit"})
 )
 
-func init() { metrics.Registry.MustRegister(grpcStreamsInFlight, grpcStreamsRefused) }
+func init() {
+	metrics.Registry.MustRegister(grpcStreamsInFlight, grpcWatchesInFlight, grpcStreamsRefused)
+}

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/netutil"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -38,12 +39,14 @@ type Server struct {
 	Cache cache.Cache
 	// Stopping, when set, reports that the process is shutting down:
 	// /readyz (and the gRPC health service, through Ready) then answers
-	// not ready while the endpoint still serves, until ctx ends.
+	// not ready while the endpoint still serves, until ctx ends. Nothing
+	// an unauthenticated client holds open (gRPC streams, connections)
+	// decides readiness: a replica out of its Service would take the
+	// HTTP endpoints down with it.
 	Stopping func() bool
-	// ReadyChecks also decide /readyz once the index has synced: each
-	// returns why the replica should not get traffic (GRPCServer.Check:
-	// its streams are at their global bound), or nil.
-	ReadyChecks []func() error
+	// MaxConnections bounds the connections served at once; past it a
+	// new connection waits to be accepted. Zero: DefaultMaxConnections.
+	MaxConnections int
 
 	synced atomic.Pointer[func() bool]
 	ln     net.Listener
@@ -99,12 +102,6 @@ func (s *Server) Mux() http.Handler {
 			http.Error(w, "the ApiToken cache has not synced", http.StatusServiceUnavailable)
 			return
 		}
-		for _, check := range s.ReadyChecks {
-			if err := check(); err != nil {
-				http.Error(w, err.Error(), http.StatusServiceUnavailable)
-				return
-			}
-		}
 		_, _ = w.Write([]byte("ok"))
 	})
 	routes := []struct {
@@ -147,6 +144,13 @@ func (s *Server) Start(ctx context.Context) error {
 	if _, err := s.Listen(); err != nil {
 		return err
 	}
+	maxConns := s.MaxConnections
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConnections
+	}
+	// Each connection holds up to MaxHeaderBytes of headers while it
+	// reads them: the bound bounds that memory too.
+	ln := netutil.LimitListener(s.ln, maxConns)
 	srv := NewHTTPServer(s.Mux())
 	if s.CertFile != "" {
 		tlsConfig, err := watchedTLS(ctx, s.CertFile, s.KeyFile, "auth endpoint")
@@ -163,9 +167,9 @@ func (s *Server) Start(ctx context.Context) error {
 	go func() {
 		log.Info("Serving the auth endpoint", "address", s.ln.Addr().String(), "tls", s.CertFile != "")
 		if srv.TLSConfig != nil {
-			errc <- srv.ServeTLS(s.ln, "", "")
+			errc <- srv.ServeTLS(ln, "", "")
 		} else {
-			errc <- srv.Serve(s.ln)
+			errc <- srv.Serve(ln)
 		}
 	}()
 	select {
@@ -180,6 +184,13 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 }
+
+// DefaultMaxConnections is the default bound on the auth endpoint's
+// connections (Server.MaxConnections, --auth-max-connections): well above
+// what proxies keep open to it (a keep-alive pool each), and at most
+// about 4096 x 75 KB (headers of up to MaxHeaderBytes, never finished)
+// of memory, within the default 512Mi limit.
+const DefaultMaxConnections = 4096
 
 // drainTimeout bounds how long a stopping server waits for the requests in
 // flight: a request's ReadTimeout and WriteTimeout (10 s) bound them too.
@@ -211,7 +222,9 @@ func NewHTTPServer(h http.Handler) *http.Server {
 		WriteTimeout:      10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		// Above nginx's own limit (4 x 8 KiB by default): nginx passes the
-		// client's headers into the auth request and turns a 431 into a 500.
+		// client's headers into the auth request, adds X-Original-URL (up
+		// to 8 KiB more) and turns a 431 into a 500. Bounded, with the
+		// connections, so that headers never finished hold bounded memory.
 		MaxHeaderBytes: 64 << 10,
 	}
 }

@@ -1,10 +1,15 @@
 package authserver
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -62,5 +67,97 @@ func TestServerReloadsItsCertificate(t *testing.T) {
 			t.Fatalf("the renewed certificate was not served within 10s (serial %d)", s)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestServerBoundsItsConnections is the security report's memory growth:
+// connections that send headers and never finish them each hold their
+// buffers. Past MaxConnections a new connection waits (it is not
+// accepted) while a keep-alive client that is already connected is still
+// answered; the waiting one is answered once a held one closes. A
+// request whose headers pass the header limit is answered 431.
+func TestServerBoundsItsConnections(t *testing.T) {
+	f := newFixture()
+	const limit = 8
+	srv := &Server{Addr: "127.0.0.1:0", Handler: f.h, MaxConnections: limit,
+		Cache: &informertest.FakeInformers{Scheme: testenv.Scheme()}}
+	addr, err := srv.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Start(ctx) }()
+	defer func() { cancel(); <-done }()
+	url := "http://" + addr.String() + "/healthz"
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{MaxConnsPerHost: 1}}
+	get := func() error {
+		resp, err := client.Get(url)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for get() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the endpoint did not answer")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The keep-alive client holds one connection; fill the others with
+	// headers that never end.
+	held := make([]net.Conn, 0, limit-1)
+	for range limit - 1 {
+		c, err := net.Dial("tcp", addr.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + strings.Repeat("a", 30<<10))); err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	time.Sleep(200 * time.Millisecond) // let the server take them in
+	waiting, err := net.Dial("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer waiting.Close()
+	if _, err := waiting.Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	rd := bufio.NewReader(waiting)
+	_ = waiting.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	if line, err := rd.ReadString('\n'); err == nil {
+		t.Fatalf("connection %d of %d was answered %q", limit+1, limit, line)
+	}
+	if err := get(); err != nil {
+		t.Fatalf("the connected keep-alive client is not answered while the bound is reached: %v", err)
+	}
+	_ = held[0].Close()
+	_ = waiting.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if line, err := rd.ReadString('\n'); err != nil || !strings.Contains(line, "200") {
+		t.Fatalf("the waiting connection, once one closed: %q %v", line, err)
+	}
+	for _, c := range append(held[1:], waiting) {
+		_ = c.Close()
+	}
+
+	big, err := net.Dial("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer big.Close()
+	_, _ = big.Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + strings.Repeat("a", 80<<10) + "\r\n\r\n"))
+	_ = big.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if line, err := bufio.NewReader(big).ReadString('\n'); err != nil || !strings.Contains(line, "431") {
+		t.Fatalf("80 KiB of headers: %q %v", line, err)
 	}
 }
