@@ -56,6 +56,7 @@ func main() {
 		leaderElect                bool
 		leaderElectionNamespace    string
 		webhookPort                int
+		webhookHost                string
 		webhookCertDir             string
 		saltSecret                 string
 		saltOverlap                time.Duration
@@ -90,6 +91,7 @@ func main() {
 	flag.BoolVar(&enableController, "enable-controller", true, "Run the ApiToken reconciler. false: an auth-only replica that reads ApiTokens and the salt Secret (config/auth); it implies --enable-webhooks=false and no leader election. With --report-usage-to it writes nothing.")
 	flag.BoolVar(&enableWebhooks, "enable-webhooks", true, "Serve the admission webhooks (they need a certificate in --webhook-cert-dir).")
 	flag.IntVar(&webhookPort, "webhook-port", 9443, "Port of the admission webhooks.")
+	flag.StringVar(&webhookHost, "webhook-host", "", "Host (interface) the admission webhooks listen on; empty: every interface.")
 	flag.StringVar(&webhookCertDir, "webhook-cert-dir", "", "Directory with tls.crt and tls.key for the webhooks (default: controller-runtime's).")
 	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Serve metrics, webhooks and the TLS auth endpoint over HTTP/2 (off: HTTP/2 rapid-reset hardening).")
 	flag.StringVar(&namespace, "namespace", envOr("POD_NAMESPACE", "apitoken-system"), "The operator's own namespace, holding the salt Secret.")
@@ -168,7 +170,7 @@ func main() {
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:        scheme,
 		Metrics:       metricsOpts,
-		WebhookServer: webhook.NewServer(webhook.Options{Port: webhookPort, CertDir: webhookCertDir, TLSOpts: tlsOpts}),
+		WebhookServer: webhook.NewServer(webhook.Options{Host: webhookHost, Port: webhookPort, CertDir: webhookCertDir, TLSOpts: tlsOpts}),
 		// Served by serveProbes from the start of the process instead.
 		HealthProbeBindAddress:  "0",
 		PprofBindAddress:        pprofAddr,
