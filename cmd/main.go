@@ -60,6 +60,7 @@ func main() {
 		webhookCertDir             string
 		saltSecret                 string
 		saltOverlap                time.Duration
+		allowWeakSalt              bool
 		namespace                  string
 		concurrency                int
 		enableWebhooks             bool
@@ -96,6 +97,7 @@ func main() {
 	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Serve metrics, webhooks and the TLS auth endpoint over HTTP/2 (off: HTTP/2 rapid-reset hardening).")
 	flag.StringVar(&namespace, "namespace", envOr("POD_NAMESPACE", "apitoken-system"), "The operator's own namespace, holding the salt Secret.")
 	flag.StringVar(&saltSecret, "salt-secret", "apitoken-operator-salt", "Name of the Secret holding the token salt, read by every replica (created if absent, from API_TOKEN_SALT when set; a replica whose API_TOKEN_SALT differs from it refuses to start).")
+	flag.BoolVar(&allowWeakSalt, "allow-weak-salt", false, "Start with a salt shorter than "+strconv.Itoa(salt.MinSize)+" bytes (from "+salt.EnvVar+" or the salt Secret), reporting it, instead of refusing to: only to rotate away from one (docs/operations.md#a-weak-salt). A rotation to such a salt is refused without it.")
 	flag.DurationVar(&saltOverlap, "salt-overlap", controllers.DefaultSaltOverlap, "How long a planned salt rotation (annotation "+salt.RotateAnnotation+" on the salt Secret) keeps the previous salt verifying while every token is re-issued; 0: none. An emergency rotation ("+salt.RotateEmergencyAnnotation+") never keeps it.")
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 16, "ApiTokens reconciled in parallel: each pass mostly waits on API writes, so this bounds how fast a wave of new ApiTokens is issued (docs/scaling.md).")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "Address of Go's pprof endpoints (e.g. 127.0.0.1:6060); empty disables them.")
@@ -147,6 +149,7 @@ func main() {
 	}
 	// An auth-only replica needs only the salt, in the operator's namespace.
 	saltStore := salt.NewStore(types.NamespacedName{Namespace: namespace, Name: saltSecret})
+	saltStore.AllowWeak = allowWeakSalt
 	// The probes answer from here on, before the salt is loaded: liveness
 	// at once, readiness once the salt is loaded and the ApiToken cache
 	// has synced, and never again after SIGTERM.
