@@ -470,7 +470,7 @@ func quoted(s string) string {
 // invalidToken holds the challenge of each refusal verdict.
 var invalidToken = func() map[Verdict][]string {
 	m := map[Verdict][]string{}
-	for _, v := range []Verdict{Malformed, Unknown, Expired, Revoked, Inactive} {
+	for _, v := range []Verdict{Malformed, Unknown, Expired, Revoked, Inactive, Ambiguous} {
 		m[v] = []string{realm + `, error="invalid_token", error_description="` + v.String() + `"`}
 	}
 	return m
