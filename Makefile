@@ -124,9 +124,16 @@ ifneq ($(origin CLUSTER),command line)
 CLUSTER :=
 endif
 
+# make run LISTEN=0.0.0.0 opens the operator's ports (auth, gRPC, metrics,
+# probes, webhooks) on every interface instead of 127.0.0.1 only. Only the
+# make command line counts, as for CLUSTER.
+ifneq ($(origin LISTEN),command line)
+LISTEN :=
+endif
+
 .PHONY: run
-run: manifests generate envtest ## Run the operator on a local control plane; CLUSTER=current: on your kubeconfig's cluster (cleaned up on exit).
-	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) CLUSTER=$(CLUSTER) hack/run-local.sh
+run: manifests generate envtest ## Run the operator on a local control plane (ports on 127.0.0.1; LISTEN=0.0.0.0: every interface); CLUSTER=current: on your kubeconfig's cluster (cleaned up on exit).
+	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) CLUSTER=$(CLUSTER) hack/run-local.sh $(if $(LISTEN),-listen-address=$(LISTEN))
 
 .PHONY: docker-build
 docker-build: ## Build the container image with Docker (Dockerfile, distroless base).

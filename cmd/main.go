@@ -56,9 +56,11 @@ func main() {
 		leaderElect                bool
 		leaderElectionNamespace    string
 		webhookPort                int
+		webhookHost                string
 		webhookCertDir             string
 		saltSecret                 string
 		saltOverlap                time.Duration
+		allowWeakSalt              bool
 		namespace                  string
 		concurrency                int
 		enableWebhooks             bool
@@ -91,10 +93,12 @@ func main() {
 	flag.BoolVar(&enableController, "enable-controller", true, "Run the ApiToken reconciler. false: an auth-only replica that reads ApiTokens and the salt Secret (config/auth); it implies --enable-webhooks=false and no leader election. With --report-usage-to it writes nothing.")
 	flag.BoolVar(&enableWebhooks, "enable-webhooks", true, "Serve the admission webhooks (they need a certificate in --webhook-cert-dir).")
 	flag.IntVar(&webhookPort, "webhook-port", 9443, "Port of the admission webhooks.")
+	flag.StringVar(&webhookHost, "webhook-host", "", "Host (interface) the admission webhooks listen on; empty: every interface.")
 	flag.StringVar(&webhookCertDir, "webhook-cert-dir", "", "Directory with tls.crt and tls.key for the webhooks (default: controller-runtime's).")
 	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Serve metrics, webhooks and the TLS auth endpoint over HTTP/2 (off: HTTP/2 rapid-reset hardening).")
 	flag.StringVar(&namespace, "namespace", envOr("POD_NAMESPACE", "apitoken-system"), "The operator's own namespace, holding the salt Secret.")
 	flag.StringVar(&saltSecret, "salt-secret", "apitoken-operator-salt", "Name of the Secret holding the token salt, read by every replica (created if absent, from API_TOKEN_SALT when set; a replica whose API_TOKEN_SALT differs from it refuses to start).")
+	flag.BoolVar(&allowWeakSalt, "allow-weak-salt", false, "Start with a salt shorter than "+strconv.Itoa(salt.MinSize)+" bytes (from "+salt.EnvVar+" or the salt Secret), reporting it, instead of refusing to: only to rotate away from one (docs/operations.md#a-weak-salt). A rotation to such a salt is refused without it.")
 	flag.DurationVar(&saltOverlap, "salt-overlap", controllers.DefaultSaltOverlap, "How long a planned salt rotation (annotation "+salt.RotateAnnotation+" on the salt Secret) keeps the previous salt verifying while every token is re-issued; 0: none. An emergency rotation ("+salt.RotateEmergencyAnnotation+") never keeps it.")
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 16, "ApiTokens reconciled in parallel: each pass mostly waits on API writes, so this bounds how fast a wave of new ApiTokens is issued (docs/scaling.md).")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "Address of Go's pprof endpoints (e.g. 127.0.0.1:6060); empty disables them.")
@@ -147,6 +151,7 @@ func main() {
 	}
 	// An auth-only replica needs only the salt, in the operator's namespace.
 	saltStore := salt.NewStore(types.NamespacedName{Namespace: namespace, Name: saltSecret})
+	saltStore.AllowWeak = allowWeakSalt
 	// The probes answer from here on, before the salt is loaded: liveness
 	// at once, readiness once the salt is loaded and the ApiToken cache
 	// has synced, and never again after SIGTERM. Nothing that clients of
@@ -172,7 +177,7 @@ func main() {
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:        scheme,
 		Metrics:       metricsOpts,
-		WebhookServer: webhook.NewServer(webhook.Options{Port: webhookPort, CertDir: webhookCertDir, TLSOpts: tlsOpts}),
+		WebhookServer: webhook.NewServer(webhook.Options{Host: webhookHost, Port: webhookPort, CertDir: webhookCertDir, TLSOpts: tlsOpts}),
 		// Served by serveProbes from the start of the process instead.
 		HealthProbeBindAddress:  "0",
 		PprofBindAddress:        pprofAddr,

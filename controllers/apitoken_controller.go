@@ -649,15 +649,20 @@ func (r *ApiTokenReconciler) emptySecret(ctx context.Context, t *tokensv1alpha1.
 }
 
 // desiredMetadata returns the Secret's labels and annotations: the
-// template's, then the operator's own, which win.
+// template's, then the operator's own, which win. A template key that a
+// Secret replicator reads (tokensv1alpha1.SecretReplicatorKey: the
+// webhook refuses them) is never copied, so that no token leaves its
+// namespace where the webhook did not run.
 func desiredMetadata(t *tokensv1alpha1.ApiToken) (labels, annotations map[string]string) {
 	labels, annotations = map[string]string{}, map[string]string{}
 	if tpl := t.Spec.SecretTemplate; tpl != nil {
 		for k, v := range tpl.Labels {
-			labels[k] = v
+			if fromTemplate(k, false) {
+				labels[k] = v
+			}
 		}
 		for k, v := range tpl.Annotations {
-			if !operatorAnnotation(k) {
+			if fromTemplate(k, true) {
 				annotations[k] = v
 			}
 		}
@@ -787,6 +792,13 @@ func operatorAnnotation(k string) bool {
 	return false
 }
 
+// fromTemplate reports whether the template's label (or, with annotation,
+// annotation) key k is copied onto the Secret: never one of the
+// operator's own annotations, nor a key a Secret replicator reads.
+func fromTemplate(k string, annotation bool) bool {
+	return (!annotation || !operatorAnnotation(k)) && tokensv1alpha1.SecretReplicatorKey(k) == ""
+}
+
 // formatTemplateKeys lists the template's keys as "l:<key>" and "a:<key>",
 // sorted, separated by commas (label and annotation keys hold no comma).
 func formatTemplateKeys(tpl *tokensv1alpha1.SecretTemplate) string {
@@ -795,10 +807,12 @@ func formatTemplateKeys(tpl *tokensv1alpha1.SecretTemplate) string {
 	}
 	keys := make([]string, 0, len(tpl.Labels)+len(tpl.Annotations))
 	for k := range tpl.Labels {
-		keys = append(keys, "l:"+k)
+		if fromTemplate(k, false) {
+			keys = append(keys, "l:"+k)
+		}
 	}
 	for k := range tpl.Annotations {
-		if !operatorAnnotation(k) {
+		if fromTemplate(k, true) {
 			keys = append(keys, "a:"+k)
 		}
 	}

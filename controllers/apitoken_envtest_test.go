@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -17,6 +18,7 @@ import (
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-operator/apitoken-operator/internal/authserver"
+	"github.com/apitoken-operator/apitoken-operator/internal/salt"
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
 )
 
@@ -282,7 +284,9 @@ var _ = Describe("The ApiToken reconciler", func() {
 		Eventually(func(g Gomega) {
 			var s corev1.Secret
 			g.Expect(k8s.Get(ctx, saltStore.Ref(), &s)).To(Succeed())
-			s.Data["salt"] = []byte(fmt.Sprintf("rotated-%d", time.Now().UnixNano()))
+			// At least salt.MinSize bytes: a later operator of the suite
+			// starts from this Secret, and refuses a weak salt.
+			s.Data["salt"] = []byte(fmt.Sprintf("rotated-%d-%s", time.Now().UnixNano(), strings.Repeat("x", salt.MinSize)))
 			g.Expect(k8s.Update(ctx, &s)).To(Succeed())
 		}).Should(Succeed())
 		// A salt change re-issues every token the suite created so far

@@ -804,6 +804,54 @@ func TestSecretTemplateKeptInSync(t *testing.T) {
 	}
 }
 
+// TestSecretNeverCarriesReplicatorKeys: a template key that a Secret
+// replicator reads (admitted where the webhook does not run, or before it
+// refused them) never reaches the Secret, and one an earlier operator put
+// there from the template is removed; the template's other keys stay.
+func TestSecretNeverCarriesReplicatorKeys(t *testing.T) {
+	spec := graceSpec
+	spec.SecretTemplate = &tokensv1alpha1.SecretTemplate{
+		Labels:      map[string]string{"team": "a", "push.external-secrets.io/vault": "true"},
+		Annotations: map[string]string{"reloader": "on", "reflector.v1.k8s.emberstack.com/reflection-auto-enabled": "true", "replicator.v1.mittwald.de/replicate-to": "team-b"},
+	}
+	h := newHarness(t, spec)
+	h.mustReconcile()
+	key := types.NamespacedName{Namespace: "ns", Name: "tok-token"}
+	var s corev1.Secret
+	if err := h.c.Get(context.Background(), key, &s); err != nil {
+		t.Fatal(err)
+	}
+	replicated := func(s *corev1.Secret) []string {
+		var keys []string
+		for _, m := range []map[string]string{s.Labels, s.Annotations} {
+			for k := range m {
+				if tokensv1alpha1.SecretReplicatorKey(k) != "" {
+					keys = append(keys, k)
+				}
+			}
+		}
+		return keys
+	}
+	if keys := replicated(&s); len(keys) > 0 || s.Labels["team"] != "a" || s.Annotations["reloader"] != "on" {
+		t.Fatalf("the Secret carries %v (labels %v, annotations %v)", keys, s.Labels, s.Annotations)
+	}
+
+	// As an earlier operator wrote it: the keys, named as the template's.
+	s.Annotations["reflector.v1.k8s.emberstack.com/reflection-auto-enabled"] = "true"
+	s.Labels["push.external-secrets.io/vault"] = "true"
+	s.Annotations[tokensv1alpha1.TemplateKeysAnnotation] = "a:reflector.v1.k8s.emberstack.com/reflection-auto-enabled,a:reloader,l:push.external-secrets.io/vault,l:team"
+	if err := h.c.Update(context.Background(), &s); err != nil {
+		t.Fatal(err)
+	}
+	h.mustReconcile()
+	if err := h.c.Get(context.Background(), key, &s); err != nil {
+		t.Fatal(err)
+	}
+	if keys := replicated(&s); len(keys) > 0 || s.Labels["team"] != "a" || s.Annotations["reloader"] != "on" {
+		t.Fatalf("after an upgrade the Secret still carries %v (labels %v, annotations %v)", keys, s.Labels, s.Annotations)
+	}
+}
+
 // TestConflictUnseenByTheCacheKeepsNoPendingHash: a foreign Secret without
 // the operator's label is not in the cache, so a new ApiToken's first token
 // is minted (its hash recorded as pending) before the create finds the name

@@ -35,6 +35,9 @@ const (
 	// ReasonSaltRotationWaiting: a planned rotation waits for the running
 	// overlap to end.
 	ReasonSaltRotationWaiting = "SaltRotationWaiting"
+	// ReasonSaltRotationRefused: a rotation was asked for with a next salt
+	// shorter than salt.MinSize; it waits for a longer one.
+	ReasonSaltRotationRefused = "SaltRotationRefused"
 	// ReasonPreviousSaltRemoved: the overlap ended; the previous salt was
 	// removed from the Secret.
 	ReasonPreviousSaltRemoved = "PreviousSaltRemoved"
@@ -121,7 +124,17 @@ func (r *SaltReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	}
 	_, until, overlapping := cur.Overlap()
 	overlapping = overlapping && now.Before(until)
-	switch req := salt.Requested(want); {
+	asked := salt.Requested(want)
+	if n := len(want.Data[salt.NextKey]); asked != salt.NoRequest && n > 0 && n < salt.MinSize && !r.Salt.AllowWeak {
+		// Installed, it would stop every replica's next start (salt.Load
+		// refuses it): the request waits for a next salt that is long enough.
+		log.Error(nil, "Refused to rotate to a weak salt", "secret", klog.KObj(&sec), "bytes", n, "minimum", salt.MinSize)
+		r.event(&sec, corev1.EventTypeWarning, ReasonSaltRotationRefused, fmt.Sprintf(
+			"The rotation was not carried out: the Secret's %q salt is %d bytes, and a salt must be at least %d bytes (docs/operations.md#a-weak-salt); put a longer one there, or remove it to have one generated",
+			salt.NextKey, n, salt.MinSize))
+		asked = salt.NoRequest
+	}
+	switch req := asked; {
 	case req == salt.Emergency || (req == salt.Planned && r.Overlap <= 0):
 		if err := r.rotate(want, now, 0); err != nil {
 			return ctrl.Result{}, err

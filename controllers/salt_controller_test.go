@@ -142,13 +142,27 @@ func TestSaltReconcilerRotations(t *testing.T) {
 		t.Fatal("an overlap is still published")
 	}
 
-	// A salt of your own, given as next.
+	// A weak salt of your own is not installed: the next start would
+	// refuse it (salt.MinSize). The request waits for a salt that is not.
 	sec, _ := h.get()
 	sec.Data[salt.NextKey] = []byte("my-own-salt")
 	sec.Annotations[salt.RotateAnnotation] = "3"
 	_ = h.r.Update(context.Background(), sec)
 	h.reconcile()
-	if sec, _ := h.get(); string(sec.Data[salt.Key]) != "my-own-salt" || sec.Data[salt.NextKey] != nil {
+	if sec, _ := h.get(); string(sec.Data[salt.Key]) == "my-own-salt" || h.r.Salt.State().ID() != st.ID() {
+		t.Fatal("a weak next salt was installed")
+	}
+	if events := strings.Join(drain(h.rec), "\n"); !strings.Contains(events, "SaltRotationRefused") || !strings.Contains(events, "at least 32 bytes") {
+		t.Fatalf("the refused rotation is not reported: %s", events)
+	}
+
+	// A salt of your own, given as next.
+	own := "my-own-salt-" + strings.Repeat("x", salt.MinSize)
+	sec, _ = h.get()
+	sec.Data[salt.NextKey] = []byte(own)
+	_ = h.r.Update(context.Background(), sec)
+	h.reconcile()
+	if sec, _ := h.get(); string(sec.Data[salt.Key]) != own || sec.Data[salt.NextKey] != nil {
 		t.Fatal("the next salt was not installed, or not consumed")
 	}
 
@@ -169,7 +183,7 @@ func TestSaltReconcilerRecordsAWitnessedReplacement(t *testing.T) {
 	h := newSaltHarness(t)
 	first := h.r.Salt.State().ID()
 	sec, _ := h.get()
-	sec.Data[salt.Key] = []byte("edited-by-hand")
+	sec.Data[salt.Key] = []byte("edited-by-hand-" + strings.Repeat("x", salt.MinSize))
 	_ = h.r.Update(context.Background(), sec)
 	h.reconcile()
 	if sec, _ := h.get(); sec.Annotations[salt.ReplacesAnnotation] != first {

@@ -6,7 +6,9 @@
 # stops (Ctrl-C, SIGTERM, or the operator exiting).
 #
 # Usage: hack/run-local.sh [localrun flags] [-- operator flags]
-#   localrun flags: -state DIR, -auth-bind-address ADDR (go run ./hack/localrun -h)
+#   localrun flags: -state DIR, -listen-address HOST (default 127.0.0.1: every
+#   port of the operator on loopback only; 0.0.0.0 for every interface),
+#   -auth-bind-address ADDR (go run ./hack/localrun -h)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -254,13 +254,14 @@ func runCurrent(o options) error {
 apitoken-operator is running against context %[1]q, with its webhooks off.
 
   operator log   %[2]s
-  auth endpoint  http://localhost%[3]s (/v1/authorize, /v1/auth-request, /v1/forward-auth, /v1/ext-authz, /v1/tokenreview)
+  auth endpoint  http://%[3]s (/v1/authorize, /v1/auth-request, /v1/forward-auth, /v1/ext-authz, /v1/tokenreview)
+  listening on   %[5]s
 
 Try:
 
 %[4]s
 Press Ctrl-C to stop the operator and remove what this run created.
-`, name, op.logPath, portOf(o.authAddr), tryLines(o.authAddr))
+`, name, op.logPath, shownAddr(o.authAddr), tryLines(o.authAddr), listening(o.listen))
 
 	return op.wait(ctx)
 }

@@ -20,7 +20,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -54,29 +56,62 @@ var samples = []struct{ file, name string }{
 	{"tokens_v1alpha1_apitoken_read_only.yaml", "read-only"},
 }
 
+// Ports of the operator that make run opens on -listen-address, the
+// operator's defaults (docs/development.md).
+const (
+	authPort    = "8082"
+	grpcPort    = "9002"
+	metricsPort = "8080"
+	probePort   = "8081"
+)
+
 // options are localrun's flags.
 type options struct {
-	state, operator, authAddr string
+	state, operator string
+	// listen is the host every port of the operator listens on:
+	// 127.0.0.1 unless widened (0.0.0.0 or :: for every interface).
+	listen string
+	// authAddr is the auth endpoint's address (default listen:8082).
+	authAddr string
 	// operatorArgs are the arguments after --, appended to the operator's.
 	operatorArgs []string
 }
 
-func main() {
+// parseFlags parses localrun's arguments into options and the -cluster value.
+func parseFlags(args []string) (options, string, error) {
 	var o options
-	flag.StringVar(&o.state, "state", ".local", "Folder for the kubeconfig and the operator's log (git-ignored).")
-	flag.StringVar(&o.operator, "operator", "bin/manager", "The operator binary.")
-	flag.StringVar(&o.authAddr, "auth-bind-address", ":8082", "Address of the operator's auth endpoint.")
-	cluster := flag.String("cluster", "", `"current": use the current context of the kubeconfig (KUBECONFIG or ~/.kube/config) instead of a local control plane.`)
-	flag.Parse()
-	o.operatorArgs = flag.Args()
-	var err error
-	switch *cluster {
+	fs := flag.NewFlagSet("localrun", flag.ContinueOnError)
+	fs.StringVar(&o.state, "state", ".local", "Folder for the kubeconfig and the operator's log (git-ignored).")
+	fs.StringVar(&o.operator, "operator", "bin/manager", "The operator binary.")
+	fs.StringVar(&o.listen, "listen-address", "127.0.0.1", "Host every port of the operator listens on (auth "+authPort+", gRPC "+grpcPort+", metrics "+metricsPort+
+		", probes "+probePort+", webhooks): loopback only by default; 0.0.0.0 or :: for every interface (anyone who reaches this machine can then call them).")
+	fs.StringVar(&o.authAddr, "auth-bind-address", "", "Address of the operator's auth endpoint (default: the -listen-address host, port "+authPort+").")
+	cluster := fs.String("cluster", "", `"current": use the current context of the kubeconfig (KUBECONFIG or ~/.kube/config) instead of a local control plane.`)
+	if err := fs.Parse(args); err != nil {
+		return options{}, "", err
+	}
+	o.operatorArgs = fs.Args()
+	if o.authAddr == "" {
+		o.authAddr = net.JoinHostPort(o.listen, authPort)
+	}
+	return o, *cluster, nil
+}
+
+func main() {
+	o, cluster, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		os.Exit(2)
+	}
+	switch cluster {
 	case "":
 		err = runLocal(o)
 	case "current":
 		err = runCurrent(o)
 	default:
-		err = fmt.Errorf("CLUSTER=%s: the only value is current (make run CLUSTER=current uses your kubeconfig's current context)", *cluster)
+		err = fmt.Errorf("CLUSTER=%s: the only value is current (make run CLUSTER=current uses your kubeconfig's current context)", cluster)
 	}
 	if err != nil && !errors.Is(err, errInterrupted) {
 		fmt.Fprintln(os.Stderr, "make run:", err)
@@ -133,10 +168,7 @@ func runLocal(o options) error {
 	}
 
 	wio := env.WebhookInstallOptions
-	op, err := startOperator(o, kubeconfig, []string{
-		fmt.Sprintf("--webhook-port=%d", wio.LocalServingPort),
-		"--webhook-cert-dir=" + wio.LocalServingCertDir,
-	})
+	op, err := startOperator(o, kubeconfig, o.webhookArgs(wio.LocalServingPort, wio.LocalServingCertDir))
 	if err != nil {
 		return err
 	}
@@ -162,14 +194,15 @@ apitoken-operator is running against a local control plane.
 
   kubeconfig     %[1]s
   operator log   %[2]s
-  auth endpoint  http://localhost%[3]s (/v1/authorize, /v1/auth-request, /v1/forward-auth, /v1/ext-authz, /v1/tokenreview)
+  auth endpoint  http://%[3]s (/v1/authorize, /v1/auth-request, /v1/forward-auth, /v1/ext-authz, /v1/tokenreview)
+  listening on   %[5]s
 
 Try:
 
   export KUBECONFIG=%[1]s
 %[4]s
 Press Ctrl-C to stop everything.
-`, shown, op.logPath, portOf(o.authAddr), tryLines(o.authAddr))
+`, shown, op.logPath, shownAddr(o.authAddr), tryLines(o.authAddr), listening(o.listen))
 
 	return op.wait(ctx)
 }
@@ -178,13 +211,46 @@ Press Ctrl-C to stop everything.
 func tryLines(authAddr string) string {
 	return fmt.Sprintf(`  kubectl get apitokens -n default
   TOKEN=$(kubectl get secret read-only-token -n default -o jsonpath='{.data.token}' | base64 -d)
-  curl -i -H "Authorization: Bearer $TOKEN" "http://localhost%[1]s/v1/authorize?scope=articles:read"    # 200
-  curl -i -H "Authorization: Bearer $TOKEN" "http://localhost%[1]s/v1/authorize?scope=articles:create"  # 403
+  curl -i -H "Authorization: Bearer $TOKEN" "http://%[1]s/v1/authorize?scope=articles:read"    # 200
+  curl -i -H "Authorization: Bearer $TOKEN" "http://%[1]s/v1/authorize?scope=articles:create"  # 403
   # as nginx auth_request asks, for DELETE /api/articles/1 (docs/auth-endpoint.md):
   curl -i -H "Authorization: Bearer $TOKEN" -H "X-Original-Method: DELETE" -H "X-Original-URL: /api/articles/1" \
-    "http://localhost%[1]s/v1/auth-request/namespace=default"                                     # 403
+    "http://%[1]s/v1/auth-request/namespace=default"                                     # 403
   kubectl annotate apitoken read-only -n default tokens.apitoken.dev/regenerate="$(date +%%s)" --overwrite
-`, portOf(authAddr))
+`, shownAddr(authAddr))
+}
+
+// listening says where the operator's ports are open, and how to widen.
+func listening(host string) string {
+	if ip, err := netip.ParseAddr(host); err == nil && ip.IsLoopback() {
+		return host + " only (make run LISTEN=0.0.0.0, or -listen-address, for every interface)"
+	}
+	return host + " (-listen-address; the default is 127.0.0.1)"
+}
+
+// args are the operator's flags: those both modes share, extra, then the
+// user's arguments after --. Every port the operator opens is on the
+// -listen-address host (the operator's own defaults listen on every
+// interface, as a pod must).
+func (o options) args(extra []string) []string {
+	args := append([]string{
+		"--namespace=" + operatorNamespace,
+		"--auth-bind-address=" + o.authAddr,
+		"--grpc-auth-bind-address=" + net.JoinHostPort(o.listen, grpcPort),
+		"--metrics-bind-address=" + net.JoinHostPort(o.listen, metricsPort),
+		"--health-probe-bind-address=" + net.JoinHostPort(o.listen, probePort),
+		// The demo's tokens live in default; a route that names no
+		// namespace accepts them (a deployment names its own).
+		"--auth-default-namespaces=" + samplesNamespace,
+		"--auth-path-prefix=/api",
+	}, extra...)
+	return append(args, o.operatorArgs...)
+}
+
+// webhookArgs are the operator's webhook flags of the local control
+// plane's mode: it serves them on port with the certificate in certDir.
+func (o options) webhookArgs(port int, certDir string) []string {
+	return []string{fmt.Sprintf("--webhook-port=%d", port), "--webhook-cert-dir=" + certDir, "--webhook-host=" + o.listen}
 }
 
 // operator is the running operator process.
@@ -206,16 +272,7 @@ func startOperator(o options, kubeconfig string, extra []string) (*operator, err
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{
-		"--namespace=" + operatorNamespace,
-		"--auth-bind-address=" + o.authAddr,
-		// The demo's tokens live in default; a route that names no
-		// namespace accepts them (a deployment names its own).
-		"--auth-default-namespaces=" + samplesNamespace,
-		"--auth-path-prefix=/api",
-	}, extra...)
-	args = append(args, o.operatorArgs...)
-	cmd := exec.Command(o.operator, args...) //nolint:gosec // the operator binary make run just built
+	cmd := exec.Command(o.operator, o.args(extra)...) //nolint:gosec // the operator binary make run just built
 	cmd.Env = os.Environ()
 	if kubeconfig != "" {
 		cmd.Env = append(cmd.Env, "KUBECONFIG="+kubeconfig)
@@ -281,7 +338,7 @@ var errInterrupted = errors.New("interrupted")
 
 // waitReady waits until the operator's auth endpoint answers /readyz.
 func waitReady(ctx context.Context, authAddr string, op *operator) error {
-	url := "http://127.0.0.1" + portOf(authAddr) + "/readyz"
+	url := "http://" + dialAddr(authAddr) + "/readyz"
 	deadline := time.After(2 * time.Minute)
 	for {
 		if resp, err := http.Get(url); err == nil { //nolint:gosec,noctx // local readiness probe
@@ -339,14 +396,30 @@ func waitSampleToken(ctx context.Context, c client.Client, op *operator) error {
 	}
 }
 
-// portOf returns ":port" of a listen address.
-func portOf(addr string) string {
-	for i := len(addr) - 1; i >= 0; i-- {
-		if addr[i] == ':' {
-			return addr[i:]
-		}
+// dialAddr is where this machine reaches a listen address: its host, or
+// loopback for every interface.
+func dialAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
 	}
-	return addr
+	if ip, err := netip.ParseAddr(host); host == "" || err == nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// shownAddr is a listen address as a user types it: localhost for
+// loopback and every interface, else its host.
+func shownAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip, err := netip.ParseAddr(host); host == "" || err == nil && (ip.IsUnspecified() || ip.IsLoopback()) {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 func say(msg string) { fmt.Fprintln(os.Stderr, "make run:", msg) }

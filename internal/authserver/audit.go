@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -31,9 +34,60 @@ var auditDropped = prometheus.NewCounter(prometheus.CounterOpts{
 func init() { metrics.Registry.MustRegister(auditDropped) }
 
 // auditSource is what the proxy reported about the client: its address
-// (X-Forwarded-For, or Envoy's source address), the request id, and the
-// address of the peer that asked (the proxy).
+// (proxyClient, envoySource), the request id, and the address of the peer
+// that asked (the proxy).
 type auditSource struct{ client, requestID, peer string }
+
+// proxyClient is the client's address as the proxy in front of endpoint
+// sets it, overwriting whatever the client sent, or "" where that proxy
+// sets none (the record then names only the peer). It never reads a
+// header that the proxy passes on from the client as it came:
+//
+//   - auth-request (nginx auth_request, ingress-nginx auth-url):
+//     X-Real-IP, which ingress-nginx sets to $remote_addr and the
+//     documented nginx snippet sets with proxy_set_header (which replaces
+//     a client's copy); nginx passes a client's X-Forwarded-For on.
+//   - forward-auth (Traefik ForwardAuth, Caddy forward_auth): the last
+//     address in X-Forwarded-For, which the proxy wrote itself (both
+//     replace a client's list, or, told to trust the hop in front, append
+//     to it); both pass a client's X-Real-IP on.
+//   - ext-authz (Envoy over HTTP), authorize, tokenreview: none. Envoy's
+//     check carries only the allowed headers, as the client sent them;
+//     the explicit endpoint's and TokenReview's caller is the peer.
+//
+// A value that is not one IP address is not what a proxy writes: "".
+func proxyClient(endpoint string, hd http.Header) string {
+	var v string
+	switch endpoint {
+	case "auth-request":
+		vs := hd.Values("X-Real-Ip")
+		if len(vs) != 1 {
+			return ""
+		}
+		v = vs[0]
+	case "forward-auth":
+		vs := hd.Values("X-Forwarded-For")
+		if len(vs) == 0 {
+			return ""
+		}
+		last := vs[len(vs)-1]
+		v = last[strings.LastIndexByte(last, ',')+1:]
+	default:
+		return ""
+	}
+	addr, err := netip.ParseAddr(strings.TrimSpace(v))
+	if err != nil {
+		return ""
+	}
+	return addr.String()
+}
+
+// envoySource is the client's address of a gRPC check: Envoy's own
+// attributes.source (the downstream connection's address), never a
+// header of the request, which the client may have written.
+func envoySource(attrs *authv3.AttributeContext) string {
+	return attrs.GetSource().GetAddress().GetSocketAddress().GetAddress()
+}
 
 // auditRecord is one decision, as the audit log keeps it: never the
 // token, its hash or the salt.

@@ -51,7 +51,8 @@ type Decision struct {
 	// Status is 200, 400, 401 or 403; never 5xx.
 	Status int
 	// Result is the metrics label: valid, missing, malformed, unknown,
-	// expired, revoked, insufficient_scope or bad_request.
+	// expired, revoked, inactive, ambiguous, insufficient_scope or
+	// bad_request.
 	Result string
 	// Reason says why a request was refused (400, 403), in words that
 	// name what was wrong. It never contains the credential.

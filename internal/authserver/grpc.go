@@ -63,7 +63,7 @@ func (x *ExtAuthz) Check(ctx context.Context, cr *authv3.CheckRequest) (*authv3.
 	}
 	if x.Handler.Audit != nil {
 		src := auditSource{
-			client:    firstOf(attrs.GetSource().GetAddress().GetSocketAddress().GetAddress(), hd.Get("X-Forwarded-For")),
+			client:    envoySource(attrs),
 			requestID: firstOf(httpReq.GetId(), hd.Get("X-Request-Id")),
 		}
 		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {

@@ -211,19 +211,10 @@ func (h *Handler) serveAs(w http.ResponseWriter, r *http.Request, endpoint strin
 		d.Status = badRequest
 	}
 	if h.Audit != nil {
-		h.audit(endpoint, &req, &d, auditSource{client: clientOf(r.Header), requestID: r.Header.Get("X-Request-Id"), peer: r.RemoteAddr})
+		h.audit(endpoint, &req, &d, auditSource{client: proxyClient(endpoint, r.Header), requestID: r.Header.Get("X-Request-Id"), peer: r.RemoteAddr})
 	}
 	writeDecision(w, &d)
 	observe(d.Result, start)
-}
-
-// clientOf is the client's address as the proxy reported it: X-Real-IP
-// (nginx, ingress-nginx), else X-Forwarded-For (Traefik, Caddy, Envoy).
-func clientOf(hd http.Header) string {
-	if v := hd.Get("X-Real-Ip"); v != "" {
-		return v
-	}
-	return strings.Join(hd.Values("X-Forwarded-For"), ", ")
 }
 
 // writeDecision answers d over HTTP: a 200 carries every identity header
@@ -479,7 +470,7 @@ func quoted(s string) string {
 // invalidToken holds the challenge of each refusal verdict.
 var invalidToken = func() map[Verdict][]string {
 	m := map[Verdict][]string{}
-	for _, v := range []Verdict{Malformed, Unknown, Expired, Revoked, Inactive} {
+	for _, v := range []Verdict{Malformed, Unknown, Expired, Revoked, Inactive, Ambiguous} {
 		m[v] = []string{realm + `, error="invalid_token", error_description="` + v.String() + `"`}
 	}
 	return m

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -391,25 +392,111 @@ func TestGrantTableIsBounded(t *testing.T) {
 	}
 }
 
-// TestIndexNeverMovesATokenToAnotherIdentity: a second ApiToken recording
-// the hash of a token another one holds (a planted copy, revoked or not)
-// does not take it over.
-func TestIndexNeverMovesATokenToAnotherIdentity(t *testing.T) {
+// TestIndexRefusesATokenTwoApiTokensRecord: a hash that two ApiTokens
+// record (a planted copy, a restore under a second name) is refused for
+// both while both name it, in whichever order the index saw them, never
+// "whichever registered first", and counted; when one stops naming it
+// (deleted, or its record moved on), the other verifies again, as its own
+// latest record says.
+func TestIndexRefusesATokenTwoApiTokensRecord(t *testing.T) {
 	f := newFixture()
-	for _, victim := range []string{"revoked", "reader"} {
-		f.ix.Upsert(&tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: "thief-" + victim, Namespace: "team-z"}, Spec: tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.FullAccess},
-			Status: tokensv1alpha1.ApiTokenStatus{Verification: &tokensv1alpha1.Verification{Hash: f.hasher.Hash(f.tokens[victim]).Encode()}}})
+	future := metav1.NewTime(now.Add(time.Hour))
+	copyOf := func(name, victim string) *tokensv1alpha1.ApiToken {
+		return &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "team-z"}, Spec: tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.FullAccess},
+			Status: tokensv1alpha1.ApiTokenStatus{ExpiresAt: &future, Verification: &tokensv1alpha1.Verification{Hash: f.hasher.Hash(f.tokens[victim]).Encode()}}}
 	}
-	if _, v := f.ix.Lookup(f.tokens["revoked"], now); v != Revoked {
-		t.Fatalf("the revoked token: %v, want revoked", v)
+	reader := f.tokens["reader"]
+	owner := &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: "reader", Namespace: "team-a", UID: "uid-reader"}, Spec: tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly},
+		Status: tokensv1alpha1.ApiTokenStatus{ExpiresAt: &future, Verification: &tokensv1alpha1.Verification{Hash: f.hasher.Hash(reader).Encode()}}}
+	want := func(t *testing.T, tok string, verdict Verdict, user string) {
+		t.Helper()
+		id, v := f.ix.Lookup(tok, now)
+		got := ""
+		if id != nil {
+			got = id.User
+		}
+		if v != verdict || (verdict == Valid || user != "") && got != user || verdict == Ambiguous && id != nil {
+			t.Fatalf("lookup = %v for %q, want %v for %q", v, got, verdict, user)
+		}
 	}
-	if id, v := f.ix.Lookup(f.tokens["reader"], now); v != Valid || id.User != "apitoken:team-a:reader" {
-		t.Fatalf("the reader's token now speaks for %v (%v)", id, v)
+	shared := func(t *testing.T, n float64) {
+		t.Helper()
+		if got := testutil.ToFloat64(sharedHashes); got != n {
+			t.Fatalf("apitoken_shared_token_hashes = %v, want %v", got, n)
+		}
 	}
-	f.ix.Delete(keyOf("team-z", "thief-reader"))
-	if _, v := f.ix.Lookup(f.tokens["reader"], now); v != Valid {
-		t.Fatalf("deleting the thief dropped the owner's token: %v", v)
+
+	thief := copyOf("thief", "reader")
+	f.ix.Upsert(thief)
+	want(t, reader, Ambiguous, "")
+	shared(t, 1)
+	f.ix.Upsert(owner) // the owner's next event changes nothing
+	want(t, reader, Ambiguous, "")
+	// A copy of a revoked token is refused too (it never verified).
+	f.ix.Upsert(copyOf("thief-revoked", "revoked"))
+	want(t, f.tokens["revoked"], Ambiguous, "")
+	shared(t, 2)
+
+	// The thief's record moves on: the owner's token verifies again.
+	moved := thief.DeepCopy()
+	moved.Status.Verification.Hash = f.hasher.Hash(mustToken()).Encode()
+	f.ix.Upsert(moved)
+	want(t, reader, Valid, "apitoken:team-a:reader")
+	f.ix.Delete(keyOf("team-z", "thief-revoked"))
+	want(t, f.tokens["revoked"], Revoked, "apitoken:team-a:revoked")
+	shared(t, 0)
+
+	// Three records; the owner's changes while it shares the hash count
+	// when it is the last one left.
+	f.ix.Upsert(thief)
+	f.ix.Upsert(copyOf("accomplice", "reader"))
+	want(t, reader, Ambiguous, "")
+	expired := owner.DeepCopy()
+	past := metav1.NewTime(now.Add(-time.Second))
+	expired.Status.ExpiresAt = &past
+	f.ix.Upsert(expired)
+	f.ix.Delete(keyOf("team-z", "thief"))
+	want(t, reader, Ambiguous, "")
+	f.ix.Delete(keyOf("team-z", "accomplice"))
+	want(t, reader, Expired, "apitoken:team-a:reader")
+	f.ix.Upsert(owner)
+	want(t, reader, Valid, "apitoken:team-a:reader")
+	shared(t, 0)
+
+	// Whichever was seen first: a fresh index fed the copy first refuses
+	// alike, and the copy verifies as itself once the owner is gone.
+	g := newFixture()
+	g.ix.Delete(keyOf("team-a", "reader"))
+	indexed := g.ix.Len()
+	stolen := copyOf("thief", "reader")
+	stolen.Status.Verification.Hash = g.hasher.Hash(reader).Encode()
+	g.ix.Upsert(stolen)
+	g.ix.Upsert(owner)
+	if _, v := g.ix.Lookup(reader, now); v != Ambiguous {
+		t.Fatalf("copy first: %v, want ambiguous", v)
 	}
+	g.ix.Delete(keyOf("team-a", "reader"))
+	if id, v := g.ix.Lookup(reader, now); v != Valid || id.User != "apitoken:team-z:thief" {
+		t.Fatalf("the copy alone: %v %v", id, v)
+	}
+	g.ix.Delete(keyOf("team-z", "thief"))
+	if n := g.ix.Len(); n != indexed {
+		t.Fatalf("%d hashes indexed after the copies left, want %d", n, indexed)
+	}
+
+	// Every door answers invalid_token and names no ApiToken.
+	f.ix.Upsert(thief)
+	for _, r := range []req{
+		{path: "/v1/authorize?scope=articles:read", headers: [][2]string{bearer(reader)}},
+		{path: "/v1/auth-request/-", headers: [][2]string{bearer(reader), {"X-Original-Method", "GET"}, {"X-Original-URL", "/api/articles/7"}}},
+	} {
+		w := f.do(r)
+		if w.Code != http.StatusUnauthorized || !strings.Contains(w.Header().Get("Www-Authenticate"), `error="invalid_token", error_description="ambiguous"`) {
+			t.Fatalf("%s: %d %v", r.path, w.Code, w.Header())
+		}
+	}
+	f.ix.Delete(keyOf("team-z", "thief"))
+	shared(t, 0)
 }
 
 func TestResourceOf(t *testing.T) {

@@ -5,6 +5,7 @@
 package authserver
 
 import (
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
@@ -89,11 +92,13 @@ const (
 	Revoked
 	// Inactive: the token was not used for its idleTimeout.
 	Inactive
+	// Ambiguous: more than one ApiToken records the token's hash.
+	Ambiguous
 )
 
 // String returns the word used in responses and metrics.
 func (v Verdict) String() string {
-	return [...]string{"valid", "malformed", "unknown", "expired", "revoked", "inactive"}[v]
+	return [...]string{"valid", "malformed", "unknown", "expired", "revoked", "inactive", "ambiguous"}[v]
 }
 
 const shardCount = 64
@@ -120,20 +125,29 @@ type shard struct {
 
 // slot is an entry without its identity pointer.
 type slot struct {
-	id         uint32
-	revoked    bool
-	idle       bool
+	id      uint32
+	revoked bool
+	idle    bool
+	// shared: more than one ApiToken records this digest (Index.shared);
+	// it is refused for all of them, and the identity is none of theirs.
+	shared     bool
 	expiresAt  int64
 	validUntil int64
 }
 
+// entry rebuilds the entry that sl holds. The caller holds s.mu.
+func (s *shard) entry(sl slot) entry {
+	return entry{id: s.ids[sl.id], revoked: sl.revoked, idle: sl.idle, expiresAt: sl.expiresAt, validUntil: sl.validUntil}
+}
+
 // put stores e under d, reusing d's identity slot if it has one, and
-// reports whether it did. A digest another ApiToken already holds is left
-// to it: a token is never moved to a second identity (two records of one
-// token can only come from a planted copy). The caller holds s.mu.
-func (s *shard) put(d digestKey, e entry) bool {
+// reports whether it did. A digest another ApiToken holds is not taken
+// over, unless take (Index.drop gives it to the last ApiToken that
+// records it): put then reports false and the caller shares it. The
+// caller holds s.mu.
+func (s *shard) put(d digestKey, e entry, take bool) bool {
 	sl, ok := s.m[d]
-	if ok && s.ids[sl.id].usage != e.id.usage {
+	if ok && !take && s.ids[sl.id].usage != e.id.usage {
 		return false
 	}
 	if !ok {
@@ -145,7 +159,7 @@ func (s *shard) put(d digestKey, e entry) bool {
 		}
 	}
 	s.ids[sl.id] = e.id
-	sl.revoked, sl.idle, sl.expiresAt, sl.validUntil = e.revoked, e.idle, e.expiresAt, e.validUntil
+	sl.revoked, sl.idle, sl.shared, sl.expiresAt, sl.validUntil = e.revoked, e.idle, false, e.expiresAt, e.validUntil
 	s.m[d] = sl
 	return true
 }
@@ -187,11 +201,15 @@ type Index struct {
 	mu      sync.Mutex
 	objects map[types.NamespacedName]*object
 	grants  map[string]*Grant
+	// shared holds, for each digest that more than one ApiToken records,
+	// the entry each of them would have: the last one left gets its own
+	// back (drop). Rare: a planted copy, a restore under a second name.
+	shared map[digestKey]map[*object]entry
 }
 
 // NewIndex returns an empty index hashing with the current salt.
 func NewIndex(hasher func() *token.Hasher) *Index {
-	ix := &Index{hasher: hasher, objects: map[types.NamespacedName]*object{}, grants: map[string]*Grant{}}
+	ix := &Index{hasher: hasher, objects: map[types.NamespacedName]*object{}, grants: map[string]*Grant{}, shared: map[digestKey]map[*object]entry{}}
 	for i := range ix.shards {
 		ix.shards[i].m = map[digestKey]slot{}
 	}
@@ -247,26 +265,86 @@ func (ix *Index) Upsert(at *tokensv1alpha1.ApiToken) {
 	obj.dead = dead
 	fresh := make([]digestKey, 0, len(entries))
 	for d, e := range entries {
+		fresh = append(fresh, d)
+		if claims, ok := ix.shared[d]; ok {
+			if _, was := claims[obj]; !was {
+				reportShared(claims, obj)
+			}
+			claims[obj] = e
+			continue
+		}
 		s := ix.shard(d)
 		s.mu.Lock()
-		held := s.put(d, e)
-		s.mu.Unlock()
-		if held {
-			fresh = append(fresh, d)
-		} else {
-			delete(entries, d)
+		if !s.put(d, e, false) {
+			ix.share(s, d, obj, e)
 		}
+		s.mu.Unlock()
 	}
 	for _, d := range obj.digests {
 		if _, kept := entries[d]; !kept {
-			s := ix.shard(d)
-			s.mu.Lock()
-			s.remove(d, obj.usage)
-			s.mu.Unlock()
+			ix.drop(d, obj)
 		}
 	}
 	obj.digests = fresh
 }
+
+// share marks d, which another ApiToken holds in s, as recorded by obj
+// too (with entry e): refused for both from now on. The caller holds
+// ix.mu and s.mu.
+func (ix *Index) share(s *shard, d digestKey, obj *object, e entry) {
+	sl := s.m[d]
+	held := s.entry(sl)
+	holder := ix.objects[held.id.usage.key]
+	claims := map[*object]entry{holder: held}
+	reportShared(claims, obj)
+	claims[obj] = e
+	ix.shared[d] = claims
+	sl.shared = true
+	s.m[d] = sl
+	sharedHashes.Set(float64(len(ix.shared)))
+}
+
+// drop removes obj's claim on d: the digest itself when obj held it
+// alone; when it was shared, and one other ApiToken is left, that one
+// holds it again with its own latest entry. The caller holds ix.mu.
+func (ix *Index) drop(d digestKey, obj *object) {
+	s := ix.shard(d)
+	claims, ok := ix.shared[d]
+	if !ok {
+		s.mu.Lock()
+		s.remove(d, obj.usage)
+		s.mu.Unlock()
+		return
+	}
+	delete(claims, obj)
+	if len(claims) > 1 {
+		return
+	}
+	delete(ix.shared, d)
+	sharedHashes.Set(float64(len(ix.shared)))
+	for last, e := range claims {
+		s.mu.Lock()
+		s.put(d, e, true)
+		s.mu.Unlock()
+		indexLog.Info("A token that more than one ApiToken recorded is recorded by one again, and verifies for it", "apitoken", klog.KRef(last.usage.key.Namespace, last.usage.key.Name))
+	}
+}
+
+// reportShared logs that obj records a token the ApiTokens of claims
+// record too; never the token or its hash.
+func reportShared(claims map[*object]entry, obj *object) {
+	names := make([]string, 0, len(claims)+1)
+	for o := range claims {
+		names = append(names, o.usage.key.String())
+	}
+	names = append(names, obj.usage.key.String())
+	slices.Sort(names)
+	indexLog.Error(nil, "Refused a token that more than one ApiToken records: it verifies for none of them until only one records it (a copied status, a restore under a second name)",
+		"apitokens", names)
+}
+
+// indexLog is the index's logger (every replica reports what it refuses).
+var indexLog = logf.Log.WithName("auth-index")
 
 // Delete drops every hash of the ApiToken key.
 func (ix *Index) Delete(key types.NamespacedName) {
@@ -277,10 +355,7 @@ func (ix *Index) Delete(key types.NamespacedName) {
 		return
 	}
 	for _, d := range obj.digests {
-		s := ix.shard(d)
-		s.mu.Lock()
-		s.remove(d, obj.usage)
-		s.mu.Unlock()
+		ix.drop(d, obj)
 	}
 	ix.release(obj.grant)
 	delete(ix.objects, key)
@@ -441,6 +516,8 @@ func (ix *Index) Lookup(tok string, now time.Time) (*Identity, Verdict) {
 	switch {
 	case !ok:
 		return nil, Unknown
+	case e.shared:
+		return nil, Ambiguous
 	case e.revoked:
 		return id, Revoked
 	}

@@ -10,7 +10,7 @@ import (
 var (
 	verifications = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "apitoken_verifications_total",
-		Help: "Verifications at the auth endpoint by result: valid, missing, malformed, unknown, expired, revoked, inactive, insufficient_scope, bad_request.",
+		Help: "Verifications at the auth endpoint by result: valid, missing, malformed, unknown, expired, revoked, inactive, ambiguous, insufficient_scope, bad_request.",
 	}, []string{"result"})
 	verifyDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "apitoken_verify_duration_seconds",
@@ -21,12 +21,16 @@ var (
 		Name: "apitoken_last_used_writes_total",
 		Help: "status.lastUsedAt writes by result (ok, error).",
 	}, []string{"result"})
+	sharedHashes = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "apitoken_shared_token_hashes",
+		Help: "Token hashes that more than one ApiToken records: each is refused (result ambiguous) for all of them until only one records it.",
+	})
 	results = map[string]prometheus.Counter{}
 )
 
 func init() {
-	metrics.Registry.MustRegister(verifications, verifyDuration, lastUsedWrites)
-	for _, r := range []string{"valid", "missing", "malformed", "unknown", "expired", "revoked", "inactive", "insufficient_scope", "bad_request"} {
+	metrics.Registry.MustRegister(verifications, verifyDuration, lastUsedWrites, sharedHashes)
+	for _, r := range []string{"valid", "missing", "malformed", "unknown", "expired", "revoked", "inactive", "ambiguous", "insufficient_scope", "bad_request"} {
 		results[r] = verifications.WithLabelValues(r)
 	}
 }

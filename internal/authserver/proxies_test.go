@@ -218,6 +218,8 @@ http {
       proxy_set_header Content-Length "";
       proxy_set_header X-Original-URL $request_uri;
       proxy_set_header X-Original-Method $request_method;
+      # The client address the audit log records (replacing a client's copy).
+      proxy_set_header X-Real-IP $remote_addr;
     }
     location /api/ {
       auth_request /_apitoken;
@@ -243,6 +245,7 @@ http {
 func TestNginxAuthRequest(t *testing.T) {
 	bin := nginxBinary(t)
 	f := newFixture()
+	f.h.Audit = NewAuditLog(nil)
 	auth, up := newAuthRecorder(f.h), newUpstream()
 	defer auth.Close()
 	defer up.Close()
@@ -263,6 +266,7 @@ func TestNginxAuthRequest(t *testing.T) {
 	if sent.RequestURI != "/v1/auth-request/"+routePolicy || sent.Header.Get("X-Original-URL") != "/api/articles/1?scope=x" || sent.Header.Get("X-Client") != "1" {
 		t.Fatalf("nginx no longer sends what docs/auth-endpoint.md says: %s %v", sent.RequestURI, sent.Header)
 	}
+	checkProxyReportsClient(t, f, addr)
 	runAttacks(t, "nginx", f, addr, auth, up)
 }
 
@@ -305,6 +309,7 @@ func TestCaddyForwardAuth(t *testing.T) {
 	}
 	bin := strings.TrimSpace(string(out))
 	f := newFixture()
+	f.h.Audit = NewAuditLog(nil)
 	auth, up := newAuthRecorder(f.h), newUpstream()
 	defer auth.Close()
 	defer up.Close()
@@ -327,6 +332,7 @@ func TestCaddyForwardAuth(t *testing.T) {
 		sent.Header.Get("X-Forwarded-Uri") != "/api/articles/1?scope=x" || sent.Header.Get("X-Client") != "1" {
 		t.Fatalf("Caddy no longer sends what docs/auth-endpoint.md says: %s %s %v", sent.Method, sent.RequestURI, sent.Header)
 	}
+	checkProxyReportsClient(t, f, addr)
 	runAttacks(t, "caddy", f, addr, auth, up)
 }
 

@@ -31,7 +31,7 @@ func (h *Handler) ServeTokenReview(w http.ResponseWriter, r *http.Request) {
 		if st.Authenticated {
 			d.Status = http.StatusOK
 		}
-		h.audit("tokenreview", &Request{}, &d, auditSource{client: clientOf(r.Header), requestID: r.Header.Get("X-Request-Id"), peer: r.RemoteAddr})
+		h.audit("tokenreview", &Request{}, &d, auditSource{requestID: r.Header.Get("X-Request-Id"), peer: r.RemoteAddr})
 	}
 	observe(result, start)
 }

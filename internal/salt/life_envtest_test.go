@@ -243,30 +243,30 @@ var _ = Describe("The salt's life", func() {
 
 	It("refuses an API_TOKEN_SALT that disagrees with the salt Secret, naming both", func() {
 		store := salt.NewStore(saltRef)
-		Expect(store.Load(ctx, k8s, "salt-from-the-environment", true)).To(Succeed())
-		Expect(string(saltSecret(Default).Data[salt.Key])).To(Equal("salt-from-the-environment"), "the environment seeds an absent Secret")
+		Expect(store.Load(ctx, k8s, strongSalt("salt-from-the-environment"), true)).To(Succeed())
+		Expect(string(saltSecret(Default).Data[salt.Key])).To(Equal(strongSalt("salt-from-the-environment")), "the environment seeds an absent Secret")
 
 		By("a rolling update with another API_TOKEN_SALT: the new replicas do not start")
 		for _, create := range []bool{true, false} {
-			err := salt.NewStore(saltRef).Load(ctx, k8s, "another-salt", create)
+			err := salt.NewStore(saltRef).Load(ctx, k8s, strongSalt("another-salt"), create)
 			var mismatch *salt.EnvMismatchError
 			Expect(errors.As(err, &mismatch)).To(BeTrue(), "Load = %v", err)
 			Expect(err.Error()).To(And(ContainSubstring("API_TOKEN_SALT"), ContainSubstring("Secret "+saltRef.String())))
-			noSecretMaterial(err.Error(), "another-salt", "salt-from-the-environment")
+			noSecretMaterial(err.Error(), strongSalt("another-salt"), strongSalt("salt-from-the-environment"))
 		}
-		Expect(string(saltSecret(Default).Data[salt.Key])).To(Equal("salt-from-the-environment"), "a refused replica changed the Secret")
+		Expect(string(saltSecret(Default).Data[salt.Key])).To(Equal(strongSalt("salt-from-the-environment")), "a refused replica changed the Secret")
 
 		By("after a rotation, the environment must follow the Secret")
-		op := start("salt-from-the-environment", time.Hour)
+		op := start(strongSalt("salt-from-the-environment"), time.Hour)
 		updateSaltSecret(func(s *corev1.Secret) {
-			s.Data[salt.NextKey] = []byte("the-next-salt")
+			s.Data[salt.NextKey] = []byte(strongSalt("the-next-salt"))
 			s.Annotations[salt.RotateAnnotation] = "1"
 		})
-		Eventually(func(g Gomega) string { return string(saltSecret(g).Data[salt.Key]) }).Should(Equal("the-next-salt"))
-		Eventually(func() string { return op.store.State().ID() }).Should(Equal(token.SaltID([]byte("the-next-salt"))), "the running replica follows the Secret")
+		Eventually(func(g Gomega) string { return string(saltSecret(g).Data[salt.Key]) }).Should(Equal(strongSalt("the-next-salt")))
+		Eventually(func() string { return op.store.State().ID() }).Should(Equal(token.SaltID([]byte(strongSalt("the-next-salt")))), "the running replica follows the Secret")
 		stop(op)
-		Expect(salt.NewStore(saltRef).Load(ctx, k8s, "salt-from-the-environment", true)).To(MatchError(ContainSubstring("API_TOKEN_SALT")))
-		Expect(salt.NewStore(saltRef).Load(ctx, k8s, "the-next-salt", true)).To(Succeed())
+		Expect(salt.NewStore(saltRef).Load(ctx, k8s, strongSalt("salt-from-the-environment"), true)).To(MatchError(ContainSubstring("API_TOKEN_SALT")))
+		Expect(salt.NewStore(saltRef).Load(ctx, k8s, strongSalt("the-next-salt"), true)).To(Succeed())
 	})
 
 	It("keeps every request verifying during a planned rotation, and cuts the old tokens at once in an emergency", func() {

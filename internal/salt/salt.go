@@ -36,7 +36,8 @@ const EnvVar = "API_TOKEN_SALT"
 const Size = 64
 
 // MinSize is the length below which a salt (set by hand or from
-// API_TOKEN_SALT) is reported as weak at start.
+// API_TOKEN_SALT) is refused at start (WeakSaltError), unless the store
+// allows weak salts.
 const MinSize = 32
 
 // maxWitnessed bounds the IDs a Store remembers as replaced.
@@ -45,6 +46,10 @@ const maxWitnessed = 16
 // Store holds the current salt State. Reads are lock-free; installs are
 // serialised. It is safe for concurrent use.
 type Store struct {
+	// AllowWeak lets Load start with a salt shorter than MinSize (the
+	// operator's --allow-weak-salt), reporting it instead of refusing it.
+	AllowWeak bool
+
 	state atomic.Pointer[State]
 	ref   types.NamespacedName
 
@@ -151,6 +156,23 @@ func (s *Store) Observe(secret *corev1.Secret) bool {
 	return s.install(st, secret.ResourceVersion)
 }
 
+// WeakSaltError: the salt is shorter than MinSize. Every ApiToken's
+// status publishes the salt's ID (an HMAC keyed with it), so a short or
+// human-chosen salt can be guessed offline by anyone who reads one. It
+// names the salt's source and length, never the salt or its ID.
+type WeakSaltError struct {
+	// Source is where the salt came from: API_TOKEN_SALT, or the Secret's key.
+	Source string
+	Bytes  int
+}
+
+func (e *WeakSaltError) Error() string {
+	return fmt.Sprintf("%s holds a salt of %d bytes; a salt must be at least %d bytes: its ID, published in every ApiToken's status, "+
+		"lets anyone who reads one test guesses of a short salt offline. Refusing to start: set %s to a generated salt "+
+		"(at least %d random bytes, e.g. head -c 48 /dev/urandom | base64), or start once with --allow-weak-salt and rotate the salt (docs/operations.md#a-weak-salt)",
+		e.Source, e.Bytes, MinSize, EnvVar, MinSize)
+}
+
 // ErrNoSalt is returned by Load without create when the Secret is absent.
 var ErrNoSalt = errors.New("the salt Secret does not exist yet")
 
@@ -175,7 +197,9 @@ func (e *EnvMismatchError) Error() string {
 // (auth-only replicas, which may only read it), an absent Secret is
 // ErrNoSalt. A non-empty env must equal the Secret's salt (compared in
 // constant time): otherwise Load returns an *EnvMismatchError and the
-// replica must not start. c must read from the API server, not a cache.
+// replica must not start. A salt shorter than MinSize, in env or in the
+// Secret, is a *WeakSaltError (a weak env never seeds the Secret) unless
+// AllowWeak. c must read from the API server, not a cache.
 func (s *Store) Load(ctx context.Context, c client.Client, env string, create bool) error {
 	var sec corev1.Secret
 	err := c.Get(ctx, s.ref, &sec)
@@ -188,6 +212,9 @@ func (s *Store) Load(ctx context.Context, c client.Client, env string, create bo
 			if salt, err = Generate(); err != nil {
 				return err
 			}
+		} else if len(salt) < MinSize && !s.AllowWeak {
+			// Checked before the Secret is made, so that it never holds it.
+			return &WeakSaltError{Source: EnvVar, Bytes: len(salt)}
 		}
 		st := &State{current: token.NewHasher(salt), salt: salt}
 		sec = *st.Secret(s.ref)
@@ -220,8 +247,11 @@ func (s *Store) Load(ctx context.Context, c client.Client, env string, create bo
 		return &EnvMismatchError{Secret: s.ref, EnvID: token.SaltID([]byte(env)), SecID: st.ID()}
 	}
 	if len(st.salt) < MinSize {
-		logf.FromContext(ctx).Error(nil, "The salt is short: anyone holding one token and its recorded hash can test guesses of it offline; rotate to a generated salt (docs/operations.md)",
-			"secret", s.ref, "saltID", st.ID(), "bytes", len(st.salt), "minimum", MinSize)
+		if !s.AllowWeak {
+			return &WeakSaltError{Source: fmt.Sprintf("Secret %s key %q", s.ref, Key), Bytes: len(st.salt)}
+		}
+		logf.FromContext(ctx).Error(nil, "The salt is short (started with --allow-weak-salt): anyone who reads its ID in an ApiToken's status can test guesses of it offline; rotate to a generated salt (docs/operations.md#a-weak-salt)",
+			"secret", s.ref, "bytes", len(st.salt), "minimum", MinSize)
 	}
 	s.install(st, sec.ResourceVersion)
 	return nil

@@ -18,6 +18,80 @@ import (
 
 var ref = types.NamespacedName{Namespace: "apitoken-system", Name: "salt"}
 
+// strongSalt is name made as long as MinSize asks: a salt that Load
+// accepts, still told apart by its name.
+func strongSalt(name string) string { return name + strings.Repeat("-", MinSize) }
+
+var fromEnv, anotherSalt = strongSalt("from-env"), strongSalt("another-salt")
+
+// TestLoadRefusesAWeakSalt: a salt shorter than MinSize, from
+// API_TOKEN_SALT or in the Secret, stops the start with an error that
+// names its source, its length and the minimum (never the salt), unless
+// AllowWeak; a weak API_TOKEN_SALT never seeds the Secret.
+func TestLoadRefusesAWeakSalt(t *testing.T) {
+	s := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(s)
+	const weak = "correct horse battery" // 21 bytes, chosen by a person
+	check := func(t *testing.T, err error, source string) {
+		t.Helper()
+		var w *WeakSaltError
+		if !errors.As(err, &w) {
+			t.Fatalf("Load = %v, want a WeakSaltError", err)
+		}
+		for _, want := range []string{source, "21 bytes", "at least 32", "--allow-weak-salt", "docs/operations.md"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("%q does not name %q", err, want)
+			}
+		}
+		if strings.Contains(err.Error(), weak) || strings.Contains(err.Error(), token.SaltID([]byte(weak))) {
+			t.Errorf("the error shows the salt or its ID: %q", err)
+		}
+	}
+	t.Run("API_TOKEN_SALT seeding an absent Secret", func(t *testing.T) {
+		c := fake.NewClientBuilder().WithScheme(s).Build()
+		st := NewStore(ref)
+		check(t, st.Load(context.Background(), c, weak, true), "API_TOKEN_SALT")
+		if st.State() != nil {
+			t.Fatal("a weak salt was installed")
+		}
+		var sec corev1.Secret
+		if err := c.Get(context.Background(), ref, &sec); err == nil {
+			t.Fatal("a weak API_TOKEN_SALT seeded the salt Secret")
+		}
+		allowed := NewStore(ref)
+		allowed.AllowWeak = true
+		if err := allowed.Load(context.Background(), c, weak, true); err != nil || allowed.State() == nil {
+			t.Fatalf("with AllowWeak: %v", err)
+		}
+	})
+	t.Run("the Secret's salt", func(t *testing.T) {
+		c := fake.NewClientBuilder().WithScheme(s).WithObjects(&corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: ref.Name, Namespace: ref.Namespace},
+			Data:       map[string][]byte{Key: []byte(weak)},
+		}).Build()
+		for _, create := range []bool{true, false} {
+			for _, env := range []string{"", weak} {
+				st := NewStore(ref)
+				check(t, st.Load(context.Background(), c, env, create), `Secret `+ref.String()+` key "salt"`)
+				if st.State() != nil {
+					t.Fatal("a weak salt was installed")
+				}
+			}
+		}
+		allowed := NewStore(ref)
+		allowed.AllowWeak = true
+		if err := allowed.Load(context.Background(), c, "", false); err != nil || allowed.State() == nil {
+			t.Fatalf("with AllowWeak: %v", err)
+		}
+	})
+	t.Run("MinSize bytes are enough", func(t *testing.T) {
+		c := fake.NewClientBuilder().WithScheme(s).Build()
+		if err := NewStore(ref).Load(context.Background(), c, strings.Repeat("x", MinSize), true); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
 func TestLoadCreatesLabelledSecretOnce(t *testing.T) {
 	s := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(s)
@@ -48,7 +122,7 @@ func TestLoadLabelsAnExistingSecretAndRefusesAnEmptyOne(t *testing.T) {
 	_ = clientgoscheme.AddToScheme(s)
 	c := fake.NewClientBuilder().WithScheme(s).WithObjects(&corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: ref.Name, Namespace: ref.Namespace},
-		Data:       map[string][]byte{Key: []byte("given")},
+		Data:       map[string][]byte{Key: []byte(strongSalt("given"))},
 	}).Build()
 	st := NewStore(ref)
 	if err := st.Load(context.Background(), c, "", true); err != nil {
@@ -56,7 +130,7 @@ func TestLoadLabelsAnExistingSecretAndRefusesAnEmptyOne(t *testing.T) {
 	}
 	var sec corev1.Secret
 	_ = c.Get(context.Background(), ref, &sec)
-	if sec.Labels["app.kubernetes.io/managed-by"] != "apitoken-operator" || st.Hasher().SaltID() != token.SaltID([]byte("given")) {
+	if sec.Labels["app.kubernetes.io/managed-by"] != "apitoken-operator" || st.Hasher().SaltID() != token.SaltID([]byte(strongSalt("given"))) {
 		t.Fatal("existing Secret not labelled or not used")
 	}
 	empty := fake.NewClientBuilder().WithScheme(s).WithObjects(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: ref.Name, Namespace: ref.Namespace}}).Build()
@@ -70,36 +144,36 @@ func TestEnvSeedsTheSecretAndMustAgreeWithIt(t *testing.T) {
 	_ = clientgoscheme.AddToScheme(s)
 	c := fake.NewClientBuilder().WithScheme(s).Build()
 	st := NewStore(ref)
-	if err := st.Load(context.Background(), c, "from-env", true); err != nil {
+	if err := st.Load(context.Background(), c, fromEnv, true); err != nil {
 		t.Fatal(err)
 	}
 	var sec corev1.Secret
-	if err := c.Get(context.Background(), ref, &sec); err != nil || string(sec.Data[Key]) != "from-env" {
+	if err := c.Get(context.Background(), ref, &sec); err != nil || string(sec.Data[Key]) != fromEnv {
 		t.Fatalf("the absent Secret was not seeded from the environment: %v", err)
 	}
-	if err := NewStore(ref).Load(context.Background(), c, "from-env", true); err != nil {
+	if err := NewStore(ref).Load(context.Background(), c, fromEnv, true); err != nil {
 		t.Fatalf("an agreeing environment was refused: %v", err)
 	}
 	// A replica rolled out with another API_TOKEN_SALT refuses to start,
 	// naming both sources (by salt ID, never by salt).
 	other := NewStore(ref)
-	err := other.Load(context.Background(), c, "another-salt", true)
+	err := other.Load(context.Background(), c, anotherSalt, true)
 	var mismatch *EnvMismatchError
 	if !errors.As(err, &mismatch) || other.State() != nil {
 		t.Fatalf("Load with a disagreeing environment = %v", err)
 	}
-	for _, want := range []string{"API_TOKEN_SALT", "Secret " + ref.String(), token.SaltID([]byte("another-salt")), token.SaltID([]byte("from-env"))} {
+	for _, want := range []string{"API_TOKEN_SALT", "Secret " + ref.String(), token.SaltID([]byte(anotherSalt)), token.SaltID([]byte(fromEnv))} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("%q does not name %q", err, want)
 		}
 	}
-	for _, secret := range []string{"another-salt", "from-env"} {
+	for _, secret := range []string{anotherSalt, fromEnv} {
 		if strings.Contains(err.Error(), secret) {
 			t.Errorf("the error shows a salt: %q", err)
 		}
 	}
 	// An auth-only replica (no create) checks too.
-	if err := NewStore(ref).Load(context.Background(), c, "another-salt", false); !errors.As(err, &mismatch) {
+	if err := NewStore(ref).Load(context.Background(), c, anotherSalt, false); !errors.As(err, &mismatch) {
 		t.Fatalf("an auth-only replica with a disagreeing environment: %v", err)
 	}
 }

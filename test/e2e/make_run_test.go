@@ -37,7 +37,7 @@ func startMakeRun(kubeconfigPath string, env ...string) *makeRun {
 	Expect(err).NotTo(HaveOccurred())
 	cmd := exec.Command(filepath.Join(testenv.RepoRoot(), "hack", "run-local.sh"),
 		"-state="+state, fmt.Sprintf("-auth-bind-address=127.0.0.1:%d", freePort()),
-		"--", "--metrics-bind-address=0", "--health-probe-bind-address=127.0.0.1:0")
+		"--", "--metrics-bind-address=0", "--health-probe-bind-address=127.0.0.1:0", fmt.Sprintf("--grpc-auth-bind-address=127.0.0.1:%d", freePort()))
 	cmd.Dir = testenv.RepoRoot()
 	cmd.Env = append(append(os.Environ(), "KUBECONFIG="+kubeconfigPath, "CLUSTER="), env...)
 	out := gbytes.NewBuffer()
@@ -152,6 +152,7 @@ var _ = Describe("make run (hack/run-local.sh) with a kubeconfig that reaches an
 		out := r.output()
 		Expect(out).To(MatchRegexp(`your kubeconfig reaches context "\S+" \(https://127\.0\.0\.1:\d+\); not using it: make run CLUSTER=current to use it`))
 		Expect(out).To(ContainSubstring("apitoken-operator is running against a local control plane"))
+		Expect(out).To(ContainSubstring("listening on   127.0.0.1 only"), "every port of make run's operator is on loopback unless widened")
 		Consistently(func() bool { return present(crd()) || present(namespace()) }, "2s").Should(BeFalse())
 		r.ctrlC()
 		Expect(r.output()).To(ContainSubstring("stopping the control plane"))

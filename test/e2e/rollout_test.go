@@ -50,15 +50,18 @@ func (s *replicaSet) probe() {
 	s.mu.Unlock()
 }
 
-// pick returns the next ready replica, round robin; nil when none is.
-func (s *replicaSet) pick() *operator {
+// pick returns the next ready replica other than not, round robin; nil
+// when there is none.
+func (s *replicaSet) pick(not *operator) *operator {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.ready) == 0 {
-		return nil
+	for range len(s.ready) {
+		s.next++
+		if o := s.ready[s.next%len(s.ready)]; o != not {
+			return o
+		}
 	}
-	s.next++
-	return s.ready[s.next%len(s.ready)]
+	return nil
 }
 
 // getPlain is get without counting a decision (for probes and metrics).
@@ -217,7 +220,7 @@ var _ = Describe("Rollouts of the operator (issue 30: an upgrade never logs clie
 						return
 					case <-time.After(10 * time.Millisecond):
 					}
-					o := set.pick()
+					o := set.pick(nil)
 					if o == nil {
 						refused.Add(1)
 						refusalsMu.Lock()
@@ -231,9 +234,11 @@ var _ = Describe("Rollouts of the operator (issue 30: an upgrade never logs clie
 						// No answer (a killed replica the probes have not
 						// seen yet): the next upstream, once, as nginx's
 						// proxy_next_upstream error and Envoy's connect-failure
-						// retry do. A refusal is never retried.
+						// retry do: never the one that gave none, which the
+						// probes may not have dropped yet. A refusal is never
+						// retried.
 						retried.Add(1)
-						if o = set.pick(); o != nil {
+						if o = set.pick(o); o != nil {
 							code = get(o.authURL+"/v1/authorize?scope=articles:read&namespace="+ns, tok)
 						}
 					}

@@ -90,6 +90,28 @@ var badCases = []badCase{
 	{"template overrides managed-by", func(a *tokensv1alpha1.ApiToken) {
 		a.Spec.SecretTemplate = &tokensv1alpha1.SecretTemplate{Labels: map[string]string{"app.kubernetes.io/managed-by": "me"}}
 	}, "spec.secretTemplate.labels[app.kubernetes.io/managed-by]: Forbidden: is set by the operator"},
+	// Secret replicators copy a Secret, token included, out of its
+	// namespace; a token is delivered only into its own.
+	{"template asks Reflector to copy the token everywhere", annotate("reflector.v1.k8s.emberstack.com/reflection-auto-namespaces", ".*"),
+		"spec.secretTemplate.annotations[reflector.v1.k8s.emberstack.com/reflection-auto-namespaces]: Forbidden: is read by Reflector, which copies Secrets between namespaces: a token is delivered only into its own namespace"},
+	{"template allows Reflector mirrors", annotate("reflector.v1.k8s.emberstack.com/reflection-allowed", "true"),
+		"spec.secretTemplate.annotations[reflector.v1.k8s.emberstack.com/reflection-allowed]: Forbidden: is read by Reflector"},
+	{"template asks kubernetes-replicator to push the token", annotate("replicator.v1.mittwald.de/replicate-to", "team-b"),
+		"spec.secretTemplate.annotations[replicator.v1.mittwald.de/replicate-to]: Forbidden: is read by kubernetes-replicator, which copies Secrets between namespaces"},
+	{"template lets kubernetes-replicator overwrite the token", annotate("replicator.v1.mittwald.de/replicate-from", "team-b/other"),
+		"spec.secretTemplate.annotations[replicator.v1.mittwald.de/replicate-from]: Forbidden: is read by kubernetes-replicator"},
+	{"template asks Kubed to sync the token", annotate("kubed.appscode.com/sync", ""),
+		"spec.secretTemplate.annotations[kubed.appscode.com/sync]: Forbidden: is read by Kubed (Config Syncer), which copies Secrets between namespaces"},
+	{"template labels the Secret for an External Secrets push", func(a *tokensv1alpha1.ApiToken) {
+		a.Spec.SecretTemplate = &tokensv1alpha1.SecretTemplate{Labels: map[string]string{"push.external-secrets.io/vault": "true"}}
+	}, "spec.secretTemplate.labels[push.external-secrets.io/vault]: Forbidden: is reserved for External Secrets, whose PushSecret and ClusterPushSecret selectors push Secrets out of the cluster"},
+}
+
+// annotate sets one annotation of the Secret's template.
+func annotate(key, value string) func(*tokensv1alpha1.ApiToken) {
+	return func(a *tokensv1alpha1.ApiToken) {
+		a.Spec.SecretTemplate = &tokensv1alpha1.SecretTemplate{Annotations: map[string]string{key: value, "reloader.stakater.com/match": "true"}}
+	}
 }
 
 // badUpdates are refused on update from validToken().

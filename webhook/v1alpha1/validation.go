@@ -5,6 +5,7 @@ package v1alpha1
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -153,6 +154,8 @@ func ValidateApiToken(old, at *tokensv1alpha1.ApiToken) (field.ErrorList, []stri
 				errs = append(errs, field.Forbidden(tplPath.Child("annotations").Key(k), "is set by the operator"))
 			}
 		}
+		errs = append(errs, refuseReplicatorKeys(tpl.Labels, tplPath.Child("labels"))...)
+		errs = append(errs, refuseReplicatorKeys(tpl.Annotations, tplPath.Child("annotations"))...)
 	}
 
 	// The creator annotations are the webhook's to write; a key that only
@@ -168,6 +171,20 @@ func ValidateApiToken(old, at *tokensv1alpha1.ApiToken) (field.ErrorList, []stri
 		}
 	}
 	return errs, warnings
+}
+
+// refuseReplicatorKeys refuses the keys of a Secret replicator
+// (tokensv1alpha1.SecretReplicatorKey), in sorted order: a template that
+// carries one would have the token copied out of its namespace.
+func refuseReplicatorKeys(keys map[string]string, path *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
+		if why := tokensv1alpha1.SecretReplicatorKey(k); why != "" {
+			errs = append(errs, field.Forbidden(path.Key(k), why+": a token is delivered only into its own namespace; "+
+				"create an ApiToken in each namespace that needs one (docs/lifecycle.md#delivery)"))
+		}
+	}
+	return errs
 }
 
 // validateScopes checks each scope's shape and warns about duplicates and

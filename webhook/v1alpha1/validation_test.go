@@ -19,8 +19,8 @@ func TestValidateApiTokenRefuses(t *testing.T) {
 			at := validToken()
 			c.mutate(at)
 			errs, _ := ValidateApiToken(nil, at)
-			if !strings.Contains(errs.ToAggregate().Error(), c.message) {
-				t.Fatalf("errors %q do not contain %q", errs.ToAggregate(), c.message)
+			if len(errs) == 0 || !strings.Contains(errs.ToAggregate().Error(), c.message) {
+				t.Fatalf("errors %v do not contain %q", errs, c.message)
 			}
 		})
 	}
@@ -50,6 +50,13 @@ func TestValidateApiTokenAccepts(t *testing.T) {
 		duration("2160h0m0s"),
 		both(duration("1h30m"), rotation("30s", "10m")),
 		custom("table:data:read", "articles:findOne", "*:*:read"),
+		// A reloader, and names that only look like a replicator's.
+		func(a *tokensv1alpha1.ApiToken) {
+			a.Spec.SecretTemplate = &tokensv1alpha1.SecretTemplate{
+				Labels:      map[string]string{"app": "shop", "example.com/external-secrets.io": "x"},
+				Annotations: map[string]string{"reloader.stakater.com/match": "true", "notk8s.emberstack.com/x": "y", "reflector": "z"},
+			}
+		},
 	}
 	for i, g := range good {
 		at := validToken()
