@@ -103,7 +103,8 @@ func (h *Handler) Decide(req Request) Decision {
 		why = "this route accepts tokens from no namespace: name them in its policy (namespace=" + id.Namespace +
 			") or start the operator with --auth-default-namespaces"
 	case !slices.Contains(namespaces, id.Namespace) && !slices.Contains(namespaces, "*"):
-		why = "tokens from namespace " + id.Namespace + " are not accepted on this route"
+		why = "tokens from namespace " + id.Namespace + " are not accepted on this route: name it in the route's policy (namespace=" + id.Namespace +
+			") or in the operator's --auth-default-namespaces"
 	case !id.Scopes.Allows(required):
 		why = "the token does not grant " + required.String()
 	}

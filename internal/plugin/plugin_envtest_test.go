@@ -278,7 +278,7 @@ var _ = Describe("regenerate", func() {
 		createActive(ns, "cut")
 		Expect(kubectlApitoken("revoke", "cut", "-n", ns).err).NotTo(HaveOccurred())
 		r := kubectlApitoken("regenerate", "cut", "-n", ns, "--wait")
-		Expect(r.err).To(MatchError(`apitoken "cut" in namespace ` + ns + ` is revoked: a regeneration issues no token; 'kubectl apitoken unrevoke cut' issues a new one`))
+		Expect(r.err).To(MatchError(`apitoken "cut" in namespace ` + ns + ` is revoked: a regeneration issues no token; 'kubectl apitoken unrevoke cut -n ` + ns + `' issues a new one`))
 
 		By("a Secret of that name that the operator does not own")
 		Expect(k8s.Create(context.Background(), &corev1.Secret{
@@ -317,7 +317,7 @@ var _ = Describe("revoke and unrevoke", func() {
 
 		By("reveal says it is revoked and has no token")
 		r = kubectlApitoken("reveal", "ci", "-n", ns)
-		Expect(r.err).To(MatchError(`apitoken "ci" in namespace ` + ns + ` is revoked and has no token: 'kubectl apitoken unrevoke ci' issues a new one`))
+		Expect(r.err).To(MatchError(`apitoken "ci" in namespace ` + ns + ` is revoked and has no token: 'kubectl apitoken unrevoke ci -n ` + ns + `' issues a new one`))
 		Expect(r.out).To(BeEmpty())
 
 		r = kubectlApitoken("unrevoke", "ci", "-n", ns)

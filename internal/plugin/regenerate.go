@@ -60,8 +60,8 @@ func (o *regenerateOptions) run(ctx context.Context, name string) error {
 		return err
 	}
 	if at.Spec.Revoked {
-		return fmt.Errorf("%s %q in namespace %s is revoked: a regeneration issues no token; 'kubectl apitoken unrevoke %s' issues a new one",
-			kindLower, name, s.namespace, name)
+		return fmt.Errorf("%s %q in namespace %s is revoked: a regeneration issues no token; 'kubectl apitoken unrevoke %s -n %s' issues a new one",
+			kindLower, name, s.namespace, name, s.namespace)
 	}
 	if at.Status.Phase == tokensv1alpha1.PhaseFailed {
 		return fmt.Errorf("%s %q in namespace %s cannot be regenerated: %s", kindLower, name, s.namespace, readyText(at))

@@ -40,8 +40,8 @@ func (o *rootOptions) reveal(ctx context.Context, name string) error {
 		return err
 	}
 	if at.Spec.Revoked || at.Status.Phase == tokensv1alpha1.PhaseRevoked {
-		return fmt.Errorf("%s %q in namespace %s is revoked and has no token: 'kubectl apitoken unrevoke %s' issues a new one",
-			kindLower, name, s.namespace, name)
+		return fmt.Errorf("%s %q in namespace %s is revoked and has no token: 'kubectl apitoken unrevoke %s -n %s' issues a new one",
+			kindLower, name, s.namespace, name, s.namespace)
 	}
 	tok, err := secretToken(ctx, s, at)
 	if err != nil {
