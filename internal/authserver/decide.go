@@ -211,8 +211,12 @@ func refusal(problem string) Decision {
 	}
 }
 
-// asciiLower lowers A-Z and leaves every other byte as it is.
+// asciiLower lowers A-Z and leaves every other byte as it is; s itself,
+// with no allocation, when it has no upper-case letter (the request path).
 func asciiLower(s string) string {
+	if !strings.ContainsFunc(s, func(r rune) bool { return 'A' <= r && r <= 'Z' }) {
+		return s
+	}
 	b := []byte(s)
 	for i, c := range b {
 		if 'A' <= c && c <= 'Z' {

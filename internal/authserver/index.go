@@ -254,11 +254,17 @@ func (ix *Index) Upsert(at *tokensv1alpha1.ApiToken) {
 	ix.release(obj.grant)
 	obj.grant = g
 	entries := ix.entriesOf(at, g, obj.usage)
-	dead := map[digestKey]struct{}{}
+	// Almost every ApiToken has none: no map is made for those (a relist
+	// upserts every token).
+	var dead map[digestKey]struct{}
+	ended := tokenEnded(at)
 	for d, e := range entries {
-		if _, was := obj.dead[d]; was || tokenEnded(at) {
+		if _, was := obj.dead[d]; was || ended {
 			e.revoked = true
 			entries[d] = e
+			if dead == nil {
+				dead = map[digestKey]struct{}{}
+			}
 			dead[d] = struct{}{}
 		}
 	}
