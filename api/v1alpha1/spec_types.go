@@ -1,0 +1,162 @@
+package v1alpha1
+
+// TokenType sets which scopes a token grants.
+// +kubebuilder:validation:Enum=read-only;full-access;custom
+type TokenType string
+
+const (
+	// ReadOnly grants the read action on every resource (*:read).
+	ReadOnly TokenType = "read-only"
+	// FullAccess grants every action on every resource (*:*).
+	FullAccess TokenType = "full-access"
+	// Custom grants exactly the listed scopes.
+	Custom TokenType = "custom"
+)
+
+// Audience is where a token may be presented, by name: a lower-case DNS
+// label such as billing-api; a token is refused where another audience is
+// required.
+// +kubebuilder:validation:MaxLength=63
+// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="must be a lower-case name (a DNS label) such as content-api, admin or billing-api"
+type Audience string
+
+const (
+	// ContentAPI is the default audience: the public content API.
+	ContentAPI Audience = "content-api"
+	// Admin is the administration API.
+	Admin Audience = "admin"
+	// Kubernetes is the Kubernetes API server, through its webhook token
+	// authentication (TokenReview).
+	Kubernetes Audience = "kubernetes"
+)
+
+// Presentation is how a client must present a token: bkend's API_KEY and
+// BEARER_TOKEN kinds.
+// +kubebuilder:validation:Enum=any;bearer;api-key
+type Presentation string
+
+const (
+	// AnyHeader accepts the token from Authorization: Bearer or X-API-Key.
+	AnyHeader Presentation = "any"
+	// BearerHeader accepts it only from Authorization: Bearer.
+	BearerHeader Presentation = "bearer"
+	// APIKeyHeader accepts it only from X-API-Key.
+	APIKeyHeader Presentation = "api-key"
+)
+
+// Unlimited is the duration of a token that never expires.
+const Unlimited = "unlimited"
+
+// ApiTokenSpec is the desired state of an ApiToken.
+// +kubebuilder:validation:XValidation:rule="self.type != 'custom' || (has(self.scopes) && size(self.scopes) > 0)",message="a custom token must list at least one scope",fieldPath=".scopes",reason=FieldValueRequired
+// +kubebuilder:validation:XValidation:rule="self.type == 'custom' || !has(self.scopes) || size(self.scopes) == 0",message="scopes are only allowed with type custom",fieldPath=".scopes",reason=FieldValueForbidden
+// +kubebuilder:validation:XValidation:rule="!has(self.rotation) || !has(self.rotation.renewBefore) || self.duration != 'unlimited'",message="renewBefore needs a finite duration",fieldPath=".rotation.renewBefore",reason=FieldValueForbidden
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.secretName) || (has(self.secretName) && self.secretName == oldSelf.secretName)",message="secretName cannot be changed after creation; create a new ApiToken instead",fieldPath=".secretName"
+type ApiTokenSpec struct {
+	// description says what the token is for.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	Description string `json:"description,omitempty"`
+
+	// type sets the scopes the token grants: read-only (*:read),
+	// full-access (*:*) or custom (exactly spec.scopes).
+	// +required
+	Type TokenType `json:"type"`
+
+	// scopes lists what a custom token grants, each
+	// resource[:sub-resource...]:action: the last part is the action, the
+	// others name the resource ("articles:read", "table:data:read",
+	// "articles:findOne"). "*" matches any one part or any action, and a
+	// resource of "*" alone matches every resource ("*:*"). read covers
+	// find and findOne. See docs/scopes.md.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=128
+	// +kubebuilder:validation:items:XValidation:rule="self.matches('^([*]|[a-z0-9]([a-z0-9._-]*[a-z0-9])?)(:([*]|[a-z0-9]([a-z0-9._-]*[a-z0-9])?)){0,7}:([*]|[a-z][a-zA-Z0-9]*)$')",message="must be resource[:sub-resource...]:action, e.g. orders:read, table:data:read or articles:findOne; each resource part is * or lower-case, at most 8"
+	Scopes []string `json:"scopes,omitempty"`
+
+	// duration is how long a token is valid after it is issued: "unlimited",
+	// or a positive span (at least 1s) in days, hours, minutes and seconds,
+	// in that order, such as "7d", "30d", "90d", "1d12h", or a Kubernetes/Go
+	// duration string as cert-manager takes: "2160h", "1h30m", "30s".
+	// +required
+	// +kubebuilder:validation:MaxLength=24
+	// +kubebuilder:validation:XValidation:rule="self == 'unlimited' || (self.matches('^((0|[1-9][0-9]*)d)?((0|[1-9][0-9]*)h)?((0|[1-9][0-9]*)m)?((0|[1-9][0-9]*)s)?$') && self.matches('[1-9]'))",message="must be unlimited or a positive span of days, hours, minutes and seconds, such as 7d, 30d, 90d, 2160h, 1h30m or 30s"
+	Duration string `json:"duration"`
+
+	// audience is where the token may be presented, by name: content-api
+	// (default), admin (Strapi's), kubernetes (the API server, through
+	// webhook token authentication), or any lower-case DNS label naming a
+	// service, such as billing-api. A route requires one by name.
+	// +optional
+	// +kubebuilder:default=content-api
+	Audience Audience `json:"audience,omitempty"`
+
+	// presentation is how clients must send the token: any (default;
+	// Authorization: Bearer or X-API-Key), bearer (Authorization: Bearer
+	// only; the only kind the Kubernetes API server can present) or
+	// api-key (X-API-Key only). A token sent the other way is refused with
+	// invalid_request.
+	// +optional
+	// +kubebuilder:default=any
+	Presentation Presentation `json:"presentation,omitempty"`
+
+	// secretName is the Secret the token is written to, under the key
+	// "token". Defaults to <name>-token. It cannot change after creation.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="must be a valid Secret name: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"
+	SecretName string `json:"secretName,omitempty"`
+
+	// secretTemplate holds labels and annotations copied onto the Secret.
+	// +optional
+	SecretTemplate *SecretTemplate `json:"secretTemplate,omitempty"`
+
+	// rotation sets the grace period after a regeneration and automatic renewal.
+	// +optional
+	Rotation *Rotation `json:"rotation,omitempty"`
+
+	// idleTimeout makes a token that has not been used for this long
+	// Inactive: refused, until it is regenerated, e.g. "90d". The idle time
+	// runs from the later of status.issuedAt and status.lastUsedAt.
+	// Default: none.
+	// +optional
+	// +kubebuilder:validation:MaxLength=24
+	// +kubebuilder:validation:XValidation:rule="self.matches('^((0|[1-9][0-9]*)d)?((0|[1-9][0-9]*)h)?((0|[1-9][0-9]*)m)?((0|[1-9][0-9]*)s)?$') && self.matches('[1-9]')",message="must be a positive span of days, hours, minutes and seconds, such as 30d, 90d, 12h or 2160h"
+	IdleTimeout string `json:"idleTimeout,omitempty"`
+
+	// revoked makes the token invalid at once and removes it from the
+	// Secret. Setting it back to false issues a new token.
+	// +optional
+	Revoked bool `json:"revoked,omitempty"`
+}
+
+// SecretTemplate holds metadata copied onto the generated Secret.
+type SecretTemplate struct {
+	// labels are added to the Secret.
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+
+	// annotations are added to the Secret (e.g. for a reloader).
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// Rotation configures how a token is replaced.
+type Rotation struct {
+	// gracePeriod is how long the previous token stays valid after a
+	// regeneration, e.g. "5m" (kubelet takes a minute or two to refresh a
+	// mounted Secret). Default: none.
+	// +optional
+	// +kubebuilder:validation:MaxLength=24
+	// +kubebuilder:validation:XValidation:rule="self.matches('^((0|[1-9][0-9]*)d)?((0|[1-9][0-9]*)h)?((0|[1-9][0-9]*)m)?((0|[1-9][0-9]*)s)?$') && self.matches('[1-9]')",message="must be a positive span of days, hours, minutes and seconds, such as 30s, 5m, 2h or 7d"
+	GracePeriod string `json:"gracePeriod,omitempty"`
+
+	// renewBefore regenerates the token automatically this long before it
+	// expires, e.g. "7d". Only with a finite duration, and shorter than it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=24
+	// +kubebuilder:validation:XValidation:rule="self.matches('^((0|[1-9][0-9]*)d)?((0|[1-9][0-9]*)h)?((0|[1-9][0-9]*)m)?((0|[1-9][0-9]*)s)?$') && self.matches('[1-9]')",message="must be a positive span of days, hours, minutes and seconds, such as 30s, 5m, 2h or 7d"
+	RenewBefore string `json:"renewBefore,omitempty"`
+}

@@ -1,0 +1,134 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Phase summarises where a token is in its life.
+// +kubebuilder:validation:Enum=Pending;Active;Expired;Inactive;Revoked;Failed
+type Phase string
+
+const (
+	// PhasePending: no token has been issued yet.
+	PhasePending Phase = "Pending"
+	// PhaseActive: the token in the Secret verifies.
+	PhaseActive Phase = "Active"
+	// PhaseExpired: the token has passed status.expiresAt.
+	PhaseExpired Phase = "Expired"
+	// PhaseInactive: the token was not used for spec.idleTimeout.
+	PhaseInactive Phase = "Inactive"
+	// PhaseRevoked: spec.revoked is true.
+	PhaseRevoked Phase = "Revoked"
+	// PhaseFailed: the token cannot be delivered (see the Ready condition).
+	PhaseFailed Phase = "Failed"
+)
+
+// Granted is what a token grants.
+type Granted struct {
+	Type TokenType `json:"type"`
+	// +optional
+	// +listType=atomic
+	Scopes []string `json:"scopes,omitempty"`
+	// +optional
+	Audience Audience `json:"audience,omitempty"`
+}
+
+// Verification is the record the auth endpoint verifies against: keyed
+// hashes only, never a token. Hashes are base64 (std) HMAC-SHA512 digests.
+type Verification struct {
+	// saltID identifies the salt the hashes were made with (not the salt).
+	// +optional
+	SaltID string `json:"saltID,omitempty"`
+
+	// hash is the digest of the token in the Secret.
+	// +optional
+	Hash string `json:"hash,omitempty"`
+
+	// pendingHash is the digest of a token being written to the Secret; it
+	// verifies so that a crash between the two writes never leaves the
+	// Secret with a token that does not.
+	// +optional
+	PendingHash string `json:"pendingHash,omitempty"`
+
+	// pendingReason is why the pending token is issued.
+	// +optional
+	PendingReason string `json:"pendingReason,omitempty"`
+
+	// pendingRegenerate is the regenerate annotation value the pending
+	// token answers, if any.
+	// +optional
+	PendingRegenerate string `json:"pendingRegenerate,omitempty"`
+
+	// previousHash is the digest of the token replaced by the last
+	// regeneration, valid until previousValidUntil.
+	// +optional
+	PreviousHash string `json:"previousHash,omitempty"`
+
+	// previousValidUntil ends the grace period of previousHash.
+	// +optional
+	PreviousValidUntil *metav1.Time `json:"previousValidUntil,omitempty"`
+
+	// revokedHash is the digest of a revoked token, kept only so that the
+	// auth endpoint answers "revoked" rather than "unknown"; it never verifies.
+	// +optional
+	RevokedHash string `json:"revokedHash,omitempty"`
+}
+
+// SecretReference names the Secret in the ApiToken's namespace.
+type SecretReference struct {
+	// name of the Secret.
+	// +required
+	Name string `json:"name"`
+}
+
+// ApiTokenStatus is the observed state of an ApiToken, written by the operator only.
+type ApiTokenStatus struct {
+	// phase is Pending, Active, Expired, Revoked or Failed.
+	// +optional
+	Phase Phase `json:"phase,omitempty"`
+
+	// conditions: Ready and ExpiringSoon.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// secretRef names the Secret holding the token.
+	// +optional
+	SecretRef *SecretReference `json:"secretRef,omitempty"`
+
+	// issuedAt is when the current token was issued.
+	// +optional
+	IssuedAt *metav1.Time `json:"issuedAt,omitempty"`
+
+	// expiresAt is issuedAt + duration; absent for an unlimited token.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+
+	// lastUsedAt is when the token last verified at the auth endpoint
+	// (updated at most once a minute).
+	// +optional
+	LastUsedAt *metav1.Time `json:"lastUsedAt,omitempty"`
+
+	// lastRegeneratedAt is when the token was last replaced.
+	// +optional
+	LastRegeneratedAt *metav1.Time `json:"lastRegeneratedAt,omitempty"`
+
+	// lastHandledRegenerate is the last value of the regenerate annotation acted on.
+	// +optional
+	LastHandledRegenerate string `json:"lastHandledRegenerate,omitempty"`
+
+	// verification holds the keyed hashes the auth endpoint verifies against.
+	// +optional
+	Verification *Verification `json:"verification,omitempty"`
+
+	// granted is what the token grants (type, scopes, audience) as the
+	// operator last saw the spec: a change of a live token records a
+	// PermissionsChanged Event from this to the new grant.
+	// +optional
+	Granted *Granted `json:"granted,omitempty"`
+
+	// observedGeneration is the generation last reconciled.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+}
