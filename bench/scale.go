@@ -152,58 +152,67 @@ func plotScale(points []point, base baseline, path string) error {
 		}
 		return out
 	}
-	line := func(pl *plot.Plot, name string, pts plotter.XYs, c color.Color, dashed bool) error {
-		l, s, err := plotter.NewLinePoints(pts)
-		if err != nil {
-			return err
-		}
-		l.Color, s.Color = c, c
-		if dashed {
-			l.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
-		}
-		pl.Add(l, s)
-		pl.Legend.Add(name, l, s)
-		return nil
-	}
 	blue, grey, red := color.RGBA{B: 200, A: 255}, color.RGBA{R: 120, G: 120, B: 120, A: 255}, color.RGBA{R: 200, A: 255}
-	newPlot := func(title, y string) *plot.Plot {
-		pl := plot.New()
-		pl.Title.Text, pl.X.Label.Text, pl.Y.Label.Text = title, "ApiTokens", y
-		pl.X.Scale, pl.X.Tick.Marker = plot.LogScale{}, plot.LogTicks{Prec: -1}
-		pl.Legend.Top, pl.Legend.Left = true, true
-		return pl
-	}
 
-	timePlot := newPlot("Time to all Active", "seconds")
+	timePlot := newScalePlot("Time to all Active", "seconds")
 	timePlot.Y.Scale, timePlot.Y.Tick.Marker = plot.LogScale{}, plot.LogTicks{Prec: -1}
-	if err := line(timePlot, "operator", xy(func(p point) float64 { return p.took.Seconds() }), blue, false); err != nil {
+	if err := addLine(timePlot, "operator", xy(func(p point) float64 { return p.took.Seconds() }), blue, false); err != nil {
 		return err
 	}
-	if err := line(timePlot, "API server floor", xy(func(p point) float64 { return p.floor.Seconds() }), grey, true); err != nil {
+	if err := addLine(timePlot, "API server floor", xy(func(p point) float64 { return p.floor.Seconds() }), grey, true); err != nil {
 		return err
 	}
-	if err := line(timePlot, "1.3x floor (target)", xy(func(p point) float64 { return 1.3 * p.floor.Seconds() }), red, true); err != nil {
+	if err := addLine(timePlot, "1.3x floor (target)", xy(func(p point) float64 { return 1.3 * p.floor.Seconds() }), red, true); err != nil {
 		return err
 	}
 
-	memPlot := newPlot("Memory per ApiToken", "KiB")
+	memPlot := newScalePlot("Memory per ApiToken", "KiB")
 	memPlot.Y.Scale, memPlot.Y.Tick.Marker = plot.LogScale{}, plot.LogTicks{Prec: -1}
-	if err := line(memPlot, "operator RSS per token (over empty)", xy(func(p point) float64 { return float64(p.rss-rss0) / float64(p.n) / 1024 }), blue, false); err != nil {
+	if err := addLine(memPlot, "operator RSS per token (over empty)", xy(func(p point) float64 { return float64(p.rss-rss0) / float64(p.n) / 1024 }), blue, false); err != nil {
 		return err
 	}
-	if err := line(memPlot, "operator live heap per token", xy(func(p point) float64 { return float64(p.heap-heap0) / float64(p.n) / 1024 }), blue, true); err != nil {
+	if err := addLine(memPlot, "operator live heap per token", xy(func(p point) float64 { return float64(p.heap-heap0) / float64(p.n) / 1024 }), blue, true); err != nil {
 		return err
 	}
-	if err := line(memPlot, "auth-only replica live heap per token", xy(func(p point) float64 { return float64(p.authHeap-base.authHeap) / float64(p.n) / 1024 }), color.RGBA{G: 140, A: 255}, false); err != nil {
+	if err := addLine(memPlot, "auth-only replica live heap per token", xy(func(p point) float64 { return float64(p.authHeap-base.authHeap) / float64(p.n) / 1024 }), color.RGBA{G: 140, A: 255}, false); err != nil {
 		return err
 	}
-	if err := line(memPlot, "kube-apiserver + etcd RSS per token", xy(func(p point) float64 { return float64(p.apiRSS+p.etcRSS) / float64(p.n) / 1024 }), grey, true); err != nil {
+	if err := addLine(memPlot, "kube-apiserver + etcd RSS per token", xy(func(p point) float64 { return float64(p.apiRSS+p.etcRSS) / float64(p.n) / 1024 }), grey, true); err != nil {
 		return err
 	}
-	if err := line(memPlot, "4 KiB (operator target)", xy(func(point) float64 { return 4 }), red, true); err != nil {
+	if err := addLine(memPlot, "4 KiB (operator target)", xy(func(point) float64 { return 4 }), red, true); err != nil {
 		return err
 	}
 
+	return writePlots(path, timePlot, memPlot)
+}
+
+// addLine adds pts to pl as a line with points, named in its legend.
+func addLine(pl *plot.Plot, name string, pts plotter.XYs, c color.Color, dashed bool) error {
+	l, s, err := plotter.NewLinePoints(pts)
+	if err != nil {
+		return err
+	}
+	l.Color, s.Color = c, c
+	if dashed {
+		l.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
+	}
+	pl.Add(l, s)
+	pl.Legend.Add(name, l, s)
+	return nil
+}
+
+// newScalePlot is a plot of the scale curve: ApiTokens on a log scale.
+func newScalePlot(title, y string) *plot.Plot {
+	pl := plot.New()
+	pl.Title.Text, pl.X.Label.Text, pl.Y.Label.Text = title, "ApiTokens", y
+	pl.X.Scale, pl.X.Tick.Marker = plot.LogScale{}, plot.LogTicks{Prec: -1}
+	pl.Legend.Top, pl.Legend.Left = true, true
+	return pl
+}
+
+// writePlots draws the time and memory plots side by side into path (PNG).
+func writePlots(path string, timePlot, memPlot *plot.Plot) error {
 	const w, h = 16 * vg.Centimeter, 11 * vg.Centimeter
 	img := vgimg.New(2*w, h)
 	dc := draw.New(img)
