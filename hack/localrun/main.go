@@ -10,7 +10,8 @@
 // With -cluster=current (make run CLUSTER=current) it uses the current
 // context of the kubeconfig instead: it prints what it will create, creates
 // it, runs the operator with its webhooks off, and on exit removes what it
-// created that was not there before (see cluster.go).
+// created that was not there before (cluster.go; what it finds and plans
+// in cluster_plan.go, its clean-up in cluster_cleanup.go).
 //
 // Arguments after -- go to the operator.
 package main
@@ -21,24 +22,18 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	"sigs.k8s.io/yaml"
 
-	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-operator/apitoken-operator/internal/testenv"
 )
 
@@ -49,12 +44,6 @@ const (
 	samplesNamespace  = "default"
 	crdName           = "apitokens.tokens.apitoken.dev"
 )
-
-// samples are the default tokens (config/samples), applied in samplesNamespace.
-var samples = []struct{ file, name string }{
-	{"tokens_v1alpha1_apitoken_full_access.yaml", "full-access"},
-	{"tokens_v1alpha1_apitoken_read_only.yaml", "read-only"},
-}
 
 // Ports of the operator that make run opens on -listen-address, the
 // operator's defaults (docs/development.md).
@@ -226,174 +215,6 @@ func listening(host string) string {
 		return host + " only (make run LISTEN=0.0.0.0, or -listen-address, for every interface)"
 	}
 	return host + " (-listen-address; the default is 127.0.0.1)"
-}
-
-// args are the operator's flags: those both modes share, extra, then the
-// user's arguments after --. Every port the operator opens is on the
-// -listen-address host (the operator's own defaults listen on every
-// interface, as a pod must).
-func (o options) args(extra []string) []string {
-	args := append([]string{
-		"--namespace=" + operatorNamespace,
-		"--auth-bind-address=" + o.authAddr,
-		"--grpc-auth-bind-address=" + net.JoinHostPort(o.listen, grpcPort),
-		"--metrics-bind-address=" + net.JoinHostPort(o.listen, metricsPort),
-		"--health-probe-bind-address=" + net.JoinHostPort(o.listen, probePort),
-		// The demo's tokens live in default; a route that names no
-		// namespace accepts them (a deployment names its own).
-		"--auth-default-namespaces=" + samplesNamespace,
-		"--auth-path-prefix=/api",
-	}, extra...)
-	return append(args, o.operatorArgs...)
-}
-
-// webhookArgs are the operator's webhook flags of the local control
-// plane's mode: it serves them on port with the certificate in certDir.
-func (o options) webhookArgs(port int, certDir string) []string {
-	return []string{fmt.Sprintf("--webhook-port=%d", port), "--webhook-cert-dir=" + certDir, "--webhook-host=" + o.listen}
-}
-
-// operator is the running operator process.
-type operator struct {
-	cmd     *exec.Cmd
-	exited  chan error
-	logPath string
-	log     *os.File
-}
-
-// startOperator runs the operator binary against kubeconfig with the flags
-// both modes share, extra, and the user's arguments after --.
-func startOperator(o options, kubeconfig string, extra []string) (*operator, error) {
-	if err := os.MkdirAll(o.state, 0o700); err != nil {
-		return nil, err
-	}
-	logPath, _ := filepath.Abs(filepath.Join(o.state, "operator.log"))
-	logFile, err := os.Create(logPath) //nolint:gosec // the state folder make run owns
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(o.operator, o.args(extra)...) //nolint:gosec // the operator binary make run just built
-	cmd.Env = os.Environ()
-	if kubeconfig != "" {
-		cmd.Env = append(cmd.Env, "KUBECONFIG="+kubeconfig)
-	}
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	// Its own process group: a terminal's Ctrl-C reaches localrun only,
-	// which stops the operator with one SIGTERM before it cleans up.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		_ = logFile.Close()
-		return nil, fmt.Errorf("starting the operator: %w", err)
-	}
-	op := &operator{cmd: cmd, exited: make(chan error, 1), logPath: logPath, log: logFile}
-	go func() { op.exited <- cmd.Wait() }()
-	return op, nil
-}
-
-// wait returns when ctx is done (nil) or the operator exits (an error).
-func (op *operator) wait(ctx context.Context) error {
-	select {
-	case <-ctx.Done():
-		return nil
-	case err := <-op.exited:
-		op.exited <- err
-		return op.exitError(err)
-	}
-}
-
-// exitError reports the operator's exit (err from its Wait), naming its log.
-func (op *operator) exitError(err error) error {
-	if err == nil {
-		return fmt.Errorf("the operator exited (see %s)", op.logPath)
-	}
-	return fmt.Errorf("the operator exited: %w (see %s)", err, op.logPath)
-}
-
-// stop stops the operator (SIGTERM, then SIGKILL after 10 s) and waits for it.
-func (op *operator) stop() {
-	defer op.log.Close()
-	select {
-	case err := <-op.exited:
-		op.exited <- err
-		return
-	default:
-	}
-	say("stopping the operator")
-	_ = op.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-time.After(10 * time.Second):
-		_ = op.cmd.Process.Kill()
-		waitErr := <-op.exited
-		say(fmt.Sprintf("the operator did not stop in 10s and was killed (%v)", waitErr))
-	case waitErr := <-op.exited:
-		if waitErr != nil {
-			say(fmt.Sprintf("the operator stopped: %v", waitErr))
-		}
-	}
-}
-
-// errInterrupted is returned by a wait cut short by Ctrl-C or SIGTERM: the
-// run then ends normally.
-var errInterrupted = errors.New("interrupted")
-
-// waitReady waits until the operator's auth endpoint answers /readyz.
-func waitReady(ctx context.Context, authAddr string, op *operator) error {
-	url := "http://" + dialAddr(authAddr) + "/readyz"
-	deadline := time.After(2 * time.Minute)
-	for {
-		if resp, err := http.Get(url); err == nil { //nolint:gosec,noctx // local readiness probe
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return errInterrupted
-		case err := <-op.exited:
-			op.exited <- err
-			return op.exitError(err)
-		case <-deadline:
-			return fmt.Errorf("the operator's auth endpoint %s did not become ready (see %s)", url, op.logPath)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
-
-// createSample creates the ApiToken of a config/samples file in samplesNamespace.
-func createSample(ctx context.Context, c client.Client, root, file string) error {
-	data, err := os.ReadFile(filepath.Join(root, "config", "samples", file)) //nolint:gosec // the repository's samples
-	if err != nil {
-		return err
-	}
-	var at tokensv1alpha1.ApiToken
-	if err := yaml.UnmarshalStrict(data, &at); err != nil {
-		return fmt.Errorf("%s: %w", file, err)
-	}
-	at.Namespace = samplesNamespace
-	if err := c.Create(ctx, &at, client.FieldOwner("make-run")); err != nil {
-		return fmt.Errorf("applying %s: %w", file, err)
-	}
-	return nil
-}
-
-// waitSampleToken waits until the read-only sample's Secret holds a token.
-func waitSampleToken(ctx context.Context, c client.Client, op *operator) error {
-	var secret corev1.Secret
-	for {
-		err := c.Get(ctx, types.NamespacedName{Namespace: samplesNamespace, Name: "read-only-token"}, &secret)
-		if err == nil && len(secret.Data[tokensv1alpha1.SecretTokenKey]) > 0 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return errInterrupted
-		case err := <-op.exited:
-			op.exited <- err
-			return op.exitError(err)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
 
 // dialAddr is where this machine reaches a listen address: its host, or
