@@ -84,8 +84,21 @@ func eventTime(e *eventsv1.Event) time.Time {
 	return e.CreationTimestamp.Time
 }
 
-// printStatus writes the status report of at.
+// printStatus writes the status report of at: its fields, conditions and
+// Events.
 func printStatus(w io.Writer, at *tokensv1alpha1.ApiToken, events []eventsv1.Event, evErr error, now time.Time) error {
+	if err := printFields(w, at, now); err != nil {
+		return err
+	}
+	if err := printConditions(w, at.Status.Conditions, now); err != nil {
+		return err
+	}
+	return printEvents(w, events, evErr, now)
+}
+
+// printFields writes at's spec and status, one aligned "Key: value" line
+// each.
+func printFields(w io.Writer, at *tokensv1alpha1.ApiToken, now time.Time) error {
 	tw := printers.GetNewTabWriter(w)
 	line := func(k, v string) { _, _ = fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
 	when := func(t *metav1.Time, none string) string {
@@ -145,24 +158,26 @@ func printStatus(w io.Writer, at *tokensv1alpha1.ApiToken, events []eventsv1.Eve
 	if st.ObservedGeneration != 0 && st.ObservedGeneration != at.Generation {
 		line("Observed generation", fmt.Sprintf("%d of %d (the operator has not seen the latest spec yet)", st.ObservedGeneration, at.Generation))
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
+	return tw.Flush()
+}
 
+// printConditions writes the conditions as a table, or says there are none.
+func printConditions(w io.Writer, conditions []metav1.Condition, now time.Time) error {
 	_, _ = fmt.Fprintln(w, "Conditions:")
-	if len(st.Conditions) == 0 {
+	if len(conditions) == 0 {
 		_, _ = fmt.Fprintln(w, "  none (the operator has not reconciled this token yet)")
-	} else {
-		tw = printers.GetNewTabWriter(w)
-		_, _ = fmt.Fprintln(tw, "  TYPE\tSTATUS\tREASON\tSINCE\tMESSAGE")
-		for _, c := range st.Conditions {
-			_, _ = fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", c.Type, c.Status, c.Reason, ago(c.LastTransitionTime.Time, now), c.Message)
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
+		return nil
 	}
+	tw := printers.GetNewTabWriter(w)
+	_, _ = fmt.Fprintln(tw, "  TYPE\tSTATUS\tREASON\tSINCE\tMESSAGE")
+	for _, c := range conditions {
+		_, _ = fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", c.Type, c.Status, c.Reason, ago(c.LastTransitionTime.Time, now), c.Message)
+	}
+	return tw.Flush()
+}
 
+// printEvents writes the Events as a table, or says why there are none.
+func printEvents(w io.Writer, events []eventsv1.Event, evErr error, now time.Time) error {
 	_, _ = fmt.Fprintln(w, "Events:")
 	switch {
 	case evErr != nil:
@@ -170,7 +185,7 @@ func printStatus(w io.Writer, at *tokensv1alpha1.ApiToken, events []eventsv1.Eve
 	case len(events) == 0:
 		_, _ = fmt.Fprintln(w, "  none")
 	default:
-		tw = printers.GetNewTabWriter(w)
+		tw := printers.GetNewTabWriter(w)
 		_, _ = fmt.Fprintln(tw, "  LAST SEEN\tTYPE\tREASON\tMESSAGE")
 		for i := range events {
 			e := &events[i]
