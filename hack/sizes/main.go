@@ -1,7 +1,8 @@
 // Command sizes lists every Go file over 400 lines and every function over
 // 80 lines under the directories it is given (default: the current one),
 // leaving out test files (_test.go) and generated files (a "Code generated
-// ... DO NOT EDIT." line), and exits 1 if it listed any:
+// ... DO NOT EDIT." line), and exits 1 if it listed any (2 if a file
+// cannot be read or parsed):
 //
 //	go run ./hack/sizes .
 //
