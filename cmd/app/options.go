@@ -68,7 +68,7 @@ type Options struct {
 // NewOptions returns the defaults of every flag, with the environment's
 // fallbacks: POD_NAMESPACE for --namespace, API_TOKEN_SALT.
 func NewOptions() *Options {
-	return &Options{
+	return &Options{ //nolint:gosec // G101: the name of the salt Secret and the path of the ServiceAccount token file, no credential
 		MetricsAddr:          ":8080",
 		ProbeAddr:            ":8081",
 		EnableController:     true,
