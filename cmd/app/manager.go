@@ -26,20 +26,6 @@ func Scheme() *runtime.Scheme {
 	return s
 }
 
-// NewSaltStore returns the store of the salt in the Secret --salt-secret
-// of --namespace, empty until Setup loads it. The manager's cache
-// (ManagerOptions) and Setup share it. An auth-only replica needs only
-// the salt, in the operator's namespace.
-func NewSaltStore(o *Options) *salt.Store {
-	s := salt.NewStore(o.saltRef())
-	s.AllowWeak = o.AllowWeakSalt
-	return s
-}
-
-func (o *Options) saltRef() types.NamespacedName {
-	return types.NamespacedName{Namespace: o.Namespace, Name: o.SaltSecret}
-}
-
 // ManagerOptions returns the manager's options: scheme, metrics, webhook
 // server, leader election and the cache (an auth-only replica caches the
 // salt Secret by name and ApiTokens as its index sees them). The health

@@ -45,7 +45,7 @@ func (op *Operator) Close() {
 }
 
 // Setup wires the operator onto mgr, made with ManagerOptions(o, salts):
-// it serves the health probes (--health-probe-bind-address) at once, loads
+// it validates o, serves the health probes (--health-probe-bind-address) at once, loads
 // the salt (the controller creates its Secret if absent, an auth-only
 // replica waits for it), then registers the ApiToken and salt reconcilers
 // (--enable-controller), the admission webhooks, the usage reporter or
@@ -55,6 +55,9 @@ func (op *Operator) Close() {
 // says it is stopping; if the salt is not loaded yet, Setup returns
 // ErrStopped.
 func Setup(ctx context.Context, mgr manager.Manager, o *Options, salts *salt.Store) (*Operator, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
 	stopping := func() bool { return ctx.Err() != nil }
 	// The probes answer from here on, before the salt is loaded: liveness
 	// at once, readiness once the salt is loaded and the ApiToken cache
@@ -146,9 +149,6 @@ func setupAuthEndpoint(mgr manager.Manager, o *Options, salts *salt.Store, stopp
 	}
 	var usage http.Handler
 	if reporters := splitList(o.UsageReporters); len(reporters) > 0 {
-		if !o.EnableController {
-			return nil, &setupError{msg: "--usage-reporters needs a replica that writes status (--enable-controller=true)", code: exitUsage}
-		}
 		usage = &authserver.UsageReceiver{Client: mgr.GetClient(), Reporters: reporters, Clock: o.clock()}
 	}
 
