@@ -1,32 +1,30 @@
 package main
 
 import (
+	"flag"
 	"net"
-	"os"
-	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/apitoken-operator/apitoken-operator/cmd/app"
 )
 
 // operatorListenFlags are the operator's flags that open a port by
-// default, read from cmd/main.go so that a new one cannot be missed: every
-// -bind-address flag whose default is not empty or 0.
+// default, read from its options (cmd/app) so that a new one cannot be
+// missed: every -bind-address flag whose default is not empty or 0.
 func operatorListenFlags(t *testing.T) []string {
 	t.Helper()
-	src, err := os.ReadFile(filepath.Join("..", "..", "cmd", "main.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
+	app.NewOptions().AddFlags(fs)
 	var names []string
-	for _, m := range regexp.MustCompile(`flag\.StringVar\(&\w+, "([a-z-]+-bind-address)", "([^"]*)"`).FindAllStringSubmatch(string(src), -1) {
-		if m[2] != "" && m[2] != "0" {
-			names = append(names, m[1])
+	fs.VisitAll(func(f *flag.Flag) {
+		if strings.HasSuffix(f.Name, "-bind-address") && f.DefValue != "" && f.DefValue != "0" {
+			names = append(names, f.Name)
 		}
-	}
+	})
 	for _, want := range []string{"auth-bind-address", "grpc-auth-bind-address", "metrics-bind-address", "health-probe-bind-address"} {
 		if !strings.Contains(strings.Join(names, " "), want) {
-			t.Fatalf("cmd/main.go has no %s flag with a default (found %v): update this test", want, names)
+			t.Fatalf("cmd/app has no %s flag with a default (found %v): update this test", want, names)
 		}
 	}
 	return names

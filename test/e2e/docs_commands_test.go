@@ -71,9 +71,9 @@ var docCommandsNotRun = map[string]string{
 	"endpointslices":                               "the webhook runs on this machine, not behind a Service",
 	"create namespace apitoken-system":             "restores into a new cluster; this one has the namespace",
 	"create secret generic apitoken-operator-salt": "restores into a new cluster; this one has its salt",
-	"patch secret apitoken-operator-salt":          "sets a salt from stdin: internal/salt's envtest suite sets the same keys through the API",
-	"rotate-salt":                                  "rotates the salt of every later spec: internal/salt's envtest suite sets the same annotations",
-	"replaces-salt-ids=":                           "acknowledges a lost salt ($ids from the lines before): internal/salt's envtest suite sets the same annotation",
+	"patch secret apitoken-operator-salt":          "sets a salt from stdin: cmd/app's envtest suite (the salt's life) sets the same keys through the API",
+	"rotate-salt":                                  "rotates the salt of every later spec: cmd/app's envtest suite (the salt's life) sets the same annotations",
+	"replaces-salt-ids=":                           "acknowledges a lost salt ($ids from the lines before): cmd/app's envtest suite (the salt's life) sets the same annotation",
 	"kubectl apply":                                "a reference in a sentence, not a command",
 	"kubectl describe apitoken":                    "a reference in a sentence (describe prints hashes: the page says not to paste it)",
 }

@@ -1,4 +1,4 @@
-package salt_test
+package app_test
 
 import (
 	"bytes"
@@ -14,16 +14,24 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	clocktesting "k8s.io/utils/clock/testing"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-operator/apitoken-operator/internal/salt"
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
 )
 
-var _ = Describe("The salt's life", func() {
+// The salt's life: each spec starts an operator (app.Setup) on its own
+// two namespaces, stops it, and may start another on the same ones, as a
+// restart would. The suite's operator is stopped meanwhile (ownOperators).
+var _ = Describe("The salt's life", Label(ownOperators), func() {
 	var (
 		ctx               context.Context
 		opNS, tokNS       string
@@ -43,12 +51,17 @@ var _ = Describe("The salt's life", func() {
 
 	BeforeEach(func() {
 		ctx = context.Background()
-		opNS, tokNS = newNamespace("op-"), newNamespace("tok-")
+		opNS, tokNS = newNamespace("op"), newNamespace("tok")
 		saltRef = types.NamespacedName{Namespace: opNS, Name: "apitoken-operator-salt"}
 		fakeClock = clocktesting.NewFakeClock(time.Now())
 		running = nil
 		start = func(env string, overlap time.Duration) *operator {
-			op := startOperator(operatorOptions{operatorNS: opNS, tokenNS: tokNS, env: env, overlap: overlap, clock: fakeClock})
+			o := operatorOptions(opNS, fakeClock)
+			o.EnvSalt, o.SaltOverlap = env, overlap
+			op := startOperator(o, func(mo *ctrl.Options) {
+				// It sees only the spec's two namespaces.
+				mo.Cache.DefaultNamespaces = map[string]cache.Config{opNS: {}, tokNS: {}}
+			}, nil)
 			running = append(running, op)
 			return op
 		}
@@ -452,3 +465,32 @@ func (c *clients) stop() (int64, []string) {
 	defer c.mu.Unlock()
 	return c.requests.Load(), c.refusals
 }
+
+// eventCount counts the Events with reason about the object named name.
+func eventCount(g Gomega, ns, name, reason string) int {
+	var list eventsv1.EventList
+	g.Expect(k8s.List(context.Background(), &list, client.InNamespace(ns))).To(Succeed())
+	n := 0
+	for _, e := range list.Items {
+		if e.Regarding.Name == name && e.Reason == reason {
+			n++
+		}
+	}
+	return n
+}
+
+// gauge reads a gauge of the controller-runtime registry.
+func gauge(g Gomega, name string) float64 {
+	families, err := metrics.Registry.Gather()
+	g.Expect(err).NotTo(HaveOccurred())
+	for _, f := range families {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return 0
+}
+
+// strongSalt is name made as long as salt.MinSize asks: a salt that Load
+// accepts, still told apart by its name.
+func strongSalt(name string) string { return name + strings.Repeat("-", salt.MinSize) }

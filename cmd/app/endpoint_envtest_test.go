@@ -1,4 +1,4 @@
-package authserver
+package app_test
 
 import (
 	"bytes"
@@ -15,7 +15,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/internal/authserver"
 )
 
 var _ = Describe("The auth endpoint fed by the operator", func() {
@@ -38,7 +41,7 @@ var _ = Describe("The auth endpoint fed by the operator", func() {
 		key := types.NamespacedName{Namespace: ns, Name: name}
 		var tok string
 		Eventually(func(g Gomega) {
-			tok = secretToken(g, ns, name+"-token")
+			tok = tokenIn(g, ns, name+"-token")
 			g.Expect(tok).NotTo(BeEmpty())
 			g.Expect(status(authURL+verifyPath, tok)).To(Equal(200))
 		}).Should(Succeed())
@@ -66,7 +69,7 @@ var _ = Describe("The auth endpoint fed by the operator", func() {
 		})
 		refusedWithin(old)
 		Eventually(func(g Gomega) {
-			fresh := secretToken(g, ns, "regen-token")
+			fresh := tokenIn(g, ns, "regen-token")
 			g.Expect(fresh).NotTo(Equal(old))
 			g.Expect(status(authURL+verifyPath, fresh)).To(Equal(200))
 		}).Should(Succeed())
@@ -117,20 +120,20 @@ var _ = Describe("The auth endpoint fed by the operator", func() {
 			at.Annotations = map[string]string{tokensv1alpha1.RegenerateAnnotation: "1"}
 		})
 		Eventually(func(g Gomega) {
-			fresh := secretToken(g, ns, "grace-token")
+			fresh := tokenIn(g, ns, "grace-token")
 			g.Expect(fresh).NotTo(Equal(old))
 			g.Expect(status(authURL+verifyPath, fresh)).To(Equal(200))
 		}).Should(Succeed())
 		Consistently(func() int { return status(authURL+verifyPath, old) }, "500ms").Should(Equal(200))
 		// The endpoint checks the grace end against its clock at request
 		// time: no reconcile is needed for the old token to stop working.
-		suiteClock.Step(2 * time.Minute)
+		fakeClock.Step(2 * time.Minute)
 		Expect(status(authURL+verifyPath, old)).To(Equal(401))
 	})
 
 	It("refuses an expiring token at the instant, before the reconciler runs", func() {
 		_, tok := issue("expiring", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "1h"})
-		suiteClock.Step(time.Hour)
+		fakeClock.Step(time.Hour)
 		Expect(status(authURL+verifyPath, tok)).To(Equal(401))
 	})
 })
@@ -154,16 +157,16 @@ func doors(tok string) map[string]bool {
 	}
 	out := map[string]bool{
 		"authorize":    get(verifyPath),
-		"auth-request": get(AuthRequestPath, "X-Original-Method", "GET", "X-Original-URL", "/articles/7"),
-		"forward-auth": get(ForwardAuthPath, "X-Forwarded-Method", "GET", "X-Forwarded-Uri", "/articles/7"),
-		"ext-authz":    get(ExtAuthzPath + "/-/articles/7"),
+		"auth-request": get(authserver.AuthRequestPath, "X-Original-Method", "GET", "X-Original-URL", "/articles/7"),
+		"forward-auth": get(authserver.ForwardAuthPath, "X-Forwarded-Method", "GET", "X-Forwarded-Uri", "/articles/7"),
+		"ext-authz":    get(authserver.ExtAuthzPath + "/-/articles/7"),
 	}
 	resp, err := grpcClient.Check(context.Background(), checkRequest("GET", "/articles/7", map[string]string{"authorization": "Bearer " + tok}, nil))
 	out["grpc-ext-authz"] = err == nil && resp.GetStatus().GetCode() == int32(codes.OK)
 	body, _ := json.Marshal(map[string]any{"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
 		"spec": map[string]any{"token": tok, "audiences": []string{"content-api"}}})
 	out["tokenreview"] = false
-	if r, err := http.Post(authURL+TokenReviewPath, "application/json", bytes.NewReader(body)); err == nil {
+	if r, err := http.Post(authURL+authserver.TokenReviewPath, "application/json", bytes.NewReader(body)); err == nil {
 		var review authnv1.TokenReview
 		_ = json.NewDecoder(r.Body).Decode(&review)
 		_ = r.Body.Close()
@@ -172,8 +175,25 @@ func doors(tok string) map[string]bool {
 	return out
 }
 
-func secretToken(g Gomega, ns, name string) string {
+// tokenIn reads the token the Secret ns/name holds, for Eventually.
+func tokenIn(g Gomega, ns, name string) string {
 	var s corev1.Secret
 	g.Expect(k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, &s)).To(Succeed())
 	return string(s.Data["token"])
+}
+
+// checkRequest is what Envoy sends for an original request: headers
+// lower-cased (the pseudo-headers included), the path with its query (as
+// internal/authserver's grpc_test.go sends it).
+func checkRequest(method, path string, headers, ext map[string]string) *authv3.CheckRequest {
+	hd := map[string]string{":method": method, ":path": path, ":authority": "shop.example"}
+	for k, v := range headers {
+		hd[k] = v
+	}
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Id: "req-1", Method: method, Path: path, Host: "shop.example", Scheme: "https", Headers: hd,
+		}},
+		ContextExtensions: ext,
+	}}
 }
