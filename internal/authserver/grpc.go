@@ -51,28 +51,18 @@ func (x *ExtAuthz) Check(ctx context.Context, cr *authv3.CheckRequest) (*authv3.
 	attrs := cr.GetAttributes()
 	httpReq := attrs.GetRequest().GetHttp()
 	hd := grpcHeaders(httpReq)
-	req, problem := x.adapt(attrs.GetContextExtensions(), httpReq, hd)
-	if problem == "" {
-		req.Token, req.Via, problem = credential(hd)
-	}
-	var d Decision
-	if problem != "" {
-		d = refusal(problem)
-	} else {
-		d = x.Handler.Decide(req)
-	}
-	if x.Handler.Audit != nil {
-		src := auditSource{
-			client:    envoySource(attrs),
-			requestID: firstOf(httpReq.GetId(), hd.Get("X-Request-Id")),
-		}
+	ext := attrs.GetContextExtensions()
+	req, problem := x.adapt(ext, httpReq, hd)
+	d := x.Handler.judge(&req, problem, hd)
+	var resp *authv3.CheckResponse
+	x.Handler.answer(GRPCExtAuthz, &req, &d, start, func() auditSource {
+		src := auditSource{client: envoySource(attrs), requestID: firstOf(httpReq.GetId(), hd.Get("X-Request-Id"))}
 		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 			src.peer = p.Addr.String() // who asked: the proxy, not what it reports
 		}
-		x.Handler.audit(GRPCExtAuthz, &req, &d, src)
-	}
-	observe(d.Result, start)
-	return checkResponse(&d, attrs.GetContextExtensions()[removeCredentialKey] == "true"), nil
+		return src
+	}, func() { resp = checkResponse(&d, ext[removeCredentialKey] == "true") })
+	return resp, nil
 }
 
 func firstOf(a, b string) string {
@@ -93,21 +83,7 @@ func (x *ExtAuthz) adapt(ext map[string]string, r *authv3.AttributeContext_HttpR
 	if problem != "" {
 		return Request{}, problem
 	}
-	if problem := foreignHeaders(hd, originalFamily, forwardedFamily); problem != "" {
-		return Request{}, problem
-	}
-	if !strings.HasPrefix(r.GetPath(), "/") {
-		return Request{}, "the original path " + quoted(r.GetPath()) + " is not a path starting with /"
-	}
-	path, problem := normalPath(r.GetPath())
-	if problem != "" {
-		return Request{}, "the original path " + problem
-	}
-	method, problem := checkMethod(r.GetMethod(), "the original method")
-	if problem != "" {
-		return Request{}, problem
-	}
-	return Request{Method: method, Path: path, Policy: pol}, ""
+	return envoyRequest(hd, r.GetMethod(), "the original method", r.GetPath(), pol)
 }
 
 // contextPolicy reads the route policy from context_extensions: scope,
