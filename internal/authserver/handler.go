@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"k8s.io/utils/clock"
 )
 
 // Paths served: one endpoint per proxy protocol, each reading only what
@@ -27,18 +25,6 @@ const (
 	AuthorizePath   = "/v1/authorize"
 	TokenReviewPath = "/v1/tokenreview"
 )
-
-// Handler serves the doors (the HTTP endpoints here, gRPC ext_authz
-// through ExtAuthz, TokenReview) from one Decider of Index, Clock and
-// Options. Options is embedded so that its path rules read as the
-// handler's; its field name stays Options.
-type Handler struct {
-	Index *Index
-	Clock clock.PassiveClock
-	Options
-	// Audit, when set, records every decision.
-	Audit *AuditLog
-}
 
 // ServeAuthRequest answers nginx auth_request and ingress-nginx auth-url at
 // /v1/auth-request[/<policy>]. The original request is X-Original-Method and

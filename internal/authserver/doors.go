@@ -3,11 +3,24 @@ package authserver
 import (
 	"net/http"
 	"time"
+
+	"k8s.io/utils/clock"
 )
 
-// Every door runs one pipeline: its adapter translates what its client
-// sent into a Request (or a problem), judge adds the credential and asks
-// the Decider, and answer records and sends the Decision.
+// Handler serves every door: the HTTP endpoints (handler.go), gRPC
+// ext_authz (ExtAuthz, grpc.go) and TokenReview (tokenreview.go). Each
+// door runs one pipeline: its adapter translates what its client sent
+// into a Request (or a problem), judge adds the credential and asks the
+// Decider of Index, Clock and Options, and answer records and sends the
+// Decision. Options is embedded under its own name, so that the path
+// rules it owns (resourceOf) are the handler's too.
+type Handler struct {
+	Index *Index
+	Clock clock.PassiveClock
+	Options
+	// Audit, when set, records every decision.
+	Audit *AuditLog
+}
 
 // decider is the Decider of h's index, clock and options as they are now.
 func (h *Handler) decider() Decider {
