@@ -12,12 +12,11 @@ import (
 // door runs one pipeline: its adapter translates what its client sent
 // into a Request (or a problem), judge adds the credential and asks the
 // Decider of Index, Clock and Options, and answer records and sends the
-// Decision. Options is embedded under its own name, so that the path
-// rules it owns (resourceOf) are the handler's too.
+// Decision.
 type Handler struct {
-	Index *Index
-	Clock clock.PassiveClock
-	Options
+	Index   *Index
+	Clock   clock.PassiveClock
+	Options Options
 	// Audit, when set, records every decision.
 	Audit *AuditLog
 }
@@ -25,6 +24,12 @@ type Handler struct {
 // decider is the Decider of h's index, clock and options as they are now.
 func (h *Handler) decider() Decider {
 	return Decider{Index: h.Index, Clock: h.Clock, Options: h.Options}
+}
+
+// resourceOf is Options.resourceOf of h's options (TestResourceOf asks a
+// Handler).
+func (h *Handler) resourceOf(p string, n int) (span string, item, ok bool) {
+	return h.Options.resourceOf(p, n)
 }
 
 // judge decides req, which the door's adapter built from a request whose
