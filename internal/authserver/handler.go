@@ -6,10 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"k8s.io/utils/clock"
-
-	"github.com/apitoken-operator/apitoken-operator/internal/token"
 )
 
 // Paths served: one endpoint per proxy protocol, each reading only what
@@ -28,66 +24,6 @@ const (
 	// AuthorizePath is the explicit endpoint: the caller names the scope.
 	AuthorizePath   = "/v1/authorize"
 	TokenReviewPath = "/v1/tokenreview"
-)
-
-// Headers, in canonical form (X-API-Key is X-Api-Key on the wire map), so
-// that the hot path indexes the header map without canonicalizing.
-const (
-	headerAuthorization   = "Authorization"
-	headerAPIKey          = "X-Api-Key" //nolint:gosec // a header name, not a credential
-	headerOriginalMethod  = "X-Original-Method"
-	headerOriginalURL     = "X-Original-Url"
-	headerForwardedMethod = "X-Forwarded-Method"
-	headerForwardedURI    = "X-Forwarded-Uri"
-	headerWWWAuthenticate = "Www-Authenticate"
-	headerUser            = "X-Auth-Request-User"
-	headerName            = "X-Apitoken-Name"
-	headerNamespace       = "X-Apitoken-Namespace"
-	headerType            = "X-Apitoken-Type"
-	headerScopes          = "X-Apitoken-Scopes"
-	realm                 = `Bearer realm="apitoken"`
-)
-
-// IdentityHeaders are the headers of a 200, in the spelling the docs use.
-// Every 200 sets all of them; a proxy configuration copies all of them
-// upstream, so that a client's own copies never reach the upstream.
-var IdentityHeaders = []string{"X-Auth-Request-User", "X-ApiToken-Name", "X-ApiToken-Namespace", "X-ApiToken-Type", "X-ApiToken-Scopes"}
-
-// Options configure the auth endpoint.
-type Options struct {
-	// PathPrefix is stripped from the original path before the resource is
-	// read, e.g. "/api" so that /api/articles/1 names "articles".
-	PathPrefix string
-	// ResourceSegment is the index of the path segment (after PathPrefix)
-	// that names the resource; default 0.
-	ResourceSegment int
-	// DefaultNamespaces are accepted on a route whose policy names no
-	// namespace; "*" is every namespace. Empty: such a route accepts none.
-	DefaultNamespaces []string
-	// KubeAPIAudiences are the Kubernetes API server's audiences (its
-	// --api-audiences, by default its service-account issuer): a token of
-	// audience "kubernetes" is accepted by TokenReview only for them (one
-	// of them among spec.audiences, or none asked), and a token of any
-	// other audience never for them, whatever its name (k3s, rke2).
-	KubeAPIAudiences []string
-}
-
-// Handler answers auth requests and TokenReviews from the index.
-type Handler struct {
-	Index   *Index
-	Clock   clock.PassiveClock
-	Options Options
-	// Audit, when set, records every decision.
-	Audit *AuditLog
-}
-
-// originFamily is a pair of headers in which one kind of proxy reports
-// the original request.
-type originFamily struct{ method, target, methodName, targetName string }
-
-var (
-	originalFamily  = originFamily{headerOriginalMethod, headerOriginalURL, "X-Original-Method", "X-Original-URL"}
-	forwardedFamily = originFamily{headerForwardedMethod, headerForwardedURI, "X-Forwarded-Method", "X-Forwarded-Uri"}
 )
 
 // ServeAuthRequest answers nginx auth_request and ingress-nginx auth-url at
@@ -152,18 +88,7 @@ func (h *Handler) ServeExtAuthz(w http.ResponseWriter, r *http.Request) {
 		if problem != "" {
 			return Request{}, problem
 		}
-		if problem := foreignHeaders(r.Header, originalFamily, forwardedFamily); problem != "" {
-			return Request{}, problem
-		}
-		path, problem := normalPath(target)
-		if problem != "" {
-			return Request{}, "the original path " + problem
-		}
-		method, problem := checkMethod(r.Method, "the check request's method")
-		if problem != "" {
-			return Request{}, problem
-		}
-		return Request{Method: method, Path: path, Policy: pol}, ""
+		return envoyRequest(r.Header, r.Method, "the check request's method", target, pol)
 	})
 }
 
@@ -198,23 +123,13 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, endpoint string,
 func (h *Handler) serveAs(w http.ResponseWriter, r *http.Request, endpoint string, badRequest int, adapt func(*http.Request) (Request, string)) {
 	start := time.Now()
 	req, problem := adapt(r)
-	if problem == "" {
-		req.Token, req.Via, problem = credential(r.Header)
-	}
-	var d Decision
-	if problem != "" {
-		d = refusal(problem)
-	} else {
-		d = h.Decide(req)
-	}
+	d := h.judge(&req, problem, r.Header)
 	if d.Status == http.StatusBadRequest {
 		d.Status = badRequest
 	}
-	if h.Audit != nil {
-		h.audit(endpoint, &req, &d, auditSource{client: proxyClient(endpoint, r.Header), requestID: r.Header.Get("X-Request-Id"), peer: r.RemoteAddr})
-	}
-	writeDecision(w, &d)
-	observe(d.Result, start)
+	h.answer(endpoint, &req, &d, start, func() auditSource {
+		return auditSource{client: proxyClient(endpoint, r.Header), requestID: r.Header.Get("X-Request-Id"), peer: r.RemoteAddr}
+	}, func() { writeDecision(w, &d) })
 }
 
 // writeDecision answers d over HTTP: a 200 carries every identity header
@@ -302,176 +217,3 @@ func singleSegment(uri, base string) (string, string) {
 	}
 	return rest[1:], ""
 }
-
-// foreignHeaders names a header that this endpoint must not receive: the
-// original-request headers of another proxy protocol, or a method override.
-// It walks the request's headers once (a few) rather than looking up each
-// name it refuses.
-func foreignHeaders(hd http.Header, families ...originFamily) string {
-	for k := range hd {
-		if problem := foreignHeader(k, families); problem != "" {
-			return problem
-		}
-		if strings.IndexByte(k, '_') >= 0 {
-			// CGI-style upstreams (PHP, WSGI, Rack) read X_Http_Method_Override
-			// as X-Http-Method-Override, and X_Auth_Request_User as the
-			// identity header the proxy sets only in its hyphenated form.
-			alias := http.CanonicalHeaderKey(strings.ReplaceAll(k, "_", "-"))
-			if foreignHeader(alias, families) != "" || isIdentityHeader(alias) {
-				return k + " is refused: an upstream may read it as " + alias
-			}
-		}
-	}
-	return ""
-}
-
-// foreignHeader names why the canonical header k is refused, or "".
-func foreignHeader(k string, families []originFamily) string {
-	switch k {
-	case headerOriginalMethod, headerOriginalURL, headerForwardedMethod, headerForwardedURI:
-		for _, f := range families {
-			switch k {
-			case f.method:
-				return f.methodName + " is another proxy protocol's header and is not accepted on this endpoint"
-			case f.target:
-				return f.targetName + " is another proxy protocol's header and is not accepted on this endpoint"
-			}
-		}
-	}
-	return methodOverrideRefused(k, k)
-}
-
-// methodOverrides are the names in which a client asks an upstream to act
-// on another method than the one sent: headers (in canonical form) that
-// frameworks read, X-HTTP-Method-Override and its relatives, which some
-// also read as query parameters (Jersey, Express's method-override with a
-// getter); and _method, the parameter of Rails (Rack::MethodOverride),
-// Laravel and Symfony.
-var methodOverrides = [...]string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override", "_method"}
-
-// methodOverride returns the name of methodOverrides that an upstream may
-// read name (a header's or a query parameter's) as: the same letters in
-// any case, with '_' for any '-' (CGI-style upstreams, PHP, WSGI and Rack,
-// read X_HTTP_Method_Override as the header); "" for any other name. It is
-// the one rule of what a method override is, for headers and queries.
-func methodOverride(name string) string {
-	for _, o := range methodOverrides {
-		if len(name) == len(o) && readAs(name, o) {
-			return o
-		}
-	}
-	return ""
-}
-
-// readAs reports whether name, of o's length, reads as o (methodOverride).
-func readAs(name, o string) bool {
-	for i := 0; i < len(o); i++ {
-		c, w := name[i], o[i]
-		switch {
-		case c == w, c == '_' && w == '-':
-		case 'A' <= c && c <= 'Z' && c+'a'-'A' == w, 'a' <= c && c <= 'z' && c-('a'-'A') == w:
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// methodOverrideRefused says why what (a header, or "the query parameter
-// ..."), named name, is refused as a method override, or "" when it is none.
-func methodOverrideRefused(what, name string) string {
-	o := methodOverride(name)
-	switch {
-	case o == "":
-		return ""
-	case strings.EqualFold(name, o):
-		return what + " is refused: the upstream could act on another method than the one judged"
-	}
-	return what + " is refused: an upstream may read it as " + o
-}
-
-// isIdentityHeader reports whether canonical header k is one a 200 sets.
-func isIdentityHeader(k string) bool {
-	switch k {
-	case headerUser, headerName, headerNamespace, headerType, headerScopes:
-		return true
-	}
-	return false
-}
-
-// checkMethod accepts the methods that map to an action.
-func checkMethod(m, name string) (string, string) {
-	if _, ok := token.ActionForMethod(m); !ok {
-		return "", name + " " + quoted(m) + " is not one of GET, HEAD, POST, PUT, PATCH, DELETE"
-	}
-	return m, ""
-}
-
-// credential returns the one token sent in Authorization: Bearer (scheme
-// case-insensitive) or X-API-Key, and the header it came in; none for
-// another Authorization scheme. problem is set when the request carries
-// more than one credential or a repeated header.
-func credential(hd http.Header) (tok, via, problem string) {
-	auth, keys := hd[headerAuthorization], hd[headerAPIKey]
-	switch {
-	case len(auth) > 1:
-		return "", "", "more than one Authorization header"
-	case len(keys) > 1:
-		return "", "", "more than one X-API-Key header"
-	case len(auth) == 1 && len(keys) == 1:
-		return "", "", "both Authorization and X-API-Key were sent; send one credential"
-	case len(keys) == 1:
-		tok = strings.TrimSpace(keys[0])
-		if tok == "" {
-			return "", "", "empty X-API-Key header"
-		}
-		return tok, headerAPIKey, ""
-	case len(auth) == 1:
-		scheme, rest, _ := strings.Cut(strings.TrimSpace(auth[0]), " ")
-		if !strings.EqualFold(scheme, "Bearer") {
-			// Another scheme (Basic, ...) carries no bearer credential:
-			// a 401 with the Bearer challenge (RFC 6750 section 3), which
-			// every proxy passes on, not a 400 that nginx turns into a 500.
-			return "", "", ""
-		}
-		tok = strings.TrimSpace(rest)
-		if tok == "" || strings.ContainsAny(tok, " \t,") {
-			return "", "", "the Authorization header must be Bearer and one token"
-		}
-		return tok, headerAuthorization, ""
-	}
-	return "", "", ""
-}
-
-var realmOnly = []string{realm}
-
-// quoted returns s as an RFC 9110 quoted-string: quotes and backslashes
-// escaped, control characters dropped, so that a value taken from the
-// request (a path segment, a query parameter) cannot add parameters to the
-// challenge.
-func quoted(s string) string {
-	var b strings.Builder
-	b.Grow(len(s) + 2)
-	b.WriteByte('"')
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '"' || c == '\\':
-			b.WriteByte('\\')
-			b.WriteByte(c)
-		case c < 0x20 || c == 0x7f:
-		default:
-			b.WriteByte(c)
-		}
-	}
-	b.WriteByte('"')
-	return b.String()
-}
-
-// invalidToken holds the challenge of each refusal verdict.
-var invalidToken = func() map[Verdict][]string {
-	m := map[Verdict][]string{}
-	for _, v := range []Verdict{Malformed, Unknown, Expired, Revoked, Inactive, Ambiguous} {
-		m[v] = []string{realm + `, error="invalid_token", error_description="` + v.String() + `"`}
-	}
-	return m
-}()
