@@ -18,7 +18,7 @@ func TestValidateApiTokenRefuses(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			at := validToken()
 			c.mutate(at)
-			errs, _ := ValidateApiToken(nil, at)
+			errs, _ := ValidateApiToken(nil, at, time.Now())
 			if len(errs) == 0 || !strings.Contains(errs.ToAggregate().Error(), c.message) {
 				t.Fatalf("errors %v do not contain %q", errs, c.message)
 			}
@@ -29,7 +29,7 @@ func TestValidateApiTokenRefuses(t *testing.T) {
 		old.Spec.SecretName = old.SecretName()
 		at := old.DeepCopy()
 		c.mutate(at)
-		errs, _ := ValidateApiToken(old, at)
+		errs, _ := ValidateApiToken(old, at, time.Now())
 		if !strings.Contains(errs.ToAggregate().Error(), c.message) {
 			t.Fatalf("%s: errors %q do not contain %q", c.name, errs.ToAggregate(), c.message)
 		}
@@ -61,7 +61,7 @@ func TestValidateApiTokenAccepts(t *testing.T) {
 	for i, g := range good {
 		at := validToken()
 		g(at)
-		if errs, _ := ValidateApiToken(nil, at); len(errs) > 0 {
+		if errs, _ := ValidateApiToken(nil, at, time.Now()); len(errs) > 0 {
 			t.Errorf("case %d refused: %v", i, errs.ToAggregate())
 		}
 	}
@@ -70,7 +70,7 @@ func TestValidateApiTokenAccepts(t *testing.T) {
 func TestValidateApiTokenWarns(t *testing.T) {
 	at := validToken()
 	custom("articles:read", "orders:*", "articles:read", "orders:delete", "*:*")(at)
-	errs, warnings := ValidateApiToken(nil, at)
+	errs, warnings := ValidateApiToken(nil, at, time.Now())
 	if len(errs) > 0 {
 		t.Fatal(errs.ToAggregate())
 	}
@@ -91,7 +91,7 @@ func TestValidateApiTokenWarns(t *testing.T) {
 func TestValidateDurationWarns(t *testing.T) {
 	at := validToken()
 	at.Spec.Duration = "30s"
-	if _, warnings := ValidateApiToken(nil, at); len(warnings) != 1 || !strings.Contains(warnings[0], "spec.duration: 30s is shorter than kubelet's Secret refresh") {
+	if _, warnings := ValidateApiToken(nil, at, time.Now()); len(warnings) != 1 || !strings.Contains(warnings[0], "spec.duration: 30s is shorter than kubelet's Secret refresh") {
 		t.Fatalf("warnings %q", warnings)
 	}
 	old := validToken()
@@ -104,7 +104,7 @@ func TestValidateDurationWarns(t *testing.T) {
 	} {
 		at := old.DeepCopy()
 		at.Spec.Duration = d
-		_, warnings := ValidateApiToken(old, at)
+		_, warnings := ValidateApiToken(old, at, time.Now())
 		if got := strings.Join(warnings, "\n"); (want == "") != (got == "") || !strings.Contains(got, want) {
 			t.Errorf("%s: warnings %q, want %q", d, got, want)
 		}
@@ -159,7 +159,7 @@ func TestCreatorCannotChangeOnUpdate(t *testing.T) {
 	old.Annotations = map[string]string{tokensv1alpha1.CreatedByAnnotation: "alice"}
 	at := old.DeepCopy()
 	at.Annotations[tokensv1alpha1.CreatedByAnnotation] = "mallory"
-	errs, _ := ValidateApiToken(old, at)
+	errs, _ := ValidateApiToken(old, at, time.Now())
 	if !strings.Contains(errs.ToAggregate().Error(), "metadata.annotations[tokens.apitoken.dev/created-by]: Forbidden") {
 		t.Fatalf("errs = %v", errs)
 	}
