@@ -194,3 +194,35 @@ func TestAnAudienceNamedLikeTheAPIServersIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestWarningsAndRevivalAtTheInstant pins the webhook's time rules at
+// concrete instants (written out, not asked of internal/lifecycle): a new
+// duration ends the current token from issuedAt + duration on, and an
+// idle deadline holds from its instant on.
+func TestWarningsAndRevivalAtTheInstant(t *testing.T) {
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	ns := time.Nanosecond
+	old := validToken()
+	issued := metav1.NewTime(now.Add(-2 * time.Hour))
+	old.Status.IssuedAt = &issued
+	at := old.DeepCopy()
+	at.Spec.Duration = "2h"
+	if _, w := ValidateApiToken(old, at, now.Add(-ns)); len(w) != 0 {
+		t.Errorf("a nanosecond before issuedAt + 2h: warnings %q", w)
+	}
+	if _, w := ValidateApiToken(old, at, now); len(w) != 1 || !strings.Contains(w[0], "expires the current token at once") {
+		t.Errorf("at issuedAt + 2h: warnings %q, want the token's end", w)
+	}
+
+	old = validToken()
+	old.Spec.IdleTimeout = "2h"
+	old.Status.IssuedAt = &issued // idle from now on
+	at = old.DeepCopy()
+	at.Spec.IdleTimeout = "3h"
+	if errs := validateNoRevival(old, at, now.Add(-ns)); len(errs) != 0 {
+		t.Errorf("a nanosecond before the idle deadline: %v", errs)
+	}
+	if errs := validateNoRevival(old, at, now); len(errs) != 1 || !strings.Contains(errs[0].Error(), "idle since 2026-06-01T12:00:00Z") {
+		t.Errorf("at the idle deadline: %v, want a refusal", errs)
+	}
+}
