@@ -75,39 +75,39 @@ func (s Spec) Readable() bool { return s.readable }
 func ParseSpec(spec *tokensv1alpha1.ApiTokenSpec) (Spec, field.ErrorList) {
 	s := Spec{Audience: AudienceOf(spec)}
 	var errs field.ErrorList
-	specPath := field.NewPath("spec")
-	durPath := specPath.Child("duration")
+	bad := false
+	// Paths are built only for an error: the index parses every spec it
+	// is fed, valid ones above all.
+	fail := func(err *field.Error) { errs, bad = append(errs, err), true }
 	var durErr error
 	s.Lifetime, s.Finite, durErr = token.ParseDuration(spec.Duration)
-	bad := false
 	switch {
 	case spec.Duration == "":
-		errs = append(errs, field.Required(durPath, `must be "unlimited" or a positive span such as 7d, 30d, 90d or 36h`))
+		errs = append(errs, field.Required(field.NewPath("spec", "duration"), `must be "unlimited" or a positive span such as 7d, 30d, 90d or 36h`))
 	case durErr != nil:
-		errs, bad = append(errs, field.Invalid(durPath, spec.Duration, durationMessage(durErr, spec.Duration))), true
+		fail(field.Invalid(field.NewPath("spec", "duration"), spec.Duration, durationMessage(durErr, spec.Duration)))
 	}
-	span := func(path *field.Path, value string) time.Duration {
+	span := func(value string, path ...string) time.Duration {
 		if value == "" {
 			return 0
 		}
 		d, err := token.ParseSpan(value)
 		if err != nil {
-			errs, bad = append(errs, field.Invalid(path, value, durationMessage(err, value))), true
+			fail(field.Invalid(field.NewPath("spec", path...), value, durationMessage(err, value)))
 		}
 		return d
 	}
-	s.Idle = span(specPath.Child("idleTimeout"), spec.IdleTimeout)
+	s.Idle = span(spec.IdleTimeout, "idleTimeout")
 	if r := spec.Rotation; r != nil {
-		rotPath := specPath.Child("rotation")
-		s.Grace = span(rotPath.Child("gracePeriod"), r.GracePeriod)
-		rb := rotPath.Child("renewBefore")
-		s.RenewBefore = span(rb, r.RenewBefore)
+		s.Grace = span(r.GracePeriod, "rotation", "gracePeriod")
+		s.RenewBefore = span(r.RenewBefore, "rotation", "renewBefore")
 		if s.RenewBefore > 0 && durErr == nil {
+			rb := func() *field.Path { return field.NewPath("spec", "rotation", "renewBefore") }
 			switch {
 			case !s.Finite:
-				errs, bad = append(errs, field.Forbidden(rb, "renewBefore needs a finite spec.duration; an unlimited token never expires")), true
+				fail(field.Forbidden(rb(), "renewBefore needs a finite spec.duration; an unlimited token never expires"))
 			case s.RenewBefore >= s.Lifetime:
-				errs, bad = append(errs, field.Invalid(rb, r.RenewBefore, fmt.Sprintf("must be shorter than spec.duration (%s)", spec.Duration))), true
+				fail(field.Invalid(rb(), r.RenewBefore, fmt.Sprintf("must be shorter than spec.duration (%s)", spec.Duration)))
 			}
 		}
 	}
