@@ -169,11 +169,7 @@ func regenerateRequested(t *tokensv1alpha1.ApiToken) bool {
 
 // renewalDue reports whether renewBefore asks for a new token at now.
 func renewalDue(t *tokensv1alpha1.ApiToken, p policy, now time.Time) bool {
-	if t.Status.IssuedAt == nil {
-		return false
-	}
-	at, ok := p.RenewAt(t.Status.IssuedAt.Time)
-	return ok && (lifecycle.Standing{Expires: at.UnixNano()}).WorthAt(now) == lifecycle.Expired
+	return t.Status.IssuedAt != nil && p.RenewalDue(t.Status.IssuedAt.Time, now)
 }
 
 // keepsPrevious reports whether a token issued for reason leaves the

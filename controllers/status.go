@@ -105,7 +105,7 @@ func diedAs(t, base *tokensv1alpha1.ApiToken, now time.Time) tokensv1alpha1.Phas
 		return ""
 	case base.Status.Phase == tokensv1alpha1.PhaseExpired || base.Status.Phase == tokensv1alpha1.PhaseInactive:
 		return base.Status.Phase
-	case base.Status.ExpiresAt != nil && (lifecycle.Standing{Expires: base.Status.ExpiresAt.UnixNano()}).WorthAt(now) == lifecycle.Expired:
+	case base.Status.ExpiresAt != nil && lifecycle.Reached(base.Status.ExpiresAt.Time, now):
 		return tokensv1alpha1.PhaseExpired
 	}
 	return ""

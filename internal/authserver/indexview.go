@@ -8,12 +8,13 @@ import (
 
 // IndexView is the part of an ApiToken that the auth endpoint decides on
 // and an auth-only replica writes from (status.lastUsedAt): its identity,
-// the spec that makes its Grant, revocation, its spans (duration, idle timeout,
-// rotation: lifecycle.ParseSpec reads them all), and the
+// the spec that makes its Grant, revocation, its spans (duration, idle
+// timeout and rotation: lifecycle.ParseSpec reads them all), and the
 // status that says which hashes verify until when. An auth-only replica
 // caches ApiTokens as this view (IndexTransform), not whole: conditions,
-// messages, annotations and the Secret's template are not kept. Index.Upsert
-// reads nothing else; TestIndexViewDecidesAlike holds it to that.
+// messages, annotations and the Secret's template are not kept.
+// Index.Upsert reads nothing else; TestIndexViewDecidesAlike holds it to
+// that.
 func IndexView(at *tokensv1alpha1.ApiToken) *tokensv1alpha1.ApiToken {
 	return &tokensv1alpha1.ApiToken{
 		TypeMeta: at.TypeMeta,

@@ -45,6 +45,12 @@ func (s Standing) At(now int64) Worth {
 	return Valid
 }
 
+// Reached reports whether deadline holds at now: from its instant on, as
+// every deadline of a Standing does.
+func Reached(deadline, now time.Time) bool {
+	return Standing{Expires: deadline.UnixNano()}.WorthAt(now) == Expired
+}
+
 // WorthAt is At for a time.Time.
 func (s Standing) WorthAt(now time.Time) Worth { return s.At(now.UnixNano()) }
 

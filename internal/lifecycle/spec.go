@@ -153,6 +153,13 @@ func (s Spec) RenewAt(issued time.Time) (at time.Time, ok bool) {
 	return end.Add(-s.RenewBefore), true
 }
 
+// RenewalDue reports whether renewBefore asks for a new token, issued at
+// issued, at now.
+func (s Spec) RenewalDue(issued, now time.Time) bool {
+	at, ok := s.RenewAt(issued)
+	return ok && Reached(at, now)
+}
+
 // ByDuration is what a token issued at issued is worth by its duration
 // alone: valid until issued + duration, then expired.
 func (s Spec) ByDuration(issued time.Time) Standing {
