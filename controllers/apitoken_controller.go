@@ -34,6 +34,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/internal/lifecycle"
 	"github.com/apitoken-operator/apitoken-operator/internal/salt"
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
 )
@@ -505,14 +506,14 @@ func (r *ApiTokenReconciler) promote(t *tokensv1alpha1.ApiToken, p policy, salts
 	var grace time.Duration
 	switch {
 	case keepsPrevious(reason):
-		grace = p.grace
+		grace = p.Grace
 	case reason == tokensv1alpha1.ReasonSaltRotated:
 		previousID, until, _ := salts.Overlap()
 		grace = saltGrace(v.SaltID, previousID, until, now, r.MaxSaltOverlap)
 	}
 	if grace > 0 && v.Hash != "" {
 		end, finite := currentEnd(t, p)
-		if until, keep := token.PreviousValidUntil(now, grace, end, finite); keep {
+		if until, keep := lifecycle.PreviousValidUntil(now, grace, end, finite); keep {
 			v.PreviousHash, v.PreviousValidUntil = v.Hash, &metav1.Time{Time: until}
 		}
 	}
@@ -571,23 +572,7 @@ func (r *ApiTokenReconciler) recover(t *tokensv1alpha1.ApiToken, secret *corev1.
 // The recorded expiry counts because a spec edited since (a longer
 // duration) must not lengthen the life of a token being replaced.
 func currentEnd(t *tokensv1alpha1.ApiToken, p policy) (time.Time, bool) {
-	st := &t.Status
-	if st.IssuedAt == nil || st.Phase == tokensv1alpha1.PhaseExpired || st.Phase == tokensv1alpha1.PhaseInactive {
-		return time.Time{}, true
-	}
-	end, finite := token.ExpiresAt(st.IssuedAt.Time, p.lifetime, p.finite)
-	earlier := func(at time.Time) {
-		if !finite || at.Before(end) {
-			end, finite = at, true
-		}
-	}
-	if st.ExpiresAt != nil {
-		earlier(st.ExpiresAt.Time)
-	}
-	if idle, ok := p.idleUntil(t); ok {
-		earlier(idle)
-	}
-	return end, finite
+	return lifecycle.CurrentEnd(t, p)
 }
 
 // sealedIssuedAt reads the issue time the Secret carries, if the

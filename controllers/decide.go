@@ -4,6 +4,7 @@ import (
 	"time"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/internal/lifecycle"
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
 )
 
@@ -55,7 +56,7 @@ func classifyToken(view tokenView, v *tokensv1alpha1.Verification) secretState {
 
 // maxClockSkew is how far in the future a Secret's issued-at may be and
 // still be believed (clocks of replicas differ a little).
-const maxClockSkew = time.Minute
+const maxClockSkew = lifecycle.MaxClockSkew
 
 // plausibleIssuedAt reports whether a Secret's issued-at annotation could
 // have been written by the operator by now: present, RFC 3339, and not in
@@ -168,11 +169,7 @@ func regenerateRequested(t *tokensv1alpha1.ApiToken) bool {
 
 // renewalDue reports whether renewBefore asks for a new token at now.
 func renewalDue(t *tokensv1alpha1.ApiToken, p policy, now time.Time) bool {
-	if p.renewBefore == 0 || t.Status.IssuedAt == nil {
-		return false
-	}
-	exp := p.expiresAt(t.Status.IssuedAt.Time)
-	return exp != nil && !now.Before(token.RenewAt(*exp, p.renewBefore))
+	return t.Status.IssuedAt != nil && p.RenewalDue(t.Status.IssuedAt.Time, now)
 }
 
 // keepsPrevious reports whether a token issued for reason leaves the
@@ -228,18 +225,16 @@ func nextDeadline(t *tokensv1alpha1.ApiToken, p policy, now time.Time) time.Time
 		return next
 	}
 	issued := t.Status.IssuedAt.Time
-	if exp := p.expiresAt(issued); exp != nil {
-		consider(*exp)
-		consider(token.ExpiringSoonAt(issued, *exp))
-		if p.renewBefore > 0 {
-			consider(token.RenewAt(*exp, p.renewBefore))
-		}
+	if exp, finite := p.ExpiresAt(issued); finite {
+		consider(exp)
+		consider(token.ExpiringSoonAt(issued, exp))
 	}
-	if v := t.Status.Verification; v != nil && v.PreviousValidUntil != nil {
-		consider(v.PreviousValidUntil.Time)
+	if at, ok := p.RenewAt(issued); ok {
+		consider(at)
 	}
-	if until, ok := p.idleUntil(t); ok {
-		consider(until)
+	// Expiry, idleness and the end of a grace period, as Assess says.
+	if at, ok := lifecycle.Assess(t, p).Next(now); ok {
+		consider(at)
 	}
 	return next
 }

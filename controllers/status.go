@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/internal/lifecycle"
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
 )
 
@@ -30,7 +31,7 @@ func computeStatus(t *tokensv1alpha1.ApiToken, p policy, b blocker, died tokensv
 	st := &t.Status
 	st.ObservedGeneration = t.Generation
 	st.SecretRef = &tokensv1alpha1.SecretReference{Name: t.SecretName()}
-	if v := st.Verification; v != nil && v.PreviousValidUntil != nil && !now.Before(v.PreviousValidUntil.Time) {
+	if v := st.Verification; v != nil && v.PreviousValidUntil != nil && lifecycle.Assess(t, p).Previous.WorthAt(now) != lifecycle.Valid {
 		v.PreviousHash, v.PreviousValidUntil = "", nil
 	}
 	// A spec the operator cannot read says nothing of when the token
@@ -40,11 +41,16 @@ func computeStatus(t *tokensv1alpha1.ApiToken, p policy, b blocker, died tokensv
 	if readable && (died != tokensv1alpha1.PhaseExpired || st.ExpiresAt == nil) {
 		st.ExpiresAt = nil
 		if st.IssuedAt != nil {
-			if exp := p.expiresAt(st.IssuedAt.Time); exp != nil {
-				st.ExpiresAt = &metav1.Time{Time: *exp}
+			if exp, finite := p.ExpiresAt(st.IssuedAt.Time); finite {
+				st.ExpiresAt = &metav1.Time{Time: exp}
 			}
 		}
 	}
+	// What the current token is worth now, with the phase it already
+	// ended in (died) as the status records it.
+	view := *t
+	view.Status.Phase = died
+	worth := lifecycle.Assess(&view, p).Current.WorthAt(now)
 
 	ready := metav1.Condition{Type: tokensv1alpha1.ConditionReady, ObservedGeneration: t.Generation}
 	soon := metav1.Condition{
@@ -66,11 +72,11 @@ func computeStatus(t *tokensv1alpha1.ApiToken, p policy, b blocker, died tokensv
 	case !hasRecord:
 		st.Phase = tokensv1alpha1.PhasePending
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, "Pending", "No token has been issued yet"
-	case died == tokensv1alpha1.PhaseExpired || (st.ExpiresAt != nil && token.Expired(st.ExpiresAt.Time, true, now)):
+	case worth == lifecycle.Expired:
 		st.Phase = tokensv1alpha1.PhaseExpired
 		ready.Status, ready.Reason = metav1.ConditionFalse, tokensv1alpha1.ReasonExpired
 		ready.Message = fmt.Sprintf("The token expired at %s; annotate %s to issue a new one", st.ExpiresAt.UTC().Format(time.RFC3339), tokensv1alpha1.RegenerateAnnotation)
-	case died == tokensv1alpha1.PhaseInactive || idleSince(t, p, now):
+	case worth == lifecycle.Inactive:
 		st.Phase = tokensv1alpha1.PhaseInactive
 		ready.Status, ready.Reason = metav1.ConditionFalse, tokensv1alpha1.ReasonInactive
 		ready.Message = fmt.Sprintf("The token was not used for its idleTimeout and is refused; annotate %s to issue a new one", tokensv1alpha1.RegenerateAnnotation)
@@ -99,16 +105,10 @@ func diedAs(t, base *tokensv1alpha1.ApiToken, now time.Time) tokensv1alpha1.Phas
 		return ""
 	case base.Status.Phase == tokensv1alpha1.PhaseExpired || base.Status.Phase == tokensv1alpha1.PhaseInactive:
 		return base.Status.Phase
-	case base.Status.ExpiresAt != nil && token.Expired(base.Status.ExpiresAt.Time, true, now):
+	case base.Status.ExpiresAt != nil && lifecycle.Reached(base.Status.ExpiresAt.Time, now):
 		return tokensv1alpha1.PhaseExpired
 	}
 	return ""
-}
-
-// idleSince reports whether t has been idle for spec.idleTimeout at now.
-func idleSince(t *tokensv1alpha1.ApiToken, p policy, now time.Time) bool {
-	until, ok := p.idleUntil(t)
-	return ok && !now.Before(until)
 }
 
 func setCondition(st *tokensv1alpha1.ApiTokenStatus, c metav1.Condition, now time.Time) {

@@ -6,75 +6,17 @@ package authserver
 
 import (
 	"slices"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/internal/lifecycle"
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
 )
-
-// Grant is what a token may do. ApiTokens with the same type, audience and
-// scopes share one, so a token's identity stays small.
-type Grant struct {
-	Type     string
-	Audience string
-	// Presentation is spec.presentation: any (""), bearer or api-key.
-	Presentation tokensv1alpha1.Presentation
-	Scopes       token.ScopeSet
-	// ScopesHeader is Scopes joined with commas, for X-ApiToken-Scopes.
-	ScopesHeader string
-	// typeHeader and scopesHeader are the header values of a 200, built once.
-	typeHeader, scopesHeader []string
-	// key and refs place the Grant in Index.grants; refs counts the
-	// ApiTokens holding it (under Index.mu).
-	key  string
-	refs int
-}
-
-// Identity is who a valid token speaks for. It is shared by every hash of
-// one ApiToken and never changes after it is built.
-type Identity struct {
-	*Grant
-	Namespace string
-	Name      string
-	UID       string
-	// User is apitoken:<namespace>:<name>.
-	User  string
-	usage *usage
-	// hdr backs the user, name and namespace header values of a 200
-	// (userHeader, nameHeader, namespaceHeader), built once.
-	hdr                                     [3]string
-	userHeader, nameHeader, namespaceHeader []string
-}
-
-// usage is the last successful verification of one ApiToken, in unix
-// nanoseconds, read by the last-use writer.
-type usage struct {
-	key      types.NamespacedName
-	lastSeen atomic.Int64
-	// writtenSeen is the lastSeen value last written; writtenAt is when.
-	writtenSeen atomic.Int64
-	writtenAt   atomic.Int64
-}
-
-// entry is one hash of a token: current, pending, previous (until
-// validUntil) or revoked.
-type entry struct {
-	id         *Identity
-	expiresAt  int64 // unix nanoseconds; 0: never
-	validUntil int64 // unix nanoseconds; 0: no grace limit
-	revoked    bool
-	// idle: expiresAt is the idleTimeout's deadline, earlier than the
-	// token's own expiry (the refusal then says "inactive").
-	idle bool
-}
 
 // Verdict is the outcome of a lookup.
 type Verdict int
@@ -123,21 +65,26 @@ type shard struct {
 	free []uint32
 }
 
-// slot is an entry without its identity pointer.
+// slot is an entry without its identity pointer: its lifecycle.Standing
+// laid out flat, so that a slot stays 24 bytes.
 type slot struct {
-	id      uint32
-	revoked bool
-	idle    bool
+	id uint32
 	// shared: more than one ApiToken records this digest (Index.shared);
 	// it is refused for all of them, and the identity is none of theirs.
-	shared     bool
-	expiresAt  int64
-	validUntil int64
+	shared  bool
+	worth   lifecycle.Worth
+	idle    int64
+	expires int64
+}
+
+// standing is what the hash of sl is worth (lifecycle.Assess).
+func (sl slot) standing() lifecycle.Standing {
+	return lifecycle.Standing{Worth: sl.worth, Idle: sl.idle, Expires: sl.expires}
 }
 
 // entry rebuilds the entry that sl holds. The caller holds s.mu.
 func (s *shard) entry(sl slot) entry {
-	return entry{id: s.ids[sl.id], revoked: sl.revoked, idle: sl.idle, expiresAt: sl.expiresAt, validUntil: sl.validUntil}
+	return entry{id: s.ids[sl.id], Standing: sl.standing()}
 }
 
 // put stores e under d, reusing d's identity slot if it has one, and
@@ -159,7 +106,7 @@ func (s *shard) put(d digestKey, e entry, take bool) bool {
 		}
 	}
 	s.ids[sl.id] = e.id
-	sl.revoked, sl.idle, sl.shared, sl.expiresAt, sl.validUntil = e.revoked, e.idle, false, e.expiresAt, e.validUntil
+	sl.shared, sl.worth, sl.idle, sl.expires = false, e.Worth, e.Idle, e.Expires
 	s.m[d] = sl
 	return true
 }
@@ -171,18 +118,6 @@ func (s *shard) remove(d digestKey, u *usage) {
 		s.ids[sl.id] = nil
 		s.free = append(s.free, sl.id)
 	}
-}
-
-type object struct {
-	digests []digestKey
-	usage   *usage
-	// grant is the Grant this ApiToken holds a reference on.
-	grant *Grant
-	// dead are the hashes of its record this replica has seen ended
-	// (revoked, or deletion requested): refused for good, even if the
-	// spec is flipped back before any reconcile records the revocation.
-	// Bounded by the record: a hash the status no longer names is dropped.
-	dead map[digestKey]struct{}
 }
 
 // Index maps token hashes to identities. Lookups hold one shard's read
@@ -255,12 +190,13 @@ func (ix *Index) Upsert(at *tokensv1alpha1.ApiToken) {
 	obj.grant = g
 	entries := ix.entriesOf(at, g, obj.usage)
 	// Almost every ApiToken has none: no map is made for those (a relist
-	// upserts every token).
+	// upserts every token). A hash Assess says is revoked (spec.revoked,
+	// a deletion requested, revokedHash) stays so here even if the spec is
+	// flipped back before any reconcile records the revocation.
 	var dead map[digestKey]struct{}
-	ended := tokenEnded(at)
 	for d, e := range entries {
-		if _, was := obj.dead[d]; was || ended {
-			e.revoked = true
+		if _, was := obj.dead[d]; was || e.Worth == lifecycle.Revoked {
+			e.Worth = lifecycle.Revoked
 			entries[d] = e
 			if dead == nil {
 				dead = map[digestKey]struct{}{}
@@ -367,139 +303,6 @@ func (ix *Index) Delete(key types.NamespacedName) {
 	delete(ix.objects, key)
 }
 
-// grant returns the shared Grant of a spec with one more reference. The
-// caller holds ix.mu.
-func (ix *Index) grant(spec *tokensv1alpha1.ApiTokenSpec) *Grant {
-	audience := string(spec.Audience)
-	if audience == "" {
-		audience = string(tokensv1alpha1.ContentAPI)
-	}
-	presentation := spec.Presentation
-	if presentation == tokensv1alpha1.AnyHeader {
-		presentation = ""
-	}
-	key := string(spec.Type) + "\x00" + audience + "\x00" + string(presentation) + "\x00" + strings.Join(spec.Scopes, ",")
-	if g := ix.grants[key]; g != nil {
-		g.refs++
-		return g
-	}
-	scopes, err := token.Granted(string(spec.Type), spec.Scopes)
-	if err != nil {
-		scopes = nil // an invalid spec grants nothing
-	}
-	g := &Grant{Type: string(spec.Type), Audience: audience, Presentation: presentation, Scopes: scopes, ScopesHeader: strings.Join(scopes.Strings(), ","), key: key, refs: 1}
-	g.typeHeader, g.scopesHeader = []string{g.Type}, []string{g.ScopesHeader}
-	ix.grants[key] = g
-	return g
-}
-
-// release drops one reference on g, and g itself with the last one, so
-// that the table holds only the grants of indexed ApiTokens however often
-// their specs change. The caller holds ix.mu.
-func (ix *Index) release(g *Grant) {
-	if g == nil {
-		return
-	}
-	if g.refs--; g.refs <= 0 {
-		delete(ix.grants, g.key)
-	}
-}
-
-// Grants returns the number of distinct grants held (for tests and
-// memory accounting).
-func (ix *Index) Grants() int {
-	ix.mu.Lock()
-	defer ix.mu.Unlock()
-	return len(ix.grants)
-}
-
-// entriesOf builds the index entries of an ApiToken's verification record.
-// The caller holds ix.mu.
-func (ix *Index) entriesOf(at *tokensv1alpha1.ApiToken, g *Grant, u *usage) map[digestKey]entry {
-	v := at.Status.Verification
-	out := map[digestKey]entry{}
-	if v == nil {
-		return out
-	}
-	id := &Identity{
-		Grant: g, Namespace: at.Namespace, Name: at.Name, UID: string(at.UID),
-		User: "apitoken:" + at.Namespace + ":" + at.Name, usage: u,
-	}
-	id.hdr = [3]string{id.User, id.Name, id.Namespace}
-	id.userHeader, id.nameHeader, id.namespaceHeader = id.hdr[0:1:1], id.hdr[1:2:2], id.hdr[2:3:3]
-	var expires int64
-	if at.Status.ExpiresAt != nil {
-		expires = at.Status.ExpiresAt.UnixNano()
-	}
-	idle := false
-	if until, ok := idleUntil(at); ok && (expires == 0 || until < expires) {
-		expires, idle = until, true
-	}
-	// A token the operator recorded as ended stays refused, whatever the
-	// spec says now, until a new one is issued (the phase changes with it).
-	switch at.Status.Phase {
-	case tokensv1alpha1.PhaseExpired:
-		expires, idle = 1, false
-	case tokensv1alpha1.PhaseInactive:
-		expires, idle = 1, true
-	}
-	// A duration that does not parse (the CRD's pattern lets some in that
-	// are longer than a time.Duration holds) says nothing of when the
-	// token ends: it is refused as expired, fail closed, until it parses.
-	// (An empty one never reaches the index from the API server, where the
-	// field is required and its rule refuses "".)
-	if d := at.Spec.Duration; d != "" {
-		if _, _, err := token.ParseDuration(d); err != nil {
-			expires, idle = 1, false
-		}
-	}
-	ended := tokenEnded(at)
-	add := func(encoded string, e entry) {
-		if full, err := token.DecodeDigest(encoded); err == nil && encoded != "" {
-			d := indexKey(full)
-			e.id = id
-			e.revoked = e.revoked || ended
-			out[d] = e
-		}
-	}
-	if v.PreviousHash != "" && v.PreviousValidUntil != nil {
-		add(v.PreviousHash, entry{validUntil: v.PreviousValidUntil.UnixNano()})
-	}
-	add(v.PendingHash, entry{expiresAt: expires, idle: idle})
-	add(v.Hash, entry{expiresAt: expires, idle: idle})
-	// A revoked hash is dead for good: added last, it wins over any other
-	// field of the record that names the same token.
-	add(v.RevokedHash, entry{revoked: true})
-	return out
-}
-
-// tokenEnded reports whether at's tokens are ended by its spec or its
-// deletion, whatever the status says yet. A deletion ends them the moment
-// it is asked for: a finalizer (anyone who may patch the ApiToken can add
-// one) keeps the object, never the token, alive. Both are refused as
-// revoked, and Upsert remembers them so (object.dead).
-func tokenEnded(at *tokensv1alpha1.ApiToken) bool {
-	return at.Spec.Revoked || at.DeletionTimestamp != nil
-}
-
-// idleUntil returns, in unix nanoseconds, when at becomes inactive under
-// spec.idleTimeout (token.IdleUntil); ok is false without one. A malformed
-// idleTimeout makes the token inactive at once: fail closed.
-func idleUntil(at *tokensv1alpha1.ApiToken) (int64, bool) {
-	if at.Spec.IdleTimeout == "" {
-		return 0, false
-	}
-	idle, err := token.ParseSpan(at.Spec.IdleTimeout)
-	if err != nil || at.Status.IssuedAt == nil {
-		return 1, true
-	}
-	var last time.Time
-	if at.Status.LastUsedAt != nil {
-		last = at.Status.LastUsedAt.Time
-	}
-	return token.IdleUntil(at.Status.IssuedAt.Time, last, at.Status.LastUsedAt != nil, idle).UnixNano(), true
-}
-
 // Lookup verifies tok at now: format first (no hashing for a malformed
 // token), then the keyed hash, then revocation, expiry and grace. The
 // identity comes with Valid, and with Revoked, Expired and Inactive (to
@@ -524,18 +327,12 @@ func (ix *Index) Lookup(tok string, now time.Time) (*Identity, Verdict) {
 		return nil, Unknown
 	case e.shared:
 		return nil, Ambiguous
-	case e.revoked:
-		return id, Revoked
 	}
-	n := now.UnixNano()
-	if e.expiresAt != 0 && n >= e.expiresAt && e.idle {
-		return id, Inactive
-	}
-	if (e.expiresAt != 0 && n >= e.expiresAt) || (e.validUntil != 0 && n >= e.validUntil) {
-		return id, Expired
-	}
-	return id, Valid
+	return id, verdicts[e.standing().At(now.UnixNano())]
 }
+
+// verdicts is the Verdict of each lifecycle.Worth.
+var verdicts = [...]Verdict{lifecycle.Valid: Valid, lifecycle.Expired: Expired, lifecycle.Inactive: Inactive, lifecycle.Revoked: Revoked}
 
 // find returns the entry under d.
 func (ix *Index) find(d digestKey) (slot, *Identity, bool) {
@@ -547,55 +344,4 @@ func (ix *Index) find(d digestKey) (slot, *Identity, bool) {
 		return e, nil, false
 	}
 	return e, s.ids[e.id], true
-}
-
-// markUsed records a successful verification of id at now.
-func markUsed(id *Identity, now time.Time) {
-	n := now.UnixNano()
-	// Second precision is plenty for a value written once a minute, and
-	// skipping the store keeps hot tokens from bouncing a cache line.
-	if n-id.usage.lastSeen.Load() >= int64(time.Second) {
-		id.usage.lastSeen.Store(n)
-	}
-}
-
-// forEachUsage calls f with every ApiToken's usage.
-func (ix *Index) forEachUsage(f func(*usage)) {
-	ix.mu.Lock()
-	list := make([]*usage, 0, len(ix.objects))
-	for _, o := range ix.objects {
-		list = append(list, o.usage)
-	}
-	ix.mu.Unlock()
-	for _, u := range list {
-		f(u)
-	}
-}
-
-// IndexView is the part of an ApiToken that the auth endpoint decides on
-// and an auth-only replica writes from (status.lastUsedAt): its identity,
-// the spec that makes its Grant, revocation, duration and idle timeout, and the
-// status that says which hashes verify until when. An auth-only replica
-// caches ApiTokens as this view (IndexTransform), not whole: conditions,
-// messages, annotations and the Secret's template are not kept. Index.Upsert
-// reads nothing else; TestIndexViewDecidesAlike holds it to that.
-func IndexView(at *tokensv1alpha1.ApiToken) *tokensv1alpha1.ApiToken {
-	return &tokensv1alpha1.ApiToken{
-		TypeMeta: at.TypeMeta,
-		ObjectMeta: metav1.ObjectMeta{Name: at.Name, Namespace: at.Namespace, UID: at.UID,
-			ResourceVersion: at.ResourceVersion, Generation: at.Generation, DeletionTimestamp: at.DeletionTimestamp},
-		Spec: tokensv1alpha1.ApiTokenSpec{Type: at.Spec.Type, Scopes: at.Spec.Scopes, Audience: at.Spec.Audience,
-			Presentation: at.Spec.Presentation, Duration: at.Spec.Duration, IdleTimeout: at.Spec.IdleTimeout, Revoked: at.Spec.Revoked},
-		Status: tokensv1alpha1.ApiTokenStatus{Phase: at.Status.Phase, IssuedAt: at.Status.IssuedAt, ExpiresAt: at.Status.ExpiresAt,
-			LastUsedAt: at.Status.LastUsedAt, Verification: at.Status.Verification},
-	}
-}
-
-// IndexTransform is the cache transform of an auth-only replica's
-// ApiTokens: IndexView. Other objects pass unchanged.
-func IndexTransform(in any) (any, error) {
-	if at, ok := in.(*tokensv1alpha1.ApiToken); ok {
-		return IndexView(at), nil
-	}
-	return in, nil
 }

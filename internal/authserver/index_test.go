@@ -123,3 +123,91 @@ func TestARevokeSeenByTheWatchIsNeverUndoneByIt(t *testing.T) {
 		})
 	}
 }
+
+// TestDeadlinesHoldFromTheirInstant pins, at concrete instants, when each
+// recorded hash stops verifying on a replica: a nanosecond before its
+// deadline it verifies, at the deadline it is refused. The expectations
+// are written out, not asked of internal/lifecycle.
+func TestDeadlinesHoldFromTheirInstant(t *testing.T) {
+	f := newFixture()
+	cur, prev := mustToken(), mustToken()
+	issued := metav1.NewTime(now.Add(-time.Hour))
+	recorded := metav1.NewTime(now.Add(30 * 24 * time.Hour))
+	graceEnd := metav1.NewTime(now.Add(5 * time.Minute))
+	used := metav1.NewTime(now.Add(-30 * time.Minute))
+	ns := time.Nanosecond
+	for _, c := range []struct {
+		name  string
+		spec  tokensv1alpha1.ApiTokenSpec
+		tok   string
+		at    time.Time
+		want  Verdict
+		after Verdict
+	}{
+		// The recorded expiresAt, 30 days on.
+		{"the recorded expiry", tokensv1alpha1.ApiTokenSpec{Duration: "90d"}, cur, recorded.Time, Valid, Expired},
+		// Issued an hour ago with a 2h duration: its end is in an hour,
+		// before the expiry the status still records.
+		{"a shorter duration", tokensv1alpha1.ApiTokenSpec{Duration: "2h"}, cur, now.Add(time.Hour), Valid, Expired},
+		// Last used half an hour ago, idle after 45 minutes.
+		{"the idle deadline", tokensv1alpha1.ApiTokenSpec{Duration: "90d", IdleTimeout: "45m"}, cur, now.Add(15 * time.Minute), Valid, Inactive},
+		// The replaced token verifies until previousValidUntil.
+		{"the end of the grace period", tokensv1alpha1.ApiTokenSpec{Duration: "90d"}, prev, graceEnd.Time, Valid, Expired},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			c.spec.Type = tokensv1alpha1.ReadOnly
+			at := &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: "deadlines", Namespace: "team-a"}, Spec: c.spec,
+				Status: tokensv1alpha1.ApiTokenStatus{Phase: tokensv1alpha1.PhaseActive, IssuedAt: &issued, ExpiresAt: &recorded, LastUsedAt: &used,
+					Verification: &tokensv1alpha1.Verification{Hash: f.hasher.Hash(cur).Encode(), PreviousHash: f.hasher.Hash(prev).Encode(), PreviousValidUntil: &graceEnd}}}
+			for replica, view := range map[string]*tokensv1alpha1.ApiToken{"operator": at, "auth-only": IndexView(at)} {
+				f.ix.Upsert(view)
+				if _, v := f.ix.Lookup(c.tok, c.at.Add(-ns)); v != c.want {
+					t.Errorf("%s replica, a nanosecond before: %v, want %v", replica, v, c.want)
+				}
+				if _, v := f.ix.Lookup(c.tok, c.at); v != c.after {
+					t.Errorf("%s replica, at the instant: %v, want %v", replica, v, c.after)
+				}
+			}
+		})
+	}
+}
+
+// TestASpecThatDoesNotParseVerifiesNothing: whichever span does not parse
+// (the webhook refuses them all; without it the CRD lets some in), every
+// hash of the token is refused as expired, the previous one in its grace
+// too, as the reconciler reports the spec Failed; fixed, they verify
+// again.
+func TestASpecThatDoesNotParseVerifiesNothing(t *testing.T) {
+	f := newFixture()
+	cur, prev := mustToken(), mustToken()
+	issued := metav1.NewTime(now.Add(-time.Hour))
+	future := metav1.NewTime(now.Add(time.Hour))
+	for name, unreadable := range map[string]func(*tokensv1alpha1.ApiTokenSpec){
+		"idleTimeout": func(s *tokensv1alpha1.ApiTokenSpec) { s.IdleTimeout = "90 days" },
+		"gracePeriod": func(s *tokensv1alpha1.ApiTokenSpec) { s.Rotation = &tokensv1alpha1.Rotation{GracePeriod: "500ms"} },
+		"renewBefore": func(s *tokensv1alpha1.ApiTokenSpec) { s.Rotation = &tokensv1alpha1.Rotation{RenewBefore: "30d"} },
+	} {
+		t.Run(name, func(t *testing.T) {
+			at := &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: "unreadable-spec", Namespace: "team-a"},
+				Spec: tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "30d"},
+				Status: tokensv1alpha1.ApiTokenStatus{Phase: tokensv1alpha1.PhaseFailed, IssuedAt: &issued, ExpiresAt: &future,
+					Verification: &tokensv1alpha1.Verification{Hash: f.hasher.Hash(cur).Encode(), PreviousHash: f.hasher.Hash(prev).Encode(), PreviousValidUntil: &future}}}
+			broken := at.DeepCopy()
+			unreadable(&broken.Spec)
+			for replica, view := range map[string]*tokensv1alpha1.ApiToken{"operator": broken, "auth-only": IndexView(broken)} {
+				f.ix.Upsert(view)
+				for _, tok := range []string{cur, prev} {
+					if _, v := f.ix.Lookup(tok, now); v != Expired {
+						t.Errorf("%s replica: %v, want expired", replica, v)
+					}
+				}
+			}
+			f.ix.Upsert(IndexView(at))
+			for _, tok := range []string{cur, prev} {
+				if _, v := f.ix.Lookup(tok, now); v != Valid {
+					t.Errorf("fixed: %v, want valid", v)
+				}
+			}
+		})
+	}
+}

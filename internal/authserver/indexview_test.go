@@ -65,6 +65,8 @@ func TestIndexViewDecidesAlike(t *testing.T) {
 	add(tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly},
 		active(tokensv1alpha1.ApiTokenStatus{Verification: &tokensv1alpha1.Verification{Hash: hash()}}))
 	full[len(full)-1].Spec.Duration = "106752d" // the CRD lets it in; it does not parse
+	add(tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Rotation: &tokensv1alpha1.Rotation{RenewBefore: "30d"}},
+		active(tokensv1alpha1.ApiTokenStatus{Verification: &tokensv1alpha1.Verification{Hash: hash()}})) // not shorter than 30d: unreadable
 
 	whole, viewed := NewIndex(hasher), NewIndex(hasher)
 	for _, a := range full {

@@ -30,6 +30,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/internal/lifecycle"
 )
 
 // UsagePath is where an operator replica receives the uses that auth-only
@@ -247,25 +248,23 @@ func (u *UsageReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// couldBeUsed reports whether at could have been a successful use of at's
-// token, as the status records it: issued, not revoked, not expired, not
-// idle. A report of a use that no replica could have accepted (say, of an
-// inactive token, to revive it) is dropped: a reporter can record uses,
-// never extend what the status allows.
+// couldBeUsed reports whether when could have been a successful use of
+// at's token, as the status records it: issued (give or take
+// lifecycle.MaxClockSkew) and, as lifecycle.Assess says, valid at when
+// (not revoked, expired or idle, and its spec readable). A report of a use
+// that no replica could have accepted (say, of an inactive token, to
+// revive it) is dropped: a reporter can record uses, never extend what the
+// status allows.
 func couldBeUsed(at *tokensv1alpha1.ApiToken, when time.Time) bool {
 	st := &at.Status
 	switch {
-	case at.Spec.Revoked || st.IssuedAt == nil || st.Verification == nil || st.Verification.Hash == "":
+	case st.IssuedAt == nil || st.Verification == nil || st.Verification.Hash == "":
 		return false
-	case when.Before(st.IssuedAt.Add(-time.Minute)):
-		return false
-	case st.ExpiresAt != nil && !when.Before(st.ExpiresAt.Time):
+	case when.Before(st.IssuedAt.Add(-lifecycle.MaxClockSkew)):
 		return false
 	}
-	if until, ok := idleUntil(at); ok && when.UnixNano() >= until {
-		return false
-	}
-	return true
+	spec, _ := lifecycle.ParseSpec(&at.Spec)
+	return lifecycle.Assess(at, spec).Current.WorthAt(when) == lifecycle.Valid
 }
 
 // errNotAuthenticated: the API server did not authenticate the bearer.

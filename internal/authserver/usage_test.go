@@ -265,3 +265,41 @@ func TestUsageReviewsAreBounded(t *testing.T) {
 		t.Errorf("10 reports with one token caused %d TokenReviews, want 1", n)
 	}
 }
+
+// TestCouldBeUsedAtTheInstant: a reported use is kept only if a replica
+// could have accepted it: from a minute before the issue time (clock
+// skew) to the nanosecond before the token's end, never for a token its
+// status records as ended, revoked or of a spec that does not parse.
+func TestCouldBeUsedAtTheInstant(t *testing.T) {
+	issued := metav1.NewTime(now)
+	expires := metav1.NewTime(now.Add(time.Hour))
+	base := &tokensv1alpha1.ApiToken{Spec: tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "1h", IdleTimeout: "45m"},
+		Status: tokensv1alpha1.ApiTokenStatus{Phase: tokensv1alpha1.PhaseActive, IssuedAt: &issued, ExpiresAt: &expires,
+			Verification: &tokensv1alpha1.Verification{Hash: "h"}}}
+	ns := time.Nanosecond
+	for _, c := range []struct {
+		name string
+		mod  func(*tokensv1alpha1.ApiToken)
+		when time.Time
+		want bool
+	}{
+		{"a minute before its issue", nil, now.Add(-time.Minute), true},
+		{"beyond the clock skew", nil, now.Add(-time.Minute - ns), false},
+		{"a nanosecond before it goes idle", nil, now.Add(45*time.Minute - ns), true},
+		{"idle", nil, now.Add(45 * time.Minute), false},
+		{"no idleTimeout: a nanosecond before it expires", func(a *tokensv1alpha1.ApiToken) { a.Spec.IdleTimeout = "" }, now.Add(time.Hour - ns), true},
+		{"no idleTimeout: expired", func(a *tokensv1alpha1.ApiToken) { a.Spec.IdleTimeout = "" }, now.Add(time.Hour), false},
+		{"recorded Expired", func(a *tokensv1alpha1.ApiToken) { a.Status.Phase = tokensv1alpha1.PhaseExpired }, now, false},
+		{"recorded Inactive", func(a *tokensv1alpha1.ApiToken) { a.Status.Phase = tokensv1alpha1.PhaseInactive }, now, false},
+		{"revoked", func(a *tokensv1alpha1.ApiToken) { a.Spec.Revoked = true }, now, false},
+		{"a spec that does not parse", func(a *tokensv1alpha1.ApiToken) { a.Spec.IdleTimeout = "90 days" }, now, false},
+	} {
+		at := base.DeepCopy()
+		if c.mod != nil {
+			c.mod(at)
+		}
+		if got := couldBeUsed(at, c.when); got != c.want {
+			t.Errorf("%s: couldBeUsed = %v, want %v", c.name, got, c.want)
+		}
+	}
+}

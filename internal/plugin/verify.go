@@ -23,13 +23,13 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/printers"
 
-	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/internal/lifecycle"
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
 )
 
 // defaultAudience is what verify asks for without --audience: an
 // ApiToken's default audience.
-const defaultAudience = string(tokensv1alpha1.ContentAPI)
+const defaultAudience = string(lifecycle.DefaultAudience)
 
 // The auth endpoint's Service as config/ deploys it.
 const (

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -13,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/internal/lifecycle"
 )
 
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
@@ -69,7 +71,7 @@ func (d *Defaulter) Default(ctx context.Context, at *tokensv1alpha1.ApiToken) er
 		at.Spec.SecretName = at.SecretName()
 	}
 	if at.Spec.Audience == "" {
-		at.Spec.Audience = tokensv1alpha1.ContentAPI
+		at.Spec.Audience = lifecycle.DefaultAudience
 	}
 	return nil
 }
@@ -131,7 +133,7 @@ func (v *Validator) ValidateDelete(context.Context, *tokensv1alpha1.ApiToken) (a
 }
 
 func (v *Validator) validate(ctx context.Context, old, at *tokensv1alpha1.ApiToken) (admission.Warnings, error) {
-	errs, warnings := ValidateApiToken(old, at)
+	errs, warnings := ValidateApiToken(old, at, time.Now())
 	audErrs, audWarnings := ValidateAudience(old, at, v.KubeAPIAudiences)
 	errs, warnings = append(errs, audErrs...), append(warnings, audWarnings...)
 	if len(errs) == 0 && v.Authorizer != nil {

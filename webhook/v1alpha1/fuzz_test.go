@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"time"
+
 	"strings"
 	"testing"
 
@@ -27,7 +29,7 @@ func FuzzValidateApiToken(f *testing.F) {
 		if grace != "" || renew != "" {
 			at.Spec.Rotation = &tokensv1alpha1.Rotation{GracePeriod: grace, RenewBefore: renew}
 		}
-		errs, _ := ValidateApiToken(nil, at)
+		errs, _ := ValidateApiToken(nil, at, time.Now())
 		if len(errs) > 0 {
 			return
 		}

@@ -9,6 +9,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/internal/lifecycle"
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
 )
 
@@ -83,7 +84,7 @@ func requiredPermissions(old, at *tokensv1alpha1.ApiToken) []permission {
 	}
 	// A new audience, or new scopes for an audience other than content-api
 	// (the pair is what a token grants), need the audience's permission.
-	if aud := audienceOf(at); aud != string(tokensv1alpha1.ContentAPI) && (aud != oldAudience || len(out) > 0) {
+	if aud := audienceOf(at); aud != string(lifecycle.DefaultAudience) && (aud != oldAudience || len(out) > 0) {
 		out = append(out, permission{field: specPath.Child("audience"), what: "audience " + aud, attrs: authorizationv1.ResourceAttributes{
 			Namespace: at.Namespace, Verb: issueVerb, Group: tokensv1alpha1.GroupVersion.Group, Resource: audiencesResource, Name: aud,
 		}})
@@ -92,10 +93,7 @@ func requiredPermissions(old, at *tokensv1alpha1.ApiToken) []permission {
 }
 
 func audienceOf(at *tokensv1alpha1.ApiToken) string {
-	if at.Spec.Audience == "" {
-		return string(tokensv1alpha1.ContentAPI)
-	}
-	return string(at.Spec.Audience)
+	return string(lifecycle.AudienceOf(&at.Spec))
 }
 
 // needs describes the RBAC rule a permission asks for, as a refusal says it:

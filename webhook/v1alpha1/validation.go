@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/internal/lifecycle"
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
 )
 
@@ -33,21 +33,35 @@ var supportedTypes = []string{string(tokensv1alpha1.ReadOnly), string(tokensv1al
 const shortDuration = time.Minute
 
 // ValidateApiToken checks an ApiToken being created (old is nil) or
-// updated. It returns every error with its field path, and warnings for
-// what is allowed but probably a mistake (duplicate or redundant scopes).
-// It repeats what the CRD schema checks, so that an install with the
-// webhook gives these messages, and adds what the schema cannot say.
-func ValidateApiToken(old, at *tokensv1alpha1.ApiToken) (field.ErrorList, []string) {
+// updated at now. It returns every error with its field path, and warnings
+// for what is allowed but probably a mistake (duplicate or redundant
+// scopes, a duration that ends the current token at once). It repeats what
+// the CRD schema checks, so that an install with the webhook gives these
+// messages, and adds what the schema cannot say. One function per field
+// group, in this order: grant (description, type, scopes), spans
+// (lifecycle.ParseSpec), audience, Secret, annotations.
+func ValidateApiToken(old, at *tokensv1alpha1.ApiToken, now time.Time) (field.ErrorList, []string) {
 	var errs field.ErrorList
 	var warnings []string
-	spec := &at.Spec
-	specPath := field.NewPath("spec")
+	add := func(e field.ErrorList, w []string) {
+		errs, warnings = append(errs, e...), append(warnings, w...)
+	}
+	add(validateGrant(&at.Spec))
+	add(validateSpans(old, at, now))
+	add(validateAudienceName(&at.Spec), nil)
+	add(validateSecret(old, at), nil)
+	add(validateAnnotations(old, at), nil)
+	return errs, warnings
+}
 
+// validateGrant checks the description, the type and the scopes, and
+// warns about duplicate and redundant scopes.
+func validateGrant(spec *tokensv1alpha1.ApiTokenSpec) (field.ErrorList, []string) {
+	var errs field.ErrorList
+	specPath := field.NewPath("spec")
 	if len(spec.Description) > maxDescription {
 		errs = append(errs, field.TooLong(specPath.Child("description"), "", maxDescription))
 	}
-
-	// Type and scopes.
 	typePath, scopesPath := specPath.Child("type"), specPath.Child("scopes")
 	switch spec.Type {
 	case "":
@@ -66,67 +80,56 @@ func ValidateApiToken(old, at *tokensv1alpha1.ApiToken) (field.ErrorList, []stri
 	if len(spec.Scopes) > maxScopes {
 		errs = append(errs, field.TooMany(scopesPath, len(spec.Scopes), maxScopes))
 	}
-	errs, warnings = validateScopes(spec.Scopes, scopesPath, errs, warnings)
+	return validateScopes(spec.Scopes, scopesPath, errs, nil)
+}
 
-	// Duration and rotation.
-	durPath := specPath.Child("duration")
-	lifetime, finite, durErr := token.ParseDuration(spec.Duration)
-	switch {
-	case spec.Duration == "":
-		errs = append(errs, field.Required(durPath, `must be "unlimited" or a positive span such as 7d, 30d, 90d or 36h`))
-	case durErr != nil:
-		errs = append(errs, field.Invalid(durPath, spec.Duration, durationMessage(durErr, spec.Duration)))
+// validateSpans checks the duration, idleTimeout and rotation as the
+// operator reads them (lifecycle.ParseSpec, whose errors are returned as
+// they are), the grace period against the duration, and that an
+// idleTimeout change revives no idle token; it warns about a duration
+// shorter than kubelet's Secret refresh, and one that ends the current
+// token at now.
+func validateSpans(old, at *tokensv1alpha1.ApiToken, now time.Time) (field.ErrorList, []string) {
+	spec := &at.Spec
+	s, errs := lifecycle.ParseSpec(spec)
+	if err := lifecycle.GraceWithinLifetime(spec, s); err != nil {
+		errs = append(errs, err)
 	}
-	if spec.IdleTimeout != "" {
-		if _, err := token.ParseSpan(spec.IdleTimeout); err != nil {
-			errs = append(errs, field.Invalid(specPath.Child("idleTimeout"), spec.IdleTimeout, durationMessage(err, spec.IdleTimeout)))
-		}
-	}
-	if r := spec.Rotation; r != nil {
-		rotPath := specPath.Child("rotation")
-		if r.GracePeriod != "" {
-			gp := rotPath.Child("gracePeriod")
-			if grace, err := token.ParseSpan(r.GracePeriod); err != nil {
-				errs = append(errs, field.Invalid(gp, r.GracePeriod, durationMessage(err, r.GracePeriod)))
-			} else if durErr == nil && finite && grace > lifetime {
-				errs = append(errs, field.Invalid(gp, r.GracePeriod, fmt.Sprintf("must not be longer than spec.duration (%s)", spec.Duration)))
-			}
-		}
-		if r.RenewBefore != "" {
-			rb := rotPath.Child("renewBefore")
-			renew, err := token.ParseSpan(r.RenewBefore)
-			switch {
-			case err != nil:
-				errs = append(errs, field.Invalid(rb, r.RenewBefore, durationMessage(err, r.RenewBefore)))
-			case durErr == nil && !finite:
-				errs = append(errs, field.Forbidden(rb, "renewBefore needs a finite spec.duration; an unlimited token never expires"))
-			case durErr == nil && renew >= lifetime:
-				errs = append(errs, field.Invalid(rb, r.RenewBefore, fmt.Sprintf("must be shorter than spec.duration (%s)", spec.Duration)))
-			}
-		}
-	}
-
 	if old != nil {
-		errs = append(errs, validateNoRevival(old, at, time.Now())...)
+		errs = append(errs, validateNoRevival(old, at, now)...)
 	}
-	if durErr == nil && finite {
-		if lifetime < shortDuration {
-			warnings = append(warnings, fmt.Sprintf("spec.duration: %s is shorter than kubelet's Secret refresh (about a minute): a pod that mounts the Secret may read the token only after it expired", spec.Duration))
-		}
-		if old != nil && old.Spec.Duration != spec.Duration && old.Status.IssuedAt != nil && !old.Spec.Revoked &&
-			!old.Status.IssuedAt.Add(lifetime).After(time.Now()) {
-			warnings = append(warnings, fmt.Sprintf("spec.duration: %s expires the current token at once (issued at %s); clients using it are refused from now on", spec.Duration, old.Status.IssuedAt.UTC().Format(time.RFC3339)))
-		}
+	var warnings []string
+	if !s.Finite { // unlimited, or a duration that does not parse
+		return errs, warnings
 	}
+	if s.Lifetime < shortDuration {
+		warnings = append(warnings, fmt.Sprintf("spec.duration: %s is shorter than kubelet's Secret refresh (about a minute): a pod that mounts the Secret may read the token only after it expired", spec.Duration))
+	}
+	if old != nil && old.Spec.Duration != spec.Duration && old.Status.IssuedAt != nil && !old.Spec.Revoked &&
+		s.ByDuration(old.Status.IssuedAt.Time).WorthAt(now) == lifecycle.Expired {
+		warnings = append(warnings, fmt.Sprintf("spec.duration: %s expires the current token at once (issued at %s); clients using it are refused from now on", spec.Duration, old.Status.IssuedAt.UTC().Format(time.RFC3339)))
+	}
+	return errs, warnings
+}
 
-	// Audience: a name.
-	if spec.Audience != "" {
-		for _, msg := range validation.IsDNS1123Label(string(spec.Audience)) {
-			errs = append(errs, field.Invalid(specPath.Child("audience"), spec.Audience, "must be a lower-case name such as content-api, admin or billing-api: "+msg))
-		}
+// validateAudienceName checks that spec.audience, when set, is a name.
+func validateAudienceName(spec *tokensv1alpha1.ApiTokenSpec) field.ErrorList {
+	if spec.Audience == "" {
+		return nil
 	}
+	var errs field.ErrorList
+	for _, msg := range validation.IsDNS1123Label(string(spec.Audience)) {
+		errs = append(errs, field.Invalid(field.NewPath("spec", "audience"), spec.Audience, "must be a lower-case name such as content-api, admin or billing-api: "+msg))
+	}
+	return errs
+}
 
-	// Secret name and template.
+// validateSecret checks the Secret's name (set, or defaulted from the
+// ApiToken's), that it does not change, and its template.
+func validateSecret(old, at *tokensv1alpha1.ApiToken) field.ErrorList {
+	var errs field.ErrorList
+	spec := &at.Spec
+	specPath := field.NewPath("spec")
 	snPath := specPath.Child("secretName")
 	if spec.SecretName != "" {
 		for _, msg := range validation.IsDNS1123Subdomain(spec.SecretName) {
@@ -140,26 +143,32 @@ func ValidateApiToken(old, at *tokensv1alpha1.ApiToken) (field.ErrorList, []stri
 	if old != nil && old.SecretName() != at.SecretName() {
 		errs = append(errs, field.Invalid(snPath, spec.SecretName, fmt.Sprintf("cannot be changed after creation (it is %q); create a new ApiToken instead", old.SecretName())))
 	}
-	if tpl := spec.SecretTemplate; tpl != nil {
-		tplPath := specPath.Child("secretTemplate")
-		errs = append(errs, metav1validation.ValidateLabels(tpl.Labels, tplPath.Child("labels"))...)
-		errs = append(errs, apivalidation.ValidateAnnotations(tpl.Annotations, tplPath.Child("annotations"))...)
-		for _, k := range []string{tokensv1alpha1.ManagedByLabel, tokensv1alpha1.ApiTokenLabel} {
-			if _, ok := tpl.Labels[k]; ok {
-				errs = append(errs, field.Forbidden(tplPath.Child("labels").Key(k), "is set by the operator"))
-			}
-		}
-		for _, k := range []string{tokensv1alpha1.IssuedAtAnnotation, tokensv1alpha1.TemplateKeysAnnotation} {
-			if _, ok := tpl.Annotations[k]; ok {
-				errs = append(errs, field.Forbidden(tplPath.Child("annotations").Key(k), "is set by the operator"))
-			}
-		}
-		errs = append(errs, refuseReplicatorKeys(tpl.Labels, tplPath.Child("labels"))...)
-		errs = append(errs, refuseReplicatorKeys(tpl.Annotations, tplPath.Child("annotations"))...)
+	tpl := spec.SecretTemplate
+	if tpl == nil {
+		return errs
 	}
+	tplPath := specPath.Child("secretTemplate")
+	errs = append(errs, metav1validation.ValidateLabels(tpl.Labels, tplPath.Child("labels"))...)
+	errs = append(errs, apivalidation.ValidateAnnotations(tpl.Annotations, tplPath.Child("annotations"))...)
+	for _, k := range []string{tokensv1alpha1.ManagedByLabel, tokensv1alpha1.ApiTokenLabel} {
+		if _, ok := tpl.Labels[k]; ok {
+			errs = append(errs, field.Forbidden(tplPath.Child("labels").Key(k), "is set by the operator"))
+		}
+	}
+	for _, k := range []string{tokensv1alpha1.IssuedAtAnnotation, tokensv1alpha1.TemplateKeysAnnotation} {
+		if _, ok := tpl.Annotations[k]; ok {
+			errs = append(errs, field.Forbidden(tplPath.Child("annotations").Key(k), "is set by the operator"))
+		}
+	}
+	errs = append(errs, refuseReplicatorKeys(tpl.Labels, tplPath.Child("labels"))...)
+	return append(errs, refuseReplicatorKeys(tpl.Annotations, tplPath.Child("annotations"))...)
+}
 
-	// The creator annotations are the webhook's to write; a key that only
-	// differs from one of ours in case would read like it.
+// validateAnnotations refuses keys under the API group that differ from
+// ours only in case, and a change of the creator annotations, which are
+// the webhook's to write.
+func validateAnnotations(old, at *tokensv1alpha1.ApiToken) field.ErrorList {
+	var errs field.ErrorList
 	for key := range at.Annotations {
 		if lower := strings.ToLower(key); lower != key && strings.HasPrefix(lower, tokensv1alpha1.GroupVersion.Group+"/") {
 			errs = append(errs, field.Forbidden(field.NewPath("metadata", "annotations").Key(key), "keys under "+tokensv1alpha1.GroupVersion.Group+"/ are lower-case: this one reads like "+lower))
@@ -170,7 +179,7 @@ func ValidateApiToken(old, at *tokensv1alpha1.ApiToken) (field.ErrorList, []stri
 			errs = append(errs, field.Forbidden(field.NewPath("metadata", "annotations").Key(key), "records who created the ApiToken and cannot be changed"))
 		}
 	}
-	return errs, warnings
+	return errs
 }
 
 // refuseReplicatorKeys refuses the keys of a Secret replicator
@@ -239,45 +248,29 @@ func grantsOf(t tokensv1alpha1.TokenType) string {
 	return set.Strings()[0]
 }
 
-// durationMessage drops the sentinel and the echoed value from a duration
-// error, which field.Invalid already prints.
-func durationMessage(err error, value string) string {
-	msg := strings.TrimPrefix(err.Error(), token.ErrDuration.Error()+": ")
-	return strings.TrimPrefix(msg, strconv.Quote(value)+": ")
-}
-
 // validateNoRevival refuses an idleTimeout change that would revive a
 // token whose idle deadline has passed before the operator recorded it
 // Inactive: an idle token comes back only by a regeneration, as an expired
-// one does (status.expiresAt keeps that one ended).
+// one does (status.expiresAt keeps that one ended). An old idleTimeout
+// that does not parse sets no deadline: the token was worth nothing under
+// it (lifecycle.Assess) rather than idle, and fixing it is allowed.
 func validateNoRevival(old, at *tokensv1alpha1.ApiToken, now time.Time) field.ErrorList {
 	if old.Spec.IdleTimeout == at.Spec.IdleTimeout || old.Spec.Revoked || old.Status.IssuedAt == nil {
 		return nil
 	}
-	deadline, ok := idleDeadline(old.Spec.IdleTimeout, old)
-	if !ok || now.Before(deadline) {
+	was, _ := lifecycle.ParseSpec(&old.Spec)
+	is, _ := lifecycle.ParseSpec(&at.Spec)
+	idle := was.ByIdle(&old.Status)
+	deadline, ok := idle.Deadline()
+	if !ok || idle.WorthAt(now) != lifecycle.Inactive {
 		return nil
 	}
-	if next, idle := idleDeadline(at.Spec.IdleTimeout, old); idle && !now.Before(next) {
+	if is.ByIdle(&old.Status).WorthAt(now) == lifecycle.Inactive {
 		return nil // still idle under the new timeout
 	}
 	return field.ErrorList{field.Forbidden(field.NewPath("spec", "idleTimeout"), fmt.Sprintf(
 		"the token has been idle since %s: a longer or no idleTimeout would revive it; regenerate it (kubectl annotate apitoken %s %s=$(date +%%s) --overwrite) for a new token",
 		deadline.UTC().Format(time.RFC3339), at.Name, tokensv1alpha1.RegenerateAnnotation))}
-}
-
-// idleDeadline is when at's token turns idle under idleTimeout (ok false:
-// no idle timeout, or one that does not parse).
-func idleDeadline(idleTimeout string, at *tokensv1alpha1.ApiToken) (time.Time, bool) {
-	idle, err := token.ParseSpan(idleTimeout)
-	if idleTimeout == "" || err != nil {
-		return time.Time{}, false
-	}
-	var last time.Time
-	if at.Status.LastUsedAt != nil {
-		last = at.Status.LastUsedAt.Time
-	}
-	return token.IdleUntil(at.Status.IssuedAt.Time, last, at.Status.LastUsedAt != nil, idle), true
 }
 
 // ValidateAudience refuses an audience that is also one of the Kubernetes

@@ -18,7 +18,7 @@ func TestValidateApiTokenRefuses(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			at := validToken()
 			c.mutate(at)
-			errs, _ := ValidateApiToken(nil, at)
+			errs, _ := ValidateApiToken(nil, at, time.Now())
 			if len(errs) == 0 || !strings.Contains(errs.ToAggregate().Error(), c.message) {
 				t.Fatalf("errors %v do not contain %q", errs, c.message)
 			}
@@ -29,7 +29,7 @@ func TestValidateApiTokenRefuses(t *testing.T) {
 		old.Spec.SecretName = old.SecretName()
 		at := old.DeepCopy()
 		c.mutate(at)
-		errs, _ := ValidateApiToken(old, at)
+		errs, _ := ValidateApiToken(old, at, time.Now())
 		if !strings.Contains(errs.ToAggregate().Error(), c.message) {
 			t.Fatalf("%s: errors %q do not contain %q", c.name, errs.ToAggregate(), c.message)
 		}
@@ -61,7 +61,7 @@ func TestValidateApiTokenAccepts(t *testing.T) {
 	for i, g := range good {
 		at := validToken()
 		g(at)
-		if errs, _ := ValidateApiToken(nil, at); len(errs) > 0 {
+		if errs, _ := ValidateApiToken(nil, at, time.Now()); len(errs) > 0 {
 			t.Errorf("case %d refused: %v", i, errs.ToAggregate())
 		}
 	}
@@ -70,7 +70,7 @@ func TestValidateApiTokenAccepts(t *testing.T) {
 func TestValidateApiTokenWarns(t *testing.T) {
 	at := validToken()
 	custom("articles:read", "orders:*", "articles:read", "orders:delete", "*:*")(at)
-	errs, warnings := ValidateApiToken(nil, at)
+	errs, warnings := ValidateApiToken(nil, at, time.Now())
 	if len(errs) > 0 {
 		t.Fatal(errs.ToAggregate())
 	}
@@ -91,7 +91,7 @@ func TestValidateApiTokenWarns(t *testing.T) {
 func TestValidateDurationWarns(t *testing.T) {
 	at := validToken()
 	at.Spec.Duration = "30s"
-	if _, warnings := ValidateApiToken(nil, at); len(warnings) != 1 || !strings.Contains(warnings[0], "spec.duration: 30s is shorter than kubelet's Secret refresh") {
+	if _, warnings := ValidateApiToken(nil, at, time.Now()); len(warnings) != 1 || !strings.Contains(warnings[0], "spec.duration: 30s is shorter than kubelet's Secret refresh") {
 		t.Fatalf("warnings %q", warnings)
 	}
 	old := validToken()
@@ -104,7 +104,7 @@ func TestValidateDurationWarns(t *testing.T) {
 	} {
 		at := old.DeepCopy()
 		at.Spec.Duration = d
-		_, warnings := ValidateApiToken(old, at)
+		_, warnings := ValidateApiToken(old, at, time.Now())
 		if got := strings.Join(warnings, "\n"); (want == "") != (got == "") || !strings.Contains(got, want) {
 			t.Errorf("%s: warnings %q, want %q", d, got, want)
 		}
@@ -159,7 +159,7 @@ func TestCreatorCannotChangeOnUpdate(t *testing.T) {
 	old.Annotations = map[string]string{tokensv1alpha1.CreatedByAnnotation: "alice"}
 	at := old.DeepCopy()
 	at.Annotations[tokensv1alpha1.CreatedByAnnotation] = "mallory"
-	errs, _ := ValidateApiToken(old, at)
+	errs, _ := ValidateApiToken(old, at, time.Now())
 	if !strings.Contains(errs.ToAggregate().Error(), "metadata.annotations[tokens.apitoken.dev/created-by]: Forbidden") {
 		t.Fatalf("errs = %v", errs)
 	}
@@ -192,5 +192,37 @@ func TestAnAudienceNamedLikeTheAPIServersIsRefused(t *testing.T) {
 				t.Fatalf("%s: audience %s refused: %v", distribution, fine, errs)
 			}
 		}
+	}
+}
+
+// TestWarningsAndRevivalAtTheInstant pins the webhook's time rules at
+// concrete instants (written out, not asked of internal/lifecycle): a new
+// duration ends the current token from issuedAt + duration on, and an
+// idle deadline holds from its instant on.
+func TestWarningsAndRevivalAtTheInstant(t *testing.T) {
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	ns := time.Nanosecond
+	old := validToken()
+	issued := metav1.NewTime(now.Add(-2 * time.Hour))
+	old.Status.IssuedAt = &issued
+	at := old.DeepCopy()
+	at.Spec.Duration = "2h"
+	if _, w := ValidateApiToken(old, at, now.Add(-ns)); len(w) != 0 {
+		t.Errorf("a nanosecond before issuedAt + 2h: warnings %q", w)
+	}
+	if _, w := ValidateApiToken(old, at, now); len(w) != 1 || !strings.Contains(w[0], "expires the current token at once") {
+		t.Errorf("at issuedAt + 2h: warnings %q, want the token's end", w)
+	}
+
+	old = validToken()
+	old.Spec.IdleTimeout = "2h"
+	old.Status.IssuedAt = &issued // idle from now on
+	at = old.DeepCopy()
+	at.Spec.IdleTimeout = "3h"
+	if errs := validateNoRevival(old, at, now.Add(-ns)); len(errs) != 0 {
+		t.Errorf("a nanosecond before the idle deadline: %v", errs)
+	}
+	if errs := validateNoRevival(old, at, now); len(errs) != 1 || !strings.Contains(errs[0].Error(), "idle since 2026-06-01T12:00:00Z") {
+		t.Errorf("at the idle deadline: %v, want a refusal", errs)
 	}
 }
