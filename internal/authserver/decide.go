@@ -10,6 +10,7 @@ import (
 	"k8s.io/utils/clock"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/internal/lifecycle"
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
 )
 
@@ -126,7 +127,7 @@ func (dc *Decider) Decide(req *Request) Decision {
 		}
 		d.Required, d.Audience = required, req.Policy.Audience
 		if d.Audience == "" {
-			d.Audience = string(tokensv1alpha1.ContentAPI)
+			d.Audience = string(lifecycle.DefaultAudience)
 		}
 	}
 	if req.Token == "" {
