@@ -474,7 +474,15 @@ var _ = Describe("verify", func() {
 
 	It("with --service, names what is missing for a port-forward", func() {
 		tok := secretTokenOfNew("verify-svc")
+		noService := `finding the auth endpoint: service "apitoken-operator-auth" not found in namespace apitoken-system: ` +
+			`no operator is deployed with its Service here; for one that runs on this machine (make run) give its address: --url http://localhost:8082`
 		r := kubectlApitokenIn(tok, "verify", "--scheme", "http")
+		Expect(r.err).To(MatchError(noService))
+		By("the default (HTTPS) names the missing Service, not the CA Secret it would read")
+		r = kubectlApitokenIn(tok, "verify")
+		Expect(r.err).To(MatchError(noService))
+		By("a --service named by the user: the port-forward's own error")
+		r = kubectlApitokenIn(tok, "verify", "--service", "apitoken-system/apitoken-operator-auth:8082", "--scheme", "http")
 		Expect(r.err).To(MatchError(`finding the auth endpoint: service "apitoken-operator-auth" not found in namespace apitoken-system`))
 
 		By("a Service without a ready pod")

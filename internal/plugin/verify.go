@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 	authnv1 "k8s.io/api/authentication/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/printers"
@@ -225,6 +226,14 @@ func (o *verifyOptions) endpoint(ctx context.Context) (base *url.URL, tlsConfig 
 	if err != nil {
 		return nil, nil, stop, err
 	}
+	if o.service == "" {
+		// The default names the Service config/ and the chart deploy: with
+		// none (make run), say where the endpoint is instead of naming the
+		// CA Secret or port-forward it would have used.
+		if err := defaultServiceExists(ctx, s, ref); err != nil {
+			return nil, nil, stop, err
+		}
+	}
 	if o.scheme == "https" && !o.insecure && o.caFile == "" {
 		if tlsConfig.RootCAs, err = caFromSecret(ctx, s, ref.namespace, o.caSecret); err != nil {
 			return nil, nil, stop, fmt.Errorf("%w; or give --certificate-authority FILE (or --insecure-skip-tls-verify)", err)
@@ -237,6 +246,18 @@ func (o *verifyOptions) endpoint(ctx context.Context) (base *url.URL, tlsConfig 
 		return nil, nil, func() {}, err
 	}
 	return &url.URL{Scheme: o.scheme, Host: local}, tlsConfig, stop, nil
+}
+
+// defaultServiceExists refuses the default Service when it does not exist,
+// naming --url for an operator that runs outside the cluster (make run).
+// Any other error is left to the port-forward, which names it.
+func defaultServiceExists(ctx context.Context, s *session, ref serviceRef) error {
+	_, err := s.kube.CoreV1().Services(ref.namespace).Get(ctx, ref.name, metav1.GetOptions{})
+	if !apierrors.IsNotFound(err) {
+		return nil
+	}
+	return fmt.Errorf("finding the auth endpoint: %w: no operator is deployed with its Service here; "+
+		"for one that runs on this machine (make run) give its address: --url http://localhost:8082", describe(err, "get", "services", ref.namespace, ref.name))
 }
 
 // caFromSecret reads ca.crt from the Secret ns/name.
