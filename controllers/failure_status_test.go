@@ -1,0 +1,60 @@
+package controllers
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+)
+
+// TestAFailedSecretWriteSaysWhyInReady: a pass whose Secret write fails
+// leaves Ready saying why (False, ReconcileFailed, the error), not what
+// the last pass that succeeded said; the rest of the status is what was
+// written before the failure, and the retry makes Ready true again.
+func TestAFailedSecretWriteSaysWhyInReady(t *testing.T) {
+	for name, c := range map[string]struct {
+		setup     func(h *harness)
+		failWrite int
+		phase     tokensv1alpha1.Phase
+	}{
+		// A first token: the Secret's creation is the first write.
+		"first token": {func(*harness) {}, 1, ""},
+		// A regeneration: pending status, then the Secret (write 2).
+		"regeneration": {func(h *harness) {
+			h.mustReconcile()
+			h.annotate(tokensv1alpha1.RegenerateAnnotation, "1")
+			h.clock.Step(time.Minute)
+		}, 2, tokensv1alpha1.PhaseActive},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, graceSpec)
+			c.setup(h)
+			h.failWrite = c.failWrite
+			if _, err := h.reconcile(); !errors.Is(err, errInjected) {
+				t.Fatalf("reconcile = %v, want the injected error", err)
+			}
+			at := h.token()
+			ready := meta.FindStatusCondition(at.Status.Conditions, tokensv1alpha1.ConditionReady)
+			if ready == nil || ready.Status != metav1.ConditionFalse || ready.Reason != tokensv1alpha1.ReasonReconcileFailed ||
+				!strings.Contains(ready.Message, "writing Secret ns/tok-token") || !strings.Contains(ready.Message, errInjected.Error()) {
+				t.Fatalf("Ready = %+v, want False %s saying the Secret write failed", ready, tokensv1alpha1.ReasonReconcileFailed)
+			}
+			if !ready.LastTransitionTime.Time.Equal(h.clock.Now()) {
+				t.Fatalf("Ready's lastTransitionTime = %v, want %v", ready.LastTransitionTime, h.clock.Now())
+			}
+			if at.Status.Phase != c.phase {
+				t.Fatalf("phase %q, want %q (as the last pass that succeeded left it)", at.Status.Phase, c.phase)
+			}
+			h.mustReconcile()
+			at = h.token()
+			if !meta.IsStatusConditionTrue(at.Status.Conditions, tokensv1alpha1.ConditionReady) || !h.verifies(h.secretToken()) {
+				t.Fatalf("after the retry: phase %s, conditions %+v", at.Status.Phase, at.Status.Conditions)
+			}
+		})
+	}
+}
