@@ -1,13 +1,17 @@
 package controllers
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 )
@@ -56,5 +60,46 @@ func TestAFailedSecretWriteSaysWhyInReady(t *testing.T) {
 				t.Fatalf("after the retry: phase %s, conditions %+v", at.Status.Phase, at.Status.Conditions)
 			}
 		})
+	}
+}
+
+// failingSecretReads fails every read of a Secret through the cache.
+type failingSecretReads struct{ client.Client }
+
+func (f failingSecretReads) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if _, ok := obj.(*corev1.Secret); ok {
+		return errInjected
+	}
+	return f.Client.Get(ctx, key, obj, opts...)
+}
+
+// TestAFailedPassNeverLiftsAHeldCut: Ready is the record of a held cut
+// (CutHeld), so a pass of a held token that fails keeps it: once the cut
+// guard would allow a cut again, the token is still held and verifying
+// until a person releases it.
+func TestAFailedPassNeverLiftsAHeldCut(t *testing.T) {
+	h := newHarness(t, graceSpec)
+	h.r.Cuts = &CutGuard{Max: 1, Window: time.Hour}
+	h.mustReconcile()
+	old := h.secretToken()
+	h.r.Cuts.Allow(h.clock.Now(), 1, types.NamespacedName{Namespace: "elsewhere", Name: "cut"})
+	h.editSecret(func(s *corev1.Secret) { s.OwnerReferences = nil })
+	h.mustReconcile()
+	if c := h.ready(); c.Reason != tokensv1alpha1.ReasonCutHeld {
+		t.Fatalf("Ready %s, want %s", c.Reason, tokensv1alpha1.ReasonCutHeld)
+	}
+	c := h.r.Client
+	h.r.Client = failingSecretReads{c}
+	if _, err := h.reconcile(); !errors.Is(err, errInjected) {
+		t.Fatalf("reconcile = %v, want the injected error", err)
+	}
+	h.r.Client = c
+	if c := h.ready(); c.Reason != tokensv1alpha1.ReasonCutHeld {
+		t.Fatalf("after a failed pass Ready is %s (%q), want %s kept", c.Reason, c.Message, tokensv1alpha1.ReasonCutHeld)
+	}
+	h.r.Cuts.Set(10, 0, time.Hour) // the guard would allow the cut now
+	h.mustReconcile()
+	if c := h.ready(); c.Reason != tokensv1alpha1.ReasonCutHeld || !h.verifies(old) {
+		t.Fatalf("Ready %s, verifies %v: the held cut was lifted without a release", c.Reason, h.verifies(old))
 	}
 }
