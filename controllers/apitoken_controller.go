@@ -205,7 +205,7 @@ func (r *ApiTokenReconciler) carryOut(ctx context.Context, s *pass) (bool, error
 	case actHold:
 		return r.holdSalt(ctx, s)
 	case actRevoke:
-		return false, r.emptySecret(ctx, s)
+		return false, r.revoke(ctx, s)
 	case actPromote:
 		r.promote(s, sealedIssuedAt(s.t, s.secret, s.view, s.now))
 	case actRecover:

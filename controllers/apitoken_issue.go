@@ -259,6 +259,32 @@ func (r *ApiTokenReconciler) recordRevocation(ctx context.Context, s *pass) (boo
 	return false, r.patchStatus(ctx, s)
 }
 
+// revoke removes the revoked token from its Secret (actRevoke; its record
+// was moved by recordRevocation) and records the Revoked Event, once: when
+// the revocation happened in this pass, or the phase became Revoked. The
+// Event is recorded at once if the revocation's record is written already
+// (a later write of the pass may fail without taking the Event with it),
+// else with the status.
+func (r *ApiTokenReconciler) revoke(ctx context.Context, s *pass) error {
+	if err := r.emptySecret(ctx, s); err != nil {
+		return err
+	}
+	if !s.revokedNow && s.phaseBefore == tokensv1alpha1.PhaseRevoked {
+		return nil
+	}
+	t := s.t
+	msg := "The token was revoked and removed from Secret " + t.SecretName()
+	if s.state == secretForeign {
+		msg = "The token was revoked; Secret " + t.SecretName() + " is not owned by this ApiToken and was left as it is"
+	}
+	if s.base.Status.Phase == tokensv1alpha1.PhaseRevoked {
+		r.event(t, corev1.EventTypeNormal, tokensv1alpha1.ReasonRevoked, msg)
+		return nil
+	}
+	s.record(corev1.EventTypeNormal, tokensv1alpha1.ReasonRevoked, msg)
+	return nil
+}
+
 // staleRecord reports whether the API server holds a verification record
 // that the cached ApiToken lacks. Without a reader around the cache (unit
 // tests), the cache is the truth.

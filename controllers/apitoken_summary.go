@@ -58,19 +58,11 @@ func (r *ApiTokenReconciler) summarizeAndPatch(ctx context.Context, s *pass, err
 }
 
 // summarize computes the status (computeStatus) and records the Events
-// (once the status is written) and metrics of its transitions.
+// (once the status is written) and metrics of its transitions; the
+// revocation's Event is revoke's.
 func (r *ApiTokenReconciler) summarize(s *pass) {
 	t, base, b := s.t, s.base, s.b
 	computeStatus(t, s.p, b, diedAs(t, base, s.now), s.now)
-	// base already says Revoked once the revocation is recorded: the
-	// phase the pass began with tells the transition.
-	if t.Status.Phase == tokensv1alpha1.PhaseRevoked && (s.revokedNow || s.phaseBefore != tokensv1alpha1.PhaseRevoked) {
-		msg := "The token was revoked and removed from Secret " + t.SecretName()
-		if s.state == secretForeign {
-			msg = "The token was revoked; Secret " + t.SecretName() + " is not owned by this ApiToken and was left as it is"
-		}
-		s.record(corev1.EventTypeNormal, tokensv1alpha1.ReasonRevoked, msg)
-	}
 	if t.Status.Phase != base.Status.Phase {
 		switch t.Status.Phase {
 		case tokensv1alpha1.PhaseExpired:

@@ -103,3 +103,28 @@ func TestAFailedPassNeverLiftsAHeldCut(t *testing.T) {
 		t.Fatalf("Ready %s, verifies %v: the held cut was lifted without a release", c.Reason, h.verifies(old))
 	}
 }
+
+// TestTheRevokedEventOutlivesAFailedStatusWrite: the Revoked Event is
+// recorded once the revocation's record is written, so a later write of
+// the pass that fails (a spec edit racing it) does not lose it, and the
+// retry does not record it twice.
+func TestTheRevokedEventOutlivesAFailedStatusWrite(t *testing.T) {
+	h := newHarness(t, graceSpec)
+	h.mustReconcile()
+	h.events()
+	h.editSpec(func(s *tokensv1alpha1.ApiTokenSpec) { s.Revoked = true })
+	h.failWrite = 3 // the revocation's record, the emptied Secret, then the status
+	if _, err := h.reconcile(); !errors.Is(err, errInjected) {
+		t.Fatalf("reconcile = %v, want the injected error", err)
+	}
+	h.mustReconcile()
+	var revoked []string
+	for _, e := range h.events() {
+		if strings.HasPrefix(e, "Normal "+tokensv1alpha1.ReasonRevoked+" ") {
+			revoked = append(revoked, e)
+		}
+	}
+	if len(revoked) != 1 || h.token().Status.Phase != tokensv1alpha1.PhaseRevoked || h.secretToken() != "" {
+		t.Fatalf("Revoked Events %q, phase %s: want one, Revoked, an empty Secret", revoked, h.token().Status.Phase)
+	}
+}
