@@ -7,11 +7,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/klog/v2"
-	ctrl "sigs.k8s.io/controller-runtime"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
-	"github.com/apitoken-operator/apitoken-operator/internal/salt"
 )
 
 // conflictRetry is how often a token blocked by a foreign Secret looks
@@ -41,14 +39,16 @@ func recordsVerifying(v *tokensv1alpha1.Verification) bool {
 // API server) and within the cut guard (unless guarded: the guard was
 // asked already): past its limit, the token is held and keeps verifying
 // until a regenerate request releases it.
-func (r *ApiTokenReconciler) conflict(ctx context.Context, t, base *tokensv1alpha1.ApiToken, p policy, st *salt.State, act action, live, guarded bool, now time.Time) (ctrl.Result, error) {
+func (r *ApiTokenReconciler) conflict(ctx context.Context, s *pass, live, guarded bool) (bool, error) {
+	t := s.t
 	v := t.Status.Verification
 	if recordsVerifying(v) && !live {
-		if _, ok, err := r.confirmLive(ctx, t, p, st, act); err != nil || !ok {
-			if err == nil {
-				logf.FromContext(ctx).V(1).Info("Cache was behind the API server; not cutting on it", "apitoken", klog.KObj(t), "reason", act.reason)
+		if _, ok, err := r.confirmLive(ctx, t, s.p, s.salts, s.act); err != nil || !ok {
+			if err != nil {
+				return true, err
 			}
-			return ctrl.Result{RequeueAfter: staleViewRetry}, err
+			logf.FromContext(ctx).V(1).Info("Cache was behind the API server; not cutting on it", "apitoken", klog.KObj(t), "reason", s.act.reason)
+			return s.endUntouched(staleViewRetry)
 		}
 	}
 	cut := false
@@ -58,24 +58,23 @@ func (r *ApiTokenReconciler) conflict(ctx context.Context, t, base *tokensv1alph
 		v.PendingHash, v.PendingReason, v.PendingRegenerate = "", "", ""
 		if v.Hash != "" || v.PreviousHash != "" {
 			if !guarded {
-				allowed, err := r.guardCut(ctx, t, base, tokensv1alpha1.ReasonSecretConflict)
+				allowed, err := r.guardCut(ctx, t, s.base, tokensv1alpha1.ReasonSecretConflict)
 				if err != nil {
-					return ctrl.Result{}, err
+					return true, err
 				}
 				if !allowed {
-					return ctrl.Result{RequeueAfter: conflictRetry}, r.holdCut(ctx, t, base, p, tokensv1alpha1.ReasonSecretConflict, now)
+					return r.holdCut(ctx, s, tokensv1alpha1.ReasonSecretConflict, conflictRetry)
 				}
 			}
 			t.Status.Verification = &tokensv1alpha1.Verification{SaltID: v.SaltID, RevokedHash: v.Hash}
 			cut = true
 		}
 	}
-	b := blocker{tokensv1alpha1.ReasonSecretConflict, conflictMessage(t)}
-	if cut || readyReason(base) != tokensv1alpha1.ReasonSecretConflict {
-		r.event(t, corev1.EventTypeWarning, b.reason, b.message)
+	s.b = blocker{tokensv1alpha1.ReasonSecretConflict, conflictMessage(t)}
+	if cut || readyReason(s.base) != tokensv1alpha1.ReasonSecretConflict {
+		s.record(corev1.EventTypeWarning, s.b.reason, s.b.message)
 	}
-	r.finish(t, base, p, b, now)
-	return ctrl.Result{RequeueAfter: conflictRetry}, nil
+	return s.end(conflictRetry)
 }
 
 // conflictMessage says why t is blocked by its Secret and what to do.
@@ -88,20 +87,18 @@ func conflictMessage(t *tokensv1alpha1.ApiToken) string {
 	return fmt.Sprintf("Secret %s exists and is not owned by this ApiToken; delete or rename it, or set spec.secretName on a new ApiToken", t.SecretName())
 }
 
-// holdCut holds the cut of t's token for reason, which the cut guard
-// refused: the token keeps verifying, the Ready condition (CutHeld), an
-// Event and a log line (once) say why and how to release it.
-func (r *ApiTokenReconciler) holdCut(ctx context.Context, t, base *tokensv1alpha1.ApiToken, p policy, reason string, now time.Time) error {
-	b := blocker{tokensv1alpha1.ReasonCutHeld, r.cutHeldMessage(t, reason)}
-	first := readyReason(base) != tokensv1alpha1.ReasonCutHeld
-	r.finish(t, base, p, b, now)
-	if err := r.patchStatus(ctx, t, base); err != nil {
-		return err
+// holdCut holds the cut of s.t's token for reason, which the cut guard
+// refused, and ends the pass (looking again after requeue): the token
+// keeps verifying, the Ready condition (CutHeld), an Event and a log line
+// (once) say why and how to release it.
+func (r *ApiTokenReconciler) holdCut(ctx context.Context, s *pass, reason string, requeue time.Duration) (bool, error) {
+	s.b = blocker{tokensv1alpha1.ReasonCutHeld, r.cutHeldMessage(s.t, reason)}
+	if readyReason(s.base) != tokensv1alpha1.ReasonCutHeld {
+		s.record(corev1.EventTypeWarning, s.b.reason, s.b.message)
+		s.afterWrite = append(s.afterWrite, func() {
+			logf.FromContext(ctx).Info("Held a token cut: more tokens than the limit were to be cut without anyone asking",
+				"apitoken", klog.KObj(s.t), "reason", reason, "limit", r.Cuts.Limit())
+		})
 	}
-	if first {
-		r.event(t, corev1.EventTypeWarning, b.reason, b.message)
-		logf.FromContext(ctx).Info("Held a token cut: more tokens than the limit were to be cut without anyone asking",
-			"apitoken", klog.KObj(t), "reason", reason, "limit", r.Cuts.Limit())
-	}
-	return nil
+	return s.end(requeue)
 }

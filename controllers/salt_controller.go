@@ -76,149 +76,103 @@ type SaltReconciler struct {
 }
 
 // Reconcile brings the salt Secret in line with the salt in memory and
-// the rotation asked for.
+// the rotation asked for, in the steps below; the Secret is written once,
+// by updateSaltSecret, but for the steps that write it back when it lost
+// its label or its salt (and end the pass).
 func (r *SaltReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	log := logf.FromContext(ctx)
-	ref := r.Salt.Ref()
-	if req.NamespacedName != ref {
+	if req.NamespacedName != r.Salt.Ref() {
 		return ctrl.Result{}, nil
 	}
-	st := r.Salt.State()
-	if st == nil {
-		return ctrl.Result{}, errors.New("salt not loaded")
-	}
-	var sec corev1.Secret
-	err := r.Get(ctx, ref, &sec)
-	if apierrors.IsNotFound(err) {
-		// Gone from the cache: deleted, or its label was removed.
-		if err = r.APIReader.Get(ctx, ref, &sec); apierrors.IsNotFound(err) {
-			return ctrl.Result{}, r.recreate(ctx, st)
-		}
-		if err != nil {
-			return ctrl.Result{}, fmt.Errorf("reading salt Secret %s: %w", ref, err)
-		}
-		patch := client.MergeFrom(sec.DeepCopy())
-		if sec.Labels == nil {
-			sec.Labels = map[string]string{}
-		}
-		sec.Labels[tokensv1alpha1.ManagedByLabel] = tokensv1alpha1.ManagedByValue
-		log.Info("Labelled the salt Secret again, so that every replica keeps following it", "secret", klog.KObj(&sec))
-		return ctrl.Result{}, client.IgnoreNotFound(r.Patch(ctx, &sec, patch))
-	}
-	if err != nil {
-		return ctrl.Result{}, fmt.Errorf("reading salt Secret %s: %w", ref, err)
-	}
-	if len(sec.Data[salt.Key]) == 0 {
-		return ctrl.Result{}, r.restoreEmptied(ctx, &sec, st)
-	}
-
-	// Install what this pass sees first, so that a salt replaced by an
-	// edit is among the witnessed ones recorded below.
-	r.Salt.Observe(&sec)
-	now := r.Clock.Now()
-	want := sec.DeepCopy()
-	var note func()
-	cur, err := salt.FromSecret(want)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	_, until, overlapping := cur.Overlap()
-	overlapping = overlapping && now.Before(until)
-	asked := salt.Requested(want)
-	if n := len(want.Data[salt.NextKey]); asked != salt.NoRequest && n > 0 && n < salt.MinSize && !r.Salt.AllowWeak {
-		// Installed, it would stop every replica's next start (salt.Load
-		// refuses it): the request waits for a next salt that is long enough.
-		log.Error(nil, "Refused to rotate to a weak salt", "secret", klog.KObj(&sec), "bytes", n, "minimum", salt.MinSize)
-		r.event(&sec, corev1.EventTypeWarning, ReasonSaltRotationRefused, fmt.Sprintf(
-			"The rotation was not carried out: the Secret's %q salt is %d bytes, and a salt must be at least %d bytes (docs/operations.md#a-weak-salt); put a longer one there, or remove it to have one generated",
-			salt.NextKey, n, salt.MinSize))
-		asked = salt.NoRequest
-	}
-	switch req := asked; {
-	case req == salt.Emergency || (req == salt.Planned && r.Overlap <= 0):
-		if err := r.rotate(want, now, 0); err != nil {
+	s := &saltPass{}
+	for _, step := range []saltStep{
+		r.loadSalt,
+		r.readSaltSecret,
+		r.askedRotation,
+		r.rotateAsked,
+		r.recordSalts,
+		r.updateSaltSecret,
+		r.reportSalt,
+	} {
+		if ended, err := step(ctx, s); err != nil || ended {
 			return ctrl.Result{}, err
 		}
-		note = func() {
-			saltRotations.WithLabelValues("emergency").Inc()
-			msg := fmt.Sprintf("Emergency rotation: salt ID %s replaced salt ID %s with no overlap; every token stopped verifying and is re-issued", idOf(want), cur.ID())
-			log.Info("Rotated the salt (emergency)", "secret", klog.KObj(want), "saltID", idOf(want), "replacedSaltID", cur.ID())
-			r.event(want, corev1.EventTypeWarning, ReasonSaltRotationEmergency, msg)
-		}
-	case req == salt.Planned && overlapping:
-		// A second planned rotation now would drop the previous salt
-		// before every token has moved off it: wait (requeued at its end).
-		r.event(&sec, corev1.EventTypeNormal, ReasonSaltRotationWaiting, "A planned rotation waits until the running overlap ends at "+until.UTC().Format(time.RFC3339))
-	case req == salt.Planned:
-		if err := r.rotate(want, now, r.Overlap); err != nil {
-			return ctrl.Result{}, err
-		}
-		next, err := salt.FromSecret(want)
-		if err != nil {
-			return ctrl.Result{}, err
-		}
-		_, end, _ := next.Overlap()
-		note = func() {
-			saltRotations.WithLabelValues("planned").Inc()
-			msg := fmt.Sprintf("Planned rotation: salt ID %s replaced salt ID %s; tokens made with the previous salt verify until %s while every token is re-issued", next.ID(), cur.ID(), end.UTC().Format(time.RFC3339))
-			log.Info("Rotated the salt (planned)", "secret", klog.KObj(want), "saltID", next.ID(), "replacedSaltID", cur.ID(), "previousValidUntil", end)
-			r.event(want, corev1.EventTypeNormal, ReasonSaltRotationPlanned, msg)
-		}
 	}
-	recorded := salt.NameReplaced(want, r.Salt.Witnessed())
-	pruned := salt.PruneExpired(want, now)
-	// For people: which salt this is (a backup says so too); never trusted.
-	labelled := false
-	if id := idOf(want); want.Annotations[tokensv1alpha1.SaltIDAnnotation] != id {
-		if want.Annotations == nil {
-			want.Annotations = map[string]string{}
-		}
-		want.Annotations[tokensv1alpha1.SaltIDAnnotation], labelled = id, true
-	}
-	if note != nil || recorded || pruned || labelled {
-		if err := r.Update(ctx, want); err != nil {
-			return ctrl.Result{}, fmt.Errorf("updating salt Secret %s: %w", ref, err)
-		}
-		if note != nil {
-			note()
-		}
-		if pruned {
-			log.Info("Removed the previous salt: its overlap ended", "secret", klog.KObj(want))
-			r.event(want, corev1.EventTypeNormal, ReasonPreviousSaltRemoved, "The planned rotation's overlap ended; the previous salt was removed and no longer verifies")
-		}
-	}
-	after, err := salt.FromSecret(want)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	if why := after.IgnoredPrevious(); why != "" {
-		log.Error(nil, "The salt Secret holds a previous salt the operator does not use", "secret", klog.KObj(want), "why", why)
-		r.event(want, corev1.EventTypeWarning, ReasonPreviousSaltIgnored, "The Secret's previous salt is not used: "+why)
-	}
-	if _, end, ok := after.Overlap(); ok && now.Before(end) {
-		saltPreviousValidUntil.Set(float64(end.Unix()))
-		return ctrl.Result{RequeueAfter: end.Sub(now)}, nil
-	}
-	saltPreviousValidUntil.Set(0)
-	return ctrl.Result{}, nil
+	return ctrl.Result{RequeueAfter: s.requeue}, nil
 }
 
-// rotate installs a new salt in sec: the Secret's own next salt if it
-// holds one, else a generated one.
-func (r *SaltReconciler) rotate(sec *corev1.Secret, now time.Time, overlap time.Duration) error {
-	next := sec.Data[salt.NextKey]
-	if len(next) == 0 {
-		generate := r.Generate
-		if generate == nil {
-			generate = salt.Generate
-		}
-		var err error
-		if next, err = generate(); err != nil {
-			return err
-		}
+// saltPass is one reconcile of the salt Secret: what its steps read and
+// decided.
+type saltPass struct {
+	// st is the salt in memory.
+	st *salt.State
+	// sec is the salt Secret as read; want, as it is to be written.
+	sec  corev1.Secret
+	want *corev1.Secret
+	// cur is the salt want holds before a rotation.
+	cur *salt.State
+	now time.Time
+	// asked is the rotation asked for and carried out; overlapping: a
+	// planned rotation's overlap runs until until.
+	asked       salt.Request
+	overlapping bool
+	until       time.Time
+	// rotated counts, logs and records the rotation once it is written.
+	rotated func()
+	// changed: want differs from sec; pruned: an ended overlap's previous
+	// salt was removed from it.
+	changed, pruned bool
+	// requeue is when the pass looks again: the running overlap's end.
+	requeue time.Duration
+}
+
+// saltStep is one step of a saltPass; ended or an error ends the pass.
+type saltStep func(ctx context.Context, s *saltPass) (ended bool, err error)
+
+// loadSalt takes the salt in memory.
+func (r *SaltReconciler) loadSalt(_ context.Context, s *saltPass) (bool, error) {
+	if s.st = r.Salt.State(); s.st == nil {
+		return true, errors.New("salt not loaded")
 	}
-	salt.Rotate(sec, next, now, overlap)
-	return nil
+	return false, nil
+}
+
+// readSaltSecret reads the salt Secret; one that is gone from the cache is
+// labelled again or recreated, one whose salt was removed is restored,
+// and either ends the pass.
+func (r *SaltReconciler) readSaltSecret(ctx context.Context, s *saltPass) (bool, error) {
+	ref := r.Salt.Ref()
+	err := r.Get(ctx, ref, &s.sec)
+	if apierrors.IsNotFound(err) {
+		return true, r.relabelOrRecreate(ctx, s)
+	}
+	if err != nil {
+		return true, fmt.Errorf("reading salt Secret %s: %w", ref, err)
+	}
+	if len(s.sec.Data[salt.Key]) == 0 {
+		return true, r.restoreEmptied(ctx, &s.sec, s.st)
+	}
+	return false, nil
+}
+
+// relabelOrRecreate handles a salt Secret gone from the cache: deleted
+// (recreated with the same salt), or its label was removed (labelled
+// again, so that every replica keeps following it).
+func (r *SaltReconciler) relabelOrRecreate(ctx context.Context, s *saltPass) error {
+	ref, sec := r.Salt.Ref(), &s.sec
+	err := r.APIReader.Get(ctx, ref, sec)
+	if apierrors.IsNotFound(err) {
+		return r.recreate(ctx, s.st)
+	}
+	if err != nil {
+		return fmt.Errorf("reading salt Secret %s: %w", ref, err)
+	}
+	patch := client.MergeFrom(sec.DeepCopy())
+	if sec.Labels == nil {
+		sec.Labels = map[string]string{}
+	}
+	sec.Labels[tokensv1alpha1.ManagedByLabel] = tokensv1alpha1.ManagedByValue
+	logf.FromContext(ctx).Info("Labelled the salt Secret again, so that every replica keeps following it", "secret", klog.KObj(sec))
+	return client.IgnoreNotFound(r.Patch(ctx, sec, patch))
 }
 
 // recreate writes the deleted salt Secret back from memory: the same salt

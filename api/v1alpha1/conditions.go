@@ -63,4 +63,9 @@ const (
 	ReasonExpiringSoon = "ExpiringSoon"
 	// ReasonNotExpiringSoon: the token is not close to expiry.
 	ReasonNotExpiringSoon = "NotExpiringSoon"
+	// ReasonReconcileFailed (Ready only): the last pass failed with the
+	// error in the message (a Secret write refused, the API server out of
+	// reach) and is retried; the status is otherwise as the last pass that
+	// succeeded left it.
+	ReasonReconcileFailed = "ReconcileFailed"
 )

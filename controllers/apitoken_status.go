@@ -119,3 +119,37 @@ func setCondition(st *tokensv1alpha1.ApiTokenStatus, c metav1.Condition, now tim
 	}
 	meta.SetStatusCondition(&st.Conditions, c)
 }
+
+// recordFailure is the status of a pass that failed with err: as last
+// written (what the pass computed but did not write is dropped, so that
+// the order of writes stays as issue and recordRevocation keep it), with
+// Ready False, ReconcileFailed and err as its message. A held cut keeps
+// its Ready: CutHeld is the hold's record (guardCut), which a failed pass
+// must not lift.
+func recordFailure(s *pass, err error) {
+	s.t.Status = *s.base.Status.DeepCopy()
+	if readyReason(s.base) == tokensv1alpha1.ReasonCutHeld {
+		return
+	}
+	setCondition(&s.t.Status, metav1.Condition{
+		Type: tokensv1alpha1.ConditionReady, Status: metav1.ConditionFalse, ObservedGeneration: s.t.Generation,
+		Reason: tokensv1alpha1.ReasonReconcileFailed, Message: err.Error(),
+	}, s.now)
+}
+
+// readyReason is the reason of t's Ready condition, or "".
+func readyReason(t *tokensv1alpha1.ApiToken) string {
+	if c := meta.FindStatusCondition(t.Status.Conditions, tokensv1alpha1.ConditionReady); c != nil {
+		return c.Reason
+	}
+	return ""
+}
+
+func conditionTrue(t *tokensv1alpha1.ApiToken, typ string) bool {
+	for _, c := range t.Status.Conditions {
+		if c.Type == typ {
+			return c.Status == metav1.ConditionTrue
+		}
+	}
+	return false
+}
