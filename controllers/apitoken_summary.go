@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -27,6 +28,11 @@ import (
 // ran every step looks again at the token's next deadline.
 func (r *ApiTokenReconciler) summarizeAndPatch(ctx context.Context, s *pass, err error) (ctrl.Result, error) {
 	switch {
+	case err != nil && raced(err):
+		// Another write got there first (or the object is gone): the pass
+		// it queued decides. Ready says nothing of a race, which would
+		// flip it to False and back for a routine conflict.
+		return ctrl.Result{}, err
 	case err != nil:
 		recordFailure(s, err)
 	case !s.untouched:
@@ -56,6 +62,13 @@ func (r *ApiTokenReconciler) summarizeAndPatch(ctx context.Context, s *pass, err
 		return ctrl.Result{RequeueAfter: next.Sub(s.now)}, nil
 	}
 	return ctrl.Result{}, nil
+}
+
+// raced reports an error that says the pass read an old view, or that
+// what it wrote meanwhile exists or is gone: nothing failed, and the
+// retry sees the new state.
+func raced(err error) bool {
+	return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || apierrors.IsNotFound(err)
 }
 
 // summarize computes the status (computeStatus) and records the Events

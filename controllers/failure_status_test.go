@@ -8,8 +8,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -60,6 +62,28 @@ func TestAFailedSecretWriteSaysWhyInReady(t *testing.T) {
 				t.Fatalf("after the retry: phase %s, conditions %+v", at.Status.Phase, at.Status.Conditions)
 			}
 		})
+	}
+}
+
+// TestARaceLeavesReadyAsItWas: a pass that loses a race (a conflict on
+// its Secret write) is retried at once and fails nothing: Ready stays as
+// the last pass left it instead of flipping to ReconcileFailed and back.
+func TestARaceLeavesReadyAsItWas(t *testing.T) {
+	h := newHarness(t, graceSpec)
+	h.mustReconcile()
+	h.annotate(tokensv1alpha1.RegenerateAnnotation, "1")
+	h.clock.Step(time.Minute)
+	h.failWrite, h.failWith = 2, apierrors.NewConflict(schema.GroupResource{Resource: "secrets"}, "tok-token", errors.New("the object has been modified"))
+	if _, err := h.reconcile(); !apierrors.IsConflict(err) {
+		t.Fatalf("reconcile = %v, want the conflict", err)
+	}
+	if c := h.ready(); c.Status != metav1.ConditionTrue || c.Reason != tokensv1alpha1.ReasonActive {
+		t.Fatalf("after a lost race Ready is %s %s (%q), want True %s as before", c.Status, c.Reason, c.Message, tokensv1alpha1.ReasonActive)
+	}
+	h.failWith = nil
+	h.mustReconcile()
+	if !h.verifies(h.secretToken()) {
+		t.Fatal("after the retry the Secret's token does not verify")
 	}
 }
 

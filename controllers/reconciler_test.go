@@ -39,7 +39,10 @@ type harness struct {
 	key   types.NamespacedName
 	// failWrite, when > 0, fails the failWrite-th write from now on (1-based).
 	failWrite int
-	writes    int
+	// failWith, when set, is the error of the failed write (errInjected
+	// otherwise).
+	failWith error
+	writes   int
 	// beforeWrite, when set, runs before the n-th write (1-based) of a pass.
 	beforeWrite func(n int)
 }
@@ -55,6 +58,9 @@ func newHarness(t *testing.T, spec tokensv1alpha1.ApiTokenSpec, objs ...client.O
 			h.beforeWrite(h.writes)
 		}
 		if h.failWrite > 0 && h.writes == h.failWrite {
+			if h.failWith != nil {
+				return h.failWith
+			}
 			return errInjected
 		}
 		return nil
