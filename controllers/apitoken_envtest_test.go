@@ -243,11 +243,15 @@ var _ = Describe("The ApiToken reconciler", func() {
 			s.Data["token"] = []byte(forged)
 			g.Expect(k8s.Update(ctx, &s)).To(Succeed())
 		}).Should(Succeed())
+		// The pass that sees the forged Secret may run on a cache that still
+		// holds the second token's pending write: it cuts nothing on that
+		// stale view and looks again after staleViewRetry (1 s), so this
+		// waits longer than that one retry.
 		Eventually(func(g Gomega) {
 			cur := secretToken(g, key)
 			g.Expect(cur).NotTo(Or(Equal(forged), Equal(second)))
 			g.Expect(verifiesNow(g, key, cur)).To(BeTrue())
-		}).Should(Succeed())
+		}, "10s").Should(Succeed())
 		Expect(verifiesNow(Default, key, forged)).To(BeFalse())
 		Eventually(func(g Gomega) []string { return eventReasons(g, ns, "tamper") }).Should(ContainElements("SecretMissing", "SecretTampered"))
 
