@@ -287,9 +287,11 @@ func TestEveryMetricNamedInTheDocsExists(t *testing.T) {
 		t.Fatalf("found %d metric definitions: the pattern no longer matches the code", len(defined))
 	}
 	metric := regexp.MustCompile(`(apitoken_[a-z0-9_]*[a-z0-9])`)
+	goFile := regexp.MustCompile(`apitoken_[a-z0-9_]*\.go\b`) // controllers/apitoken_status.go is no metric
 	found := 0
 	for _, p := range pages(t) {
 		for i, line := range p.lines {
+			line = goFile.ReplaceAllString(line, "")
 			for _, m := range names(metric, line, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./$") {
 				found++
 				base := m
