@@ -69,9 +69,11 @@ func computeStatus(t *tokensv1alpha1.ApiToken, p policy, b blocker, died tokensv
 	case t.Spec.Revoked:
 		st.Phase = tokensv1alpha1.PhaseRevoked
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, tokensv1alpha1.ReasonRevoked, "The token was revoked and removed from the Secret"
+		soon.Message = "The token was revoked: it is refused whatever its expiry"
 	case !hasRecord:
 		st.Phase = tokensv1alpha1.PhasePending
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, "Pending", "No token has been issued yet"
+		soon.Message = "No token has been issued yet"
 	case worth == lifecycle.Expired:
 		st.Phase = tokensv1alpha1.PhaseExpired
 		ready.Status, ready.Reason = metav1.ConditionFalse, tokensv1alpha1.ReasonExpired

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
@@ -204,6 +205,29 @@ func TestComputeStatus(t *testing.T) {
 	computeStatus(tok, p, blocker{}, "", t0.Add(time.Minute))
 	if tok.Status.Verification.PreviousHash != "" {
 		t.Fatal("previous hash kept after its grace period")
+	}
+}
+
+// TestExpiringSoonOfATokenThatIsNoLongerValid: a revoked or never issued
+// unlimited token does not say it "never expires" (kubectl apitoken status
+// printed that after a revoke).
+func TestExpiringSoonOfATokenThatIsNoLongerValid(t *testing.T) {
+	p := mustPolicy(t, tokensv1alpha1.ApiTokenSpec{Type: "read-only", Duration: "unlimited"})
+	for name, c := range map[string]struct {
+		mod  func(*tokensv1alpha1.ApiToken)
+		want string
+	}{
+		"active":  {func(*tokensv1alpha1.ApiToken) {}, "The token never expires"},
+		"revoked": {func(a *tokensv1alpha1.ApiToken) { a.Spec.Revoked = true }, "The token was revoked: it is refused whatever its expiry"},
+		"pending": {func(a *tokensv1alpha1.ApiToken) { a.Status.Verification = nil }, "No token has been issued yet"},
+	} {
+		tok := activeToken()
+		c.mod(tok)
+		computeStatus(tok, p, blocker{}, "", t0)
+		soon := meta.FindStatusCondition(tok.Status.Conditions, tokensv1alpha1.ConditionExpiringSoon)
+		if soon == nil || soon.Status != metav1.ConditionFalse || soon.Message != c.want {
+			t.Errorf("%s: ExpiringSoon = %+v, want False %q", name, soon, c.want)
+		}
 	}
 }
 
