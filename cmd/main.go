@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"flag"
 	"fmt"
 	"net/http"
@@ -23,9 +22,11 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	_ "k8s.io/client-go/plugin/pkg/client/auth"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
@@ -61,6 +62,7 @@ func main() {
 		saltSecret                 string
 		saltOverlap                time.Duration
 		allowWeakSalt              bool
+		saltCreate                 bool
 		namespace                  string
 		concurrency                int
 		enableWebhooks             bool
@@ -98,6 +100,7 @@ func main() {
 	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Serve metrics, webhooks and the TLS auth endpoint over HTTP/2 (off: HTTP/2 rapid-reset hardening).")
 	flag.StringVar(&namespace, "namespace", envOr("POD_NAMESPACE", "apitoken-system"), "The operator's own namespace, holding the salt Secret.")
 	flag.StringVar(&saltSecret, "salt-secret", "apitoken-operator-salt", "Name of the Secret holding the token salt, read by every replica (created if absent, from API_TOKEN_SALT when set; a replica whose API_TOKEN_SALT differs from it refuses to start).")
+	flag.BoolVar(&saltCreate, "salt-create", true, "Create the salt Secret when it is absent, and write it back when deleted or emptied. false: someone else provides it (a secret manager; the chart's salt.existingSecret): the operator never creates, labels or writes it, waits (not ready) until it exists with the label "+tokensv1alpha1.ManagedByLabel+"="+tokensv1alpha1.ManagedByValue+", and rotates only when it changes (docs/operations.md#a-salt-from-a-secret-manager).")
 	flag.BoolVar(&allowWeakSalt, "allow-weak-salt", false, "Start with a salt shorter than "+strconv.Itoa(salt.MinSize)+" bytes (from "+salt.EnvVar+" or the salt Secret), reporting it, instead of refusing to: only to rotate away from one (docs/operations.md#a-weak-salt). A rotation to such a salt is refused without it.")
 	flag.DurationVar(&saltOverlap, "salt-overlap", controllers.DefaultSaltOverlap, "How long a planned salt rotation (annotation "+salt.RotateAnnotation+" on the salt Secret) keeps the previous salt verifying while every token is re-issued; 0: none. An emergency rotation ("+salt.RotateEmergencyAnnotation+") never keeps it.")
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 16, "ApiTokens reconciled in parallel: each pass mostly waits on API writes, so this bounds how fast a wave of new ApiTokens is issued (docs/scaling.md).")
@@ -151,7 +154,7 @@ func main() {
 	}
 	// An auth-only replica needs only the salt, in the operator's namespace.
 	saltStore := salt.NewStore(types.NamespacedName{Namespace: namespace, Name: saltSecret})
-	saltStore.AllowWeak = allowWeakSalt
+	saltStore.AllowWeak, saltStore.Provided = allowWeakSalt, !saltCreate
 	// The probes answer from here on, before the salt is loaded: liveness
 	// at once, readiness once the salt is loaded and the ApiToken cache
 	// has synced, and never again after SIGTERM. Nothing that clients of
@@ -162,7 +165,7 @@ func main() {
 	var endpoint atomic.Pointer[authserver.Server]
 	if err := serveProbes(probeAddr, []probeCheck{
 		{"shutdown", func() bool { return !stop.Stopping() }, "the process is shutting down"},
-		{"salt", func() bool { return saltStore.Hasher() != nil }, "the salt is not loaded yet"},
+		{"salt", func() bool { return saltStore.Hasher() != nil }, saltStore.NotLoadedMessage()},
 		{"apitokens", func() bool { s := endpoint.Load(); return s != nil && s.Ready() }, "the ApiToken cache has not synced"},
 	}); err != nil {
 		setupLog.Error(err, "Failed to serve the health probes")
@@ -193,7 +196,7 @@ func main() {
 		os.Exit(1)
 	}
 
-	if err := loadSalt(stop.Signalled, saltStore, mgr.GetAPIReader().(client.Client), enableController); err != nil {
+	if err := loadSalt(stop.Signalled, saltStore, mgr, enableController); err != nil {
 		if stop.Stopping() {
 			setupLog.Info("Stopped before the salt was loaded")
 			return
@@ -296,22 +299,17 @@ func main() {
 	}
 }
 
-// loadSalt loads the salt; the controller creates the Secret if absent,
-// an auth-only replica waits for it. An API_TOKEN_SALT that differs from
-// the Secret's salt is an error: the replica must not start.
-func loadSalt(ctx context.Context, store *salt.Store, c client.Client, create bool) error {
-	for {
-		err := store.Load(ctx, c, os.Getenv(salt.EnvVar), create)
-		if !errors.Is(err, salt.ErrNoSalt) {
-			return err
-		}
-		setupLog.Info("Waiting for the controller to create the salt Secret", "secret", store.Ref())
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(2 * time.Second):
-		}
+// loadSalt loads the salt; the controller creates the Secret if absent
+// (unless --salt-create=false), an auth-only replica waits for it, and so
+// does every replica for a Secret someone else provides (the controller
+// recording why as an Event). An API_TOKEN_SALT that differs from the
+// Secret's salt is an error: the replica must not start.
+func loadSalt(ctx context.Context, store *salt.Store, mgr manager.Manager, controller bool) error {
+	var rec events.EventRecorder // an auth-only replica writes no Event
+	if controller {
+		rec = mgr.GetEventRecorder("apitoken-operator")
 	}
+	return store.Wait(logf.IntoContext(ctx, setupLog), mgr.GetAPIReader().(client.Client), os.Getenv(salt.EnvVar), controller, rec, 2*time.Second)
 }
 
 // setMemoryLimit sets the Go memory limit to 90% of MEMORY_LIMIT (the

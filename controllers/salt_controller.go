@@ -87,6 +87,12 @@ func (r *SaltReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	if st == nil {
 		return ctrl.Result{}, errors.New("salt not loaded")
 	}
+	if r.Salt.Provided {
+		// --salt-create=false: someone else writes the Secret. It is only
+		// read (the salt watcher installs what it holds); deleted or
+		// emptied, the salt stays in memory and nothing is written back.
+		return ctrl.Result{}, nil
+	}
 	var sec corev1.Secret
 	err := r.Get(ctx, ref, &sec)
 	if apierrors.IsNotFound(err) {

@@ -101,6 +101,9 @@ type operatorOptions struct {
 	env                 string
 	overlap             time.Duration
 	clock               clock.Clock
+	// store, when set, is a store already loaded (a Provided one, by
+	// Wait): the operator starts with it instead of loading one.
+	store *salt.Store
 }
 
 // startOperator loads the salt as cmd/main.go does and runs the ApiToken
@@ -109,8 +112,11 @@ type operatorOptions struct {
 func startOperator(o operatorOptions) *operator {
 	ctx := context.Background()
 	ref := types.NamespacedName{Namespace: o.operatorNS, Name: "apitoken-operator-salt"}
-	op := &operator{store: salt.NewStore(ref), logs: &lockedBuffer{}}
-	Expect(op.store.Load(ctx, k8s, o.env, true)).To(Succeed())
+	op := &operator{store: o.store, logs: &lockedBuffer{}}
+	if op.store == nil {
+		op.store = salt.NewStore(ref)
+		Expect(op.store.Load(ctx, k8s, o.env, true)).To(Succeed())
+	}
 
 	cacheOpts := controllers.CacheOptions(types.NamespacedName{}, op.store, nil)
 	cacheOpts.DefaultNamespaces = map[string]cache.Config{o.operatorNS: {}, o.tokenNS: {}}
