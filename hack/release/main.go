@@ -104,7 +104,7 @@ func release(o options) error {
 		return err
 	}
 	work := filepath.Join(dist, ".work")
-	if err := os.MkdirAll(work, 0o755); err != nil {
+	if err := os.MkdirAll(work, 0o755); err != nil { //nolint:gosec // the release folder: published, world-readable
 		return err
 	}
 	defer func() { _ = os.RemoveAll(work) }()
@@ -125,7 +125,7 @@ func release(o options) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dist, imageBase+".digest"), []byte(digest+"\n"), 0o644); err != nil {
+	if err := publish(filepath.Join(dist, imageBase+".digest"), []byte(digest+"\n")); err != nil {
 		return err
 	}
 	fmt.Printf("image %s@%s\n", tag, digest)
@@ -135,7 +135,7 @@ func release(o options) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dist, imageBase+".spdx.json"), sbom, 0o644); err != nil {
+	if err := publish(filepath.Join(dist, imageBase+".spdx.json"), sbom); err != nil {
 		return err
 	}
 
@@ -165,9 +165,14 @@ func release(o options) error {
 	return writeSums(dist)
 }
 
+// publish writes a release file: world-readable, as it is published.
+func publish(path string, data []byte) error {
+	return os.WriteFile(path, data, 0o644) //nolint:gosec // published: world-readable
+}
+
 // output runs a command in dir with env added and returns its trimmed stdout.
 func output(dir string, env []string, name string, args ...string) (string, error) {
-	cmd := exec.Command(name, args...)
+	cmd := exec.Command(name, args...) //nolint:gosec // the release's own steps (go, git, helm)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
 	var stdout, stderr bytes.Buffer
@@ -203,7 +208,7 @@ func layoutDigest(dir string) (string, error) {
 func packageChart(o options, work, dist, digest string) (string, error) {
 	src := filepath.Join(o.root, "charts", "apitoken-operator")
 	dst := filepath.Join(work, "chart", "apitoken-operator")
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil { //nolint:gosec // a work folder in the release folder
 		return "", err
 	}
 	if _, err := output(o.root, nil, "cp", "-R", src, dst); err != nil {
@@ -218,7 +223,7 @@ func packageChart(o options, work, dist, digest string) (string, error) {
 	}
 	for _, e := range edits {
 		path := filepath.Join(dst, e.file)
-		data, err := os.ReadFile(path)
+		data, err := os.ReadFile(path) //nolint:gosec // the chart's copy in the work folder
 		if err != nil {
 			return "", err
 		}
@@ -226,7 +231,7 @@ func packageChart(o options, work, dist, digest string) (string, error) {
 		if n := len(re.FindAllIndex(data, -1)); n != 1 {
 			return "", fmt.Errorf("charts/apitoken-operator/%s: %d lines match %s, want 1", e.file, n, e.pattern)
 		}
-		if err := os.WriteFile(path, re.ReplaceAll(data, []byte(e.with)), 0o644); err != nil {
+		if err := publish(path, re.ReplaceAll(data, []byte(e.with))); err != nil {
 			return "", err
 		}
 	}
@@ -290,7 +295,7 @@ func pluginArchive(o options, env []string, work, dist, platform string, created
 		return "", "", err
 	}
 	name := fmt.Sprintf("kubectl-apitoken_%s_%s_%s.tar.gz", o.version, goos, goarch)
-	if err := os.WriteFile(filepath.Join(dist, name), buf.Bytes(), 0o644); err != nil {
+	if err := publish(filepath.Join(dist, name), buf.Bytes()); err != nil {
 		return "", "", err
 	}
 	sum := sha256.Sum256(buf.Bytes())
@@ -325,7 +330,7 @@ func krewManifest(o options, dist string, sums map[string]string) error {
 	if len(missing) > 0 {
 		return fmt.Errorf("the krew manifest names archives this release did not build: %s", strings.Join(missing, ", "))
 	}
-	return os.WriteFile(filepath.Join(dist, "apitoken.yaml"), out.Bytes(), 0o644)
+	return publish(filepath.Join(dist, "apitoken.yaml"), out.Bytes())
 }
 
 // writeSums writes dist/SHA256SUMS: every regular file of dist and of the
@@ -348,7 +353,7 @@ func writeSums(dist string) error {
 	sort.Strings(names)
 	var b strings.Builder
 	for _, n := range names {
-		f, err := os.Open(filepath.Join(dist, n))
+		f, err := os.Open(filepath.Join(dist, n)) //nolint:gosec // a file this release wrote
 		if err != nil {
 			return err
 		}
@@ -360,7 +365,7 @@ func writeSums(dist string) error {
 		}
 		fmt.Fprintf(&b, "%x  %s\n", h.Sum(nil), n)
 	}
-	return os.WriteFile(filepath.Join(dist, "SHA256SUMS"), []byte(b.String()), 0o644)
+	return publish(filepath.Join(dist, "SHA256SUMS"), []byte(b.String()))
 }
 
 // SPDX 2.3 JSON, the fields written here.
