@@ -22,7 +22,7 @@ GOLANGCI_LINT_VERSION ?= v2.15.0
 # -timeout: a cold run of test/cluster builds the operator's image and may
 # build the node's binaries, beyond go test's default of 10 minutes.
 GO_TEST_FLAGS ?= -count=1 -shuffle=on -timeout 45m
-ENVTEST_DIR := $(shell hack/envtest-binaries.sh --print-dir)
+ENVTEST_DIR := $(shell K8S_VERSION=$(K8S_VERSION) ETCD_VERSION=$(ETCD_VERSION) hack/envtest-binaries.sh --print-dir)
 
 .PHONY: all
 all: build
@@ -82,6 +82,21 @@ envtest: ## Build (once, cached per user) etcd, kube-apiserver and kube-controll
 test: manifests generate chart envtest tools cluster-binaries ## Run every test: unit, fuzz seeds, envtest suites, real nginx and Caddy, the Helm chart, e2e, the real-node suite (root; APITOKEN_SKIP_CLUSTER=1 skips it).
 	KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test $(GO_TEST_FLAGS) ./...
 	@cat $(LOCALBIN)/cluster-suite-timings.txt 2>/dev/null || true
+
+# make test-k8s K8S_VERSION=1.33.13 runs the suites whose outcome the API
+# server's version decides (the CRD's schema and CEL rules, the webhooks and
+# their matchConditions, the ValidatingAdmissionPolicy, every envtest suite,
+# the chart's server-side dry runs and installs) against that version's
+# kube-apiserver, built from Go modules like the default's and cached by
+# version. Not part of make test: run once per release (docs/releases.md).
+K8S_TEST_PACKAGES ?= ./controllers/... ./webhook/... ./internal/salt/... ./internal/authserver/... ./internal/plugin/... ./test/helm/...
+
+.PHONY: test-k8s
+test-k8s: ## Run the envtest suites (CRD CEL rules, webhook matchConditions, ValidatingAdmissionPolicy, chart) against another Kubernetes: make test-k8s K8S_VERSION=1.33.13.
+	@test "$(origin K8S_VERSION)" = "command line" || (echo "make test-k8s needs K8S_VERSION on the command line, e.g. make test-k8s K8S_VERSION=1.33.13"; exit 1)
+	@hack/envtest-binaries.sh etcd kube-apiserver kube-controller-manager kubectl >/dev/null
+	@$(ENVTEST_DIR)/kube-apiserver --version
+	PATH=$(ENVTEST_DIR):$$PATH KUBEBUILDER_ASSETS=$(ENVTEST_DIR) go test $(GO_TEST_FLAGS) $(K8S_TEST_PACKAGES)
 
 # The real-node suite (test/cluster) runs these besides the envtest binaries.
 .PHONY: cluster-binaries
@@ -156,6 +171,18 @@ image: ## Build the image without Docker: bin/apitoken-operator-image.tar (docke
 	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) go build -trimpath -ldflags="-s -w" -o $(LOCALBIN)/manager-linux-$(IMAGE_ARCH) ./cmd
 	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) go run ./hack/image -binary $(LOCALBIN)/manager-linux-$(IMAGE_ARCH) -tag $(IMG) \
 		-o $(IMAGE_TAR) -oci-layout $(IMAGE_OCI) -version "$(IMAGE_VERSION)" -revision "$$(git rev-parse HEAD)"
+
+# make release VERSION=v0.1.0 writes DIST (default dist/) from the
+# committed files: the image (tarball, OCI layout, digest, SPDX SBOM), the
+# chart package pinned to that image, the kubectl plugin's archives and
+# krew manifest, and SHA256SUMS (docs/releases.md). Only a VERSION given on
+# the make command line counts.
+DIST ?= $(CURDIR)/dist
+
+.PHONY: release
+release: ## Write a release into dist/ (VERSION=vX.Y.Z; RELEASE_PLATFORMS=os/arch,... narrows the plugin builds, default all five): chart package, image tarball and OCI layout with its digest, SBOM, kubectl plugin archives, krew manifest, SHA256SUMS.
+	@test "$(origin VERSION)" = "command line" || (echo "make release needs VERSION on the command line, e.g. make release VERSION=v0.1.0"; exit 1)
+	go run ./hack/release -version "$(VERSION)" -dist "$(DIST)" -image-repository "$(IMAGE_REPOSITORY)" -arch "$(IMAGE_ARCH)" $(if $(RELEASE_PLATFORMS),-platforms "$(RELEASE_PLATFORMS)")
 
 ##@ Cluster
 

@@ -53,7 +53,7 @@ var _ = Describe("The CRD schema", Ordered, func() {
 			mutate(at)
 			err := k8s.Create(ctx, at)
 			Expect(err).To(HaveOccurred())
-			Expect(err.Error()).To(ContainSubstring(message))
+			Expect(err.Error()).To(testenv.ContainFieldError(message))
 		},
 		Entry("unknown type", func(a *tokensv1alpha1.ApiToken) { a.Spec.Type = "admin" },
 			`spec.type: Unsupported value: "admin": supported values: "read-only", "full-access", "custom"`),
@@ -119,7 +119,7 @@ var _ = Describe("The CRD schema", Ordered, func() {
 			at.Spec.SecretName = "second"
 			err := k8s.Update(ctx, at)
 			g.Expect(err).To(HaveOccurred())
-			g.Expect(err.Error()).To(ContainSubstring("spec.secretName: Invalid value: secretName cannot be changed after creation"))
+			g.Expect(err.Error()).To(testenv.ContainFieldError("spec.secretName: Invalid value: secretName cannot be changed after creation"))
 		}).Should(Succeed())
 	})
 })

@@ -128,12 +128,16 @@ type saltPass struct {
 // saltStep is one step of a saltPass; ended or an error ends the pass.
 type saltStep func(ctx context.Context, s *saltPass) (ended bool, err error)
 
-// loadSalt takes the salt in memory.
+// loadSalt takes the salt in memory; a Secret someone else provides
+// (--salt-create=false) ends the pass: the operator never writes it.
 func (r *SaltReconciler) loadSalt(_ context.Context, s *saltPass) (bool, error) {
 	if s.st = r.Salt.State(); s.st == nil {
 		return true, errors.New("salt not loaded")
 	}
-	return false, nil
+	// --salt-create=false: someone else writes the Secret. It is only read
+	// (the salt watcher installs what it holds); deleted or emptied, the
+	// salt stays in memory and nothing is written back.
+	return r.Salt.Provided, nil
 }
 
 // readSaltSecret reads the salt Secret; one that is gone from the cache is

@@ -221,3 +221,41 @@ func drain(rec *events.FakeRecorder) []string {
 		}
 	}
 }
+
+// TestSaltReconcilerNeverWritesAProvidedSecret: with --salt-create=false
+// the salt Secret is someone else's: an unlabelled, deleted or emptied
+// one, or a rotation asked by annotation, is never written.
+func TestSaltReconcilerNeverWritesAProvidedSecret(t *testing.T) {
+	h := newSaltHarness(t)
+	h.r.Salt.Provided = true
+	h.annotate(salt.RotateAnnotation, "1")
+	h.annotate(salt.RotateEmergencyAnnotation, "1")
+	before, _ := h.get()
+	id := h.r.Salt.State().ID()
+	h.reconcile()
+	if after, _ := h.get(); after.ResourceVersion != before.ResourceVersion || h.r.Salt.State().ID() != id {
+		t.Fatal("a rotation asked by annotation was carried out on a provided Secret")
+	}
+	delete(before.Labels, tokensv1alpha1.ManagedByLabel)
+	before.Data = map[string][]byte{}
+	if err := h.r.Update(context.Background(), before); err != nil {
+		t.Fatal(err)
+	}
+	h.reconcile()
+	if after, _ := h.get(); after.ResourceVersion != before.ResourceVersion || len(after.Data[salt.Key]) != 0 {
+		t.Fatal("an emptied, unlabelled provided Secret was written")
+	}
+	if err := h.r.Delete(context.Background(), before); err != nil {
+		t.Fatal(err)
+	}
+	h.reconcile()
+	if _, err := h.get(); !apierrors.IsNotFound(err) {
+		t.Fatalf("a deleted provided Secret was recreated: %v", err)
+	}
+	if h.r.Salt.State().ID() != id {
+		t.Fatal("the salt in memory changed")
+	}
+	if evs := drain(h.rec); len(evs) != 0 {
+		t.Fatalf("events = %q", evs)
+	}
+}

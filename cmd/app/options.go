@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/utils/clock"
 
+	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-operator/apitoken-operator/controllers"
 	"github.com/apitoken-operator/apitoken-operator/internal/authserver"
 	"github.com/apitoken-operator/apitoken-operator/internal/salt"
@@ -33,6 +34,7 @@ type Options struct {
 	Namespace               string
 	SaltSecret              string
 	AllowWeakSalt           bool
+	SaltCreate              bool
 	SaltOverlap             time.Duration
 	Concurrency             int
 	PprofAddr               string
@@ -72,6 +74,7 @@ func NewOptions() *Options {
 		MetricsAddr:          ":8080",
 		ProbeAddr:            ":8081",
 		EnableController:     true,
+		SaltCreate:           true,
 		EnableWebhooks:       true,
 		WebhookPort:          9443,
 		Namespace:            envOr("POD_NAMESPACE", "apitoken-system"),
@@ -122,6 +125,7 @@ func (o *Options) addServingFlags(fs *flag.FlagSet) {
 func (o *Options) addSaltFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "The operator's own namespace, holding the salt Secret.")
 	fs.StringVar(&o.SaltSecret, "salt-secret", o.SaltSecret, "Name of the Secret holding the token salt, read by every replica (created if absent, from API_TOKEN_SALT when set; a replica whose API_TOKEN_SALT differs from it refuses to start).")
+	fs.BoolVar(&o.SaltCreate, "salt-create", o.SaltCreate, "Create the salt Secret when it is absent, and write it back when deleted or emptied. false: someone else provides it (a secret manager; the chart's salt.existingSecret): the operator never creates, labels or writes it, waits (not ready) until it exists with the label "+tokensv1alpha1.ManagedByLabel+"="+tokensv1alpha1.ManagedByValue+", and rotates only when it changes (docs/operations.md#a-salt-from-a-secret-manager).")
 	fs.BoolVar(&o.AllowWeakSalt, "allow-weak-salt", o.AllowWeakSalt, "Start with a salt shorter than "+strconv.Itoa(salt.MinSize)+" bytes (from "+salt.EnvVar+" or the salt Secret), reporting it, instead of refusing to: only to rotate away from one (docs/operations.md#a-weak-salt). A rotation to such a salt is refused without it.")
 	fs.DurationVar(&o.SaltOverlap, "salt-overlap", o.SaltOverlap, "How long a planned salt rotation (annotation "+salt.RotateAnnotation+" on the salt Secret) keeps the previous salt verifying while every token is re-issued; 0: none. An emergency rotation ("+salt.RotateEmergencyAnnotation+") never keeps it.")
 }

@@ -2,11 +2,13 @@ package app
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/apitoken-operator/apitoken-operator/internal/salt"
 )
@@ -17,7 +19,7 @@ import (
 // the salt, in the operator's namespace.
 func NewSaltStore(o *Options) *salt.Store {
 	s := salt.NewStore(o.saltRef())
-	s.AllowWeak = o.AllowWeakSalt
+	s.AllowWeak, s.Provided = o.AllowWeakSalt, !o.SaltCreate
 	return s
 }
 
@@ -26,20 +28,15 @@ func (o *Options) saltRef() types.NamespacedName {
 }
 
 // loadSalt loads the salt from its Secret, seeded by envSalt
-// (API_TOKEN_SALT) when absent; the controller (create) creates the
-// Secret if absent, an auth-only replica waits for it. An envSalt that
-// differs from the Secret's salt is an error: the replica must not start.
-func loadSalt(ctx context.Context, store *salt.Store, c client.Client, envSalt string, create bool) error {
-	for {
-		err := store.Load(ctx, c, envSalt, create)
-		if !errors.Is(err, salt.ErrNoSalt) {
-			return err
-		}
-		setupLog.Info("Waiting for the controller to create the salt Secret", "secret", store.Ref())
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(2 * time.Second):
-		}
+// (API_TOKEN_SALT) when absent; the controller creates the Secret if absent
+// (unless --salt-create=false), an auth-only replica waits for it, and so
+// does every replica for a Secret someone else provides (the controller
+// recording why as an Event). An envSalt that differs from the Secret's
+// salt is an error: the replica must not start.
+func loadSalt(ctx context.Context, store *salt.Store, mgr manager.Manager, envSalt string, controller bool) error {
+	var rec events.EventRecorder // an auth-only replica writes no Event
+	if controller {
+		rec = mgr.GetEventRecorder("apitoken-operator")
 	}
+	return store.Wait(logf.IntoContext(ctx, setupLog), mgr.GetAPIReader().(client.Client), envSalt, controller, rec, 2*time.Second)
 }

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"sync/atomic"
 
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/apitoken-operator/apitoken-operator/controllers"
@@ -69,12 +68,12 @@ func Setup(ctx context.Context, mgr manager.Manager, o *Options, salts *salt.Sto
 	var endpoint atomic.Pointer[authserver.Server]
 	if err := serveProbes(o.ProbeAddr, []probeCheck{
 		{"shutdown", func() bool { return !stopping() }, "the process is shutting down"},
-		{"salt", func() bool { return salts.Hasher() != nil }, "the salt is not loaded yet"},
+		{"salt", func() bool { return salts.Hasher() != nil }, salts.NotLoadedMessage()},
 		{"apitokens", func() bool { s := endpoint.Load(); return s != nil && s.Ready() }, "the ApiToken cache has not synced"},
 	}); err != nil {
 		return nil, &setupError{msg: "Failed to serve the health probes", err: err, code: exitFailure}
 	}
-	if err := loadSalt(ctx, salts, mgr.GetAPIReader().(client.Client), o.EnvSalt, o.EnableController); err != nil {
+	if err := loadSalt(ctx, salts, mgr, o.EnvSalt, o.EnableController); err != nil {
 		if stopping() {
 			return nil, ErrStopped
 		}

@@ -49,6 +49,12 @@ type Store struct {
 	// AllowWeak lets Load start with a salt shorter than MinSize (the
 	// operator's --allow-weak-salt), reporting it instead of refusing it.
 	AllowWeak bool
+	// Provided: someone else provides the salt Secret (the operator's
+	// --salt-create=false, the chart's salt.existingSecret, e.g. a secret
+	// manager). Load then never creates, labels or writes it, and waits
+	// while it is absent, holds no salt or lacks the managed-by label; the
+	// salt reconciler only reads it.
+	Provided bool
 
 	state atomic.Pointer[State]
 	ref   types.NamespacedName
@@ -63,6 +69,8 @@ type Store struct {
 	// version is the resourceVersion of the salt Secret last installed:
 	// a copy older than it is never installed (see Observe).
 	version string
+	// waiting is why Wait is waiting for the salt Secret, "" otherwise.
+	waiting string
 }
 
 // NewStore returns a Store for the salt Secret ref.
@@ -176,6 +184,26 @@ func (e *WeakSaltError) Error() string {
 // ErrNoSalt is returned by Load without create when the Secret is absent.
 var ErrNoSalt = errors.New("the salt Secret does not exist yet")
 
+// WaitingError: the salt Secret cannot be loaded yet, and a replica waits
+// for it (errors.Is(err, ErrNoSalt)): it is absent and the replica does not
+// create it, or, Provided, it holds no salt or lacks the managed-by label.
+// Why says what is missing and who adds it; it never holds the salt.
+type WaitingError struct {
+	Secret types.NamespacedName
+	Why    string
+	// uid is the Secret's when it exists; action names what it lacks
+	// (the Event's action: one Event series per reason).
+	uid    types.UID
+	action string
+}
+
+func (e *WaitingError) Error() string {
+	return fmt.Sprintf("waiting for the salt Secret %s: %s", e.Secret, e.Why)
+}
+
+// Is makes a WaitingError an ErrNoSalt.
+func (e *WaitingError) Is(target error) bool { return target == ErrNoSalt }
+
 // EnvMismatchError: API_TOKEN_SALT and the salt Secret hold different
 // salts. It names both sources by their salt IDs, never by their salts.
 type EnvMismatchError struct {
@@ -200,12 +228,21 @@ func (e *EnvMismatchError) Error() string {
 // replica must not start. A salt shorter than MinSize, in env or in the
 // Secret, is a *WeakSaltError (a weak env never seeds the Secret) unless
 // AllowWeak. c must read from the API server, not a cache.
+//
+// A Provided Secret is never created nor labelled, whatever create says:
+// Load waits (a *WaitingError) while it is absent, holds no salt, or lacks
+// the managed-by label, which the operator's cache selects Secrets by and
+// so would not see the Secret's later changes (rotations) without.
 func (s *Store) Load(ctx context.Context, c client.Client, env string, create bool) error {
+	create = create && !s.Provided
 	var sec corev1.Secret
 	err := c.Get(ctx, s.ref, &sec)
 	switch {
+	case apierrors.IsNotFound(err) && s.Provided:
+		return &WaitingError{Secret: s.ref, action: "WaitForSecret", Why: "it does not exist; --salt-create=false (the chart's salt.existingSecret) says someone else provides it, " +
+			"so the operator never creates it: create it, or have your secret manager write it (docs/operations.md#a-salt-from-a-secret-manager)"}
 	case apierrors.IsNotFound(err) && !create:
-		return ErrNoSalt
+		return &WaitingError{Secret: s.ref, action: "WaitForSecret", Why: "it does not exist yet: the operator's controller replica creates it on its first start"}
 	case apierrors.IsNotFound(err):
 		salt := []byte(env)
 		if env == "" {
@@ -227,6 +264,12 @@ func (s *Store) Load(ctx context.Context, c client.Client, env string, create bo
 		}
 	case err != nil:
 		return fmt.Errorf("reading salt Secret %s: %w", s.ref, err)
+	case s.Provided && len(sec.Data[Key]) == 0:
+		return &WaitingError{Secret: s.ref, uid: sec.UID, action: "WaitForSalt", Why: fmt.Sprintf("it has no non-empty key %q; the operator never writes a Secret someone else provides (--salt-create=false): put the salt there", Key)}
+	case s.Provided && sec.Labels[v1alpha1.ManagedByLabel] != v1alpha1.ManagedByValue:
+		return &WaitingError{Secret: s.ref, uid: sec.UID, action: "WaitForLabel", Why: fmt.Sprintf("it lacks the label %s=%s, without which the operator does not see its changes; "+
+			"the operator never writes a Secret someone else provides (--salt-create=false): add the label where the Secret is made (docs/operations.md#a-salt-from-a-secret-manager)",
+			v1alpha1.ManagedByLabel, v1alpha1.ManagedByValue)}
 	case create:
 		if sec.Labels[v1alpha1.ManagedByLabel] != v1alpha1.ManagedByValue {
 			patch := client.MergeFrom(sec.DeepCopy())

@@ -129,7 +129,7 @@ var foreignFlags = map[string]string{
 	"clusterrole": "kubectl create clusterrolebinding", "serviceaccount": "kubectl create clusterrolebinding",
 	"manifest": "kubectl krew", "archive": "kubectl krew",
 	"create-namespace": "helm", "install": "helm upgrade", "reset-then-reuse-values": "helm", "reuse-values": "helm",
-	"set": "helm", "strict": "helm lint", "take-ownership": "helm",
+	"set": "helm", "strict": "helm lint", "take-ownership": "helm", "plain-http": "helm push, helm install oci://",
 	"connect-to": "curl", "cacert": "curl",
 	"with-source": "flux", "watch-label-selector": "flux's controllers", "auth-token-audiences": "kube-rbac-proxy",
 	"help": "every program",

@@ -62,7 +62,7 @@ var _ = Describe("The admission webhooks", Ordered, ContinueOnFailure, func() {
 			c.mutate(at)
 			err := k8s.Create(ctx, at)
 			Expect(err).To(HaveOccurred())
-			Expect(err.Error()).To(ContainSubstring(c.apiMessage()))
+			Expect(err.Error()).To(testenv.ContainFieldError(c.apiMessage()))
 		})
 	}
 
@@ -108,7 +108,7 @@ var _ = Describe("The admission webhooks", Ordered, ContinueOnFailure, func() {
 			c.mutate(upd)
 			err := k8s.Update(ctx, upd)
 			Expect(err).To(HaveOccurred())
-			Expect(err.Error()).To(ContainSubstring(c.apiMessage()))
+			Expect(err.Error()).To(testenv.ContainFieldError(c.apiMessage()))
 		}
 	})
 
