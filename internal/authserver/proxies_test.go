@@ -131,9 +131,24 @@ func runAttacks(t *testing.T, proxy string, f *fixture, addr string, auth *authR
 				"X-Auth-Request-User": id.User, "X-ApiToken-Name": id.Name, "X-ApiToken-Namespace": id.Namespace,
 				"X-ApiToken-Type": id.Type, "X-ApiToken-Scopes": id.ScopesHeader,
 			}
-			for _, h := range IdentityHeaders {
+			for _, l := range id.Labels {
+				want[l.Header] = l.Value()
+			}
+			for h := range want {
 				if got := seen.Header.Values(h); len(got) != 1 || got[0] != want[h] {
 					t.Fatalf("the upstream saw %s = %q, want only %q", h, got, want[h])
+				}
+			}
+			// No other X-ApiToken-* header (a label the token lacks, a
+			// client's copy) reaches the upstream, in any spelling.
+			carried := map[string]bool{}
+			for h := range want {
+				carried[http.CanonicalHeaderKey(h)] = true
+			}
+			for k := range seen.Header {
+				canon := http.CanonicalHeaderKey(strings.ReplaceAll(k, "_", "-"))
+				if strings.HasPrefix(canon, "X-Apitoken-") && (!carried[canon] || k != canon) {
+					t.Fatalf("the upstream saw %s = %q, which the token does not carry", k, seen.Header.Values(k))
 				}
 			}
 			if seen.Method != a.Method {
@@ -228,11 +243,13 @@ http {
       auth_request_set $apitoken_namespace $upstream_http_x_apitoken_namespace;
       auth_request_set $apitoken_type $upstream_http_x_apitoken_type;
       auth_request_set $apitoken_scopes $upstream_http_x_apitoken_scopes;
+      auth_request_set $apitoken_tier $upstream_http_x_apitoken_tier;
       proxy_set_header X-Auth-Request-User $apitoken_user;
       proxy_set_header X-ApiToken-Name $apitoken_name;
       proxy_set_header X-ApiToken-Namespace $apitoken_namespace;
       proxy_set_header X-ApiToken-Type $apitoken_type;
       proxy_set_header X-ApiToken-Scopes $apitoken_scopes;
+      proxy_set_header X-ApiToken-Tier $apitoken_tier;
       proxy_pass http://{{upstream}};
     }
     # --- end ---
