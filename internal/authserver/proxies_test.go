@@ -363,3 +363,36 @@ func withoutCredential(h http.Header) http.Header {
 	}
 	return h
 }
+
+// TestNginxConfIsTheDocs: every line of the nginx test's copy of the
+// snippet (but the loopback proxy_pass lines) is a line of the snippet of
+// docs/auth-endpoint.md, so the headers the test copies upstream are the
+// ones the page tells users to copy.
+func TestNginxConfIsTheDocs(t *testing.T) {
+	page, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "docs", "auth-endpoint.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snippet, err := proxytest.DocSnippet(page, "### nginx `auth_request`", "nginx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	for _, l := range strings.Split(snippet, "\n") {
+		documented[strings.TrimSpace(l)] = true
+	}
+	_, block, _ := strings.Cut(nginxConf, "# --- docs/auth-endpoint.md: nginx auth_request ---\n")
+	block, _, _ = strings.Cut(block, "# --- end ---")
+	n := 0
+	for _, l := range strings.Split(block, "\n") {
+		if l = strings.TrimSpace(l); l == "" || strings.HasPrefix(l, "proxy_pass ") {
+			continue
+		}
+		if n++; !documented[l] {
+			t.Errorf("the test's nginx.conf has %q, which the documented snippet does not", l)
+		}
+	}
+	if n < 20 || !documented["proxy_set_header X-ApiToken-Tier $apitoken_tier;"] {
+		t.Fatalf("compared %d lines; the snippet:\n%s", n, snippet)
+	}
+}
