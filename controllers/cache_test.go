@@ -221,7 +221,7 @@ func TestCacheTransformsAreIdempotent(t *testing.T) {
 	}
 	options := map[string]cache.Options{
 		"operator":         CacheOptions(types.NamespacedName{}, store, nil),
-		"auth-only":        CacheOptions(store.Ref(), nil, authserver.IndexTransform),
+		"auth-only":        CacheOptions(store.Ref(), nil, authserver.IndexTransform("")),
 		"operator no salt": CacheOptions(types.NamespacedName{}, salt.NewStore(store.Ref()), nil),
 	}
 	for name, opts := range options {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -88,6 +89,50 @@ var _ = Describe("The auth endpoint fed by the operator", func() {
 		Eventually(check, time.Second, 10*time.Millisecond).Should(Equal(int32(codes.Unauthenticated)))
 		AddReportEntry("refused through gRPC after", time.Since(start).String())
 		refusedWithin(tok)
+	})
+
+	It("answers an ApiToken's identity labels as they change, with the same token, over HTTP, gRPC and TokenReview", func() {
+		key, tok := issue("tiered", tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "30d"})
+		var issuedAt *metav1.Time
+		// seen is what each door answers: the HTTP header, the gRPC OK's
+		// header and dynamic metadata, the TokenReview extra.
+		seen := func(g Gomega) []string {
+			req, _ := http.NewRequest(http.MethodGet, authURL+verifyPath, nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			resp, err := http.DefaultClient.Do(req)
+			g.Expect(err).NotTo(HaveOccurred())
+			_ = resp.Body.Close()
+			g.Expect(resp.StatusCode).To(Equal(200))
+			cr, err := grpcClient.Check(ctx, checkRequest("GET", "/articles/7", map[string]string{"authorization": "Bearer " + tok}, nil))
+			g.Expect(err).NotTo(HaveOccurred())
+			grpcHeader := ""
+			for _, h := range cr.GetOkResponse().GetHeaders() {
+				if h.GetHeader().GetKey() == "X-ApiToken-Tier" {
+					grpcHeader = h.GetHeader().GetValue()
+				}
+			}
+			review := tokenReview(g, tok)
+			return []string{resp.Header.Get("X-ApiToken-Tier"), grpcHeader, cr.GetDynamicMetadata().GetFields()["tier"].GetStringValue(),
+				strings.Join(review.Status.User.Extra["tokens.apitoken.dev/tier"], ",")}
+		}
+		Expect(seen(Default)).To(Equal([]string{"", "", "", ""}))
+		for _, tier := range []string{"gold", "silver", ""} {
+			update(key, func(at *tokensv1alpha1.ApiToken) {
+				issuedAt = at.Status.IssuedAt
+				if tier == "" {
+					delete(at.Labels, "tokens.apitoken.dev/tier")
+					return
+				}
+				at.Labels = map[string]string{"tokens.apitoken.dev/tier": tier, "tokens.apitoken.dev/name": "admin"}
+			})
+			start := time.Now()
+			Eventually(seen, time.Second, 10*time.Millisecond).Should(Equal([]string{tier, tier, tier, tier}))
+			AddReportEntry("tier "+tier+" seen after", time.Since(start).String())
+		}
+		var at tokensv1alpha1.ApiToken
+		Expect(k8s.Get(ctx, key, &at)).To(Succeed())
+		Expect(at.Status.IssuedAt).To(Equal(issuedAt), "a label change issued a new token")
+		Expect(tokenIn(Default, ns, "tiered-token")).To(Equal(tok))
 	})
 
 	It("refuses a deleted token within a second", func() {
@@ -196,4 +241,18 @@ func checkRequest(method, path string, headers, ext map[string]string) *authv3.C
 		}},
 		ContextExtensions: ext,
 	}}
+}
+
+// tokenReview posts a TokenReview of tok for content-api and returns the
+// answer.
+func tokenReview(g Gomega, tok string) authnv1.TokenReview {
+	body, _ := json.Marshal(map[string]any{"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+		"spec": map[string]any{"token": tok, "audiences": []string{"content-api"}}})
+	r, err := http.Post(authURL+authserver.TokenReviewPath, "application/json", bytes.NewReader(body))
+	g.Expect(err).NotTo(HaveOccurred())
+	defer r.Body.Close()
+	var review authnv1.TokenReview
+	g.Expect(json.NewDecoder(r.Body).Decode(&review)).To(Succeed())
+	g.Expect(review.Status.Authenticated).To(BeTrue(), review.Status.Error)
+	return review
 }

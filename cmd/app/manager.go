@@ -42,7 +42,7 @@ func ManagerOptions(o *Options, salts *salt.Store) ctrl.Options {
 	}
 	cacheOpts := controllers.CacheOptions(types.NamespacedName{}, salts, nil)
 	if !o.EnableController {
-		cacheOpts = controllers.CacheOptions(o.saltRef(), nil, authserver.IndexTransform)
+		cacheOpts = controllers.CacheOptions(o.saltRef(), nil, authserver.IndexTransform(o.AuthIdentityLabelPrefix))
 	}
 	return ctrl.Options{
 		Scheme:        Scheme(),

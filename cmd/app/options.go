@@ -46,6 +46,7 @@ type Options struct {
 	AuthPathPrefix          string
 	AuthResourceSegment     int
 	AuthDefaultNamespaces   string
+	AuthIdentityLabelPrefix string
 	KubeAPIAudiences        string
 	LastUsedInterval        time.Duration
 	ReportUsageTo           string
@@ -142,6 +143,7 @@ func (o *Options) addAuthFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.AuthPathPrefix, "auth-path-prefix", o.AuthPathPrefix, "Prefix stripped from the original path before the resource is read (e.g. /api).")
 	fs.IntVar(&o.AuthResourceSegment, "auth-resource-segment", o.AuthResourceSegment, "Index of the path segment, after --auth-path-prefix, that names the resource.")
 	fs.StringVar(&o.AuthDefaultNamespaces, "auth-default-namespaces", o.AuthDefaultNamespaces, "Comma-separated namespaces whose tokens a route accepts when its policy names none (* for every namespace). Empty: such a route accepts no token.")
+	fs.StringVar(&o.AuthIdentityLabelPrefix, "auth-identity-label-prefix", o.AuthIdentityLabelPrefix, "A label key prefix (e.g. tokens.apitoken.dev/): an ApiToken's labels under it travel with its identity, for rate limits and routing. Label tokens.apitoken.dev/tier: gold is the header X-ApiToken-Tier: gold on every 200, the same header and dynamic metadata key tier on a gRPC OK, and the TokenReview extra tokens.apitoken.dev/tier. Names are lower-case words joined by -; reserved names (name, namespace, type, scopes, user, uid, audience) and more than 8 labels are left out. Whoever may edit an ApiToken sets them: see docs/auth-endpoint.md#identity-labels. Empty (default): none. Set it on every replica.")
 	fs.StringVar(&o.KubeAPIAudiences, "kube-api-audiences", o.KubeAPIAudiences, "Comma-separated audiences of the Kubernetes API server (its --api-audiences, by default its --service-account-issuer): TokenReview accepts a token of audience kubernetes only for them, and no other token for them; the webhook refuses an audience named like one (k3s and RKE2 add k3s, rke2).")
 	fs.DurationVar(&o.LastUsedInterval, "last-used-interval", o.LastUsedInterval, "How often status.lastUsedAt may be written per token.")
 	fs.StringVar(&o.ReportUsageTo, "report-usage-to", o.ReportUsageTo, "An auth-only replica reports the uses it sees to this URL (an operator replica's "+authserver.UsagePath+"), which writes status.lastUsedAt, instead of writing status itself.")
@@ -170,6 +172,9 @@ func (o *Options) Validate() error {
 		if ns != "*" && len(validation.IsDNS1123Label(ns)) > 0 {
 			return &setupError{msg: "--auth-default-namespaces: not a namespace name (or *)", kv: []any{"value", ns}, code: exitUsage}
 		}
+	}
+	if problem := authserver.ValidIdentityLabelPrefix(o.AuthIdentityLabelPrefix); problem != "" {
+		return &setupError{msg: "--auth-identity-label-prefix: " + problem, kv: []any{"value", o.AuthIdentityLabelPrefix}, code: exitUsage}
 	}
 	if len(splitList(o.UsageReporters)) > 0 && !o.EnableController {
 		return &setupError{msg: "--usage-reporters needs a replica that writes status (--enable-controller=true)", code: exitUsage}

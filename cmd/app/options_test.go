@@ -17,6 +17,8 @@ func TestValidateNamesTheFlag(t *testing.T) {
 	}{
 		{"token metrics", func(o *Options) { o.TokenMetrics = "some" }, "--token-metrics"},
 		{"a default namespace that is no name", func(o *Options) { o.AuthDefaultNamespaces = "team-a,Team_B" }, "--auth-default-namespaces"},
+		{"an identity label prefix without its /", func(o *Options) { o.AuthIdentityLabelPrefix = "tokens.apitoken.dev" }, "--auth-identity-label-prefix"},
+		{"an identity label prefix that is no domain", func(o *Options) { o.AuthIdentityLabelPrefix = "Tokens_Apitoken/" }, "--auth-identity-label-prefix"},
 		{"usage reporters on an auth-only replica", func(o *Options) {
 			o.UsageReporters, o.EnableController = "system:serviceaccount:apitoken-system:apitoken-auth", false
 		}, "--usage-reporters"},
@@ -56,6 +58,12 @@ func TestAddFlagsDefaultsAreNewOptions(t *testing.T) {
 	}
 	if got, want := parse(), NewOptions(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("defaults after parsing no flags:\n%+v\nwant\n%+v", got, want)
+	}
+	if o := parse("--auth-identity-label-prefix=tokens.apitoken.dev/"); o.AuthIdentityLabelPrefix != "tokens.apitoken.dev/" || o.Validate() != nil {
+		t.Fatalf("--auth-identity-label-prefix: %q %v", o.AuthIdentityLabelPrefix, o.Validate())
+	}
+	if NewOptions().AuthIdentityLabelPrefix != "" {
+		t.Fatal("identity labels are on by default")
 	}
 	o := parse("--namespace=ops", "--salt-secret=s", "--max-cuts=3", "--cut-window=1m", "--enable-controller=false", "--grpc-auth-bind-address=0")
 	if o.Namespace != "ops" || o.SaltSecret != "s" || o.Cuts.Max != 3 || o.Cuts.Window.String() != "1m0s" || o.EnableController || o.GRPCAuthAddr != "0" {

@@ -151,7 +151,7 @@ func setupAuthEndpoint(mgr manager.Manager, o *Options, salts *salt.Store, stopp
 		usage = &authserver.UsageReceiver{Client: mgr.GetClient(), Reporters: reporters, Clock: o.clock()}
 	}
 
-	index := authserver.NewIndex(salts.Hasher).WithPrevious(salts.PreviousHasher)
+	index := authserver.NewIndex(salts.Hasher).WithPrevious(salts.PreviousHasher).WithIdentityLabels(o.AuthIdentityLabelPrefix)
 	audit, auditFile, err := authserver.OpenAuditLog(o.AuditLog)
 	if err != nil {
 		return nil, &setupError{msg: "Failed to open the audit log", err: err, code: exitUsage}

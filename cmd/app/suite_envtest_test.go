@@ -125,7 +125,8 @@ var _ = AfterSuite(func() {
 // ns in this process: no metrics, probes or webhooks (the webhooks have
 // their suite in webhook/v1alpha1), the auth endpoint on loopback ports
 // of the system's choosing accepting every namespace's tokens when a
-// route names none, four ApiTokens reconciled at once, no bound on cuts,
+// route names none, the identity labels under tokens.apitoken.dev/, four
+// ApiTokens reconciled at once, no bound on cuts,
 // no API_TOKEN_SALT, and clk.
 func operatorOptions(ns string, clk clock.Clock) *app.Options {
 	o := app.NewOptions()
@@ -133,6 +134,7 @@ func operatorOptions(ns string, clk clock.Clock) *app.Options {
 	o.MetricsAddr, o.ProbeAddr, o.EnableWebhooks = "0", "0", false
 	o.AuthAddr, o.GRPCAuthAddr = "127.0.0.1:0", "127.0.0.1:0"
 	o.AuthDefaultNamespaces = "*"
+	o.AuthIdentityLabelPrefix = "tokens.apitoken.dev/"
 	o.Concurrency = 4
 	o.Cuts = controllers.CutGuard{}
 	o.EnvSalt = ""

@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/protobuf/types/known/structpb"
 	"k8s.io/apimachinery/pkg/types"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
@@ -12,8 +13,10 @@ import (
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
 )
 
-// Grant is what a token may do. ApiTokens with the same type, audience and
-// scopes share one, so a token's identity stays small.
+// Grant is what a token may do, and the identity labels it carries.
+// ApiTokens with the same type, audience, presentation, scopes and
+// identity labels share one, so a token's identity stays small (a token
+// without identity labels costs nothing more).
 type Grant struct {
 	Type     string
 	Audience string
@@ -22,8 +25,14 @@ type Grant struct {
 	Scopes       token.ScopeSet
 	// ScopesHeader is Scopes joined with commas, for X-ApiToken-Scopes.
 	ScopesHeader string
+	// Labels are the token's identity labels (identityLabels): headers
+	// of a 200, a gRPC OK's dynamic metadata, TokenReview extras.
+	Labels []IdentityLabel
 	// typeHeader and scopesHeader are the header values of a 200, built once.
 	typeHeader, scopesHeader []string
+	// metadata is the gRPC OK's dynamic metadata of Labels (nil for none),
+	// built once and only read.
+	metadata *structpb.Struct
 	// key and refs place the Grant in Index.grants; refs counts the
 	// ApiTokens holding it (under Index.mu).
 	key  string
@@ -75,15 +84,15 @@ type object struct {
 	dead map[digestKey]struct{}
 }
 
-// grant returns the shared Grant of a spec with one more reference. The
-// caller holds ix.mu.
-func (ix *Index) grant(spec *tokensv1alpha1.ApiTokenSpec) *Grant {
+// grant returns the shared Grant of a spec and its identity labels with
+// one more reference. The caller holds ix.mu.
+func (ix *Index) grant(spec *tokensv1alpha1.ApiTokenSpec, labels []IdentityLabel) *Grant {
 	audience := string(lifecycle.AudienceOf(spec))
 	presentation := spec.Presentation
 	if presentation == tokensv1alpha1.AnyHeader {
 		presentation = ""
 	}
-	key := string(spec.Type) + "\x00" + audience + "\x00" + string(presentation) + "\x00" + strings.Join(spec.Scopes, ",")
+	key := string(spec.Type) + "\x00" + audience + "\x00" + string(presentation) + "\x00" + strings.Join(spec.Scopes, ",") + "\x00" + labelsKey(labels)
 	if g := ix.grants[key]; g != nil {
 		g.refs++
 		return g
@@ -94,6 +103,7 @@ func (ix *Index) grant(spec *tokensv1alpha1.ApiTokenSpec) *Grant {
 	}
 	g := &Grant{Type: string(spec.Type), Audience: audience, Presentation: presentation, Scopes: scopes, ScopesHeader: strings.Join(scopes.Strings(), ","), key: key, refs: 1}
 	g.typeHeader, g.scopesHeader = []string{g.Type}, []string{g.ScopesHeader}
+	g.Labels, g.metadata = labels, labelsMetadata(labels)
 	ix.grants[key] = g
 	return g
 }

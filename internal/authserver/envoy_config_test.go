@@ -184,3 +184,30 @@ func TestSnippetsRejectUnderscoreHeaders(t *testing.T) {
 		t.Error("Gateway API (Envoy Gateway): no ClientTrafficPolicy with headers.withUnderscoresAction: RejectRequest")
 	}
 }
+
+// TestEnvoyRateLimitOnIdentityLabels parses the rate limit action of
+// docs/auth-endpoint.md#identity-labels with Envoy's types: it reads the
+// dynamic metadata a gRPC OK carries (checkResponse), under the filter's
+// namespace, by the label's name.
+func TestEnvoyRateLimitOnIdentityLabels(t *testing.T) {
+	var action string
+	for _, b := range yamlBlocks(t, "### Identity labels", "## Configurations") {
+		if strings.HasPrefix(b, "rate_limits:") {
+			action = b
+		}
+	}
+	if action == "" {
+		t.Fatal("docs/auth-endpoint.md#identity-labels has no rate_limits block")
+	}
+	var ra routev3.RouteAction
+	parseEnvoy(t, action, &ra)
+	md := ra.GetRateLimits()[0].GetActions()[0].GetMetadata()
+	f := newFixture()
+	id, _ := f.ix.Lookup(f.tokens["tiered"], now)
+	resp := checkResponse(&Decision{Status: 200, Identity: id}, false)
+	key := md.GetMetadataKey()
+	if key.GetKey() != "envoy.filters.http.ext_authz" || len(key.GetPath()) != 1 ||
+		resp.GetDynamicMetadata().GetFields()[key.GetPath()[0].GetKey()].GetStringValue() != "gold" {
+		t.Fatalf("the documented action reads %v, the OK carries %v", key, resp.GetDynamicMetadata())
+	}
+}

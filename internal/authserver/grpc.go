@@ -126,8 +126,11 @@ func grpcHeaders(r *authv3.AttributeContext_HttpRequest) http.Header {
 	return hd
 }
 
-// checkResponse translates d: an OK carries the identity headers, which
-// overwrite any the client sent, and (when asked) removes the credential;
+// checkResponse translates d: an OK carries the identity headers and the
+// token's identity label headers, which overwrite any the client sent,
+// the labels as dynamic metadata (under the filter's namespace,
+// envoy.filters.http.ext_authz, for the rate limiter), and (when asked)
+// removes the credential;
 // a denial carries the status, the RFC 6750 challenge and the reason.
 func checkResponse(d *Decision, removeCredential bool) *authv3.CheckResponse {
 	if d.Status == http.StatusOK {
@@ -139,10 +142,13 @@ func checkResponse(d *Decision, removeCredential bool) *authv3.CheckResponse {
 			set(IdentityHeaders[0], id.userHeader), set(IdentityHeaders[1], id.nameHeader), set(IdentityHeaders[2], id.namespaceHeader),
 			set(IdentityHeaders[3], id.typeHeader), set(IdentityHeaders[4], id.scopesHeader),
 		}}
+		for i := range id.Labels {
+			ok.Headers = append(ok.Headers, set(id.Labels[i].Header, id.Labels[i].values))
+		}
 		if removeCredential {
 			ok.HeadersToRemove = []string{"authorization", "x-api-key"}
 		}
-		return &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(codes.OK)}, HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok}}
+		return &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(codes.OK)}, HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok}, DynamicMetadata: id.metadata}
 	}
 	code := codes.PermissionDenied
 	switch d.Status {

@@ -133,8 +133,8 @@ func (h *Handler) serveAs(w http.ResponseWriter, r *http.Request, endpoint strin
 }
 
 // writeDecision answers d over HTTP: a 200 carries every identity header
-// (built once per ApiToken and shared: net/http only reads them), a
-// refusal its challenge.
+// and the token's identity label headers (built once per ApiToken and
+// shared: net/http only reads them), a refusal its challenge.
 func writeDecision(w http.ResponseWriter, d *Decision) {
 	hd := w.Header()
 	if d.Status != http.StatusOK {
@@ -152,6 +152,9 @@ func writeDecision(w http.ResponseWriter, d *Decision) {
 	hd[headerNamespace] = id.namespaceHeader
 	hd[headerType] = id.typeHeader
 	hd[headerScopes] = id.scopesHeader
+	for i := range id.Labels {
+		hd[id.Labels[i].canonical] = id.Labels[i].values
+	}
 	w.WriteHeader(http.StatusOK)
 }
 

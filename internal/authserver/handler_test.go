@@ -38,7 +38,7 @@ func mustToken() string {
 // newFixture indexes a set of ApiTokens covering every verdict.
 func newFixture() *fixture {
 	f := &fixture{hasher: token.NewHasher([]byte("test-salt")), tokens: map[string]string{}}
-	f.ix = NewIndex(func() *token.Hasher { return f.hasher })
+	f.ix = NewIndex(func() *token.Hasher { return f.hasher }).WithIdentityLabels(proxytest.IdentityLabelPrefix)
 	f.h = &Handler{Index: f.ix, Clock: clocktesting.NewFakePassiveClock(now), Options: Options{PathPrefix: "/api", DefaultNamespaces: []string{"team-a"}}}
 	future, past := metav1.NewTime(now.Add(time.Hour)), metav1.NewTime(now.Add(-time.Second))
 	add := func(name, ns string, spec tokensv1alpha1.ApiTokenSpec, mod func(*tokensv1alpha1.ApiToken, string)) {
@@ -57,6 +57,7 @@ func newFixture() *fixture {
 	// The tokens the proxies' attack table names, then the others.
 	for _, pt := range proxytest.Tokens {
 		add(pt.Name, pt.Namespace, pt.Spec, func(at *tokensv1alpha1.ApiToken, tok string) {
+			at.Labels = pt.Labels
 			if pt.Expired {
 				at.Status.ExpiresAt = &past
 			}
@@ -549,7 +550,7 @@ func TestATerminatingApiTokenIsRefused(t *testing.T) {
 	}
 	deleted := metav1.NewTime(now)
 	at.DeletionTimestamp = &deleted
-	for name, view := range map[string]*tokensv1alpha1.ApiToken{"operator": at, "auth-only": IndexView(at)} {
+	for name, view := range map[string]*tokensv1alpha1.ApiToken{"operator": at, "auth-only": IndexView(at, "")} {
 		f.ix.Upsert(view)
 		if id, v := f.ix.Lookup(tok, now); v != Revoked || id == nil || id.Name != "held" {
 			t.Fatalf("%s replica: a Terminating ApiToken's token = %v", name, v)

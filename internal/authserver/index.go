@@ -132,6 +132,9 @@ type Index struct {
 	// rotation's overlap runs, else nil (see WithPrevious).
 	previous func(now time.Time) *token.Hasher
 	shards   [shardCount]shard
+	// labelPrefix is --auth-identity-label-prefix: the ApiToken labels
+	// under it are identity labels (identityLabels); empty: none.
+	labelPrefix string
 
 	mu      sync.Mutex
 	objects map[types.NamespacedName]*object
@@ -160,6 +163,17 @@ func (ix *Index) WithPrevious(previous func(now time.Time) *token.Hasher) *Index
 	return ix
 }
 
+// WithIdentityLabels makes the labels under prefix (a label key prefix
+// such as tokens.apitoken.dev/; ValidIdentityLabelPrefix) identity
+// labels of the tokens indexed from now on. It returns ix.
+func (ix *Index) WithIdentityLabels(prefix string) *Index {
+	ix.labelPrefix = prefix
+	return ix
+}
+
+// IdentityLabelPrefix is the prefix of WithIdentityLabels ("": none).
+func (ix *Index) IdentityLabelPrefix() string { return ix.labelPrefix }
+
 func (ix *Index) shard(d digestKey) *shard { return &ix.shards[d[0]%shardCount] }
 
 // Len returns the number of indexed hashes.
@@ -185,7 +199,7 @@ func (ix *Index) Upsert(at *tokensv1alpha1.ApiToken) {
 		obj = &object{usage: &usage{key: key}}
 		ix.objects[key] = obj
 	}
-	g := ix.grant(&at.Spec)
+	g := ix.grant(&at.Spec, identityLabels(ix.labelPrefix, at.Labels))
 	ix.release(obj.grant)
 	obj.grant = g
 	entries := ix.entriesOf(at, g, obj.usage)

@@ -27,7 +27,7 @@ func TestARevokedHashIsDeadForGood(t *testing.T) {
 			at := &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: "unrevoked", Namespace: "team-a"},
 				Spec:   tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "30d"},
 				Status: tokensv1alpha1.ApiTokenStatus{ExpiresAt: &future, Verification: &v}}
-			for replica, view := range map[string]*tokensv1alpha1.ApiToken{"operator": at, "auth-only": IndexView(at)} {
+			for replica, view := range map[string]*tokensv1alpha1.ApiToken{"operator": at, "auth-only": IndexView(at, "")} {
 				f.ix.Upsert(view)
 				if _, verdict := f.ix.Lookup(tok, now); verdict != Revoked {
 					t.Fatalf("%s replica: a revoked hash recorded %s = %v, want revoked", replica, name, verdict)
@@ -52,14 +52,14 @@ func TestAnUnparseableDurationIsRefused(t *testing.T) {
 				Spec: tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "106752d"},
 				Status: tokensv1alpha1.ApiTokenStatus{Phase: tokensv1alpha1.PhaseFailed, ExpiresAt: expires,
 					Verification: &tokensv1alpha1.Verification{Hash: f.hasher.Hash(tok).Encode()}}}
-			for replica, view := range map[string]*tokensv1alpha1.ApiToken{"operator": at, "auth-only": IndexView(at)} {
+			for replica, view := range map[string]*tokensv1alpha1.ApiToken{"operator": at, "auth-only": IndexView(at, "")} {
 				f.ix.Upsert(view)
 				if _, verdict := f.ix.Lookup(tok, now); verdict != Expired {
 					t.Fatalf("%s replica: %v, want expired", replica, verdict)
 				}
 			}
 			at.Spec.Duration = "30d"
-			f.ix.Upsert(IndexView(at))
+			f.ix.Upsert(IndexView(at, ""))
 			if _, verdict := f.ix.Lookup(tok, now); verdict != Valid {
 				t.Fatalf("a readable duration again: %v, want valid", verdict)
 			}
@@ -91,7 +91,7 @@ func TestARevokeSeenByTheWatchIsNeverUndoneByIt(t *testing.T) {
 						Verification: &tokensv1alpha1.Verification{Hash: f.hasher.Hash(tok).Encode()}}}
 				view := func(a *tokensv1alpha1.ApiToken) *tokensv1alpha1.ApiToken {
 					if auth {
-						return IndexView(a)
+						return IndexView(a, "")
 					}
 					return a
 				}
@@ -159,7 +159,7 @@ func TestDeadlinesHoldFromTheirInstant(t *testing.T) {
 			at := &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: "deadlines", Namespace: "team-a"}, Spec: c.spec,
 				Status: tokensv1alpha1.ApiTokenStatus{Phase: tokensv1alpha1.PhaseActive, IssuedAt: &issued, ExpiresAt: &recorded, LastUsedAt: &used,
 					Verification: &tokensv1alpha1.Verification{Hash: f.hasher.Hash(cur).Encode(), PreviousHash: f.hasher.Hash(prev).Encode(), PreviousValidUntil: &graceEnd}}}
-			for replica, view := range map[string]*tokensv1alpha1.ApiToken{"operator": at, "auth-only": IndexView(at)} {
+			for replica, view := range map[string]*tokensv1alpha1.ApiToken{"operator": at, "auth-only": IndexView(at, "")} {
 				f.ix.Upsert(view)
 				if _, v := f.ix.Lookup(c.tok, c.at.Add(-ns)); v != c.want {
 					t.Errorf("%s replica, a nanosecond before: %v, want %v", replica, v, c.want)
@@ -194,7 +194,7 @@ func TestASpecThatDoesNotParseVerifiesNothing(t *testing.T) {
 					Verification: &tokensv1alpha1.Verification{Hash: f.hasher.Hash(cur).Encode(), PreviousHash: f.hasher.Hash(prev).Encode(), PreviousValidUntil: &future}}}
 			broken := at.DeepCopy()
 			unreadable(&broken.Spec)
-			for replica, view := range map[string]*tokensv1alpha1.ApiToken{"operator": broken, "auth-only": IndexView(broken)} {
+			for replica, view := range map[string]*tokensv1alpha1.ApiToken{"operator": broken, "auth-only": IndexView(broken, "")} {
 				f.ix.Upsert(view)
 				for _, tok := range []string{cur, prev} {
 					if _, v := f.ix.Lookup(tok, now); v != Expired {
@@ -202,7 +202,7 @@ func TestASpecThatDoesNotParseVerifiesNothing(t *testing.T) {
 					}
 				}
 			}
-			f.ix.Upsert(IndexView(at))
+			f.ix.Upsert(IndexView(at, ""))
 			for _, tok := range []string{cur, prev} {
 				if _, v := f.ix.Lookup(tok, now); v != Valid {
 					t.Errorf("fixed: %v, want valid", v)

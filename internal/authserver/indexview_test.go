@@ -71,7 +71,7 @@ func TestIndexViewDecidesAlike(t *testing.T) {
 	whole, viewed := NewIndex(hasher), NewIndex(hasher)
 	for _, a := range full {
 		whole.Upsert(a)
-		out, err := IndexTransform(a.DeepCopy())
+		out, err := IndexTransform("")(a.DeepCopy())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,7 +10,10 @@ import (
 	"strings"
 	"testing"
 
+	"sigs.k8s.io/yaml"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 )
 
 // Traefik v3.7 and Envoy do not run here (Traefik's module does not build
@@ -102,9 +105,9 @@ func envoyExtAuthz(authBase, pathPrefix string, underscores corev3.HttpProtocolO
 			URL: &url.URL{Scheme: base.Scheme, Host: base.Host, Opaque: pathPrefix + req.RequestURI},
 		}
 		check.Header.Set("Content-Length", "0")
-		for _, k := range append([]string{"Authorization"}, allowedHeaders...) {
-			if vs := req.Header.Values(k); len(vs) > 0 {
-				check.Header[http.CanonicalHeaderKey(k)] = vs
+		for k, vs := range req.Header {
+			if k == "Authorization" || envoyMatches(allowedHeaders, k) {
+				check.Header[k] = vs
 			}
 		}
 		resp, err := http.DefaultClient.Do(check.WithContext(req.Context()))
@@ -118,13 +121,44 @@ func envoyExtAuthz(authBase, pathPrefix string, underscores corev3.HttpProtocolO
 			relay(w, resp, body)
 			return
 		}
-		for _, h := range allowedUpstream {
-			if vs := resp.Header.Values(h); len(vs) > 0 {
-				req.Header[http.CanonicalHeaderKey(h)] = vs
+		for k, vs := range resp.Header {
+			if envoyMatches(allowedUpstream, k) {
+				req.Header[k] = vs
 			}
 		}
 		next.ServeHTTP(w, req)
 	})
+}
+
+// envoyMatches reports whether header k matches one of patterns, as
+// Envoy's header matchers do (names are lower-case on Envoy's side): an
+// exact name, or a prefix written with a trailing "*".
+func envoyMatches(patterns []string, k string) bool {
+	k = strings.ToLower(k)
+	for _, p := range patterns {
+		if prefix, ok := strings.CutSuffix(strings.ToLower(p), "*"); ok && strings.HasPrefix(k, prefix) || k == strings.ToLower(p) {
+			return true
+		}
+	}
+	return false
+}
+
+// envoyPatterns are the patterns of a ListStringMatcher as envoyMatches
+// reads them: exact names, and prefixes with a trailing "*".
+func envoyPatterns(t *testing.T, ms []*matcherv3.StringMatcher) []string {
+	t.Helper()
+	var out []string
+	for _, m := range ms {
+		switch {
+		case m.GetExact() != "":
+			out = append(out, m.GetExact())
+		case m.GetPrefix() != "":
+			out = append(out, m.GetPrefix()+"*")
+		default:
+			t.Fatalf("a header pattern that the simulation does not read: %v", m)
+		}
+	}
+	return out
 }
 
 // relay answers the client with the auth response, as both proxies do on
@@ -135,6 +169,27 @@ func relay(w http.ResponseWriter, resp *http.Response, body []byte) {
 	}
 	w.WriteHeader(resp.StatusCode)
 	_, _ = w.Write(body)
+}
+
+// traefikResponseHeaders are the authResponseHeaders of the Traefik
+// Middleware of docs/auth-endpoint.md.
+func traefikResponseHeaders(t *testing.T) []string {
+	t.Helper()
+	blocks := yamlBlocks(t, "### Traefik ForwardAuth", "###")
+	var mw struct {
+		Spec struct {
+			ForwardAuth struct {
+				AuthResponseHeaders []string `json:"authResponseHeaders"`
+			} `json:"forwardAuth"`
+		} `json:"spec"`
+	}
+	if len(blocks) == 0 {
+		t.Fatal("docs/auth-endpoint.md has no Traefik Middleware")
+	}
+	if err := yaml.Unmarshal([]byte(blocks[0]), &mw); err != nil || len(mw.Spec.ForwardAuth.AuthResponseHeaders) == 0 {
+		t.Fatalf("the Traefik Middleware of docs/auth-endpoint.md: %v %+v", err, mw)
+	}
+	return mw.Spec.ForwardAuth.AuthResponseHeaders
 }
 
 func reverseProxy(t *testing.T, target string) http.Handler {
@@ -153,7 +208,7 @@ func TestTraefikForwardAuth(t *testing.T) {
 	auth, up := newAuthRecorder(f.h), newUpstream()
 	defer auth.Close()
 	defer up.Close()
-	proxy := httptest.NewServer(traefikForwardAuth(auth.URL+"/v1/forward-auth/"+routePolicy, IdentityHeaders, reverseProxy(t, up.URL)))
+	proxy := httptest.NewServer(traefikForwardAuth(auth.URL+"/v1/forward-auth/"+routePolicy, traefikResponseHeaders(t), reverseProxy(t, up.URL)))
 	defer proxy.Close()
 	runAttacks(t, "traefik", f, strings.TrimPrefix(proxy.URL, "http://"), auth, up)
 }
@@ -167,23 +222,21 @@ func TestTraefikForwardAuth(t *testing.T) {
 func TestEnvoyExtAuthzHTTP(t *testing.T) {
 	hcm, authz := envoyHTTPSnippet(t)
 	underscores := hcm.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction()
-	var documented []string
-	// The snippet's field; Envoy deprecates it for ExtAuthz.allowed_headers
-	// and still honours it.
-	for _, p := range authz.GetHttpService().GetAuthorizationRequest().GetAllowedHeaders().GetPatterns() { //nolint:staticcheck // see above
-		documented = append(documented, p.GetExact())
-	}
+	// The snippet's fields; Envoy deprecates allowed_headers for
+	// ExtAuthz.allowed_headers and still honours it.
+	documented := envoyPatterns(t, authz.GetHttpService().GetAuthorizationRequest().GetAllowedHeaders().GetPatterns()) //nolint:staticcheck // see above
+	upstreamHeaders := envoyPatterns(t, authz.GetHttpService().GetAuthorizationResponse().GetAllowedUpstreamHeaders().GetPatterns())
 	for name, allowed := range map[string][]string{
 		"allowed_headers as documented": documented,
 		"every client header allowed": {"x-api-key", "x-original-method", "x-original-url", "x-forwarded-method", "x-forwarded-uri",
-			"x-http-method-override", "x-auth-request-user", "x-apitoken-scopes"},
+			"x-http-method-override", "x-auth-request-user", "x-apitoken-*"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			f := newFixture()
 			auth, up := newAuthRecorder(f.h), newUpstream()
 			defer auth.Close()
 			defer up.Close()
-			proxy := httptest.NewServer(envoyExtAuthz(auth.URL, "/v1/ext-authz/"+routePolicy, underscores, allowed, IdentityHeaders, reverseProxy(t, up.URL)))
+			proxy := httptest.NewServer(envoyExtAuthz(auth.URL, "/v1/ext-authz/"+routePolicy, underscores, allowed, upstreamHeaders, reverseProxy(t, up.URL)))
 			defer proxy.Close()
 			runAttacks(t, "envoy", f, strings.TrimPrefix(proxy.URL, "http://"), auth, up)
 		})

@@ -131,9 +131,24 @@ func runAttacks(t *testing.T, proxy string, f *fixture, addr string, auth *authR
 				"X-Auth-Request-User": id.User, "X-ApiToken-Name": id.Name, "X-ApiToken-Namespace": id.Namespace,
 				"X-ApiToken-Type": id.Type, "X-ApiToken-Scopes": id.ScopesHeader,
 			}
-			for _, h := range IdentityHeaders {
+			for _, l := range id.Labels {
+				want[l.Header] = l.Value()
+			}
+			for h := range want {
 				if got := seen.Header.Values(h); len(got) != 1 || got[0] != want[h] {
 					t.Fatalf("the upstream saw %s = %q, want only %q", h, got, want[h])
+				}
+			}
+			// No other X-ApiToken-* header (a label the token lacks, a
+			// client's copy) reaches the upstream, in any spelling.
+			carried := map[string]bool{}
+			for h := range want {
+				carried[http.CanonicalHeaderKey(h)] = true
+			}
+			for k := range seen.Header {
+				canon := http.CanonicalHeaderKey(strings.ReplaceAll(k, "_", "-"))
+				if strings.HasPrefix(canon, "X-Apitoken-") && (!carried[canon] || k != canon) {
+					t.Fatalf("the upstream saw %s = %q, which the token does not carry", k, seen.Header.Values(k))
 				}
 			}
 			if seen.Method != a.Method {
@@ -228,11 +243,13 @@ http {
       auth_request_set $apitoken_namespace $upstream_http_x_apitoken_namespace;
       auth_request_set $apitoken_type $upstream_http_x_apitoken_type;
       auth_request_set $apitoken_scopes $upstream_http_x_apitoken_scopes;
+      auth_request_set $apitoken_tier $upstream_http_x_apitoken_tier;
       proxy_set_header X-Auth-Request-User $apitoken_user;
       proxy_set_header X-ApiToken-Name $apitoken_name;
       proxy_set_header X-ApiToken-Namespace $apitoken_namespace;
       proxy_set_header X-ApiToken-Type $apitoken_type;
       proxy_set_header X-ApiToken-Scopes $apitoken_scopes;
+      proxy_set_header X-ApiToken-Tier $apitoken_tier;
       proxy_pass http://{{upstream}};
     }
     # --- end ---
@@ -345,4 +362,37 @@ func withoutCredential(h http.Header) http.Header {
 		}
 	}
 	return h
+}
+
+// TestNginxConfIsTheDocs: every line of the nginx test's copy of the
+// snippet (but the loopback proxy_pass lines) is a line of the snippet of
+// docs/auth-endpoint.md, so the headers the test copies upstream are the
+// ones the page tells users to copy.
+func TestNginxConfIsTheDocs(t *testing.T) {
+	page, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "docs", "auth-endpoint.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snippet, err := proxytest.DocSnippet(page, "### nginx `auth_request`", "nginx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	for _, l := range strings.Split(snippet, "\n") {
+		documented[strings.TrimSpace(l)] = true
+	}
+	_, block, _ := strings.Cut(nginxConf, "# --- docs/auth-endpoint.md: nginx auth_request ---\n")
+	block, _, _ = strings.Cut(block, "# --- end ---")
+	n := 0
+	for _, l := range strings.Split(block, "\n") {
+		if l = strings.TrimSpace(l); l == "" || strings.HasPrefix(l, "proxy_pass ") {
+			continue
+		}
+		if n++; !documented[l] {
+			t.Errorf("the test's nginx.conf has %q, which the documented snippet does not", l)
+		}
+	}
+	if n < 20 || !documented["proxy_set_header X-ApiToken-Tier $apitoken_tier;"] {
+		t.Fatalf("compared %d lines; the snippet:\n%s", n, snippet)
+	}
 }

@@ -102,7 +102,9 @@ func envoyRequest(hd http.Header, method, methodName, target string, pol Policy)
 }
 
 // foreignHeaders names a header that this endpoint must not receive: the
-// original-request headers of another proxy protocol, or a method override.
+// original-request headers of another proxy protocol, a method override,
+// or an X-ApiToken-* header that is not one of the five every 200 sets
+// (isIdentityHeaderSpace), in any spelling.
 // It walks the request's headers once (a few) rather than looking up each
 // name it refuses.
 func foreignHeaders(hd http.Header, families ...originFamily) string {
@@ -110,12 +112,15 @@ func foreignHeaders(hd http.Header, families ...originFamily) string {
 		if problem := foreignHeader(k, families); problem != "" {
 			return problem
 		}
+		if isIdentityHeaderSpace(k) {
+			return k + " is refused: X-ApiToken-* headers are set by this endpoint (from the token's identity labels), never by a client"
+		}
 		if strings.IndexByte(k, '_') >= 0 {
 			// CGI-style upstreams (PHP, WSGI, Rack) read X_Http_Method_Override
 			// as X-Http-Method-Override, and X_Auth_Request_User as the
 			// identity header the proxy sets only in its hyphenated form.
 			alias := http.CanonicalHeaderKey(strings.ReplaceAll(k, "_", "-"))
-			if foreignHeader(alias, families) != "" || isIdentityHeader(alias) {
+			if foreignHeader(alias, families) != "" || isIdentityHeader(alias) || isIdentityHeaderSpace(alias) {
 				return k + " is refused: an upstream may read it as " + alias
 			}
 		}

@@ -107,12 +107,14 @@ func reviewStatus(d *Decision, st *authnv1.TokenReviewStatus) {
 	for _, s := range id.Scopes {
 		groups = append(groups, prefix+"scope:"+s.String())
 	}
-	st.Authenticated = true
-	st.User = authnv1.UserInfo{
-		Username: id.User,
-		UID:      id.UID,
-		Groups:   groups,
-		Extra:    map[string]authnv1.ExtraValue{"tokens.apitoken.dev/audience": {id.Audience}},
+	extra := make(map[string]authnv1.ExtraValue, 1+len(id.Labels))
+	extra["tokens.apitoken.dev/audience"] = authnv1.ExtraValue{id.Audience}
+	// Each identity label under its own key (tokens.apitoken.dev/tier:
+	// [gold]); a reserved name never replaces the audience.
+	for _, l := range id.Labels {
+		extra[l.Key] = authnv1.ExtraValue{l.Value()}
 	}
+	st.Authenticated = true
+	st.User = authnv1.UserInfo{Username: id.User, UID: id.UID, Groups: groups, Extra: extra}
 	st.Audiences = d.Audiences
 }

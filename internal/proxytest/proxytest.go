@@ -28,11 +28,18 @@ const RoutePolicy = "namespace=team-a+team-b"
 // no valid body.
 const GarbageToken = "atk_garbage"
 
+// IdentityLabelPrefix is the --auth-identity-label-prefix the endpoint
+// behind the proxy runs with: Tokens' labels under it are identity
+// labels, which the documented snippets copy upstream (X-ApiToken-Tier).
+const IdentityLabelPrefix = "tokens.apitoken.dev/"
+
 // Token is an ApiToken that a row names, as the endpoint behind the proxy
 // must hold it.
 type Token struct {
 	Name, Namespace string
-	Spec            tokensv1alpha1.ApiTokenSpec
+	// Labels are the ApiToken's labels (a tenant writes them).
+	Labels map[string]string
+	Spec   tokensv1alpha1.ApiTokenSpec
 	// Expired and Revoked: the state the token is in when the rows run.
 	Expired, Revoked bool
 }
@@ -48,6 +55,15 @@ var Tokens = []Token{
 	{Name: "outsider", Namespace: "team-c", Spec: tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.FullAccess}},
 	{Name: "expired", Namespace: "team-a", Spec: tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly}, Expired: true},
 	{Name: "revoked", Namespace: "team-a", Spec: tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Revoked: true}, Revoked: true},
+	// tiered has one identity label (tier: X-ApiToken-Tier: gold) and
+	// labels a tenant might try: one named like an identity header
+	// (X-ApiToken-Name), an upper-case spelling of tier, a name with '_'
+	// (read as '-' by CGI upstreams) and one outside the prefix. Only
+	// tier may reach the upstream.
+	{Name: "tiered", Namespace: "team-a", Spec: tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly}, Labels: map[string]string{
+		IdentityLabelPrefix + "tier": "gold", IdentityLabelPrefix + "name": "full", IdentityLabelPrefix + "Tier": "platinum",
+		IdentityLabelPrefix + "rate_limit": "none", "tier": "platinum",
+	}},
 }
 
 // Attack is one row of the table every proxy runs.
@@ -109,8 +125,14 @@ var Attacks = []Attack{
 	{Name: "large client headers still get a decision", Method: "GET", Target: "/api/articles/1", Token: "reader", Allow: true,
 		Headers: [][2]string{{"X-A", strings.Repeat("a", 7000)}, {"X-B", strings.Repeat("b", 7000)}, {"X-C", strings.Repeat("c", 7000)}},
 		NotOn:   map[string]string{"caddy": "Caddy answers 431 itself for these headers (never a 5xx, the upstream not reached)"}},
-	{Name: "Connection naming identity headers cannot strip them", Method: "GET", Target: "/api/articles/1", Token: "reader", Allow: true,
-		Headers: [][2]string{{"Connection", "X-Auth-Request-User, X-ApiToken-Scopes"}},
+	{Name: "identity labels reach the upstream, and only the token's", Method: "GET", Target: "/api/articles/1", Token: "tiered", Headers: Forged, Allow: true},
+	{Name: "client's own label header (the token has no such label)", Method: "GET", Target: "/api/articles/1", Token: "reader", Headers: [][2]string{{"X-ApiToken-Tier", "gold"}}},
+	{Name: "client's own label header (the token has the label)", Method: "GET", Target: "/api/articles/1", Token: "tiered", Headers: [][2]string{{"X-ApiToken-Tier", "platinum"}}},
+	{Name: "client's label header in another case", Method: "GET", Target: "/api/articles/1", Token: "reader", Headers: [][2]string{{"x-apitoken-rate-limit", "none"}}},
+	{Name: "client's label header spelt with underscores", Method: "GET", Target: "/api/articles/1", Token: "reader",
+		Headers: [][2]string{{"X_ApiToken_Tier", "platinum"}}, Unseen: "X-ApiToken-Tier"},
+	{Name: "Connection naming identity headers cannot strip them", Method: "GET", Target: "/api/articles/1", Token: "tiered", Allow: true,
+		Headers: [][2]string{{"Connection", "X-Auth-Request-User, X-ApiToken-Scopes, X-ApiToken-Tier"}},
 		NotOn: map[string]string{
 			"traefik": "Go's reverse proxy drops the headers a client names in Connection after ForwardAuth set them",
 			"envoy":   "the upstream hop here is Go's reverse proxy, which drops the headers a client names in Connection",
