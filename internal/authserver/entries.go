@@ -66,34 +66,6 @@ type usage struct {
 	first, firstWritten atomic.Pointer[firstUse]
 }
 
-// firstUse is a use, at (unix nanoseconds), of the hash encoded.
-type firstUse struct {
-	encoded string
-	at      int64
-}
-
-// markFirst keeps the first use at of the hash encoded: a later use of the
-// same hash changes nothing, a use of another one (a newer token) replaces it.
-func (u *usage) markFirst(encoded string, at int64) {
-	for {
-		p := u.first.Load()
-		if p != nil && p.encoded == encoded {
-			return
-		}
-		if u.first.CompareAndSwap(p, &firstUse{encoded: encoded, at: at}) {
-			return
-		}
-	}
-}
-
-// firstDue returns the first use not yet written or reported, or nil.
-func (u *usage) firstDue() *firstUse {
-	if f := u.first.Load(); f != nil && f != u.firstWritten.Load() {
-		return f
-	}
-	return nil
-}
-
 // entry is one hash of a token (current, pending, previous or revoked)
 // and what it is worth at every instant.
 type entry struct {

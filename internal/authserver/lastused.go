@@ -13,7 +13,6 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
-	"github.com/apitoken-operator/apitoken-operator/internal/lifecycle"
 )
 
 // LastUsedWriter records status.lastUsedAt off the request path: every
@@ -172,23 +171,5 @@ func (s statusSink) writeTo(ctx context.Context, obj *tokensv1alpha1.ApiToken, a
 		return nil
 	}
 	patch := fmt.Sprintf(`{"status":{"lastUsedAt":%q}}`, at.Format(time.RFC3339))
-	return s.Client.Status().Patch(ctx, obj, client.RawPatch(types.MergePatchType, []byte(patch)))
-}
-
-// writeFirstUse records a use, at when, of the hash encoded as obj's
-// status.verification.firstUsedAt, which ends the previous token's grace,
-// if lifecycle.FirstUse says it is one (else it writes nothing). The
-// patch carries the resourceVersion obj was read at: if the record changed
-// meanwhile (a new token is current), the API server refuses it (a
-// conflict, retried on a fresh read), so that a use of one token never
-// ends the grace of another's predecessor.
-func (s statusSink) writeFirstUse(ctx context.Context, obj *tokensv1alpha1.ApiToken, encoded string, when time.Time) error {
-	spec, _ := lifecycle.ParseSpec(&obj.Spec)
-	at, ok := lifecycle.FirstUse(obj, spec, encoded, when)
-	if !ok {
-		return nil
-	}
-	patch := fmt.Sprintf(`{"metadata":{"resourceVersion":%q},"status":{"verification":{"firstUsedAt":%q}}}`,
-		obj.ResourceVersion, at.UTC().Truncate(time.Second).Format(time.RFC3339))
 	return s.Client.Status().Patch(ctx, obj, client.RawPatch(types.MergePatchType, []byte(patch)))
 }

@@ -6,7 +6,6 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,7 +25,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -48,24 +46,6 @@ type Use struct {
 	// FirstUse, when set, is the replica's first use of a current token
 	// whose use ends the previous one's grace.
 	FirstUse *FirstUse `json:"firstUse,omitempty"`
-}
-
-// FirstUse is the first use a replica saw of a token whose use ends the
-// previous token's grace (spec.rotation.graceUntilNewTokenUsed).
-type FirstUse struct {
-	// Token names the token that was used, as hashRef of its recorded
-	// hash: never the token or its hash.
-	Token string `json:"token"`
-	// At is when it was used.
-	At time.Time `json:"at"`
-}
-
-// hashRef names a recorded hash (status.verification.hash) in a usage
-// report: a SHA-256 of it, so that the report carries no token and no
-// hash, and the receiver can tell which of the ApiToken's hashes was used.
-func hashRef(encoded string) string {
-	sum := sha256.Sum256([]byte(encoded))
-	return hex.EncodeToString(sum[:16])
 }
 
 // usageReport is the body of a POST to UsagePath.
@@ -270,27 +250,6 @@ func (u *UsageReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w.WriteHeader(http.StatusNoContent)
-}
-
-// recordFirstUse writes a reported first use (fu, nil: none) of obj's
-// current token as status.verification.firstUsedAt, if it names the hash
-// the status records as current (a report of a use of another hash, the
-// previous one or one replaced since, is dropped) and lifecycle.FirstUse
-// says it is one; never dated after now. A conflict (the record changed
-// since the cache's copy) drops it too: the grace then runs its full
-// gracePeriod, never shorter than asked.
-func (u *UsageReceiver) recordFirstUse(ctx context.Context, sink statusSink, obj *tokensv1alpha1.ApiToken, fu *FirstUse, now time.Time) {
-	v := obj.Status.Verification
-	if fu == nil || v == nil || v.Hash == "" || fu.Token != hashRef(v.Hash) {
-		return
-	}
-	at := fu.At
-	if at.After(now) {
-		at = now
-	}
-	if err := sink.writeFirstUse(ctx, obj, v.Hash, at); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-		logf.FromContext(ctx).Error(err, "Failed to record a reported first use of a new token", "apitoken", klog.KObj(obj))
-	}
 }
 
 // couldBeUsed reports whether when could have been a successful use of
