@@ -2,6 +2,7 @@ package authserver
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -223,5 +224,46 @@ func TestAFirstUseReportedByAnAuthOnlyReplica(t *testing.T) {
 	}
 	if _, v := g.ix.Lookup(g.stale, g.clk.Now()); v != Expired {
 		t.Fatalf("the previous token is %v once the new one's use was reported", v)
+	}
+}
+
+// TestAnEarlierReceiverStillRecordsTheLastUses: during an upgrade an
+// auth-only replica of this release may report to an operator replica of
+// the one before, which refuses a report with a field it does not know
+// (firstUse). The first uses go in a report of their own: the last uses
+// are recorded all the same, and the first use is kept for the next flush.
+func TestAnEarlierReceiverStillRecordsTheLastUses(t *testing.T) {
+	g := newGraceFixture(t, interceptor.Funcs{})
+	var recorded []string
+	earlier := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var rep struct {
+			Uses []struct {
+				Namespace, Name string
+				LastUsedAt      time.Time
+			}
+		}
+		dec := json.NewDecoder(r.Body)
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&rep); err != nil {
+			http.Error(w, "the body is not a usage report", http.StatusBadRequest)
+			return
+		}
+		for _, u := range rep.Uses {
+			recorded = append(recorded, u.Name)
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer earlier.Close()
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	_ = os.WriteFile(tokenFile, []byte(reporterToken), 0o600)
+	w := &LastUsedWriter{Index: g.ix, Clock: g.clk, Interval: time.Minute,
+		Reporter: &UsageReporter{URL: earlier.URL, TokenFile: tokenFile, Client: earlier.Client()}}
+	g.use(t, g.fresh)
+	w.Flush(context.Background())
+	if len(recorded) != 1 || recorded[0] != "reader" {
+		t.Fatalf("the earlier receiver recorded %v, want the last use of reader", recorded)
+	}
+	if g.ix.objects[keyOf("team-a", "reader")].usage.firstDue() == nil {
+		t.Fatal("the first use the earlier receiver refused was dropped, not kept for the next flush")
 	}
 }

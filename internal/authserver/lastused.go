@@ -117,25 +117,48 @@ func (d due) done(now int64) {
 	}
 }
 
-// report sends dues to an operator replica (an auth-only replica); an
-// error leaves them to the next flush.
+// report sends dues to an operator replica (an auth-only replica): the
+// last uses, then the first uses in a report of their own, so that a
+// receiver of an earlier release, which refuses a report with a field it
+// does not know (firstUse), still records the last uses during an
+// upgrade. An error leaves the uses of that report to the next flush.
 func (w *LastUsedWriter) report(ctx context.Context, dues []due, now int64) {
+	var firsts []due
+	for _, d := range dues {
+		if d.first != nil {
+			firsts = append(firsts, d)
+		}
+	}
+	if w.send(ctx, dues, false) {
+		for _, d := range dues {
+			d.u.writtenSeen.Store(d.seen)
+			d.u.writtenAt.Store(now)
+		}
+	}
+	if len(firsts) > 0 && w.send(ctx, firsts, true) {
+		for _, d := range firsts {
+			d.u.firstWritten.Store(d.first)
+		}
+	}
+}
+
+// send reports the uses of dues (with their first uses if withFirst) and
+// reports whether the receiver took them.
+func (w *LastUsedWriter) send(ctx context.Context, dues []due, withFirst bool) bool {
 	uses := make([]Use, len(dues))
 	for i, d := range dues {
 		uses[i] = Use{Namespace: d.u.key.Namespace, Name: d.u.key.Name, LastUsedAt: time.Unix(0, d.seen).UTC()}
-		if d.first != nil {
+		if withFirst {
 			uses[i].FirstUse = &FirstUse{Token: hashRef(d.first.encoded), At: time.Unix(0, d.first.at).UTC()}
 		}
 	}
 	if err := w.Reporter.Report(ctx, uses); err != nil {
 		lastUsedWrites.WithLabelValues("error").Add(float64(len(uses)))
 		logf.FromContext(ctx).Error(err, "Failed to report token use; retrying at the next tick", "uses", len(uses))
-		return
+		return false
 	}
 	lastUsedWrites.WithLabelValues("ok").Add(float64(len(uses)))
-	for _, d := range dues {
-		d.done(now)
-	}
+	return true
 }
 
 // statusSink writes uses to ApiToken status.
