@@ -228,7 +228,7 @@ func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.Clock = clock.RealClock{}
 	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&tokensv1alpha1.ApiToken{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		For(&tokensv1alpha1.ApiToken{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, firstUseRecorded))).
 		Owns(&corev1.Secret{}, builder.WithPredicates(notCreated)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.tokensForSalt), builder.WithPredicates(predicate.NewPredicateFuncs(r.isSaltSecret), saltDecisionChanged)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)}).
@@ -243,6 +243,25 @@ func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // Secret whose ApiToken is queued by its own listing. A Secret planted
 // under an ApiToken's name is found by the pass that tries to create it.
 var notCreated = predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { return false }}
+
+// firstUseRecorded passes the status update that records a first use of
+// the current token (status.verification.firstUsedAt, written by the auth
+// endpoint's usage writers), which ends the previous token's grace: the
+// pass drops the previous hash and says so (GraceEnded).
+var firstUseRecorded = predicate.Funcs{
+	CreateFunc:  func(event.CreateEvent) bool { return false },
+	DeleteFunc:  func(event.DeleteEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		old, okOld := e.ObjectOld.(*tokensv1alpha1.ApiToken)
+		cur, okNew := e.ObjectNew.(*tokensv1alpha1.ApiToken)
+		if !okOld || !okNew || cur.Status.Verification == nil || cur.Status.Verification.FirstUsedAt == nil {
+			return false
+		}
+		ov := old.Status.Verification
+		return ov == nil || ov.FirstUsedAt == nil || !ov.FirstUsedAt.Equal(cur.Status.Verification.FirstUsedAt)
+	},
+}
 
 // saltDecisionChanged passes the salt Secret's events that can change what
 // a token's pass decides: a new Secret, or a change of its salts or of

@@ -120,7 +120,8 @@ func (r *ApiTokenReconciler) promote(s *pass, issued time.Time) {
 	st := &t.Status
 	v := st.Verification
 	reason := v.PendingReason
-	v.PreviousHash, v.PreviousValidUntil = "", nil
+	// A first use belongs to the hash it was of, which is replaced now.
+	v.PreviousHash, v.PreviousValidUntil, v.FirstUsedAt = "", nil, nil
 	var grace time.Duration
 	switch {
 	case keepsPrevious(reason):

@@ -77,6 +77,7 @@ func raced(err error) bool {
 func (r *ApiTokenReconciler) summarize(s *pass) {
 	t, base, b := s.t, s.base, s.b
 	computeStatus(t, s.p, b, diedAs(t, base, s.now), s.now)
+	recordGraceEnded(s)
 	if t.Status.Phase != base.Status.Phase {
 		switch t.Status.Phase {
 		case tokensv1alpha1.PhaseExpired:
@@ -97,6 +98,20 @@ func (r *ApiTokenReconciler) summarize(s *pass) {
 		s.record(corev1.EventTypeWarning, tokensv1alpha1.ReasonExpiringSoon, "The token expires at "+t.Status.ExpiresAt.UTC().Format(time.RFC3339))
 	}
 	r.recordTokenMetrics(t, b)
+}
+
+// recordGraceEnded records a GraceEnded Event when the pass dropped the
+// previous hash because the new token was used before the grace's end
+// (lifecycle.GraceEndedByUse; spec.rotation.graceUntilNewTokenUsed).
+func recordGraceEnded(s *pass) {
+	bv, v := s.base.Status.Verification, s.t.Status.Verification
+	if bv == nil || bv.PreviousHash == "" || (v != nil && v.PreviousHash == bv.PreviousHash) {
+		return
+	}
+	if used, ok := lifecycle.GraceEndedByUse(s.base); ok {
+		s.record(corev1.EventTypeNormal, tokensv1alpha1.ReasonGraceEnded, "The new token was used at "+used.Format(time.RFC3339)+
+			"; the previous token is refused from now on (its grace would have lasted until "+bv.PreviousValidUntil.UTC().Format(time.RFC3339)+")")
+	}
 }
 
 // recordTokenMetrics sets t's series: its phase and expiry (a series of

@@ -13,6 +13,10 @@ const (
 	// ReasonPermissionsChanged (an Event only): the type, scopes or
 	// audience of a live token changed.
 	ReasonPermissionsChanged = "PermissionsChanged"
+	// ReasonGraceEnded (an Event only): the new token was used, so the
+	// previous token's grace ended before its gracePeriod
+	// (spec.rotation.graceUntilNewTokenUsed).
+	ReasonGraceEnded = "GraceEnded"
 	// ReasonGenerated: a first token was issued.
 	ReasonGenerated = "Generated"
 	// ReasonRegenerated: a new token was issued on request (annotation).

@@ -144,6 +144,7 @@ type SecretTemplate struct {
 }
 
 // Rotation configures how a token is replaced.
+// +kubebuilder:validation:XValidation:rule="!has(self.graceUntilNewTokenUsed) || !self.graceUntilNewTokenUsed || has(self.gracePeriod)",message="graceUntilNewTokenUsed needs a gracePeriod: it ends the grace early, and never later than gracePeriod",fieldPath=".graceUntilNewTokenUsed",reason=FieldValueForbidden
 type Rotation struct {
 	// gracePeriod is how long the previous token stays valid after a
 	// regeneration, e.g. "5m" (kubelet takes a minute or two to refresh a
@@ -159,4 +160,12 @@ type Rotation struct {
 	// +kubebuilder:validation:MaxLength=24
 	// +kubebuilder:validation:XValidation:rule="self.matches('^((0|[1-9][0-9]*)d)?((0|[1-9][0-9]*)h)?((0|[1-9][0-9]*)m)?((0|[1-9][0-9]*)s)?$') && self.matches('[1-9]')",message="must be a positive span of days, hours, minutes and seconds, such as 30s, 5m, 2h or 7d"
 	RenewBefore string `json:"renewBefore,omitempty"`
+
+	// graceUntilNewTokenUsed ends the previous token's grace as soon as
+	// the new token has been accepted by any replica of the auth endpoint
+	// (recorded in status.verification.firstUsedAt), and never later than
+	// gracePeriod, which it needs. A use of the previous token never ends
+	// its own grace. Default: false (the grace always lasts gracePeriod).
+	// +optional
+	GraceUntilNewTokenUsed bool `json:"graceUntilNewTokenUsed,omitempty"`
 }

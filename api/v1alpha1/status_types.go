@@ -68,6 +68,14 @@ type Verification struct {
 	// +optional
 	PreviousValidUntil *metav1.Time `json:"previousValidUntil,omitempty"`
 
+	// firstUsedAt is when a replica of the auth endpoint first accepted
+	// the token recorded as hash (not the previous one) while
+	// spec.rotation.graceUntilNewTokenUsed asked for it: the previous
+	// token's grace ends then. It belongs to hash and is cleared when a
+	// new token is recorded.
+	// +optional
+	FirstUsedAt *metav1.Time `json:"firstUsedAt,omitempty"`
+
 	// revokedHash is the digest of a revoked token, kept only so that the
 	// auth endpoint answers "revoked" rather than "unknown"; it never verifies.
 	// +optional

@@ -49,6 +49,12 @@ type Identity struct {
 	// User is apitoken:<namespace>:<name>.
 	User  string
 	usage *usage
+	// endsGrace is set on the identity of a current hash whose use ends
+	// the previous hash's grace (lifecycle.Record.EndsGrace): that hash,
+	// as the status records it. A use of it is recorded apart (markUsed),
+	// for status.verification.firstUsedAt. Every other hash's identity
+	// has none, so a use of the previous token never ends its own grace.
+	endsGrace string
 	// hdr backs the user, name and namespace header values of a 200
 	// (userHeader, nameHeader, namespaceHeader), built once.
 	hdr                                     [3]string
@@ -63,6 +69,10 @@ type usage struct {
 	// writtenSeen is the lastSeen value last written; writtenAt is when.
 	writtenSeen atomic.Int64
 	writtenAt   atomic.Int64
+	// first is the first use this replica saw of a hash whose use ends
+	// the previous one's grace (Identity.endsGrace); firstWritten is the
+	// one last written or reported (done with).
+	first, firstWritten atomic.Pointer[firstUse]
 }
 
 // entry is one hash of a token (current, pending, previous or revoked)
@@ -146,10 +156,21 @@ func (ix *Index) entriesOf(at *tokensv1alpha1.ApiToken, g *Grant, u *usage) map[
 	// A spec that does not parse makes every hash worth nothing until it
 	// does (Assess): its errors are the reconciler's to report.
 	spec, _ := lifecycle.ParseSpec(&at.Spec)
-	for _, h := range lifecycle.Assess(at, spec).Hashes() {
-		if full, err := token.DecodeDigest(h.Encoded); err == nil {
-			out[indexKey(full)] = entry{id: id, Standing: h.Standing}
+	r := lifecycle.Assess(at, spec)
+	for _, h := range r.Hashes() {
+		full, err := token.DecodeDigest(h.Encoded)
+		if err != nil {
+			continue
 		}
+		hid := id
+		if r.EndsGrace && h.Encoded == r.Current.Encoded {
+			// The same identity, but a use of this hash is also recorded
+			// as the one that ends the previous hash's grace.
+			fresh := *id
+			fresh.endsGrace = h.Encoded
+			hid = &fresh
+		}
+		out[indexKey(full)] = entry{id: hid, Standing: h.Standing}
 	}
 	return out
 }
@@ -161,6 +182,9 @@ func markUsed(id *Identity, now time.Time) {
 	// skipping the store keeps hot tokens from bouncing a cache line.
 	if n-id.usage.lastSeen.Load() >= int64(time.Second) {
 		id.usage.lastSeen.Store(n)
+	}
+	if id.endsGrace != "" {
+		id.usage.markFirst(id.endsGrace, n)
 	}
 }
 

@@ -61,58 +61,104 @@ func (w *LastUsedWriter) NeedLeaderElection() bool { return false }
 func (w *LastUsedWriter) Flush(ctx context.Context) { w.flush(ctx, false) }
 
 // flush is Flush; final also writes the uses of tokens recorded within
-// the interval.
+// the interval. A first use that ends a previous token's grace
+// (usage.first) is written at the next flush, whatever the interval.
 func (w *LastUsedWriter) flush(ctx context.Context, final bool) {
 	now := w.Clock.Now().UnixNano()
-	type due struct {
-		u    *usage
-		seen int64
-	}
 	var dues []due
 	w.Index.forEachUsage(func(u *usage) {
-		seen := u.lastSeen.Load()
-		if seen == 0 || seen <= u.writtenSeen.Load() || (!final && now-u.writtenAt.Load() < int64(w.Interval)) {
+		seen, first := u.lastSeen.Load(), u.firstDue()
+		if first == nil && (seen == 0 || seen <= u.writtenSeen.Load() || (!final && now-u.writtenAt.Load() < int64(w.Interval))) {
 			return
 		}
-		dues = append(dues, due{u, seen})
+		dues = append(dues, due{u, seen, first})
 	})
-	done := func(d due) {
-		d.u.writtenSeen.Store(d.seen)
-		d.u.writtenAt.Store(now)
+	if len(dues) == 0 {
+		return
 	}
 	if w.Reporter != nil {
-		uses := make([]Use, len(dues))
-		for i, d := range dues {
-			uses[i] = Use{Namespace: d.u.key.Namespace, Name: d.u.key.Name, LastUsedAt: time.Unix(0, d.seen).UTC()}
-		}
-		if len(uses) == 0 {
-			return
-		}
-		if err := w.Reporter.Report(ctx, uses); err != nil {
-			lastUsedWrites.WithLabelValues("error").Add(float64(len(uses)))
-			logf.FromContext(ctx).Error(err, "Failed to report token use; retrying at the next tick", "uses", len(uses))
-			return
-		}
-		lastUsedWrites.WithLabelValues("ok").Add(float64(len(uses)))
-		for _, d := range dues {
-			done(d)
-		}
+		w.report(ctx, dues, now)
 		return
 	}
 	sink := statusSink{Client: w.Client}
 	for _, d := range dues {
-		err := sink.write(ctx, d.u.key, time.Unix(0, d.seen))
+		err := sink.write(ctx, d.u.key, time.Unix(0, d.seen), d.first)
 		switch {
 		case err == nil:
 			lastUsedWrites.WithLabelValues("ok").Inc()
 		case apierrors.IsNotFound(err):
+		case apierrors.IsConflict(err):
+			// The record changed since the cache's copy (a first use's
+			// precondition): read again at the next tick.
+			continue
 		default:
 			lastUsedWrites.WithLabelValues("error").Inc()
 			logf.FromContext(ctx).Error(err, "Failed to record last use", "apitoken", klog.KRef(d.u.key.Namespace, d.u.key.Name))
 			continue // retried at the next tick
 		}
-		done(d)
+		d.done(now)
 	}
+}
+
+// due is a token's use to write: its last use seen, and its first use of
+// a token whose use ends the previous one's grace (nil: none due).
+type due struct {
+	u     *usage
+	seen  int64
+	first *firstUse
+}
+
+// done marks d written at now.
+func (d due) done(now int64) {
+	d.u.writtenSeen.Store(d.seen)
+	d.u.writtenAt.Store(now)
+	if d.first != nil {
+		d.u.firstWritten.Store(d.first)
+	}
+}
+
+// report sends dues to an operator replica (an auth-only replica): the
+// last uses, then the first uses in a report of their own, so that a
+// receiver of an earlier release, which refuses a report with a field it
+// does not know (firstUse), still records the last uses during an
+// upgrade. An error leaves the uses of that report to the next flush.
+func (w *LastUsedWriter) report(ctx context.Context, dues []due, now int64) {
+	var firsts []due
+	for _, d := range dues {
+		if d.first != nil {
+			firsts = append(firsts, d)
+		}
+	}
+	if w.send(ctx, dues, false) {
+		for _, d := range dues {
+			d.u.writtenSeen.Store(d.seen)
+			d.u.writtenAt.Store(now)
+		}
+	}
+	if len(firsts) > 0 && w.send(ctx, firsts, true) {
+		for _, d := range firsts {
+			d.u.firstWritten.Store(d.first)
+		}
+	}
+}
+
+// send reports the uses of dues (with their first uses if withFirst) and
+// reports whether the receiver took them.
+func (w *LastUsedWriter) send(ctx context.Context, dues []due, withFirst bool) bool {
+	uses := make([]Use, len(dues))
+	for i, d := range dues {
+		uses[i] = Use{Namespace: d.u.key.Namespace, Name: d.u.key.Name, LastUsedAt: time.Unix(0, d.seen).UTC()}
+		if withFirst {
+			uses[i].FirstUse = &FirstUse{Token: hashRef(d.first.encoded), At: time.Unix(0, d.first.at).UTC()}
+		}
+	}
+	if err := w.Reporter.Report(ctx, uses); err != nil {
+		lastUsedWrites.WithLabelValues("error").Add(float64(len(uses)))
+		logf.FromContext(ctx).Error(err, "Failed to report token use; retrying at the next tick", "uses", len(uses))
+		return false
+	}
+	lastUsedWrites.WithLabelValues("ok").Add(float64(len(uses)))
+	return true
 }
 
 // statusSink writes uses to ApiToken status.
@@ -120,18 +166,28 @@ type statusSink struct {
 	Client client.Client
 }
 
-// write patches status.lastUsedAt to at, unless the ApiToken (read from
-// the cache) already records a use as late: another replica may have
-// written a later one, and the value never goes back in time.
-func (s statusSink) write(ctx context.Context, key types.NamespacedName, at time.Time) error {
+// write records, in the ApiToken key (read from the cache), a first use
+// of its current token (first, if not nil; writeFirstUse) and then
+// status.lastUsedAt at (writeTo).
+func (s statusSink) write(ctx context.Context, key types.NamespacedName, at time.Time, first *firstUse) error {
 	obj := &tokensv1alpha1.ApiToken{}
 	if err := s.Client.Get(ctx, key, obj); err != nil {
 		return err
 	}
+	if first != nil {
+		if err := s.writeFirstUse(ctx, obj, first.encoded, time.Unix(0, first.at)); err != nil {
+			return err
+		}
+	}
+	if at.UnixNano() <= 0 {
+		return nil
+	}
 	return s.writeTo(ctx, obj, at)
 }
 
-// writeTo is write for an ApiToken already read.
+// writeTo patches status.lastUsedAt to at, unless the ApiToken (read from
+// the cache) already records a use as late: another replica may have
+// written a later one, and the value never goes back in time.
 func (s statusSink) writeTo(ctx context.Context, obj *tokensv1alpha1.ApiToken, at time.Time) error {
 	at = at.UTC().Truncate(time.Second)
 	if last := obj.Status.LastUsedAt; last != nil && !last.Time.Before(at) {

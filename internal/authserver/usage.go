@@ -43,6 +43,9 @@ type Use struct {
 	Namespace  string    `json:"namespace"`
 	Name       string    `json:"name"`
 	LastUsedAt time.Time `json:"lastUsedAt"`
+	// FirstUse, when set, is the replica's first use of a current token
+	// whose use ends the previous one's grace.
+	FirstUse *FirstUse `json:"firstUse,omitempty"`
 }
 
 // usageReport is the body of a POST to UsagePath.
@@ -238,6 +241,7 @@ func (u *UsageReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			continue
 		}
+		u.recordFirstUse(r.Context(), sink, obj, use.FirstUse, now)
 		if !couldBeUsed(obj, at) {
 			continue
 		}

@@ -134,6 +134,10 @@ type Record struct {
 	Previous Hash
 	// Revoked is revokedHash: revoked for good.
 	Revoked Hash
+	// EndsGrace: a use of Current would end Previous's grace
+	// (spec.rotation.graceUntilNewTokenUsed, and no first use recorded
+	// yet), so a replica records such a use apart (FirstUse decides).
+	EndsGrace bool
 }
 
 // Hashes returns the hashes of r that are recorded, in the order an index
@@ -173,7 +177,10 @@ func (r Record) Next(now time.Time) (next time.Time, ok bool) {
 //     its status records, its issue time plus spec.duration (a longer
 //     duration never lengthens a life the status records) and its
 //     idleTimeout's deadline (ByIdle).
-//   - The previous hash is valid until previousValidUntil.
+//   - The previous hash is valid until previousValidUntil, or until the
+//     current one's first recorded use (firstUsedAt,
+//     graceUntilNewTokenUsed: see FirstUse) if that is earlier. Once
+//     recorded, that use ends the grace whatever the spec says later.
 //
 // Whatever the time, a hash's worth comes from Standing.At.
 func Assess(at *tokensv1alpha1.ApiToken, s Spec) Record {
@@ -199,6 +206,9 @@ func Assess(at *tokensv1alpha1.ApiToken, s Spec) Record {
 	var previous Standing
 	if v.PreviousValidUntil != nil {
 		previous.Expires = v.PreviousValidUntil.UnixNano()
+		if u := v.FirstUsedAt; u != nil && u.UnixNano() < previous.Expires {
+			previous.Expires = u.UnixNano()
+		}
 	}
 	if !s.readable {
 		current, previous = Standing{Worth: Expired}, Standing{Worth: Expired}
@@ -213,8 +223,45 @@ func Assess(at *tokensv1alpha1.ApiToken, s Spec) Record {
 	}
 	if v.PreviousValidUntil != nil {
 		r.Previous = Hash{v.PreviousHash, previous}
+		r.EndsGrace = s.GraceUntilUsed && v.PreviousHash != "" && v.Hash != "" && v.FirstUsedAt == nil && previous.Worth == Valid
 	}
 	return r
+}
+
+// FirstUse says what a replica's use, at when, of the hash encoded
+// records for at under s: the first use of the current token, which ends
+// the previous one's grace (graceUntilNewTokenUsed). It is one when encoded
+// is the hash at's status records as current (a use of the previous one,
+// which clients send during the grace, never counts, nor one of a hash
+// that was current before), no first use is recorded yet (Record.
+// EndsGrace), and at when the current hash is valid and the previous one
+// still in its grace. It is recorded as when, or as the current token's
+// issue time if when is earlier (a replica's clock behind the
+// operator's). ok false: nothing to record.
+func FirstUse(at *tokensv1alpha1.ApiToken, s Spec, encoded string, when time.Time) (time.Time, bool) {
+	v := at.Status.Verification
+	if v == nil || encoded == "" || encoded != v.Hash {
+		return time.Time{}, false
+	}
+	r := Assess(at, s)
+	if !r.EndsGrace || r.Current.WorthAt(when) != Valid || r.Previous.WorthAt(when) != Valid {
+		return time.Time{}, false
+	}
+	if issued := at.Status.IssuedAt; issued != nil && when.Before(issued.Time) {
+		when = issued.Time
+	}
+	return when, true
+}
+
+// GraceEndedByUse returns the first use of at's current token that ended
+// (or ends) its previous token's grace before previousValidUntil; ok false
+// when none did, and the grace runs, or ran, its full length.
+func GraceEndedByUse(at *tokensv1alpha1.ApiToken) (used time.Time, ok bool) {
+	v := at.Status.Verification
+	if v == nil || v.FirstUsedAt == nil || v.PreviousValidUntil == nil || !v.FirstUsedAt.Before(v.PreviousValidUntil) {
+		return time.Time{}, false
+	}
+	return v.FirstUsedAt.UTC(), true
 }
 
 // CurrentEnd returns when at's current token stops being valid under s

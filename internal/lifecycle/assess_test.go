@@ -65,6 +65,26 @@ func TestAssess(t *testing.T) {
 		{"a spec that does not parse: nothing", func(a *tokensv1alpha1.ApiToken) { a.Spec.IdleTimeout = "90 days" }, []at{
 			{0, Expired, Expired},
 		}},
+		{"a first use of the new token ends the grace then", func(a *tokensv1alpha1.ApiToken) {
+			graceUntilUsed(a)
+			a.Status.Verification.FirstUsedAt = mt(2 * time.Minute)
+		}, []at{
+			{2*time.Minute - ns, Valid, Valid}, {2 * time.Minute, Valid, Expired}, {5 * time.Minute, Valid, Expired},
+		}},
+		{"a first use after previousValidUntil: the grace ends at previousValidUntil", func(a *tokensv1alpha1.ApiToken) {
+			graceUntilUsed(a)
+			a.Status.Verification.FirstUsedAt = mt(10 * time.Minute)
+		}, []at{
+			{5*time.Minute - ns, Valid, Valid}, {5 * time.Minute, Valid, Expired},
+		}},
+		{"a recorded first use ends the grace even once the spec no longer asks", func(a *tokensv1alpha1.ApiToken) {
+			a.Status.Verification.FirstUsedAt = mt(time.Minute)
+		}, []at{
+			{time.Minute - ns, Valid, Valid}, {time.Minute, Valid, Expired},
+		}},
+		{"graceUntilNewTokenUsed with no use: the whole grace", graceUntilUsed, []at{
+			{5*time.Minute - ns, Valid, Valid}, {5 * time.Minute, Valid, Expired},
+		}},
 		{"revoked", func(a *tokensv1alpha1.ApiToken) { a.Spec.Revoked = true }, []at{{0, Revoked, Revoked}}},
 		{"deletion requested", func(a *tokensv1alpha1.ApiToken) { a.DeletionTimestamp = mt(0) }, []at{{0, Revoked, Revoked}}},
 	} {
@@ -153,5 +173,82 @@ func TestCurrentEndAndGrace(t *testing.T) {
 	}
 	if until, keep := PreviousValidUntil(t0, time.Minute, time.Time{}, false); !keep || !until.Equal(t0.Add(time.Minute)) {
 		t.Error("an unlimited token's grace")
+	}
+}
+
+// graceUntilUsed sets spec.rotation: a 5m grace that ends when the new
+// token is used.
+func graceUntilUsed(a *tokensv1alpha1.ApiToken) {
+	a.Spec.Rotation = &tokensv1alpha1.Rotation{GracePeriod: "5m", GraceUntilNewTokenUsed: true}
+}
+
+// TestFirstUse: which use of which hash ends the previous token's grace.
+// Only a use of the hash the status records as current does, while the
+// previous one's grace runs; a client still on the previous token never
+// ends its own grace.
+func TestFirstUse(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		mod     func(*tokensv1alpha1.ApiToken)
+		encoded string
+		when    time.Duration
+		want    time.Duration // -1: no first use
+	}{
+		{"the new token, in the grace", graceUntilUsed, "cur", time.Minute, time.Minute},
+		{"the previous token never ends its own grace", graceUntilUsed, "prev", time.Minute, -1},
+		{"a pending token is not the current one yet", graceUntilUsed, "pend", time.Minute, -1},
+		{"a hash the record does not name", graceUntilUsed, "other", time.Minute, -1},
+		{"no hash", graceUntilUsed, "", time.Minute, -1},
+		{"the spec does not ask", nil, "cur", time.Minute, -1},
+		{"after the grace ended", graceUntilUsed, "cur", 5 * time.Minute, -1},
+		{"a first use already recorded", func(a *tokensv1alpha1.ApiToken) {
+			graceUntilUsed(a)
+			a.Status.Verification.FirstUsedAt = mt(2 * time.Minute)
+		}, "cur", time.Minute, -1},
+		{"a replica's clock behind: dated at the issue", graceUntilUsed, "cur", -30 * time.Second, 0},
+		{"a revoked token", func(a *tokensv1alpha1.ApiToken) { graceUntilUsed(a); a.Spec.Revoked = true }, "cur", time.Minute, -1},
+		{"an expired token", func(a *tokensv1alpha1.ApiToken) { graceUntilUsed(a); a.Status.Phase = tokensv1alpha1.PhaseExpired }, "cur", time.Minute, -1},
+		{"no previous token", func(a *tokensv1alpha1.ApiToken) {
+			graceUntilUsed(a)
+			a.Status.Verification.PreviousHash, a.Status.Verification.PreviousValidUntil = "", nil
+		}, "cur", time.Minute, -1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tok := apiToken(c.mod)
+			s, _ := ParseSpec(&tok.Spec)
+			got, ok := FirstUse(tok, s, c.encoded, t0.Add(c.when))
+			if (c.want >= 0) != ok || (ok && !got.Equal(t0.Add(c.want))) {
+				t.Errorf("FirstUse(%q, +%v) = %v %v, want +%v", c.encoded, c.when, got, ok, c.want)
+			}
+			if r := Assess(tok, s); ok && !r.EndsGrace {
+				t.Error("a first use where Record.EndsGrace is false")
+			}
+		})
+	}
+}
+
+func TestGraceEndedByUse(t *testing.T) {
+	tok := apiToken(graceUntilUsed)
+	if _, ok := GraceEndedByUse(tok); ok {
+		t.Error("ended with no use")
+	}
+	tok.Status.Verification.FirstUsedAt = mt(2 * time.Minute)
+	if at, ok := GraceEndedByUse(tok); !ok || !at.Equal(t0.Add(2*time.Minute)) {
+		t.Errorf("GraceEndedByUse = %v %v, want +2m", at, ok)
+	}
+	tok.Status.Verification.FirstUsedAt = mt(5 * time.Minute)
+	if _, ok := GraceEndedByUse(tok); ok {
+		t.Error("a use at previousValidUntil ended nothing early")
+	}
+}
+
+func TestGraceUntilUsedNeedsGrace(t *testing.T) {
+	spec := &tokensv1alpha1.ApiTokenSpec{Rotation: &tokensv1alpha1.Rotation{GraceUntilNewTokenUsed: true}}
+	if err := GraceUntilUsedNeedsGrace(spec); err == nil || err.Field != "spec.rotation.graceUntilNewTokenUsed" {
+		t.Fatalf("GraceUntilUsedNeedsGrace = %v", err)
+	}
+	spec.Rotation.GracePeriod = "5m"
+	if err := GraceUntilUsedNeedsGrace(spec); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -49,6 +49,9 @@ type Spec struct {
 	Grace time.Duration
 	// RenewBefore is spec.rotation.renewBefore; 0: none.
 	RenewBefore time.Duration
+	// GraceUntilUsed is spec.rotation.graceUntilNewTokenUsed: the first
+	// use of the new token ends the previous one's grace (FirstUse).
+	GraceUntilUsed bool
 	// Idle is spec.idleTimeout; 0: none.
 	Idle time.Duration
 	// Audience is spec.audience, defaulted (AudienceOf).
@@ -101,6 +104,7 @@ func ParseSpec(spec *tokensv1alpha1.ApiTokenSpec) (Spec, field.ErrorList) {
 	if r := spec.Rotation; r != nil {
 		s.Grace = span(r.GracePeriod, "rotation", "gracePeriod")
 		s.RenewBefore = span(r.RenewBefore, "rotation", "renewBefore")
+		s.GraceUntilUsed = r.GraceUntilNewTokenUsed
 		if s.RenewBefore > 0 && durErr == nil {
 			rb := func() *field.Path { return field.NewPath("spec", "rotation", "renewBefore") }
 			switch {
@@ -125,6 +129,18 @@ func GraceWithinLifetime(spec *tokensv1alpha1.ApiTokenSpec, s Spec) *field.Error
 	}
 	return field.Invalid(field.NewPath("spec", "rotation", "gracePeriod"), spec.Rotation.GracePeriod,
 		fmt.Sprintf("must not be longer than spec.duration (%s)", spec.Duration))
+}
+
+// GraceUntilUsedNeedsGrace refuses graceUntilNewTokenUsed without a
+// gracePeriod: there is no grace for it to end. An admission rule only
+// (the CRD schema says the same): the flag is harmless without a grace,
+// so the reconciler and the index accept such a spec as it is.
+func GraceUntilUsedNeedsGrace(spec *tokensv1alpha1.ApiTokenSpec) *field.Error {
+	if r := spec.Rotation; r == nil || !r.GraceUntilNewTokenUsed || r.GracePeriod != "" {
+		return nil
+	}
+	return field.Forbidden(field.NewPath("spec", "rotation", "graceUntilNewTokenUsed"),
+		"needs spec.rotation.gracePeriod: it ends the previous token's grace when the new token is used, and never later than gracePeriod; without a grace the previous token is refused at once")
 }
 
 // durationMessage drops the sentinel and the echoed value from a duration

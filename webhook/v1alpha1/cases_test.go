@@ -79,6 +79,12 @@ var badCases = []badCase{
 	{"malformed renewBefore", rotation("", "1week"), `spec.rotation.renewBefore: Invalid value: "1week": unit "w" must be d, h, m or s`},
 	{"grace longer than duration", both(duration("1h"), rotation("2h", "")), `spec.rotation.gracePeriod: Invalid value: "2h": must not be longer than spec.duration (1h)`},
 	{"zero grace", rotation("0m0s", ""), `spec.rotation.gracePeriod: Invalid value: "0m0s": must be positive (at least 1s)`},
+	{"graceUntilNewTokenUsed without a grace", func(a *tokensv1alpha1.ApiToken) {
+		a.Spec.Rotation = &tokensv1alpha1.Rotation{GraceUntilNewTokenUsed: true}
+	}, "spec.rotation.graceUntilNewTokenUsed: Forbidden: needs spec.rotation.gracePeriod: it ends the previous token's grace when the new token is used, and never later than gracePeriod"},
+	{"graceUntilNewTokenUsed with only renewBefore", both(duration("90d"), func(a *tokensv1alpha1.ApiToken) {
+		a.Spec.Rotation = &tokensv1alpha1.Rotation{RenewBefore: "7d", GraceUntilNewTokenUsed: true}
+	}), "spec.rotation.graceUntilNewTokenUsed: Forbidden: needs spec.rotation.gracePeriod"},
 	{"audience not a name", func(a *tokensv1alpha1.ApiToken) { a.Spec.Audience = "Billing API" }, `spec.audience: Invalid value: "Billing API": must be a lower-case name such as content-api, admin or billing-api`},
 	{"secretName with upper case", func(a *tokensv1alpha1.ApiToken) { a.Spec.SecretName = "My-Secret" }, `spec.secretName: Invalid value: "My-Secret": must be a valid Secret name: a lowercase RFC 1123 subdomain`},
 	{"secretName with underscore", func(a *tokensv1alpha1.ApiToken) { a.Spec.SecretName = "my_secret" }, `spec.secretName: Invalid value: "my_secret": must be a valid Secret name`},
@@ -131,42 +137,45 @@ func (c badCase) apiMessage() string {
 // schemaMessages are the API server's messages for the cases its CRD
 // schema refuses before the validating webhook runs.
 var schemaMessages = map[string]string{
-	"missing type":                   `spec.type: Unsupported value: "": supported values: "read-only", "full-access", "custom"`,
-	"scopes on read-only":            "spec.scopes: Forbidden: scopes are only allowed with type custom",
-	"scopes on full-access":          "spec.scopes: Forbidden: scopes are only allowed with type custom",
-	"custom without scopes":          "spec.scopes: Required value: a custom token must list at least one scope",
-	"scope without action":           `spec.scopes[2]: Invalid value: "orders": ` + scopeRule,
-	"scope with empty resource":      `spec.scopes[0]: Invalid value: ":read": ` + scopeRule,
-	"scope with upper case":          `spec.scopes[0]: Invalid value: "Articles:read": ` + scopeRule,
-	"scope with empty action":        `spec.scopes[0]: Invalid value: "articles:": ` + scopeRule,
-	"scope with an empty part":       `spec.scopes[0]: Invalid value: "api::article.find": ` + scopeRule,
-	"scope nested too deep":          `spec.scopes[0]: Invalid value: "a:b:c:d:e:f:g:h:i:read": ` + scopeRule,
-	"scope with a hyphenated action": `spec.scopes[0]: Invalid value: "articles:find-one": ` + scopeRule,
-	"scope with a space":             `spec.scopes[0]: Invalid value: "articles: read": ` + scopeRule,
-	"missing duration":               `spec.duration: Invalid value: "": ` + durationRule,
-	"zero duration":                  `spec.duration: Invalid value: "0d": ` + durationRule,
-	"negative duration":              `spec.duration: Invalid value: "-7d": ` + durationRule,
-	"weeks":                          `spec.duration: Invalid value: "2w": ` + durationRule,
-	"milliseconds":                   `spec.duration: Invalid value: "500ms": ` + durationRule,
-	"fraction":                       `spec.duration: Invalid value: "1.5h": ` + durationRule,
-	"units out of order":             `spec.duration: Invalid value: "1h1d": ` + durationRule,
-	"capitalised unlimited":          `spec.duration: Invalid value: "Unlimited": ` + durationRule,
-	"renewBefore with unlimited":     "spec.rotation.renewBefore: Forbidden: renewBefore needs a finite duration",
-	"malformed renewBefore":          `spec.rotation.renewBefore: Invalid value: "1week": ` + spanRule,
-	"zero grace":                     `spec.rotation.gracePeriod: Invalid value: "0m0s": ` + spanRule,
-	"audience not a name":            `spec.audience: Invalid value: "Billing API": must be a lower-case name (a DNS label) such as content-api, admin or billing-api`,
-	"secretName with upper case":     `spec.secretName: Invalid value: "My-Secret": ` + secretNameRule,
-	"secretName with underscore":     `spec.secretName: Invalid value: "my_secret": ` + secretNameRule,
-	"secretName too long":            "spec.secretName: Too long: may not be more than 253 bytes",
-	"too many scopes":                "spec.scopes: Too many: 65: must have at most 64 items",
-	"description too long":           "spec.description: Too long: may not be more than 256 bytes",
-	"secretName changed":             "spec.secretName: Invalid value: secretName cannot be changed after creation; create a new ApiToken instead",
+	"missing type":                                 `spec.type: Unsupported value: "": supported values: "read-only", "full-access", "custom"`,
+	"scopes on read-only":                          "spec.scopes: Forbidden: scopes are only allowed with type custom",
+	"scopes on full-access":                        "spec.scopes: Forbidden: scopes are only allowed with type custom",
+	"custom without scopes":                        "spec.scopes: Required value: a custom token must list at least one scope",
+	"scope without action":                         `spec.scopes[2]: Invalid value: "orders": ` + scopeRule,
+	"scope with empty resource":                    `spec.scopes[0]: Invalid value: ":read": ` + scopeRule,
+	"scope with upper case":                        `spec.scopes[0]: Invalid value: "Articles:read": ` + scopeRule,
+	"scope with empty action":                      `spec.scopes[0]: Invalid value: "articles:": ` + scopeRule,
+	"scope with an empty part":                     `spec.scopes[0]: Invalid value: "api::article.find": ` + scopeRule,
+	"scope nested too deep":                        `spec.scopes[0]: Invalid value: "a:b:c:d:e:f:g:h:i:read": ` + scopeRule,
+	"scope with a hyphenated action":               `spec.scopes[0]: Invalid value: "articles:find-one": ` + scopeRule,
+	"scope with a space":                           `spec.scopes[0]: Invalid value: "articles: read": ` + scopeRule,
+	"missing duration":                             `spec.duration: Invalid value: "": ` + durationRule,
+	"zero duration":                                `spec.duration: Invalid value: "0d": ` + durationRule,
+	"negative duration":                            `spec.duration: Invalid value: "-7d": ` + durationRule,
+	"weeks":                                        `spec.duration: Invalid value: "2w": ` + durationRule,
+	"milliseconds":                                 `spec.duration: Invalid value: "500ms": ` + durationRule,
+	"fraction":                                     `spec.duration: Invalid value: "1.5h": ` + durationRule,
+	"units out of order":                           `spec.duration: Invalid value: "1h1d": ` + durationRule,
+	"capitalised unlimited":                        `spec.duration: Invalid value: "Unlimited": ` + durationRule,
+	"renewBefore with unlimited":                   "spec.rotation.renewBefore: Forbidden: renewBefore needs a finite duration",
+	"malformed renewBefore":                        `spec.rotation.renewBefore: Invalid value: "1week": ` + spanRule,
+	"zero grace":                                   `spec.rotation.gracePeriod: Invalid value: "0m0s": ` + spanRule,
+	"graceUntilNewTokenUsed without a grace":       "spec.rotation.graceUntilNewTokenUsed: Forbidden: " + graceUntilUsedRule,
+	"graceUntilNewTokenUsed with only renewBefore": "spec.rotation.graceUntilNewTokenUsed: Forbidden: " + graceUntilUsedRule,
+	"audience not a name":                          `spec.audience: Invalid value: "Billing API": must be a lower-case name (a DNS label) such as content-api, admin or billing-api`,
+	"secretName with upper case":                   `spec.secretName: Invalid value: "My-Secret": ` + secretNameRule,
+	"secretName with underscore":                   `spec.secretName: Invalid value: "my_secret": ` + secretNameRule,
+	"secretName too long":                          "spec.secretName: Too long: may not be more than 253 bytes",
+	"too many scopes":                              "spec.scopes: Too many: 65: must have at most 64 items",
+	"description too long":                         "spec.description: Too long: may not be more than 256 bytes",
+	"secretName changed":                           "spec.secretName: Invalid value: secretName cannot be changed after creation; create a new ApiToken instead",
 }
 
 // The CRD's CEL messages (api/v1alpha1 markers).
 const (
-	scopeRule      = "must be resource[:sub-resource...]:action, e.g. orders:read, table:data:read or articles:findOne; each resource part is * or lower-case, at most 8"
-	durationRule   = "must be unlimited or a positive span of days, hours, minutes and seconds, such as 7d, 30d, 90d, 2160h, 1h30m or 30s"
-	spanRule       = "must be a positive span of days, hours, minutes and seconds, such as 30s, 5m, 2h or 7d"
-	secretNameRule = "must be a valid Secret name: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"
+	scopeRule          = "must be resource[:sub-resource...]:action, e.g. orders:read, table:data:read or articles:findOne; each resource part is * or lower-case, at most 8"
+	durationRule       = "must be unlimited or a positive span of days, hours, minutes and seconds, such as 7d, 30d, 90d, 2160h, 1h30m or 30s"
+	spanRule           = "must be a positive span of days, hours, minutes and seconds, such as 30s, 5m, 2h or 7d"
+	graceUntilUsedRule = "graceUntilNewTokenUsed needs a gracePeriod: it ends the grace early, and never later than gracePeriod"
+	secretNameRule     = "must be a valid Secret name: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"
 )

@@ -85,7 +85,8 @@ func validateGrant(spec *tokensv1alpha1.ApiTokenSpec) (field.ErrorList, []string
 
 // validateSpans checks the duration, idleTimeout and rotation as the
 // operator reads them (lifecycle.ParseSpec, whose errors are returned as
-// they are), the grace period against the duration, and that an
+// they are), the grace period against the duration, that
+// graceUntilNewTokenUsed has a grace to end, and that an
 // idleTimeout change revives no idle token; it warns about a duration
 // shorter than kubelet's Secret refresh, and one that ends the current
 // token at now.
@@ -93,6 +94,9 @@ func validateSpans(old, at *tokensv1alpha1.ApiToken, now time.Time) (field.Error
 	spec := &at.Spec
 	s, errs := lifecycle.ParseSpec(spec)
 	if err := lifecycle.GraceWithinLifetime(spec, s); err != nil {
+		errs = append(errs, err)
+	}
+	if err := lifecycle.GraceUntilUsedNeedsGrace(spec); err != nil {
 		errs = append(errs, err)
 	}
 	if old != nil {

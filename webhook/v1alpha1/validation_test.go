@@ -49,6 +49,9 @@ func TestValidateApiTokenAccepts(t *testing.T) {
 		duration("2160h"),
 		duration("2160h0m0s"),
 		both(duration("1h30m"), rotation("30s", "10m")),
+		func(a *tokensv1alpha1.ApiToken) {
+			a.Spec.Rotation = &tokensv1alpha1.Rotation{GracePeriod: "10m", GraceUntilNewTokenUsed: true}
+		},
 		custom("table:data:read", "articles:findOne", "*:*:read"),
 		// A reloader, and names that only look like a replicator's.
 		func(a *tokensv1alpha1.ApiToken) {
