@@ -121,11 +121,13 @@ func TestTamperedRenderedKeyIsWrittenBack(t *testing.T) {
 	h.mustReconcile()
 	tok := h.secretToken()
 	edits := map[string]func(s *corev1.Secret){
-		"edited":        func(s *corev1.Secret) { s.Data["authorization"] = []byte("Bearer attacker") },
-		"deleted":       func(s *corev1.Secret) { delete(s.Data, "app.env") },
-		"added":         func(s *corev1.Secret) { s.Data["extra"] = []byte("x") },
-		"seal removed":  func(s *corev1.Secret) { delete(s.Annotations, tokensv1alpha1.DataSealAnnotation) },
-		"seal replayed": func(s *corev1.Secret) { s.Annotations[tokensv1alpha1.DataSealAnnotation] = "0." + s.Annotations[tokensv1alpha1.SealAnnotation] },
+		"edited":       func(s *corev1.Secret) { s.Data["authorization"] = []byte("Bearer attacker") },
+		"deleted":      func(s *corev1.Secret) { delete(s.Data, "app.env") },
+		"added":        func(s *corev1.Secret) { s.Data["extra"] = []byte("x") },
+		"seal removed": func(s *corev1.Secret) { delete(s.Annotations, tokensv1alpha1.DataSealAnnotation) },
+		"seal replayed": func(s *corev1.Secret) {
+			s.Annotations[tokensv1alpha1.DataSealAnnotation] = "0." + s.Annotations[tokensv1alpha1.SealAnnotation]
+		},
 	}
 	for name, edit := range edits {
 		s := h.secret()
