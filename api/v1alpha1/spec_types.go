@@ -134,7 +134,8 @@ type ApiTokenSpec struct {
 	Revoked bool `json:"revoked,omitempty"`
 }
 
-// SecretTemplate holds metadata copied onto the generated Secret.
+// SecretTemplate holds metadata copied onto the generated Secret, and keys
+// rendered into its data from the token.
 type SecretTemplate struct {
 	// labels are added to the Secret.
 	// +optional
