@@ -208,14 +208,25 @@ func (r *ApiTokenReconciler) carryOut(ctx context.Context, s *pass) (bool, error
 		return false, r.revoke(ctx, s)
 	case actPromote:
 		r.promote(s, sealedIssuedAt(s.t, s.secret, s.view, s.now))
+		_, err := r.syncRendered(ctx, s)
+		return false, err
 	case actRecover:
-		return r.recoverRecord(ctx, s)
+		if ended, err := r.recoverRecord(ctx, s); ended || err != nil {
+			return ended, err
+		}
+		_, err := r.syncRendered(ctx, s)
+		return false, err
 	case actIssue:
 		return r.issueToken(ctx, s)
 	case actSync:
-		if s.secret != nil {
-			return false, r.syncSecretMetadata(ctx, s.t, s.secret)
+		if s.secret == nil {
+			return false, nil
 		}
+		// A write of the rendered keys writes the metadata too.
+		if wrote, err := r.syncRendered(ctx, s); wrote || err != nil {
+			return false, err
+		}
+		return false, r.syncSecretMetadata(ctx, s.t, s.secret)
 	}
 	return false, nil
 }

@@ -106,7 +106,7 @@ func (r *ApiTokenReconciler) issue(ctx context.Context, s *pass, issued time.Tim
 			return err
 		}
 	}
-	return r.writeSecret(ctx, t, secret, tok, issued, h)
+	return r.writeSecret(ctx, s, secret, tok, issued)
 }
 
 // promote makes the pending hash current: the replaced hash stays valid

@@ -126,10 +126,10 @@ func sealedIssuedAt(t *tokensv1alpha1.ApiToken, secret *corev1.Secret, view toke
 // this ApiToken's (s.state is what observeSecret said): a Secret it does
 // not own is never written.
 func (r *ApiTokenReconciler) emptySecret(ctx context.Context, s *pass) error {
-	if s.secret == nil || s.state == secretForeign || s.view.empty {
+	if s.secret == nil || s.state == secretForeign || (s.view.empty && renderingCurrent(s.t, s.p, s.secret, s.view)) {
 		return nil
 	}
-	return r.writeSecret(ctx, s.t, s.secret, "", time.Time{}, nil)
+	return r.writeSecret(ctx, s, s.secret, "", time.Time{})
 }
 
 // desiredMetadata returns the Secret's labels and annotations: the
@@ -156,9 +156,11 @@ func desiredMetadata(t *tokensv1alpha1.ApiToken) (labels, annotations map[string
 	return labels, annotations
 }
 
-// writeSecret creates or updates the Secret with tok (empty: revoked) and
-// the desired metadata, owned by t.
-func (r *ApiTokenReconciler) writeSecret(ctx context.Context, t *tokensv1alpha1.ApiToken, secret *corev1.Secret, tok string, issued time.Time, h *token.Hasher) error {
+// writeSecret creates or updates the Secret of s.t with tok (empty:
+// revoked), its renderings (renderData) and the desired metadata, owned by
+// s.t.
+func (r *ApiTokenReconciler) writeSecret(ctx context.Context, s *pass, secret *corev1.Secret, tok string, issued time.Time) error {
+	t, h := s.t, s.hasher
 	create := secret == nil
 	if create {
 		secret = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: t.Namespace, Name: t.SecretName()}, Type: corev1.SecretTypeOpaque}
@@ -178,7 +180,9 @@ func (r *ApiTokenReconciler) writeSecret(ctx context.Context, t *tokensv1alpha1.
 		secret.Annotations[tokensv1alpha1.SealAnnotation] = sealOf(h, t, at, tok)
 		secret.Annotations[tokensv1alpha1.SaltIDAnnotation] = h.SaltID()
 	}
-	secret.Data = map[string][]byte{tokensv1alpha1.SecretTokenKey: []byte(tok)}
+	if err := renderData(secret, t, s.p, tok, issued, h); err != nil {
+		return err
+	}
 	if err := controllerutil.SetControllerReference(t, secret, r.Scheme); err != nil {
 		return err
 	}
@@ -266,11 +270,12 @@ func applyMetadata(t *tokensv1alpha1.ApiToken, secret *corev1.Secret) {
 }
 
 // operatorAnnotation reports whether k is an annotation the operator
-// writes on the Secret itself (issue time, seal, salt ID, template keys):
+// writes on the Secret itself (issue time, seals, salt ID, template keys):
 // a template never sets nor removes one.
 func operatorAnnotation(k string) bool {
 	switch k {
-	case tokensv1alpha1.IssuedAtAnnotation, tokensv1alpha1.SealAnnotation, tokensv1alpha1.SaltIDAnnotation, tokensv1alpha1.TemplateKeysAnnotation:
+	case tokensv1alpha1.IssuedAtAnnotation, tokensv1alpha1.SealAnnotation, tokensv1alpha1.SaltIDAnnotation, tokensv1alpha1.TemplateKeysAnnotation,
+		tokensv1alpha1.DataSealAnnotation:
 		return true
 	}
 	return false

@@ -76,6 +76,7 @@ const (
 	digestWellFormed                  // the token parses
 	digestSealed                      // the Secret's seal over it, its issue time and its ApiToken holds
 	digestTrimmed                     // the cached metadata is the operator's only (trimMetadata)
+	digestRendered                    // the Secret's data seal holds over its data (dataSealed)
 )
 
 // digestToken returns the Secrets' cache transform. The label selector is
@@ -87,8 +88,10 @@ const (
 //   - A Secret controlled by an ApiToken has its token replaced with a
 //     digest (annotation digestKey) of what the reconciler decides on,
 //     under the salt current at that moment: its keyed hash, whether it is
-//     well-formed and whether the Secret's seal holds (bound to the
-//     controlling ApiToken's UID, as observeSecret checks it). The
+//     well-formed, whether the Secret's seal holds (bound to the
+//     controlling ApiToken's UID, as observeSecret checks it), and whether
+//     its data seal holds over its other keys (spec.secretTemplate.data's
+//     renderings, which the cache never holds). The
 //     operator then holds no token in memory, and a pass that finds the
 //     digest made under another salt reads the Secret from the API server.
 //     Its other data is dropped, and so is its metadata beyond the
@@ -259,6 +262,9 @@ func encodeDigest(s *corev1.Secret, owner types.UID, st *salt.State) []byte {
 	if v.sealed {
 		flags |= digestSealed
 	}
+	if v.rendered {
+		flags |= digestRendered
+	}
 	id := st.ID()
 	if len(id) > 255 {
 		return []byte{0} // not encodable: every pass reads the Secret
@@ -276,6 +282,10 @@ type tokenView struct {
 	// sealed: the Secret's seal over the token, its issued-at annotation
 	// and its controlling ApiToken holds.
 	sealed bool
+	// rendered: the Secret's data seal holds over its data, rendered keys
+	// included (dataSealed); what they were rendered from is the seal's
+	// fingerprint, which the cache keeps (renderingCurrent).
+	rendered bool
 	// digest is the token's keyed hash (zero when not well-formed).
 	digest token.Digest
 }
@@ -283,7 +293,7 @@ type tokenView struct {
 // viewToken computes the view of tok, the token of Secret s controlled by
 // the ApiToken with UID owner.
 func viewToken(tok string, s *corev1.Secret, owner types.UID, h *token.Hasher) tokenView {
-	v := tokenView{empty: tok == ""}
+	v := tokenView{empty: tok == "", rendered: dataSealed(s, owner, h)}
 	if token.Parse(tok) != nil {
 		return v
 	}
@@ -306,6 +316,7 @@ func cachedView(s *corev1.Secret, saltID string) (v tokenView, digested, ok bool
 		return v, true, false
 	}
 	v.empty, v.wellFormed, v.sealed = flags&digestEmpty != 0, flags&digestWellFormed != 0, flags&digestSealed != 0
+	v.rendered = flags&digestRendered != 0
 	copy(v.digest[:], b[2+n:])
 	return v, true, true
 }

@@ -209,6 +209,12 @@ func TestCacheTransformsAreIdempotent(t *testing.T) {
 		"revoked Secret":   func() any { return tokenSecret(h, "uid-1", "") },
 		"malformed Secret": func() any { return tokenSecret(h, "uid-1", "not-a-token") },
 		"foreign Secret":   func() any { return foreignSecret() },
+		"rendered Secret":  func() any { return renderedSecret(h, "uid-1", tok) },
+		"tampered rendered Secret": func() any {
+			s := renderedSecret(h, "uid-1", tok)
+			s.Data["API_KEY"] = []byte("edited")
+			return s
+		},
 		"grown token Secret": func() any {
 			s := tokenSecret(h, "uid-1", tok)
 			s.Annotations["example.com/theirs"] = strings.Repeat("x", maxCachedMetadata)
@@ -254,4 +260,56 @@ func deepCopy(o any) any {
 		return r.DeepCopyObject()
 	}
 	return o
+}
+
+// renderedSecret is tokenSecret with a rendered key and its data seal, as
+// writeSecret writes them.
+func renderedSecret(h *token.Hasher, owner types.UID, tok string) *corev1.Secret {
+	s := tokenSecret(h, owner, tok)
+	s.Data["API_KEY"] = []byte(tok)
+	s.Annotations[tokensv1alpha1.DataSealAnnotation] = "fp." + dataMAC(h, owner, "fp", s)
+	return s
+}
+
+// TestCachedSecretHoldsNoRendering: the cache keeps none of the rendered
+// keys, only whether their data seal held; a cached copy digested again
+// keeps what the first digest said (client-go may transform twice).
+func TestCachedSecretHoldsNoRendering(t *testing.T) {
+	store := salt.NewStore(types.NamespacedName{Namespace: "system", Name: "salt"})
+	store.Set([]byte("first-salt"))
+	h := store.State().Hasher()
+	transform := digestToken(store)
+	tok, err := token.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct {
+		edit     func(*corev1.Secret)
+		rendered bool
+	}{
+		"as written":            {func(*corev1.Secret) {}, true},
+		"a rendered key edited": {func(s *corev1.Secret) { s.Data["API_KEY"] = []byte("x") }, false},
+		"a key added":           {func(s *corev1.Secret) { s.Data["more"] = []byte("x") }, false},
+		"the token swapped":     {func(s *corev1.Secret) { s.Data["token"] = []byte("x") }, false},
+		"another owner":         {func(s *corev1.Secret) { s.OwnerReferences[0].UID = "uid-2" }, false},
+	} {
+		s := renderedSecret(h, "uid-1", tok)
+		c.edit(s)
+		once, err := transform(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cached := once.(*corev1.Secret)
+		if cached.Data != nil {
+			t.Fatalf("%s: cached data keys %v, want none", name, keys(cached.Data))
+		}
+		v, _, ok := cachedView(cached, h.SaltID())
+		if !ok || v.rendered != c.rendered {
+			t.Errorf("%s: cached view rendered %v (ok %v), want %v", name, v.rendered, ok, c.rendered)
+		}
+		twice, _ := transform(cached.DeepCopy())
+		if v2, _, _ := cachedView(twice.(*corev1.Secret), h.SaltID()); v2 != v {
+			t.Errorf("%s: digested twice, the view changed from %+v to %+v", name, v, v2)
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-operator/apitoken-operator/internal/lifecycle"
+	"github.com/apitoken-operator/apitoken-operator/internal/secretdata"
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
 )
 
@@ -12,7 +13,8 @@ import (
 type policy = lifecycle.Spec
 
 // parsePolicy parses the spec's spans and rotation rules (as the webhook
-// does: lifecycle.ParseSpec) and its scopes. The CRD schema and the
+// does: lifecycle.ParseSpec), its scopes and its Secret's data keys
+// (secretdata.Validate). The CRD schema and the
 // webhook refuse bad specs; this is the last line for an install without
 // the webhook, and its error names the field.
 func parsePolicy(spec *tokensv1alpha1.ApiTokenSpec) (policy, error) {
@@ -22,6 +24,11 @@ func parsePolicy(spec *tokensv1alpha1.ApiTokenSpec) (policy, error) {
 	}
 	if _, err := token.Granted(string(spec.Type), spec.Scopes); err != nil {
 		return p, field.Invalid(field.NewPath("spec", "scopes"), spec.Scopes, err.Error())
+	}
+	if tpl := spec.SecretTemplate; tpl != nil {
+		if errs := secretdata.Validate(tpl.Data, field.NewPath("spec", "secretTemplate", "data")); len(errs) > 0 {
+			return p, errs.ToAggregate()
+		}
 	}
 	return p, nil
 }

@@ -27,6 +27,12 @@ const (
 	// keys that came from spec.secretTemplate, so that keys dropped from the
 	// template are removed and keys others added are kept.
 	TemplateKeysAnnotation = "tokens.apitoken.dev/template-keys"
+	// DataSealAnnotation on the Secret is "<fingerprint>.<MAC>": the
+	// fingerprint of what secretTemplate.data rendered (the keys, their
+	// formats and the token's identity) and a MAC, under the operator's
+	// salt, over it, the token and every other data key, so that a rendered
+	// key edited, added or removed by someone is seen and written back.
+	DataSealAnnotation = "tokens.apitoken.dev/data-seal"
 	// ManagedByLabel marks every Secret the operator manages.
 	ManagedByLabel = "app.kubernetes.io/managed-by"
 	// ManagedByValue is the value of ManagedByLabel.

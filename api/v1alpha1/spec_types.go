@@ -109,7 +109,9 @@ type ApiTokenSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="must be a valid Secret name: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"
 	SecretName string `json:"secretName,omitempty"`
 
-	// secretTemplate holds labels and annotations copied onto the Secret.
+	// secretTemplate holds labels and annotations copied onto the Secret,
+	// and data: more keys rendered from the token (API_KEY, a Bearer header
+	// value, an env file, a JSON document) beside the key "token".
 	// +optional
 	SecretTemplate *SecretTemplate `json:"secretTemplate,omitempty"`
 
@@ -132,7 +134,8 @@ type ApiTokenSpec struct {
 	Revoked bool `json:"revoked,omitempty"`
 }
 
-// SecretTemplate holds metadata copied onto the generated Secret.
+// SecretTemplate holds metadata copied onto the generated Secret, and keys
+// rendered into its data from the token.
 type SecretTemplate struct {
 	// labels are added to the Secret.
 	// +optional
@@ -141,6 +144,52 @@ type SecretTemplate struct {
 	// annotations are added to the Secret (e.g. for a reloader).
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
+
+	// data adds keys to the Secret, each rendered from the current token
+	// in a format of a closed list (no template language): the key is the
+	// Secret key (letters, digits, '-', '_', '.'; not "token", which always
+	// holds the raw token), the value says how. At most 16 keys. Every key
+	// changes with the token (a regeneration, a rotation), is emptied when
+	// the token is revoked, and never holds the previous token during its
+	// grace period. A rendered key edited by someone is written back.
+	// See docs/lifecycle.md#rendered-keys.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=16
+	Data map[string]SecretDataKey `json:"data,omitempty"`
+}
+
+// SecretDataFormat is how a key of secretTemplate.data renders the token.
+// +kubebuilder:validation:Enum=token;bearer;env;json
+type SecretDataFormat string
+
+const (
+	// FormatToken is the raw token, as in the key "token" (e.g. API_KEY).
+	FormatToken SecretDataFormat = "token"
+	// FormatBearer is an Authorization header value: "Bearer <token>".
+	FormatBearer SecretDataFormat = "bearer"
+	// FormatEnv is an env file of one line: "<variable>=<token>" and a newline.
+	FormatEnv SecretDataFormat = "env"
+	// FormatJSON is a JSON document: {"token", "name", "namespace",
+	// "audience", "expiresAt" (absent for an unlimited token)}.
+	FormatJSON SecretDataFormat = "json"
+)
+
+// SecretDataKey says how one key of secretTemplate.data is rendered.
+// +kubebuilder:validation:XValidation:rule="!has(self.variable) || self.format == 'env'",message="variable is only allowed with format env",fieldPath=".variable",reason=FieldValueForbidden
+type SecretDataKey struct {
+	// format is how the token is rendered: token (the raw token), bearer
+	// ("Bearer <token>"), env ("<variable>=<token>" and a newline) or json
+	// (the token, the ApiToken's name and namespace, its audience and
+	// expiresAt).
+	// +required
+	Format SecretDataFormat `json:"format"`
+
+	// variable is the variable name of format env, e.g. API_TOKEN (the
+	// default): a letter or '_', then letters, digits or '_'.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z_][A-Za-z0-9_]*$')",message="must be an environment variable name: a letter or '_', then letters, digits or '_'"
+	Variable string `json:"variable,omitempty"`
 }
 
 // Rotation configures how a token is replaced.

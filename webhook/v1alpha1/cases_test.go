@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	"fmt"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -111,6 +112,35 @@ var badCases = []badCase{
 	{"template labels the Secret for an External Secrets push", func(a *tokensv1alpha1.ApiToken) {
 		a.Spec.SecretTemplate = &tokensv1alpha1.SecretTemplate{Labels: map[string]string{"push.external-secrets.io/vault": "true"}}
 	}, "spec.secretTemplate.labels[push.external-secrets.io/vault]: Forbidden: is reserved for External Secrets, whose PushSecret and ClusterPushSecret selectors push Secrets out of the cluster"},
+	// spec.secretTemplate.data: key names, shadowing, size.
+	{"data key shadows token", dataKey("token", tokensv1alpha1.FormatBearer),
+		`spec.secretTemplate.data[token]: Forbidden: the key "token" always holds the raw token (workloads and the operator's tamper check read it); choose another key name`},
+	{"data key drops the raw token", dataKey("token", tokensv1alpha1.FormatJSON), `spec.secretTemplate.data[token]: Forbidden: the key "token" always holds the raw token`},
+	{"data key a path", dataKey("../token", tokensv1alpha1.FormatToken), `spec.secretTemplate.data: Invalid value: "../token": must be a valid Secret key`},
+	{"data key with a space", dataKey("API KEY", tokensv1alpha1.FormatToken), `spec.secretTemplate.data: Invalid value: "API KEY": must be a valid Secret key`},
+	{"data key too long", dataKey(strings.Repeat("k", 254), tokensv1alpha1.FormatToken), `spec.secretTemplate.data: Invalid value: "` + strings.Repeat("k", 254) + `": must be a valid Secret key: must be no more than 253 characters`},
+	{"data format a template", dataKey("API_KEY", "{{.Token}}"), `spec.secretTemplate.data[API_KEY].format: Unsupported value: "{{.Token}}": supported values: "token", "bearer", "env", "json"`},
+	{"data env variable injects a line", func(a *tokensv1alpha1.ApiToken) {
+		a.Spec.SecretTemplate = &tokensv1alpha1.SecretTemplate{Data: map[string]tokensv1alpha1.SecretDataKey{"app.env": {Format: tokensv1alpha1.FormatEnv, Variable: "A=1\nB"}}}
+	}, `spec.secretTemplate.data[app.env].variable: Invalid value: "A=1\nB": must be an environment variable name`},
+	{"data variable on bearer", func(a *tokensv1alpha1.ApiToken) {
+		a.Spec.SecretTemplate = &tokensv1alpha1.SecretTemplate{Data: map[string]tokensv1alpha1.SecretDataKey{"auth": {Format: tokensv1alpha1.FormatBearer, Variable: "X"}}}
+	}, `spec.secretTemplate.data[auth].variable: Forbidden: variable is only allowed with format env`},
+	{"data too many keys", func(a *tokensv1alpha1.ApiToken) {
+		d := map[string]tokensv1alpha1.SecretDataKey{}
+		for i := range 17 {
+			d[fmt.Sprintf("K%d", i)] = tokensv1alpha1.SecretDataKey{Format: tokensv1alpha1.FormatToken}
+		}
+		a.Spec.SecretTemplate = &tokensv1alpha1.SecretTemplate{Data: d}
+	}, "spec.secretTemplate.data: Too many: 17: must have at most 16 items"},
+	{"template sets the data seal", annotate(tokensv1alpha1.DataSealAnnotation, "x.y"), "spec.secretTemplate.annotations[tokens.apitoken.dev/data-seal]: Forbidden: is set by the operator"},
+}
+
+// dataKey sets one key of the Secret's template data.
+func dataKey(key string, format tokensv1alpha1.SecretDataFormat) func(*tokensv1alpha1.ApiToken) {
+	return func(a *tokensv1alpha1.ApiToken) {
+		a.Spec.SecretTemplate = &tokensv1alpha1.SecretTemplate{Data: map[string]tokensv1alpha1.SecretDataKey{key: {Format: format}, "API_KEY2": {Format: tokensv1alpha1.FormatToken}}}
+	}
 }
 
 // annotate sets one annotation of the Secret's template.
@@ -169,6 +199,7 @@ var schemaMessages = map[string]string{
 	"too many scopes":                              "spec.scopes: Too many: 65: must have at most 64 items",
 	"description too long":                         "spec.description: Too long: may not be more than 256 bytes",
 	"secretName changed":                           "spec.secretName: Invalid value: secretName cannot be changed after creation; create a new ApiToken instead",
+	"data format a template":                       `spec.secretTemplate.data.API_KEY.format: Unsupported value: "{{.Token}}": supported values: "token", "bearer", "env", "json"`,
 }
 
 // The CRD's CEL messages (api/v1alpha1 markers).

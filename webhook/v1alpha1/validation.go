@@ -17,6 +17,7 @@ import (
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-operator/apitoken-operator/internal/lifecycle"
+	"github.com/apitoken-operator/apitoken-operator/internal/secretdata"
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
 )
 
@@ -129,7 +130,9 @@ func validateAudienceName(spec *tokensv1alpha1.ApiTokenSpec) field.ErrorList {
 }
 
 // validateSecret checks the Secret's name (set, or defaulted from the
-// ApiToken's), that it does not change, and its template.
+// ApiToken's), that it does not change, and its template: labels,
+// annotations, and the data keys (secretdata.Validate, which the
+// reconciler also asks).
 func validateSecret(old, at *tokensv1alpha1.ApiToken) field.ErrorList {
 	var errs field.ErrorList
 	spec := &at.Spec
@@ -159,13 +162,14 @@ func validateSecret(old, at *tokensv1alpha1.ApiToken) field.ErrorList {
 			errs = append(errs, field.Forbidden(tplPath.Child("labels").Key(k), "is set by the operator"))
 		}
 	}
-	for _, k := range []string{tokensv1alpha1.IssuedAtAnnotation, tokensv1alpha1.TemplateKeysAnnotation} {
+	for _, k := range []string{tokensv1alpha1.IssuedAtAnnotation, tokensv1alpha1.TemplateKeysAnnotation, tokensv1alpha1.DataSealAnnotation} {
 		if _, ok := tpl.Annotations[k]; ok {
 			errs = append(errs, field.Forbidden(tplPath.Child("annotations").Key(k), "is set by the operator"))
 		}
 	}
 	errs = append(errs, refuseReplicatorKeys(tpl.Labels, tplPath.Child("labels"))...)
-	return append(errs, refuseReplicatorKeys(tpl.Annotations, tplPath.Child("annotations"))...)
+	errs = append(errs, refuseReplicatorKeys(tpl.Annotations, tplPath.Child("annotations"))...)
+	return append(errs, secretdata.Validate(tpl.Data, tplPath.Child("data"))...)
 }
 
 // validateAnnotations refuses keys under the API group that differ from
