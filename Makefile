@@ -89,7 +89,7 @@ test: manifests generate chart envtest tools cluster-binaries ## Run every test:
 # the chart's server-side dry runs and installs) against that version's
 # kube-apiserver, built from Go modules like the default's and cached by
 # version. Not part of make test: run once per release (docs/releases.md).
-K8S_TEST_PACKAGES ?= ./controllers/... ./webhook/... ./internal/salt/... ./internal/authserver/... ./internal/plugin/... ./test/helm/...
+K8S_TEST_PACKAGES ?= ./controllers/... ./webhook/... ./cmd/app/... ./internal/authserver/... ./internal/plugin/... ./test/helm/...
 
 .PHONY: test-k8s
 test-k8s: ## Run the envtest suites (CRD CEL rules, webhook matchConditions, ValidatingAdmissionPolicy, chart) against another Kubernetes: make test-k8s K8S_VERSION=1.33.13.

@@ -69,6 +69,10 @@ var (
 	// life specs stop it (two operators on one ApiToken would fight over
 	// it with their salts), and useSuiteOperator starts it again.
 	suiteOperator *operator
+	// suiteLogs collects the process's own log (ctrl.Log: Setup's lines,
+	// the salt's loading among them); each operator's manager logs to its
+	// operator's logs.
+	suiteLogs = &lockedBuffer{}
 )
 
 func TestOperatorEnvtest(t *testing.T) {
@@ -81,7 +85,7 @@ func TestOperatorEnvtest(t *testing.T) {
 }
 
 var _ = BeforeSuite(func() {
-	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	logf.SetLogger(zap.New(zap.WriteTo(io.MultiWriter(suiteLogs, GinkgoWriter)), zap.UseDevMode(true)))
 	// The machine is shared, and operators start and stop: give them
 	// time, never a sleep.
 	SetDefaultEventuallyTimeout(30 * time.Second)
@@ -156,7 +160,19 @@ type operator struct {
 // returns once its auth endpoint is ready. extra, when set, adds what the
 // spec needs beside it to the manager before it starts.
 func startOperator(o *app.Options, tweak func(*ctrl.Options), extra func(manager.Manager, *app.Operator)) *operator {
-	op := &operator{store: app.NewSaltStore(o), logs: &lockedBuffer{}}
+	op, setup := beginOperator(o, tweak, extra)
+	Expect(<-setup).To(Succeed())
+	Eventually(func() int { return status(op.authURL+"/readyz", "") }).Should(Equal(http.StatusOK))
+	return op
+}
+
+// beginOperator makes the manager as startOperator does and runs app.Setup
+// in a goroutine, as bin/manager would, since Setup waits there until the
+// salt can be loaded (a Secret someone else provides, --salt-create=false).
+// setup receives Setup's error; once it is nil, the auth endpoint listens
+// (op.authURL is set) and the manager runs. op.stop ends either.
+func beginOperator(o *app.Options, tweak func(*ctrl.Options), extra func(manager.Manager, *app.Operator)) (op *operator, setup <-chan error) {
+	op = &operator{store: app.NewSaltStore(o), logs: &lockedBuffer{}}
 	mo := app.ManagerOptions(o, op.store)
 	mo.Logger = zap.New(zap.WriteTo(io.MultiWriter(op.logs, GinkgoWriter)), zap.UseDevMode(true))
 	// Operators start again in this one process.
@@ -167,28 +183,39 @@ func startOperator(o *app.Options, tweak func(*ctrl.Options), extra func(manager
 	mgr, err := ctrl.NewManager(env.Config, mo)
 	Expect(err).NotTo(HaveOccurred())
 	mctx, cancel := context.WithCancel(context.Background())
-	wired, err := app.Setup(mctx, mgr, o, op.store)
-	Expect(err).NotTo(HaveOccurred())
-	addr, err := wired.HTTP.Listen()
-	Expect(err).NotTo(HaveOccurred())
-	op.authURL = "http://" + addr.String()
-	if wired.GRPC != nil {
-		gaddr, err := wired.GRPC.Listen()
-		Expect(err).NotTo(HaveOccurred())
-		op.grpcAddr = gaddr.String()
-	}
-	if extra != nil {
-		extra(mgr, wired)
-	}
+	setupErr := make(chan error, 1)
 	done := make(chan struct{})
+	var wired *app.Operator
 	go func() {
 		defer GinkgoRecover()
 		defer close(done)
+		var err error
+		if wired, err = app.Setup(mctx, mgr, o, op.store); err != nil {
+			setupErr <- err
+			return
+		}
+		addr, err := wired.HTTP.Listen()
+		Expect(err).NotTo(HaveOccurred())
+		op.authURL = "http://" + addr.String()
+		if wired.GRPC != nil {
+			gaddr, err := wired.GRPC.Listen()
+			Expect(err).NotTo(HaveOccurred())
+			op.grpcAddr = gaddr.String()
+		}
+		if extra != nil {
+			extra(mgr, wired)
+		}
+		setupErr <- nil
 		Expect(mgr.Start(mctx)).To(Succeed())
 	}()
-	op.stop = func() { cancel(); <-done; wired.Close() }
-	Eventually(func() int { return status(op.authURL+"/readyz", "") }).Should(Equal(http.StatusOK))
-	return op
+	op.stop = func() {
+		cancel()
+		<-done
+		if wired != nil {
+			wired.Close()
+		}
+	}
+	return op, setupErr
 }
 
 // useSuiteOperator starts the suite's operator unless it runs, and points

@@ -74,7 +74,7 @@ var docCommandsNotRun = map[string]string{
 	"patch secret apitoken-operator-salt":          "sets a salt from stdin: cmd/app's envtest suite (the salt's life) sets the same keys through the API",
 	"rotate-salt":                                  "rotates the salt of every later spec: cmd/app's envtest suite (the salt's life) sets the same annotations",
 	"replaces-salt-ids=":                           "acknowledges a lost salt ($ids from the lines before): cmd/app's envtest suite (the salt's life) sets the same annotation",
-	"secret salt-from-vault":                       "a salt Secret someone else provides (--salt-create=false): internal/salt's envtest suite runs these commands against an operator started so",
+	"secret salt-from-vault":                       "a salt Secret someone else provides (--salt-create=false): cmd/app's envtest suite runs these commands against an operator started so",
 	"kubectl apply":                                "a reference in a sentence, not a command",
 	"kubectl describe apitoken":                    "a reference in a sentence (describe prints hashes: the page says not to paste it)",
 }

@@ -1,9 +1,9 @@
-package salt_test
+package app_test
 
 import (
 	"context"
 	"errors"
-	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,14 +16,12 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-	logf "sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/cmd/app"
 	"github.com/apitoken-operator/apitoken-operator/internal/salt"
 	"github.com/apitoken-operator/apitoken-operator/internal/testenv"
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
@@ -33,32 +31,27 @@ import (
 // salt.existingSecret): the operator waits for it, never writes it, and
 // follows what its writer puts there, a rotation included.
 var _ = Describe("A salt Secret someone else provides", func() {
-	It("waits for it, never creates or writes it, serves once it appears, and follows a rotation its writer makes", func() {
+	It("waits for it, never creates or writes it, serves once it appears, and follows a rotation its writer makes", Label(ownOperators), func() {
 		ctx := context.Background()
 		// The namespace and name docs/operations.md's commands use.
-		opNS, tokNS := "apitoken-system", newNamespace("tok-")
-		Expect(client.IgnoreAlreadyExists(k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: opNS}}))).To(Succeed())
+		opNS, tokNS := operatorNamespace, newNamespace("tok")
 		ref := types.NamespacedName{Namespace: opNS, Name: "salt-from-vault"}
 		docs := docBlocks("operations.md", "## A salt from a secret manager", "### Rotating a salt someone else provides")
-		store := salt.NewStore(ref)
-		store.Provided = true
-		logs := &lockedBuffer{}
-		wctx, cancel := context.WithCancel(logf.IntoContext(ctx, zap.New(zap.WriteTo(io.MultiWriter(logs, GinkgoWriter)))))
-		defer cancel()
-		broadcaster := events.NewBroadcaster(&events.EventSinkImpl{Interface: kubernetes.NewForConfigOrDie(suiteEnv.Config).EventsV1()})
-		Expect(broadcaster.StartRecordingToSinkWithContext(wctx)).To(Succeed())
-		defer broadcaster.Shutdown()
-		rec := broadcaster.NewRecorder(scheme, "apitoken-operator")
-
-		done := make(chan error, 1)
-		go func() { done <- store.Wait(wctx, k8s, "", true, rec, 100*time.Millisecond) }()
+		o := operatorOptions(opNS, clock.RealClock{})
+		o.SaltCreate, o.SaltSecret, o.SaltOverlap = false, ref.Name, time.Hour
+		// It sees only its two namespaces.
+		tweak := func(mo *ctrl.Options) { mo.Cache.DefaultNamespaces = map[string]cache.Config{opNS: {}, tokNS: {}} }
+		// Setup waits in loading the salt until the Secret can be loaded.
+		op, setup := beginOperator(o, tweak, nil)
+		defer func() { op.stop() }()
+		store := op.store
 
 		By("waiting, not ready, saying so, while the Secret is absent; creating nothing")
 		Eventually(store.Waiting).Should(ContainSubstring("does not exist; --salt-create=false"))
 		Expect(store.Hasher()).To(BeNil(), "the readiness check passes once the store has a hasher")
 		Expect(store.NotLoadedMessage()).To(ContainSubstring(ref.String()))
 		Eventually(func(g Gomega) int { return eventCount(g, opNS, ref.Name, salt.ReasonSaltSecretWaiting) }).Should(Equal(1))
-		Eventually(logs.String).Should(ContainSubstring("Waiting for the salt Secret"))
+		Eventually(suiteLogs.String).Should(MatchRegexp(`Waiting for the salt Secret.*"name":"salt-from-vault"`), "Setup logs why it waits")
 		absent := func(g Gomega) {
 			err := k8s.Get(ctx, ref, &corev1.Secret{})
 			g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the operator created the salt Secret")
@@ -86,13 +79,13 @@ var _ = Describe("A salt Secret someone else provides", func() {
 		By("loading it once its writer labels it")
 		sec.Labels = map[string]string{tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue}
 		Expect(k8s.Update(ctx, sec)).To(Succeed())
-		Eventually(done, "5s").Should(Receive(BeNil()))
+		// Setup tries again every 2s.
+		Eventually(setup, "10s").Should(Receive(BeNil()))
 		Expect(store.State().ID()).To(Equal(token.SaltID([]byte(first))))
 		Expect(store.Waiting()).To(BeEmpty())
 
 		By("serving tokens, and never writing the Secret (no label, annotation or salt ID)")
-		op := startOperator(operatorOptions{operatorNS: opNS, tokenNS: tokNS, overlap: time.Hour, clock: clock.RealClock{}, store: store})
-		defer func() { op.stop() }()
+		Eventually(func() int { return status(op.authURL+"/readyz", "") }).Should(Equal(http.StatusOK))
 		key := types.NamespacedName{Namespace: tokNS, Name: "reader"}
 		Expect(k8s.Create(ctx, &tokensv1alpha1.ApiToken{
 			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name},
@@ -132,11 +125,10 @@ var _ = Describe("A salt Secret someone else provides", func() {
 		Consistently(unwritten(sec.ResourceVersion), "1s").Should(Succeed())
 
 		By("starting again on the rotated Secret: the token is neither held nor re-issued")
+		first1Logs := op.logs.String()
 		op.stop()
-		again := salt.NewStore(ref)
-		again.Provided = true
-		Expect(again.Wait(ctx, k8s, "", true, nil, 100*time.Millisecond)).To(Succeed())
-		op = startOperator(operatorOptions{operatorNS: opNS, tokenNS: tokNS, overlap: time.Hour, clock: clock.RealClock{}, store: again})
+		op = startOperator(o, tweak, nil)
+		Expect(op.store.State().ID()).To(Equal(newID))
 		Eventually(func() bool { return op.verifies(rotated) }).Should(BeTrue())
 		tok = rotated
 		Consistently(func(g Gomega) {
@@ -162,21 +154,22 @@ var _ = Describe("A salt Secret someone else provides", func() {
 		Expect(eventCount(Default, opNS, ref.Name, "SaltSecretRecreated")).To(BeZero())
 
 		for _, secret := range []string{first, second, rotated} {
-			Expect(strings.Contains(logs.String()+op.logs.String(), secret)).To(BeFalse(), "a salt or token was logged")
+			Expect(strings.Contains(suiteLogs.String()+first1Logs+op.logs.String(), secret)).To(BeFalse(), "a salt or token was logged")
 		}
 	})
 
 	It("returns at once an error that is not a wait (a weak salt), and waits for an absent one only until its context ends", func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		defer cancel()
-		opNS := newNamespace("op-")
-		store := salt.NewStore(types.NamespacedName{Namespace: opNS, Name: "absent"})
-		store.Provided = true
+		o := operatorOptions(newNamespace("op"), clock.RealClock{})
+		o.SaltCreate, o.SaltSecret = false, "absent"
+		store := app.NewSaltStore(o)
+		Expect(store.Provided).To(BeTrue())
 		Expect(errors.Is(store.Wait(ctx, k8s, "", true, nil, 50*time.Millisecond), context.DeadlineExceeded)).To(BeTrue())
-		weak := salt.NewStore(types.NamespacedName{Namespace: opNS, Name: "weak"})
-		weak.Provided = true
+		o.SaltSecret = "weak"
+		weak := app.NewSaltStore(o)
 		Expect(k8s.Create(context.Background(), &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: opNS, Name: "weak", Labels: map[string]string{tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue}},
+			ObjectMeta: metav1.ObjectMeta{Namespace: o.Namespace, Name: "weak", Labels: map[string]string{tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue}},
 			Data:       map[string][]byte{salt.Key: []byte("short")},
 		})).To(Succeed())
 		var werr *salt.WeakSaltError
@@ -209,13 +202,11 @@ func docBlocks(page string, headings ...string) []string {
 	return out
 }
 
-// runDocs runs a page's block with bash and kubectl against the suite's
-// API server, returning its output. Other specs' ApiTokens share this API
-// server (with their own salts), so "get apitokens -A" is narrowed to ns.
+// runDocs runs a page's block with bash and kubectl, as the suite's admin
+// (kubeconfig), returning its output. Other specs' ApiTokens share this
+// API server (with their own salts), so "get apitokens -A" is narrowed to
+// ns.
 func runDocs(block, ns string) string {
-	dir := GinkgoT().TempDir()
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	ExpectWithOffset(1, suiteEnv.WriteKubeconfig(kubeconfig, "docs")).To(Succeed())
 	out, err := exec.Command(filepath.Join(testenv.RepoRoot(), "hack", "envtest-binaries.sh"), "kubectl").Output()
 	ExpectWithOffset(1, err).NotTo(HaveOccurred())
 	cmd := exec.Command("bash", "-euo", "pipefail", "-c", strings.ReplaceAll(block, "get apitokens -A ", "get apitokens -n "+ns+" "))
