@@ -180,9 +180,9 @@ image: ## Build the image without Docker: bin/apitoken-operator-image.tar (docke
 DIST ?= $(CURDIR)/dist
 
 .PHONY: release
-release: ## Write a release into dist/ (VERSION=vX.Y.Z; RELEASE_PLATFORMS=os/arch,... narrows the plugin builds, default all five): chart package, image tarball and OCI layout with its digest, SBOM, kubectl plugin archives, krew manifest, SHA256SUMS.
+release: ## Write a release into dist/ (VERSION=vX.Y.Z): chart package, image tarball and OCI layout with its digest, SBOM, kubectl plugin archives, krew manifest, SHA256SUMS.
 	@test "$(origin VERSION)" = "command line" || (echo "make release needs VERSION on the command line, e.g. make release VERSION=v0.1.0"; exit 1)
-	go run ./hack/release -version "$(VERSION)" -dist "$(DIST)" -image-repository "$(IMAGE_REPOSITORY)" -arch "$(IMAGE_ARCH)" $(if $(RELEASE_PLATFORMS),-platforms "$(RELEASE_PLATFORMS)")
+	go run ./hack/release -version "$(VERSION)" -dist "$(DIST)" -image-repository "$(IMAGE_REPOSITORY)" -arch "$(IMAGE_ARCH)"
 
 ##@ Cluster
 
