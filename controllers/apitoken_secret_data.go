@@ -11,6 +11,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -125,14 +127,20 @@ func (r *ApiTokenReconciler) syncRendered(ctx context.Context, s *pass) (bool, e
 			return false, fmt.Errorf("reading Secret %s/%s: %w", s.secret.Namespace, s.secret.Name, err)
 		}
 		if !controlledBy(live, t) || live.ResourceVersion != s.secret.ResourceVersion {
-			return false, fmt.Errorf("the Secret %s/%s changed since it was cached; retrying", live.Namespace, live.Name)
+			return false, secretRaced(live, "changed since it was cached")
 		}
 	}
 	tok := string(live.Data[tokensv1alpha1.SecretTokenKey])
 	lv := viewToken(tok, live, t.UID, s.hasher)
 	issued, err := time.Parse(time.RFC3339, live.Annotations[tokensv1alpha1.IssuedAtAnnotation])
 	if !lv.sealed || classifyToken(lv, t.Status.Verification) != secretMatchesCurrent || err != nil {
-		return false, fmt.Errorf("the Secret %s/%s no longer holds the current token; retrying", live.Namespace, live.Name)
+		return false, secretRaced(live, "no longer holds the current token")
 	}
 	return true, r.writeSecret(ctx, s, live, tok, issued)
+}
+
+// secretRaced says that the Secret moved on under a pass: a conflict, which
+// summarizeAndPatch retries without flipping Ready (raced).
+func secretRaced(s *corev1.Secret, why string) error {
+	return apierrors.NewConflict(schema.GroupResource{Resource: "secrets"}, s.Namespace+"/"+s.Name, errors.New(why+"; retrying"))
 }
