@@ -100,6 +100,8 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		r.parseSpec,
 		r.observe,
 		r.carryOut,
+		// Only once the new token is in the Secret.
+		r.restartTargets,
 	} {
 		if ended, err := step(ctx, s); err != nil || ended {
 			return ctrl.Result{}, err
@@ -135,6 +137,9 @@ type pass struct {
 	// the next event) rather than at the token's next deadline.
 	ended   bool
 	requeue time.Duration
+	// retry, when set, looks again this soon at the latest (a restart
+	// target that could not be patched).
+	retry time.Duration
 	// untouched: the pass ended on a view it could not trust (a cache
 	// behind the API server); the status is not recomputed from it.
 	untouched bool

@@ -100,8 +100,11 @@ func (r *ApiTokenReconciler) issue(ctx context.Context, s *pass, issued time.Tim
 	// Secret fails, the next pass rebuilds the record from the Secret
 	// (actRecover). Skipping step (1) saves one write per new token. A
 	// token that replaces a revoked one is not first: a record with a
-	// revoked hash is never rebuilt from the Secret.
+	// revoked hash is never rebuilt from the Secret. A token that
+	// replaces one is also the one the restart targets are restarted for,
+	// once it is in the Secret (restartTargets).
 	if !first {
+		prepareRestarts(t, s.now)
 		if err := r.patchStatus(ctx, s); err != nil {
 			return err
 		}

@@ -58,10 +58,14 @@ func (r *ApiTokenReconciler) summarizeAndPatch(ctx context.Context, s *pass, err
 		return ctrl.Result{RequeueAfter: s.requeue}, nil
 	}
 	logf.FromContext(ctx).V(1).Info("Reconciled ApiToken", "apitoken", klog.KObj(s.t), "phase", s.t.Status.Phase, "action", s.act.reason)
+	var after time.Duration
 	if next := nextDeadline(s.t, s.p, s.now); !next.IsZero() {
-		return ctrl.Result{RequeueAfter: next.Sub(s.now)}, nil
+		after = next.Sub(s.now)
 	}
-	return ctrl.Result{}, nil
+	if s.retry > 0 && (after == 0 || s.retry < after) {
+		after = s.retry
+	}
+	return ctrl.Result{RequeueAfter: after}, nil
 }
 
 // raced reports an error that says the pass read an old view, or that

@@ -6,6 +6,10 @@ const (
 	ConditionReady = "Ready"
 	// ConditionExpiringSoon is True when a finite token is close to expiry.
 	ConditionExpiringSoon = "ExpiringSoon"
+	// ConditionTargetsRestarted says whether spec.rotation.restartTargets
+	// were restarted for the current token; absent without restart
+	// targets, or before a token replaced the first one.
+	ConditionTargetsRestarted = "TargetsRestarted"
 )
 
 // Condition reasons; the same words are the reasons of the Events.
@@ -48,6 +52,17 @@ const (
 	// held, its recorded token keeps verifying, until a person releases it
 	// by annotating tokens.apitoken.dev/regenerate (docs/operations.md).
 	ReasonCutHeld = "CutHeld"
+	// ReasonTargetsRestarted: every restart target was restarted (or is
+	// missing) for the current token.
+	ReasonTargetsRestarted = "TargetsRestarted"
+	// ReasonRestartTargetMissing (an Event only): a restart target does
+	// not exist; it is not restarted for this token (a workload created
+	// later starts with it).
+	ReasonRestartTargetMissing = "RestartTargetMissing"
+	// ReasonRestartFailed: a restart target could not be patched (the
+	// operator was not granted the opt-in RBAC, or the API server refused);
+	// the token is delivered regardless, and the restart retried later.
+	ReasonRestartFailed = "RestartFailed"
 	// ReasonActive: the token is valid.
 	ReasonActive = "Active"
 	// ReasonInactive: the token was not used for spec.idleTimeout.

@@ -33,6 +33,12 @@ const (
 	// salt, over it, the token and every other data key, so that a rendered
 	// key edited, added or removed by someone is seen and written back.
 	DataSealAnnotation = "tokens.apitoken.dev/data-seal"
+	// RestartedForAnnotation on the pod template of a restart target
+	// (spec.rotation.restartTargets) is "<ApiToken name>/<status.restarts.forToken>":
+	// written, as `kubectl rollout restart` writes
+	// kubectl.kubernetes.io/restartedAt, after a new token reached the
+	// Secret, it rolls the workload's pods onto the new token.
+	RestartedForAnnotation = "tokens.apitoken.dev/restarted-for"
 	// ManagedByLabel marks every Secret the operator manages.
 	ManagedByLabel = "app.kubernetes.io/managed-by"
 	// ManagedByValue is the value of ManagedByLabel.

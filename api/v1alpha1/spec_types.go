@@ -217,4 +217,52 @@ type Rotation struct {
 	// its own grace. Default: false (the grace always lasts gracePeriod).
 	// +optional
 	GraceUntilNewTokenUsed bool `json:"graceUntilNewTokenUsed,omitempty"`
+
+	// restartTargets are workloads in the ApiToken's namespace that read
+	// the token when they start (an environment variable): after each new
+	// token that replaces one (a regeneration, a rotation, a re-issue; not
+	// the first token) has been written to the Secret, the operator
+	// restarts each of them as `kubectl rollout restart` does, by an
+	// annotation of its pod template (tokens.apitoken.dev/restarted-for),
+	// once per token. The operator needs the opt-in RBAC for it, and
+	// whoever adds a target must be allowed to patch it. At most 16.
+	// See docs/lifecycle.md#restart-targets.
+	// +optional
+	// +listType=map
+	// +listMapKey=kind
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	RestartTargets []RestartTarget `json:"restartTargets,omitempty"`
+}
+
+// RestartKind is the kind (apps/v1) of a restart target.
+// +kubebuilder:validation:Enum=Deployment;StatefulSet;DaemonSet
+type RestartKind string
+
+const (
+	// RestartDeployment is an apps/v1 Deployment.
+	RestartDeployment RestartKind = "Deployment"
+	// RestartStatefulSet is an apps/v1 StatefulSet.
+	RestartStatefulSet RestartKind = "StatefulSet"
+	// RestartDaemonSet is an apps/v1 DaemonSet.
+	RestartDaemonSet RestartKind = "DaemonSet"
+)
+
+// RestartTarget names a workload in the ApiToken's namespace.
+type RestartTarget struct {
+	// kind is Deployment, StatefulSet or DaemonSet.
+	// +required
+	Kind RestartKind `json:"kind"`
+
+	// name is the workload's name, in the ApiToken's namespace.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+}
+
+// String names the target as "Deployment/api".
+func (t RestartTarget) String() string {
+	return string(t.Kind) + "/" + t.Name
 }

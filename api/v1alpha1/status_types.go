@@ -136,7 +136,39 @@ type ApiTokenStatus struct {
 	// +optional
 	Granted *Granted `json:"granted,omitempty"`
 
+	// restarts records the restarts of spec.rotation.restartTargets for
+	// the current token; absent without restart targets.
+	// +optional
+	Restarts *Restarts `json:"restarts,omitempty"`
+
 	// observedGeneration is the generation last reconciled.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+}
+
+// Restarts is what the operator did for spec.rotation.restartTargets.
+type Restarts struct {
+	// serial counts the tokens issued to replace one while restart
+	// targets were set; forToken carries it.
+	// +optional
+	Serial int64 `json:"serial,omitempty"`
+
+	// forToken identifies the token the targets are restarted for, as
+	// "<serial>@<time it was issued, RFC 3339>": set with the token's
+	// pending record, before it is written to the Secret, and written, with
+	// the ApiToken's name, into each target's pod template annotation
+	// tokens.apitoken.dev/restarted-for. It is never derived from the token
+	// or its hash. Empty: nothing to restart (the first token).
+	// +optional
+	ForToken string `json:"forToken,omitempty"`
+
+	// pending lists the targets still to restart for forToken
+	// ("Deployment/api"): the spec's targets when the token was issued,
+	// each removed once restarted, or found missing (a workload created
+	// later starts with the current token). A target is never restarted
+	// twice for one token, and one added to the spec later is not
+	// restarted for a token issued before.
+	// +optional
+	// +listType=set
+	Pending []string `json:"pending,omitempty"`
 }
