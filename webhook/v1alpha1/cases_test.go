@@ -133,6 +133,20 @@ var badCases = []badCase{
 		}
 		a.Spec.SecretTemplate = &tokensv1alpha1.SecretTemplate{Data: d}
 	}, "spec.secretTemplate.data: Too many: 17: must have at most 16 items"},
+	// spec.rotation.restartTargets: kinds, names, how many, duplicates.
+	{"restart target of an unknown kind", restartTargets(tokensv1alpha1.RestartTarget{Kind: "CronJob", Name: "nightly"}),
+		`spec.rotation.restartTargets[0].kind: Unsupported value: "CronJob": supported values: "Deployment", "StatefulSet", "DaemonSet"`},
+	{"restart target not a name", restartTargets(tokensv1alpha1.RestartTarget{Kind: tokensv1alpha1.RestartDeployment, Name: "Api_Server"}),
+		`spec.rotation.restartTargets[0].name: Invalid value: "Api_Server": must be the name of a workload in the ApiToken's namespace: a lowercase RFC 1123 subdomain`},
+	{"restart target named twice", restartTargets(tokensv1alpha1.RestartTarget{Kind: tokensv1alpha1.RestartDeployment, Name: "api"}, tokensv1alpha1.RestartTarget{Kind: tokensv1alpha1.RestartDeployment, Name: "api"}),
+		`spec.rotation.restartTargets[1]: Duplicate value: "Deployment/api"`},
+	{"too many restart targets", func(a *tokensv1alpha1.ApiToken) {
+		var targets []tokensv1alpha1.RestartTarget
+		for i := range 17 {
+			targets = append(targets, tokensv1alpha1.RestartTarget{Kind: tokensv1alpha1.RestartDeployment, Name: fmt.Sprintf("api-%d", i)})
+		}
+		restartTargets(targets...)(a)
+	}, "spec.rotation.restartTargets: Too many: 17: must have at most 16 items"},
 	{"template sets the data seal", annotate(tokensv1alpha1.DataSealAnnotation, "x.y"), "spec.secretTemplate.annotations[tokens.apitoken.dev/data-seal]: Forbidden: is set by the operator"},
 }
 
@@ -141,6 +155,11 @@ func dataKey(key string, format tokensv1alpha1.SecretDataFormat) func(*tokensv1a
 	return func(a *tokensv1alpha1.ApiToken) {
 		a.Spec.SecretTemplate = &tokensv1alpha1.SecretTemplate{Data: map[string]tokensv1alpha1.SecretDataKey{key: {Format: format}, "API_KEY2": {Format: tokensv1alpha1.FormatToken}}}
 	}
+}
+
+// restartTargets sets spec.rotation.restartTargets.
+func restartTargets(targets ...tokensv1alpha1.RestartTarget) func(*tokensv1alpha1.ApiToken) {
+	return func(a *tokensv1alpha1.ApiToken) { a.Spec.Rotation = &tokensv1alpha1.Rotation{RestartTargets: targets} }
 }
 
 // annotate sets one annotation of the Secret's template.
@@ -199,6 +218,8 @@ var schemaMessages = map[string]string{
 	"too many scopes":                              "spec.scopes: Too many: 65: must have at most 64 items",
 	"description too long":                         "spec.description: Too long: may not be more than 256 bytes",
 	"secretName changed":                           "spec.secretName: Invalid value: secretName cannot be changed after creation; create a new ApiToken instead",
+	"restart target not a name":                    `spec.rotation.restartTargets[0].name: Invalid value: "Api_Server": must be a workload's name: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit`,
+	"restart target named twice":                   `spec.rotation.restartTargets[1]: Duplicate value: {"kind":"Deployment","name":"api"}`,
 	"data format a template":                       `spec.secretTemplate.data.API_KEY.format: Unsupported value: "{{.Token}}": supported values: "token", "bearer", "env", "json"`,
 }
 

@@ -3,6 +3,8 @@ package v1alpha1
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -36,6 +38,9 @@ type permission struct {
 	attrs authorizationv1.ResourceAttributes
 	// orVerb, when set, is a verb that allows it too (read, for find).
 	orVerb string
+	// act is what the token would do, as a refusal says it: "issue"
+	// (default), or "restart" for a restart target.
+	act string
 }
 
 // requiredPermissions lists what the requesting user must be allowed to
@@ -89,6 +94,34 @@ func requiredPermissions(old, at *tokensv1alpha1.ApiToken) []permission {
 			Namespace: at.Namespace, Verb: issueVerb, Group: tokensv1alpha1.GroupVersion.Group, Resource: audiencesResource, Name: aud,
 		}})
 	}
+	return append(out, restartPermissions(old, at)...)
+}
+
+// restartPermissions lists the restart targets the requesting user must
+// be allowed to patch (verb patch on the workload, by name, in the
+// ApiToken's namespace): every target on create, and the targets an
+// update adds. The operator restarts them with its own (opt-in) RBAC, so
+// without this a tenant who may create an ApiToken could restart
+// workloads they may not patch themselves. A regeneration restarts the
+// targets already admitted, and needs nothing here.
+func restartPermissions(old, at *tokensv1alpha1.ApiToken) []permission {
+	if at.Spec.Rotation == nil {
+		return nil
+	}
+	var before []tokensv1alpha1.RestartTarget
+	if old != nil && old.Spec.Rotation != nil {
+		before = old.Spec.Rotation.RestartTargets
+	}
+	path := field.NewPath("spec", "rotation", "restartTargets")
+	var out []permission
+	for i, tg := range at.Spec.Rotation.RestartTargets {
+		if slices.Contains(before, tg) {
+			continue
+		}
+		out = append(out, permission{field: path.Index(i), what: string(tg.Kind) + " " + tg.Name, act: "restart", attrs: authorizationv1.ResourceAttributes{
+			Namespace: at.Namespace, Verb: "patch", Group: "apps", Resource: strings.ToLower(string(tg.Kind)) + "s", Name: tg.Name,
+		}})
+	}
 	return out
 }
 
@@ -119,7 +152,8 @@ type User struct {
 }
 
 // CheckIssuing asks the API server, with one SubjectAccessReview per
-// permission, whether user may issue what the token would grant. A review
+// permission, whether user may issue what the token would grant, and
+// patch the restart targets it adds (restartPermissions). A review
 // that cannot be answered refuses (fail closed).
 func CheckIssuing(ctx context.Context, c client.Client, user User, old, at *tokensv1alpha1.ApiToken) field.ErrorList {
 	var errs field.ErrorList
@@ -130,11 +164,15 @@ func CheckIssuing(ctx context.Context, c client.Client, user User, old, at *toke
 			attrs.Verb = p.orVerb
 			allowed, err = allows(ctx, c, user, attrs)
 		}
+		act := p.act
+		if act == "" {
+			act = "issue"
+		}
 		switch {
 		case err != nil:
-			errs = append(errs, field.Forbidden(p.field, fmt.Sprintf("could not check whether user %s may issue %s in namespace %s (SubjectAccessReview: %v); refused", user.Name, p.what, at.Namespace, err)))
+			errs = append(errs, field.Forbidden(p.field, fmt.Sprintf("could not check whether user %s may %s %s in namespace %s (SubjectAccessReview: %v); refused", user.Name, act, p.what, at.Namespace, err)))
 		case !allowed:
-			errs = append(errs, field.Forbidden(p.field, fmt.Sprintf("user %s may not issue %s in namespace %s (needs %s)", user.Name, p.what, at.Namespace, p.needs())))
+			errs = append(errs, field.Forbidden(p.field, fmt.Sprintf("user %s may not %s %s in namespace %s (needs %s)", user.Name, act, p.what, at.Namespace, p.needs())))
 		}
 	}
 	return errs

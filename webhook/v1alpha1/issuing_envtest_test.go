@@ -252,4 +252,44 @@ var _ = Describe("Issuing power (SubjectAccessReview against the real RBAC autho
 			g.Expect(err.Error()).NotTo(ContainSubstring("spec.audience"), "the audience itself she may issue")
 		}).Should(Succeed(), "26 a change of audience")
 	})
+
+	It("refuses restart targets the creator may not patch: the operator's own RBAC never restarts a workload for a tenant who could not", func() {
+		// gina may issue read-only tokens and patch one Deployment, api.
+		Expect(k8s.Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "gina-read-only", Namespace: ns},
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "apitoken-issue-read-only"},
+			Subjects: []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: "gina"}}})).To(Succeed())
+		Expect(k8s.Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "patch-api", Namespace: ns},
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{"apps"}, Resources: []string{"deployments"}, ResourceNames: []string{"api"}, Verbs: []string{"get", "patch"}}}})).To(Succeed())
+		Expect(k8s.Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "gina-patch-api", Namespace: ns},
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "patch-api"},
+			Subjects: []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "User", Name: "gina"}}})).To(Succeed())
+		gina := func() client.Client { return as("gina") }
+		targets := func(ts ...tokensv1alpha1.RestartTarget) func(*tokensv1alpha1.ApiToken) {
+			return func(a *tokensv1alpha1.ApiToken) { a.Spec.Rotation = &tokensv1alpha1.Rotation{RestartTargets: ts} }
+		}
+		api := tokensv1alpha1.RestartTarget{Kind: tokensv1alpha1.RestartDeployment, Name: "api"}
+		billing := tokensv1alpha1.RestartTarget{Kind: tokensv1alpha1.RestartDeployment, Name: "billing"}
+		Eventually(func() error { return gina().Create(ctx, tok("g1", targets(api))) }).Should(Succeed(), "27 a Deployment she may patch")
+		run([]row{
+			{"28 a Deployment she may not patch", gina, tok("g2", targets(api, billing)),
+				`spec.rotation.restartTargets[1]: Forbidden: user gina may not restart Deployment billing in namespace shop (needs verb patch on deployments.apps "billing")`},
+			{"29 a StatefulSet of the same name", gina, tok("g3", targets(tokensv1alpha1.RestartTarget{Kind: tokensv1alpha1.RestartStatefulSet, Name: "api"})),
+				`spec.rotation.restartTargets[0]: Forbidden: user gina may not restart StatefulSet api in namespace shop (needs verb patch on statefulsets.apps "api")`},
+			{"30 carol, who may edit ApiTokens and issue nothing", func() client.Client { return as("carol") }, tok("g4", targets(api)),
+				`spec.rotation.restartTargets[0]: Forbidden: user carol may not restart Deployment api in namespace shop (needs verb patch on deployments.apps "api")`},
+		})
+		By("31 an update that adds a target is checked; a regeneration, which restarts the admitted ones, is not")
+		var at tokensv1alpha1.ApiToken
+		Expect(gina().Get(ctx, client.ObjectKey{Namespace: ns, Name: "g1"}, &at)).To(Succeed())
+		at.Spec.Rotation.RestartTargets = append(at.Spec.Rotation.RestartTargets, billing)
+		err := gina().Update(ctx, &at)
+		Expect(err).To(HaveOccurred())
+		Expect(err.Error()).To(ContainSubstring(`spec.rotation.restartTargets[1]: Forbidden: user gina may not restart Deployment billing in namespace shop (needs verb patch on deployments.apps "billing")`))
+		Expect(as("carol").Get(ctx, client.ObjectKey{Namespace: ns, Name: "g1"}, &at)).To(Succeed())
+		if at.Annotations == nil {
+			at.Annotations = map[string]string{}
+		}
+		at.Annotations[tokensv1alpha1.RegenerateAnnotation] = "by-carol"
+		Expect(as("carol").Update(ctx, &at)).To(Succeed())
+	})
 })

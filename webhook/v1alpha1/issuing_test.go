@@ -18,6 +18,15 @@ func revoked(at *tokensv1alpha1.ApiToken) *tokensv1alpha1.ApiToken {
 	return at
 }
 
+// withTargets names Deployments as the token's restart targets.
+func withTargets(at *tokensv1alpha1.ApiToken, names ...string) *tokensv1alpha1.ApiToken {
+	at.Spec.Rotation = &tokensv1alpha1.Rotation{}
+	for _, n := range names {
+		at.Spec.Rotation.RestartTargets = append(at.Spec.Rotation.RestartTargets, tokensv1alpha1.RestartTarget{Kind: tokensv1alpha1.RestartDeployment, Name: n})
+	}
+	return at
+}
+
 func TestRequiredPermissions(t *testing.T) {
 	spec := func(typ tokensv1alpha1.TokenType, aud tokensv1alpha1.Audience, scopes ...string) *tokensv1alpha1.ApiToken {
 		at := validToken()
@@ -55,6 +64,12 @@ func TestRequiredPermissions(t *testing.T) {
 		{"un-revoking is a create", revoked(spec(tokensv1alpha1.FullAccess, "")), spec(tokensv1alpha1.FullAccess, ""), []string{`spec.type *:* verb * on scopes.tokens.apitoken.dev (every name)`}},
 		{"revoking needs nothing", spec(tokensv1alpha1.FullAccess, tokensv1alpha1.Admin), revoked(spec(tokensv1alpha1.FullAccess, tokensv1alpha1.Admin)), nil},
 		{"invalid spec: left to validation", nil, spec(tokensv1alpha1.Custom, ""), nil},
+		{"restart targets: each needs patch on it", nil, withTargets(spec(tokensv1alpha1.ReadOnly, ""), "api", "db"), []string{
+			`spec.type *:read verb read on scopes.tokens.apitoken.dev (every name)`,
+			`spec.rotation.restartTargets[0] Deployment api verb patch on deployments.apps "api"`, `spec.rotation.restartTargets[1] Deployment db verb patch on deployments.apps "db"`}},
+		{"restart targets: an update checks the added one only", withTargets(spec(tokensv1alpha1.ReadOnly, ""), "api"), withTargets(spec(tokensv1alpha1.ReadOnly, ""), "api", "db"), []string{
+			`spec.rotation.restartTargets[1] Deployment db verb patch on deployments.apps "db"`}},
+		{"restart targets: removing one needs nothing", withTargets(spec(tokensv1alpha1.ReadOnly, ""), "api", "db"), withTargets(spec(tokensv1alpha1.ReadOnly, ""), "db"), nil},
 	} {
 		var got []string
 		for _, p := range requiredPermissions(c.old, c.at) {

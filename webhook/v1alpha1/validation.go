@@ -25,7 +25,11 @@ import (
 const (
 	maxScopes      = 64
 	maxDescription = 256
+	// maxRestartTargets is spec.rotation.restartTargets' maxItems.
+	maxRestartTargets = 16
 )
+
+var restartKinds = []string{string(tokensv1alpha1.RestartDeployment), string(tokensv1alpha1.RestartStatefulSet), string(tokensv1alpha1.RestartDaemonSet)}
 
 var supportedTypes = []string{string(tokensv1alpha1.ReadOnly), string(tokensv1alpha1.FullAccess), string(tokensv1alpha1.Custom)}
 
@@ -40,7 +44,7 @@ const shortDuration = time.Minute
 // the CRD schema checks, so that an install with the webhook gives these
 // messages, and adds what the schema cannot say. One function per field
 // group, in this order: grant (description, type, scopes), spans
-// (lifecycle.ParseSpec), audience, Secret, annotations.
+// (lifecycle.ParseSpec), audience, Secret, restart targets, annotations.
 func ValidateApiToken(old, at *tokensv1alpha1.ApiToken, now time.Time) (field.ErrorList, []string) {
 	var errs field.ErrorList
 	var warnings []string
@@ -51,6 +55,7 @@ func ValidateApiToken(old, at *tokensv1alpha1.ApiToken, now time.Time) (field.Er
 	add(validateSpans(old, at, now))
 	add(validateAudienceName(&at.Spec), nil)
 	add(validateSecret(old, at), nil)
+	add(validateRestartTargets(&at.Spec), nil)
 	add(validateAnnotations(old, at), nil)
 	return errs, warnings
 }
@@ -170,6 +175,36 @@ func validateSecret(old, at *tokensv1alpha1.ApiToken) field.ErrorList {
 	errs = append(errs, refuseReplicatorKeys(tpl.Labels, tplPath.Child("labels"))...)
 	errs = append(errs, refuseReplicatorKeys(tpl.Annotations, tplPath.Child("annotations"))...)
 	return append(errs, secretdata.Validate(tpl.Data, tplPath.Child("data"))...)
+}
+
+// validateRestartTargets checks spec.rotation.restartTargets: at most
+// maxRestartTargets, each of a supported kind and named by a valid object
+// name, none twice. Who may name them is CheckIssuing's.
+func validateRestartTargets(spec *tokensv1alpha1.ApiTokenSpec) field.ErrorList {
+	if spec.Rotation == nil {
+		return nil
+	}
+	var errs field.ErrorList
+	path := field.NewPath("spec", "rotation", "restartTargets")
+	targets := spec.Rotation.RestartTargets
+	if len(targets) > maxRestartTargets {
+		errs = append(errs, field.TooMany(path, len(targets), maxRestartTargets))
+	}
+	for i, tg := range targets {
+		p := path.Index(i)
+		switch tg.Kind {
+		case tokensv1alpha1.RestartDeployment, tokensv1alpha1.RestartStatefulSet, tokensv1alpha1.RestartDaemonSet:
+		default:
+			errs = append(errs, field.NotSupported(p.Child("kind"), tg.Kind, restartKinds))
+		}
+		for _, msg := range validation.IsDNS1123Subdomain(tg.Name) {
+			errs = append(errs, field.Invalid(p.Child("name"), tg.Name, "must be the name of a workload in the ApiToken's namespace: "+msg))
+		}
+		if slices.Contains(targets[:i], tg) {
+			errs = append(errs, field.Duplicate(p, tg.String()))
+		}
+	}
+	return errs
 }
 
 // validateAnnotations refuses keys under the API group that differ from
