@@ -79,7 +79,8 @@ func TestChartCopiesConfig(t *testing.T) {
 // values and kustomize's build of
 // config/default, and compares every object, field by field; and the same
 // with the ServiceMonitors, the PrometheusRule and the NetworkPolicy on,
-// against config/default, config/prometheus and config/networkpolicy. The
+// against config/default, config/prometheus and config/networkpolicy, and
+// with restartTargets on, against config/restart-targets. The
 // only differences are the ones listed in normalizeConfig and
 // normalizeChart, each with its reason.
 func TestDefaultsInstallWhatConfigInstalls(t *testing.T) {
@@ -96,6 +97,9 @@ func TestDefaultsInstallWhatConfigInstalls(t *testing.T) {
 			"--set", "serviceMonitor.enabled=true", "--set", "prometheusRule.enabled=true",
 			"--set", "networkPolicy.enabled=true", "--set", "networkPolicy.apiServerCIDRs={203.0.113.0/24}")
 		compare(t, want, got)
+	})
+	t.Run("config/default and config/restart-targets", func(t *testing.T) {
+		compare(t, append(kustomize("default"), kustomize("restart-targets")...), render(t, "--set", "restartTargets.enabled=true"))
 	})
 }
 

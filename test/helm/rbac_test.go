@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -92,5 +93,85 @@ func TestLeaderElectionEventsAllowedByTheShippedRBAC(t *testing.T) {
 	ev.Namespace = "default"
 	if _, err := kubernetes.NewForConfigOrDie(cfg).CoreV1().Events("default").Create(ctx, ev, metav1.CreateOptions{}); !apierrors.IsForbidden(err) {
 		t.Errorf("creating an Event outside the operator's namespace: %v, want Forbidden", err)
+	}
+}
+
+// TestRestartTargetsRoleIsOptIn: by default no role of the chart, nor of
+// config/rbac, lets the operator patch workloads (apps); with
+// restartTargets.enabled a ClusterRole grants get and patch on
+// Deployments, StatefulSets and DaemonSets, bound in every namespace, or
+// only in restartTargets.namespaces. Applied to a real kube-apiserver
+// (RBAC authorization), it lets the operator's ServiceAccount patch a
+// Deployment in a listed namespace and in no other.
+func TestRestartTargetsRoleIsOptIn(t *testing.T) {
+	appsVerbs := func(objs objects) []string {
+		var out []string
+		for _, o := range objs {
+			if o.GetKind() != "ClusterRole" && o.GetKind() != "Role" {
+				continue
+			}
+			var role rbacv1.ClusterRole
+			toTyped(t, o, &role)
+			for _, r := range role.Rules {
+				if contains(r.APIGroups, "apps") || contains(r.APIGroups, "*") {
+					out = append(out, o.GetName())
+				}
+			}
+		}
+		return out
+	}
+	config, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := appsVerbs(render(t)); len(got) != 0 {
+		t.Errorf("the chart's defaults grant apps verbs in %v", got)
+	}
+	if got := appsVerbs(parse(t, string(config))); len(got) != 0 {
+		t.Errorf("config/rbac/role.yaml grants apps verbs in %v", got)
+	}
+
+	all := render(t, "--set", "restartTargets.enabled=true")
+	var role rbacv1.ClusterRole
+	toTyped(t, all.get("ClusterRole", "apitoken-operator-restart-targets"), &role)
+	for _, res := range []string{"deployments", "statefulsets", "daemonsets"} {
+		for _, verb := range []string{"get", "patch"} {
+			if !rulesGrant(role.Rules, "apps", res, verb) {
+				t.Errorf("the restart-targets ClusterRole does not grant %s on %s.apps: %v", verb, res, role.Rules)
+			}
+		}
+		if rulesGrant(role.Rules, "apps", res, "update") || rulesGrant(role.Rules, "apps", res, "delete") {
+			t.Errorf("the restart-targets ClusterRole grants more than get and patch on %s: %v", res, role.Rules)
+		}
+	}
+	if all.get("ClusterRoleBinding", "apitoken-operator-restart-targets") == nil {
+		t.Errorf("no ClusterRoleBinding without restartTargets.namespaces: %v", all.keys())
+	}
+
+	kc := cluster(t)
+	const team, other = "restart-team-a", "restart-team-b"
+	for _, ns := range []string{namespace, team, other} {
+		_, _ = kubectlErrOut("", "--kubeconfig", kc, "create", "namespace", ns) // the cluster's other tests may have made it
+	}
+	scoped := render(t, "--set", "restartTargets.enabled=true", "--set", "restartTargets.namespaces={"+team+"}")
+	if scoped.get("ClusterRoleBinding", "apitoken-operator-restart-targets") != nil {
+		t.Errorf("a ClusterRoleBinding with restartTargets.namespaces: %v", scoped.keys())
+	}
+	var rbac objects
+	for _, o := range scoped {
+		if o.GetName() == "apitoken-operator-restart-targets" {
+			rbac = append(rbac, o)
+		}
+	}
+	if len(rbac) != 2 || rbac.get("RoleBinding", "apitoken-operator-restart-targets").GetNamespace() != team {
+		t.Fatalf("the restart-targets ClusterRole and a RoleBinding in %s: %v", team, rbac.keys())
+	}
+	kubectl(t, rbac.yamlStream(t), "--kubeconfig", kc, "apply", "--server-side", "-f", "-")
+	for ns, want := range map[string]string{team: "yes", other: "no"} {
+		out, _ := kubectlErrOut("", "--kubeconfig", kc, "auth", "can-i", "patch", "deployments.apps/api", "-n", ns,
+			"--as", "system:serviceaccount:"+namespace+":apitoken-operator")
+		if got, _, _ := strings.Cut(strings.TrimSpace(out), "\n"); got != want {
+			t.Errorf("the operator may patch a Deployment in %s: %q, want %q", ns, got, want)
+		}
 	}
 }
