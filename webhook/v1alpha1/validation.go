@@ -55,7 +55,7 @@ func ValidateApiToken(old, at *tokensv1alpha1.ApiToken, now time.Time) (field.Er
 	add(validateSpans(old, at, now))
 	add(validateAudienceName(&at.Spec), nil)
 	add(validateSecret(old, at), nil)
-	add(validateRestartTargets(&at.Spec), nil)
+	add(validateRestartTargets(&at.Spec))
 	add(validateAnnotations(old, at), nil)
 	return errs, warnings
 }
@@ -179,10 +179,18 @@ func validateSecret(old, at *tokensv1alpha1.ApiToken) field.ErrorList {
 
 // validateRestartTargets checks spec.rotation.restartTargets: at most
 // maxRestartTargets, each of a supported kind and named by a valid object
-// name, none twice. Who may name them is CheckIssuing's.
-func validateRestartTargets(spec *tokensv1alpha1.ApiTokenSpec) field.ErrorList {
-	if spec.Rotation == nil {
-		return nil
+// name, none twice. Who may name them is CheckIssuing's. It warns when
+// graceUntilNewTokenUsed would end the previous token's grace at the
+// first restarted pod's request, while the pods not yet restarted still
+// hold the previous token.
+func validateRestartTargets(spec *tokensv1alpha1.ApiTokenSpec) (field.ErrorList, []string) {
+	if spec.Rotation == nil || len(spec.Rotation.RestartTargets) == 0 {
+		return nil, nil
+	}
+	var warnings []string
+	if spec.Rotation.GraceUntilNewTokenUsed {
+		warnings = append(warnings, "spec.rotation.graceUntilNewTokenUsed: the first restarted pod's request ends the previous token's grace, "+
+			"and the pods of spec.rotation.restartTargets not yet restarted are refused until they are: leave it false for a rollout to finish within gracePeriod")
 	}
 	var errs field.ErrorList
 	path := field.NewPath("spec", "rotation", "restartTargets")
@@ -204,7 +212,7 @@ func validateRestartTargets(spec *tokensv1alpha1.ApiTokenSpec) field.ErrorList {
 			errs = append(errs, field.Duplicate(p, tg.String()))
 		}
 	}
-	return errs
+	return errs, warnings
 }
 
 // validateAnnotations refuses keys under the API group that differ from

@@ -229,3 +229,20 @@ func TestWarningsAndRevivalAtTheInstant(t *testing.T) {
 		t.Errorf("at the idle deadline: %v, want a refusal", errs)
 	}
 }
+
+// TestRestartTargetsWithGraceUntilUsedWarn: the first restarted pod would
+// end the grace of the pods a rollout has not reached yet; admitted, with
+// a warning that says so. Without restart targets, no warning.
+func TestRestartTargetsWithGraceUntilUsedWarn(t *testing.T) {
+	at := validToken()
+	at.Spec.Rotation = &tokensv1alpha1.Rotation{GracePeriod: "10m", GraceUntilNewTokenUsed: true,
+		RestartTargets: []tokensv1alpha1.RestartTarget{{Kind: tokensv1alpha1.RestartDeployment, Name: "api"}}}
+	errs, warnings := ValidateApiToken(nil, at, time.Now())
+	if len(errs) != 0 || len(warnings) != 1 || !strings.HasPrefix(warnings[0], "spec.rotation.graceUntilNewTokenUsed: the first restarted pod's request ends the previous token's grace") {
+		t.Fatalf("errs %v, warnings %q", errs, warnings)
+	}
+	at.Spec.Rotation.RestartTargets = nil
+	if _, warnings := ValidateApiToken(nil, at, time.Now()); len(warnings) != 0 {
+		t.Fatalf("warnings %q", warnings)
+	}
+}
