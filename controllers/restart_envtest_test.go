@@ -130,7 +130,9 @@ var _ = Describe("Restart targets (spec.rotation.restartTargets)", func() {
 		Expect(verifiesNow(Default, key, string(secret.Data["token"]))).To(BeTrue())
 		Expect(resourceVersion(&secret)).To(BeNumerically("<", resourceVersion(deploy)), "the Deployment was patched before the Secret held the new token")
 		Expect(resourceVersion(deploy)).To(BeNumerically(">", deployRV))
-		Eventually(func(g Gomega) []string { return eventNotes(g, n.Name, "svc", tokensv1alpha1.ReasonRestartTargetMissing) }).
+		Eventually(func(g Gomega) []string {
+			return eventNotes(g, n.Name, "svc", tokensv1alpha1.ReasonRestartTargetMissing)
+		}).
 			Should(ConsistOf(ContainSubstring("StatefulSet/gone does not exist in namespace " + n.Name)))
 		Eventually(func(g Gomega) []string { return eventNotes(g, n.Name, "svc", tokensv1alpha1.ReasonTargetsRestarted) }).
 			Should(ConsistOf("Restarted Deployment/api, DaemonSet/agent after the new token reached Secret svc-token"))
