@@ -78,7 +78,7 @@ func (r *ApiTokenReconciler) restartTargets(ctx context.Context, s *pass) (bool,
 		return false, nil
 	}
 	value := t.Name + "/" + rs.ForToken
-	var restarted, failed, pending []string
+	var restarted, missing, failed, pending []string
 	for _, tg := range targets {
 		name := tg.String()
 		if !slices.Contains(rs.Pending, name) {
@@ -89,6 +89,7 @@ func (r *ApiTokenReconciler) restartTargets(ctx context.Context, s *pass) (bool,
 		case err == nil:
 			restarted = append(restarted, name)
 		case apierrors.IsNotFound(err):
+			missing = append(missing, name)
 			s.record(corev1.EventTypeWarning, tokensv1alpha1.ReasonRestartTargetMissing,
 				name+" does not exist in namespace "+t.Namespace+"; it was not restarted for the new token (created later, it starts with it)")
 		default:
@@ -104,7 +105,13 @@ func (r *ApiTokenReconciler) restartTargets(ctx context.Context, s *pass) (bool,
 	}
 	c := metav1.Condition{
 		Type: tokensv1alpha1.ConditionTargetsRestarted, Status: metav1.ConditionTrue, ObservedGeneration: t.Generation,
-		Reason: tokensv1alpha1.ReasonTargetsRestarted, Message: "The restart targets were restarted for token " + rs.ForToken,
+		Reason: tokensv1alpha1.ReasonTargetsRestarted, Message: "Restarted for token " + rs.ForToken + ": " + strings.Join(restarted, ", "),
+	}
+	if len(restarted) == 0 {
+		c.Message = "Nothing restarted for token " + rs.ForToken
+	}
+	if len(missing) > 0 {
+		c.Message += "; not found, not restarted: " + strings.Join(missing, ", ")
 	}
 	if len(failed) > 0 {
 		c.Status, c.Reason = metav1.ConditionFalse, tokensv1alpha1.ReasonRestartFailed

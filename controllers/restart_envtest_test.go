@@ -119,6 +119,7 @@ var _ = Describe("Restart targets (spec.rotation.restartTargets)", func() {
 			c := meta.FindStatusCondition(cur.Status.Conditions, tokensv1alpha1.ConditionTargetsRestarted)
 			g.Expect(c).NotTo(BeNil())
 			g.Expect(c.Status).To(Equal(metav1.ConditionTrue))
+			g.Expect(c.Message).To(Equal("Restarted for token " + restarts.ForToken + ": Deployment/api, DaemonSet/agent; not found, not restarted: StatefulSet/gone"))
 		}).Should(Succeed())
 		want := "svc/" + restarts.ForToken
 		Expect(restarts.ForToken).To(HavePrefix("1@"))
