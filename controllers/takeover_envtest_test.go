@@ -95,6 +95,11 @@ var _ = Describe("An operator that starts over existing tokens (a rollout, a lea
 		ns     string
 		keys   []types.NamespacedName
 		hashes map[types.NamespacedName]string
+		// What a replica must never rewrite over: each Secret's version
+		// (its token and the rendered keys of spec.secretTemplate.data) and
+		// the recorded first use of the token that ends its grace by use.
+		secretVersions map[types.NamespacedName]string
+		firstUses      map[types.NamespacedName]string
 	)
 	BeforeEach(func() {
 		ctx = context.Background()
@@ -102,9 +107,17 @@ var _ = Describe("An operator that starts over existing tokens (a rollout, a lea
 		Expect(k8s.Create(ctx, n)).To(Succeed())
 		ns = n.Name
 		keys, hashes = nil, map[types.NamespacedName]string{}
-		for _, name := range []string{"a", "b", "c", "d", "e"} {
-			at := &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-				Spec: tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "30d"}}
+		secretVersions, firstUses = map[types.NamespacedName]string{}, map[types.NamespacedName]string{}
+		usedSpec := *graceSpec.DeepCopy()
+		usedSpec.Rotation.GraceUntilNewTokenUsed = true
+		specs := map[string]tokensv1alpha1.ApiTokenSpec{
+			"a": {Type: tokensv1alpha1.ReadOnly, Duration: "30d"}, "b": {Type: tokensv1alpha1.ReadOnly, Duration: "30d"},
+			"c":        {Type: tokensv1alpha1.ReadOnly, Duration: "30d"},
+			"rendered": dataSpec(), // four keys rendered from the token
+			"used":     usedSpec,   // its first use recorded below
+		}
+		for name, spec := range specs {
+			at := &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Spec: spec}
 			Expect(k8s.Create(ctx, at)).To(Succeed())
 			keys = append(keys, client.ObjectKeyFromObject(at))
 		}
@@ -116,9 +129,35 @@ var _ = Describe("An operator that starts over existing tokens (a rollout, a lea
 				var s corev1.Secret
 				g.Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: at.SecretName()}, &s)).To(Succeed())
 				g.Expect(verifiesNow(g, key, string(s.Data[tokensv1alpha1.SecretTokenKey]))).To(BeTrue())
+				if key.Name == "rendered" {
+					g.Expect(s.Data).To(HaveKeyWithValue("authorization", append([]byte("Bearer "), s.Data[tokensv1alpha1.SecretTokenKey]...)))
+				}
 				hashes[key] = at.Status.Verification.Hash
 			}).Should(Succeed())
 		}
+		// The first use of "used" as an auth endpoint records it.
+		used := types.NamespacedName{Namespace: ns, Name: "used"}
+		Eventually(func(g Gomega) {
+			var at tokensv1alpha1.ApiToken
+			g.Expect(k8s.Get(ctx, used, &at)).To(Succeed())
+			at.Status.Verification.FirstUsedAt = &metav1.Time{Time: fakeClock.Now().Truncate(time.Second)}
+			g.Expect(k8s.Status().Update(ctx, &at)).To(Succeed())
+		}).Should(Succeed())
+		// The suite's operator settles over it; then the versions are taken.
+		Consistently(func(g Gomega) {
+			for _, key := range keys {
+				var at tokensv1alpha1.ApiToken
+				g.Expect(k8s.Get(ctx, key, &at)).To(Succeed())
+				var s corev1.Secret
+				g.Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: at.SecretName()}, &s)).To(Succeed())
+				if v, ok := secretVersions[key]; ok {
+					g.Expect(s.ResourceVersion).To(Equal(v), "%s's Secret is still being written", key.Name)
+				}
+				secretVersions[key] = s.ResourceVersion
+				firstUses[key] = fmt.Sprint(at.Status.Verification.FirstUsedAt)
+			}
+		}, 2*time.Second, 500*time.Millisecond).Should(Succeed())
+		Expect(firstUses[used]).NotTo(Equal(fmt.Sprint((*metav1.Time)(nil))), "the first use was not kept")
 	})
 
 	// startOperator starts a second operator as main wires it (the real
@@ -165,6 +204,10 @@ var _ = Describe("An operator that starts over existing tokens (a rollout, a lea
 				var at tokensv1alpha1.ApiToken
 				g.Expect(k8s.Get(ctx, key, &at)).To(Succeed())
 				g.Expect(at.Status.Verification.Hash).To(Equal(hashes[key]), "%s was re-issued", key.Name)
+				g.Expect(fmt.Sprint(at.Status.Verification.FirstUsedAt)).To(Equal(firstUses[key]), "%s's first use was rewritten", key.Name)
+				var s corev1.Secret
+				g.Expect(k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: at.SecretName()}, &s)).To(Succeed())
+				g.Expect(s.ResourceVersion).To(Equal(secretVersions[key]), "%s's Secret (its token or rendered keys) was rewritten", key.Name)
 			}
 			var evs eventsv1.EventList
 			g.Expect(k8s.List(ctx, &evs, client.InNamespace(ns))).To(Succeed())

@@ -68,7 +68,9 @@ if [[ ! -x "$dir/$tool" ]]; then
   start=$(date +%s)
   ldflags=""
   if [[ "$tool" == helm ]]; then ldflags=$(GOFLAGS=-mod=mod helm_ldflags); fi
-  GOBIN="$dir" GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod run "go install -tags '$tags' $pkg" go install -tags "$tags" -ldflags "$ldflags" "$pkg"
+  # Static and -trimpath, as every build of make's (Makefile): the standard
+  # library compiled for one is the standard library of all.
+  GOBIN="$dir" GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-mod=mod -trimpath" run "go install -tags '$tags' $pkg" go install -tags "$tags" -ldflags "$ldflags" "$pkg"
   log "installed $tool in $(($(date +%s) - start))s"
 fi
 echo "$dir/$tool"

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -268,5 +269,34 @@ func TestEveryCommandHasHelpWithExamples(t *testing.T) {
 		if !strings.Contains(out.String(), "kubectl apitoken "+c.Name()) || !strings.Contains(out.String(), "Examples:") {
 			t.Errorf("%s --help does not show its usage and examples:\n%s", c.Name(), out.String())
 		}
+	}
+}
+
+func TestStatusShowsTheFirstUseThatEndsTheGrace(t *testing.T) {
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	used := metav1.NewTime(now.Add(-90 * time.Second))
+	at := &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: "ci", Namespace: "team-a"},
+		Spec: tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "30d",
+			Rotation: &tokensv1alpha1.Rotation{GracePeriod: "1h", GraceUntilNewTokenUsed: true}},
+		Status: tokensv1alpha1.ApiTokenStatus{Verification: &tokensv1alpha1.Verification{FirstUsedAt: &used}}}
+	var out strings.Builder
+	if err := printFields(&out, at, now); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`(?m)^Grace ends:\s+when the new token is first used, at the latest after the grace period$`,
+		`(?m)^First used:\s+2026-12-07T11:58:30Z \(`,
+	} {
+		if !regexp.MustCompile(want).MatchString(out.String()) {
+			t.Errorf("no %s in\n%s", want, out.String())
+		}
+	}
+	at.Spec.Rotation.GraceUntilNewTokenUsed, at.Status.Verification.FirstUsedAt = false, nil
+	out.Reset()
+	if err := printFields(&out, at, now); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "Grace ends") || strings.Contains(out.String(), "First used") {
+		t.Errorf("a token without a first use says one:\n%s", out.String())
 	}
 }

@@ -124,6 +124,9 @@ func printFields(w io.Writer, at *tokensv1alpha1.ApiToken, now time.Time) error 
 	if r := at.Spec.Rotation; r != nil {
 		line("Grace period", orDash(r.GracePeriod))
 		line("Renew before", orDash(r.RenewBefore))
+		if r.GraceUntilNewTokenUsed {
+			line("Grace ends", "when the new token is first used, at the latest after the grace period")
+		}
 	}
 	if at.Spec.IdleTimeout != "" {
 		line("Idle timeout", at.Spec.IdleTimeout)
@@ -139,6 +142,9 @@ func printFields(w io.Writer, at *tokensv1alpha1.ApiToken, now time.Time) error 
 	line("Expires", expires)
 	line("Last used", when(st.LastUsedAt, "never"))
 	line("Last regenerated", when(st.LastRegeneratedAt, "never"))
+	if v := st.Verification; v != nil && v.FirstUsedAt != nil {
+		line("First used", when(v.FirstUsedAt, ""))
+	}
 	if v := st.Verification; v != nil && v.PreviousValidUntil != nil {
 		line("Previous token valid until", when(v.PreviousValidUntil, ""))
 	}
