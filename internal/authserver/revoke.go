@@ -240,7 +240,7 @@ func (rv *Revoker) record(ctx context.Context, tok string, id *Identity, clientA
 			return "already-revoked", nil
 		}
 		leaks := append(slices.Clone(v.LeakRevocations), tokensv1alpha1.LeakRevocation{
-			Token: lifecycle.HashRef(encoded), RequestedAt: metav1.NewTime(now.Truncate(time.Second)), Client: clientAddr})
+			Token: lifecycle.HashRef(encoded), RequestedAt: metav1.NewTime(now.Truncate(time.Second)), Client: statusAddress(clientAddr)})
 		patch, err := json.Marshal(map[string]any{
 			"metadata": map[string]any{"resourceVersion": at.ResourceVersion},
 			"status":   map[string]any{"verification": map[string]any{"leakRevocations": leaks}},
@@ -260,6 +260,16 @@ func (rv *Revoker) record(ctx context.Context, tok string, id *Identity, clientA
 			return "", err
 		}
 	}
+}
+
+// statusAddress is addr as status.verification.leakRevocations records
+// it: an IP address without its zone, or "" for anything else.
+func statusAddress(addr string) string {
+	ip, err := netip.ParseAddr(addr)
+	if err != nil {
+		return ""
+	}
+	return ip.WithZone("").String()
 }
 
 // matching returns the hash of at's record that tok matches and that is

@@ -325,3 +325,13 @@ func TestRevokeURL(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusAddress: what the status records of a client's address fits
+// the schema (an IP address, at most 64 characters).
+func TestStatusAddress(t *testing.T) {
+	for in, want := range map[string]string{"192.0.2.7": "192.0.2.7", "fe80::1%eth0": "fe80::1", "2001:db8::1": "2001:db8::1", "@": "", "": ""} {
+		if got := statusAddress(in); got != want {
+			t.Errorf("statusAddress(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
