@@ -200,18 +200,18 @@ func (rv *Revoker) revoke(ctx context.Context, tok string, src auditSource) erro
 		} else if verdict == Valid {
 			rv.awaitRefused(ctx, tok)
 		}
-		rv.audit(now, result, id, src)
+		rv.audit(now, result, id, src, err)
 		return err
 	}
 	if verdict != Valid {
-		rv.audit(now, "not-valid", id, src)
+		rv.audit(now, "not-valid", id, src, nil)
 		return nil
 	}
 	result, err := rv.record(ctx, tok, id, src.client, now)
 	if err != nil {
 		result = "failed"
 	}
-	rv.audit(now, result, id, src)
+	rv.audit(now, result, id, src, err)
 	return err
 }
 
@@ -362,13 +362,18 @@ func (rv *Revoker) clients() int {
 }
 
 // audit records what came of a request: the ApiToken (when the token
-// named one), the client's address, the outcome; never the token.
-func (rv *Revoker) audit(at time.Time, result string, id *Identity, src auditSource) {
+// named one), the client's address, the outcome and the status answered
+// (503 when err says nothing was recorded); never the token.
+func (rv *Revoker) audit(at time.Time, result string, id *Identity, src auditSource, err error) {
 	if rv.Audit == nil {
 		return
 	}
+	code := http.StatusAccepted
+	if err != nil {
+		code = http.StatusServiceUnavailable
+	}
 	src = auditSource{client: bounded(src.client, maxAuditField), peer: bounded(src.peer, maxAuditField)}
-	rv.Audit.record(auditRecord{at: at, endpoint: "revoke", d: Decision{Status: http.StatusAccepted, Result: result, Identity: id}, src: src})
+	rv.Audit.record(auditRecord{at: at, endpoint: "revoke", d: Decision{Status: code, Result: result, Identity: id}, src: src})
 }
 
 // revokeError answers a request that was not acted on, as JSON; wait > 0

@@ -277,7 +277,7 @@ func TestRevokeForwardedByAnAuthOnlyReplica(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte(reporterToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	auth := &Revoker{Index: f.ix, Clock: f.clk, Forward: &RevokeForwarder{URL: op.URL + RevokePath, TokenFile: tokenFile, Client: op.Client()}}
+	auth := &Revoker{Index: f.ix, Clock: f.clk, Audit: NewAuditLog(nil), Forward: &RevokeForwarder{URL: op.URL + RevokePath, TokenFile: tokenFile, Client: op.Client()}}
 	if w := post(auth, "192.0.2.9", "application/json", tokenBody(f.tokens["current"])); w.Code != http.StatusAccepted {
 		t.Fatalf("forwarded: %d %s", w.Code, w.Body)
 	}
@@ -311,6 +311,15 @@ func TestRevokeForwardedByAnAuthOnlyReplica(t *testing.T) {
 	var body map[string]string
 	if json.Unmarshal(w.Body.Bytes(), &body) != nil || body["message"] == "" {
 		t.Fatalf("body %q", w.Body)
+	}
+	var recs []string
+	for len(auth.Audit.ch) > 0 {
+		r := <-auth.Audit.ch
+		recs = append(recs, string(r.appendJSON(nil)))
+	}
+	if len(recs) != 2 || !strings.Contains(recs[0], `"result":"forwarded","status":202,"namespace":"team-a","name":"web"`) ||
+		!strings.Contains(recs[1], `"result":"unavailable","status":503`) || !strings.Contains(recs[1], `"client":"192.0.2.9"`) {
+		t.Fatalf("the forwarding replica's audit records: %q", recs)
 	}
 }
 
