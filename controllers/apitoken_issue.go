@@ -130,7 +130,7 @@ func (r *ApiTokenReconciler) promote(s *pass, issued time.Time) {
 		previousID, until, _ := salts.Overlap()
 		grace = saltGrace(v.SaltID, previousID, until, now, r.MaxSaltOverlap)
 	}
-	leakNote, leaked := revokeLeakedCurrent(v)
+	leakNote, leaked := revokeLeakedCurrent(st)
 	if grace > 0 && v.Hash != "" && !leaked {
 		end, finite := currentEnd(t, p)
 		if until, keep := lifecycle.PreviousValidUntil(now, grace, end, finite); keep {

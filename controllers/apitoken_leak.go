@@ -32,6 +32,7 @@ func (r *ApiTokenReconciler) settleLeakRevocations(_ context.Context, s *pass) (
 		return false, nil
 	}
 	if leak := leakOf(v, v.PreviousHash); leak != nil {
+		s.t.Status.LastLeakRevocation = leak.DeepCopy()
 		v.RevokedHash, v.PreviousHash, v.PreviousValidUntil = v.PreviousHash, "", nil
 		s.record(corev1.EventTypeWarning, tokensv1alpha1.ReasonLeakRevoked,
 			"The replaced token, in its grace period, was presented as leaked "+leakSource(leak)+" and revoked; the current token is unchanged")
@@ -82,15 +83,17 @@ func leakSource(l *tokensv1alpha1.LeakRevocation) string {
 
 // revokeLeakedCurrent is promote's part for a current token that a leak
 // revocation names: its hash is kept as revokedHash (refused as revoked,
-// never in a grace), and the note for the Event says who asked. The
-// requests left are those naming the hash being promoted (a leak of the
-// new token, recorded while it was pending: the next pass replaces it).
-// ok false: the current token is not named.
-func revokeLeakedCurrent(v *tokensv1alpha1.Verification) (note string, ok bool) {
+// never in a grace), the request as lastLeakRevocation, and the note for
+// the Event says who asked. The requests left are those naming the hash
+// being promoted (a leak of the new token, recorded while it was pending:
+// the next pass replaces it). ok false: the current token is not named.
+func revokeLeakedCurrent(st *tokensv1alpha1.ApiTokenStatus) (note string, ok bool) {
+	v := st.Verification
 	leak := leakOf(v, v.Hash)
 	if leak != nil {
 		note = "The token was presented as leaked " + leakSource(leak) + " and revoked"
 		v.RevokedHash = v.Hash
+		st.LastLeakRevocation = leak.DeepCopy()
 	}
 	v.LeakRevocations = slices.DeleteFunc(v.LeakRevocations, func(l tokensv1alpha1.LeakRevocation) bool { return !names(l, v.PendingHash) })
 	if len(v.LeakRevocations) == 0 {

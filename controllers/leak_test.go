@@ -62,6 +62,8 @@ func TestLeakOfTheCurrentToken(t *testing.T) {
 		t.Fatalf("issuedAt %v, want the leaked token's %v: a leak never lengthens a lifetime", at.Status.IssuedAt, issued)
 	case at.Status.Phase != tokensv1alpha1.PhaseActive:
 		t.Fatalf("phase %s", at.Status.Phase)
+	case at.Status.LastLeakRevocation == nil || at.Status.LastLeakRevocation.Client != "192.0.2.7" || at.Status.LastLeakRevocation.Token != lifecycle.HashRef(v.RevokedHash):
+		t.Fatalf("lastLeakRevocation %+v", at.Status.LastLeakRevocation)
 	}
 	evs := h.events()
 	if len(evs) != 1 || !strings.HasPrefix(evs[0], "Warning LeakRevoked ") || !strings.Contains(evs[0], "192.0.2.7") {
@@ -101,6 +103,8 @@ func TestLeakOfThePreviousToken(t *testing.T) {
 		t.Fatalf("after the pass: previousHash %q, revokedHash %q, leakRevocations %v", v.PreviousHash, v.RevokedHash, v.LeakRevocations)
 	case h.verifies(old):
 		t.Fatal("the previous token verifies after the pass")
+	case h.token().Status.LastLeakRevocation == nil || h.token().Status.LastLeakRevocation.Token != lifecycle.HashRef(v.RevokedHash):
+		t.Fatalf("lastLeakRevocation %+v", h.token().Status.LastLeakRevocation)
 	}
 	if evs := h.events(); len(evs) != 1 || !strings.HasPrefix(evs[0], "Warning LeakRevoked ") {
 		t.Fatalf("events %q", evs)

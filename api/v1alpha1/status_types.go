@@ -157,6 +157,13 @@ type ApiTokenStatus struct {
 	// +optional
 	LastHandledRegenerate string `json:"lastHandledRegenerate,omitempty"`
 
+	// lastLeakRevocation is the last leak revocation the operator acted on
+	// (status.verification.leakRevocations, cleared once handled): which
+	// token, when it was asked for and by which client. The Event
+	// LeakRevoked says the same, for as long as Events are kept.
+	// +optional
+	LastLeakRevocation *LeakRevocation `json:"lastLeakRevocation,omitempty"`
+
 	// verification holds the keyed hashes the auth endpoint verifies against.
 	// +optional
 	Verification *Verification `json:"verification,omitempty"`

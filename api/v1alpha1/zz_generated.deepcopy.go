@@ -145,6 +145,11 @@ func (in *ApiTokenStatus) DeepCopyInto(out *ApiTokenStatus) {
 		in, out := &in.LastRegeneratedAt, &out.LastRegeneratedAt
 		*out = (*in).DeepCopy()
 	}
+	if in.LastLeakRevocation != nil {
+		in, out := &in.LastLeakRevocation, &out.LastLeakRevocation
+		*out = new(LeakRevocation)
+		(*in).DeepCopyInto(*out)
+	}
 	if in.Verification != nil {
 		in, out := &in.Verification, &out.Verification
 		*out = new(Verification)

@@ -81,6 +81,8 @@ var _ = Describe("Revoking a leaked token by presenting it (POST /v1/revoke)", f
 			g.Expect(at.Status.Verification.LeakRevocations).To(BeEmpty())
 			g.Expect(at.Status.Verification.RevokedHash).NotTo(BeEmpty())
 			g.Expect(at.Status.Verification.PreviousHash).To(BeEmpty())
+			g.Expect(at.Status.LastLeakRevocation).NotTo(BeNil())
+			g.Expect(at.Status.LastLeakRevocation.Client).To(Equal("127.0.0.1"))
 			g.Expect(leakRevoked(g, "web")).To(ConsistOf(And(HavePrefix("The token was presented as leaked at the auth endpoint by 127.0.0.1"),
 				ContainSubstring("; Issued a new token into Secret web-token"))))
 		}).Should(Succeed())
