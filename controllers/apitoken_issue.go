@@ -133,7 +133,8 @@ func (r *ApiTokenReconciler) promote(s *pass, issued time.Time) {
 		previousID, until, _ := salts.Overlap()
 		grace = saltGrace(v.SaltID, previousID, until, now, r.MaxSaltOverlap)
 	}
-	if grace > 0 && v.Hash != "" {
+	leakNote, leaked := revokeLeakedCurrent(st)
+	if grace > 0 && v.Hash != "" && !leaked {
 		end, finite := currentEnd(t, p)
 		if until, keep := lifecycle.PreviousValidUntil(now, grace, end, finite); keep {
 			v.PreviousHash, v.PreviousValidUntil = v.Hash, &metav1.Time{Time: until}
@@ -156,6 +157,9 @@ func (r *ApiTokenReconciler) promote(s *pass, issued time.Time) {
 	switch {
 	case reason == tokensv1alpha1.ReasonSaltRotated && v.PreviousValidUntil != nil:
 		msg = "The operator's salt was rotated (planned); " + msg + "; the replaced token verifies until " + v.PreviousValidUntil.UTC().Format(time.RFC3339)
+	case leaked:
+		eventType, reason = corev1.EventTypeWarning, tokensv1alpha1.ReasonLeakRevoked
+		msg = leakNote + "; " + msg
 	case reason == tokensv1alpha1.ReasonSecretConflict:
 		eventType = corev1.EventTypeWarning
 		msg = "The token was cut while its Secret was not owned by this ApiToken; " + msg

@@ -113,7 +113,8 @@ type action struct {
 // every other action; a record made under a salt that
 // the current one did not replace is held, so that a lost or wrongly
 // restored salt never re-issues (breaks) every token before a human said
-// so; a pending token found in the Secret is promoted; a lost record is
+// so; a token presented as leaked at the auth endpoint (current or
+// pending) is replaced; a pending token found in the Secret is promoted; a lost record is
 // rebuilt from the Secret, unless it records a revoked token (un-revoked:
 // a new token, never the revoked one); then a new token is issued for a
 // replaced salt, a missing or altered Secret, a new regenerate request, or
@@ -130,6 +131,9 @@ func decide(t *tokensv1alpha1.ApiToken, p policy, s secretState, salt saltView, 
 	case hasRecord && v.SaltID != "" && v.SaltID != saltID && !salt.replaced(v.SaltID),
 		!hasRecord && s == secretUnknownSalt:
 		return action{actHold, tokensv1alpha1.ReasonSaltMismatch}
+	case leakOfCurrent(v):
+		// Presented as leaked at the auth endpoint: refused already.
+		return action{actIssue, tokensv1alpha1.ReasonLeakRevoked}
 	case s == secretMatchesPending:
 		return action{actPromote, v.PendingReason}
 	case t.Status.Phase == tokensv1alpha1.PhaseRevoked,
@@ -198,12 +202,12 @@ func saltGrace(recordedID, previousID string, overlapUntil, now time.Time, maxOv
 // lifetimeStart returns the issue time of a token issued for reason: now
 // when the reason starts a new lifetime (first token, regeneration,
 // rotation, un-revocation), else the current token's issue time, so that a
-// deleted, edited or disowned Secret or a salt change never extends, nor
-// revives, a token's lifetime.
+// deleted, edited or disowned Secret, a salt change or a leak revocation
+// never extends, nor revives, a token's lifetime.
 func lifetimeStart(t *tokensv1alpha1.ApiToken, reason string, now time.Time) time.Time {
 	switch reason {
 	case tokensv1alpha1.ReasonSecretMissing, tokensv1alpha1.ReasonSecretTampered, tokensv1alpha1.ReasonSaltRotated, tokensv1alpha1.ReasonSecretUntrusted,
-		tokensv1alpha1.ReasonSecretConflict:
+		tokensv1alpha1.ReasonSecretConflict, tokensv1alpha1.ReasonLeakRevoked:
 		if t.Status.IssuedAt != nil {
 			return t.Status.IssuedAt.Time
 		}

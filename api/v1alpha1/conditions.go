@@ -21,6 +21,10 @@ const (
 	// previous token's grace ended before its gracePeriod
 	// (spec.rotation.graceUntilNewTokenUsed).
 	ReasonGraceEnded = "GraceEnded"
+	// ReasonLeakRevoked: a token was presented at the auth endpoint's
+	// /v1/revoke as leaked: it was revoked, and a new token issued if it
+	// was the current one (status.verification.leakRevocations).
+	ReasonLeakRevoked = "LeakRevoked"
 	// ReasonGenerated: a first token was issued.
 	ReasonGenerated = "Generated"
 	// ReasonRegenerated: a new token was issued on request (annotation).

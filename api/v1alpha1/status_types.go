@@ -80,6 +80,37 @@ type Verification struct {
 	// auth endpoint answers "revoked" rather than "unknown"; it never verifies.
 	// +optional
 	RevokedHash string `json:"revokedHash,omitempty"`
+
+	// leakRevocations are the requests, made at the auth endpoint's
+	// /v1/revoke by whoever presented a recorded token, to revoke it as
+	// leaked: written by the auth endpoint, acted on and cleared by the
+	// reconciler (a new token for the current one, the end of its grace
+	// for the previous one). A hash one of them names is refused from the
+	// moment it is recorded. At most one per recorded hash.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=3
+	LeakRevocations []LeakRevocation `json:"leakRevocations,omitempty"`
+}
+
+// LeakRevocation is one request to revoke a leaked token, made by
+// presenting it: never the token or its hash.
+type LeakRevocation struct {
+	// token names the revoked token's recorded hash by a reference to it
+	// (the first 128 bits of a SHA-256 of the hash, hex): enough to tell
+	// which of the record's hashes it is, nothing to verify a token with.
+	// +required
+	// +kubebuilder:validation:Pattern=`^[0-9a-f]{32}$`
+	Token string `json:"token"`
+
+	// requestedAt is when the auth endpoint received the request.
+	// +required
+	RequestedAt metav1.Time `json:"requestedAt"`
+
+	// client is the address of the client that presented the token.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Client string `json:"client,omitempty"`
 }
 
 // SecretReference names the Secret in the ApiToken's namespace.
@@ -125,6 +156,13 @@ type ApiTokenStatus struct {
 	// lastHandledRegenerate is the last value of the regenerate annotation acted on.
 	// +optional
 	LastHandledRegenerate string `json:"lastHandledRegenerate,omitempty"`
+
+	// lastLeakRevocation is the last leak revocation the operator acted on
+	// (status.verification.leakRevocations, cleared once handled): which
+	// token, when it was asked for and by which client. The Event
+	// LeakRevoked says the same, for as long as Events are kept.
+	// +optional
+	LastLeakRevocation *LeakRevocation `json:"lastLeakRevocation,omitempty"`
 
 	// verification holds the keyed hashes the auth endpoint verifies against.
 	// +optional

@@ -134,10 +134,19 @@ func setupReconcilers(mgr manager.Manager, o *Options, salts *salt.Store) error 
 }
 
 // setupAuthEndpoint registers the auth endpoint: its index over the
-// cache, the HTTP server (with the usage receiver of --usage-reporters),
+// cache, the HTTP server (with the usage receiver of --usage-reporters
+// and the leak revocations of RevokePath, forwarded with --report-usage-to),
 // the gRPC server, the salt watcher, the lastUsedAt writer (or reporter,
 // with --report-usage-to) and the audit log.
 func setupAuthEndpoint(mgr manager.Manager, o *Options, salts *salt.Store, stopping func() bool) (*Operator, error) {
+	index := authserver.NewIndex(salts.Hasher).WithPrevious(salts.PreviousHasher).WithIdentityLabels(o.AuthIdentityLabelPrefix)
+	audit, auditFile, err := authserver.OpenAuditLog(o.AuditLog)
+	if err != nil {
+		return nil, &setupError{msg: "Failed to open the audit log", err: err, code: exitUsage}
+	}
+	// A replica that writes status records revocations itself; one that
+	// reports its uses forwards them too, to the same operator replicas.
+	revoke := &authserver.Revoker{Index: index, Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Audit: audit, Clock: o.clock()}
 	var reporter *authserver.UsageReporter
 	if o.ReportUsageTo != "" {
 		hc, err := usageClient(o.ReportUsageCAFile)
@@ -145,17 +154,14 @@ func setupAuthEndpoint(mgr manager.Manager, o *Options, salts *salt.Store, stopp
 			return nil, &setupError{msg: "--report-usage-ca-file", err: err, code: exitUsage}
 		}
 		reporter = &authserver.UsageReporter{URL: o.ReportUsageTo, TokenFile: o.ReportUsageTokenFile, Client: hc}
+		revoke.Forward = &authserver.RevokeForwarder{URL: authserver.RevokeURL(o.ReportUsageTo), TokenFile: o.ReportUsageTokenFile, Client: hc}
 	}
 	var usage http.Handler
 	if reporters := splitList(o.UsageReporters); len(reporters) > 0 {
-		usage = &authserver.UsageReceiver{Client: mgr.GetClient(), Reporters: reporters, Clock: o.clock()}
+		receiver := &authserver.UsageReceiver{Client: mgr.GetClient(), Reporters: reporters, Clock: o.clock()}
+		usage, revoke.Forwarders = receiver, receiver
 	}
 
-	index := authserver.NewIndex(salts.Hasher).WithPrevious(salts.PreviousHasher).WithIdentityLabels(o.AuthIdentityLabelPrefix)
-	audit, auditFile, err := authserver.OpenAuditLog(o.AuditLog)
-	if err != nil {
-		return nil, &setupError{msg: "Failed to open the audit log", err: err, code: exitUsage}
-	}
 	op := &Operator{Salt: salts}
 	if auditFile != nil {
 		op.closeAudit = func() { _ = auditFile.Close() }
@@ -164,7 +170,7 @@ func setupAuthEndpoint(mgr manager.Manager, o *Options, salts *salt.Store, stopp
 		PathPrefix: o.AuthPathPrefix, ResourceSegment: o.AuthResourceSegment,
 		DefaultNamespaces: splitList(o.AuthDefaultNamespaces), KubeAPIAudiences: splitList(o.KubeAPIAudiences),
 	}}
-	op.HTTP = &authserver.Server{Addr: o.AuthAddr, CertFile: o.AuthCert, KeyFile: o.AuthKey, EnableHTTP2: o.EnableHTTP2, Handler: handler, Usage: usage, Cache: mgr.GetCache(), Stopping: stopping, MaxConnections: o.AuthMaxConnections}
+	op.HTTP = &authserver.Server{Addr: o.AuthAddr, CertFile: o.AuthCert, KeyFile: o.AuthKey, EnableHTTP2: o.EnableHTTP2, Handler: handler, Usage: usage, Revoke: revoke, Cache: mgr.GetCache(), Stopping: stopping, MaxConnections: o.AuthMaxConnections}
 	runnables := []manager.Runnable{
 		&salt.Watcher{Store: salts, Cache: mgr.GetCache()},
 		op.HTTP,

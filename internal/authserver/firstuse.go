@@ -2,8 +2,6 @@ package authserver
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"time"
 
@@ -62,12 +60,9 @@ type FirstUse struct {
 }
 
 // hashRef names a recorded hash (status.verification.hash) in a usage
-// report: a SHA-256 of it, so that the report carries no token and no
+// report: lifecycle.HashRef, so that the report carries no token and no
 // hash, and the receiver can tell which of the ApiToken's hashes was used.
-func hashRef(encoded string) string {
-	sum := sha256.Sum256([]byte(encoded))
-	return hex.EncodeToString(sum[:16])
-}
+func hashRef(encoded string) string { return lifecycle.HashRef(encoded) }
 
 // recordFirstUse writes a reported first use (fu, nil: none) of obj's
 // current token as status.verification.firstUsedAt, if it names the hash

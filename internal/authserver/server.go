@@ -35,6 +35,8 @@ type Server struct {
 	// Usage, when set, receives auth-only replicas' usage reports at
 	// UsagePath (an operator replica, which may write status).
 	Usage http.Handler
+	// Revoke, when set, answers RevokePath (every replica: Revoker).
+	Revoke http.Handler
 	// Cache feeds the index with ApiTokens.
 	Cache cache.Cache
 	// Stopping, when set, reports that the process is shutting down:
@@ -91,6 +93,9 @@ func (s *Server) Mux() http.Handler {
 	mux.HandleFunc(TokenReviewPath, s.Handler.ServeTokenReview)
 	if s.Usage != nil {
 		mux.Handle(UsagePath, s.Usage)
+	}
+	if s.Revoke != nil {
+		mux.Handle(RevokePath, s.Revoke)
 	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {

@@ -181,6 +181,7 @@ func (r Record) Next(now time.Time) (next time.Time, ok bool) {
 //     current one's first recorded use (firstUsedAt,
 //     graceUntilNewTokenUsed: see FirstUse) if that is earlier. Once
 //     recorded, that use ends the grace whatever the spec says later.
+//   - A hash a leak revocation names (LeakRevoked) is revoked.
 //
 // Whatever the time, a hash's worth comes from Standing.At.
 func Assess(at *tokensv1alpha1.ApiToken, s Spec) Record {
@@ -223,7 +224,14 @@ func Assess(at *tokensv1alpha1.ApiToken, s Spec) Record {
 	}
 	if v.PreviousValidUntil != nil {
 		r.Previous = Hash{v.PreviousHash, previous}
-		r.EndsGrace = s.GraceUntilUsed && v.PreviousHash != "" && v.Hash != "" && v.FirstUsedAt == nil && previous.Worth == Valid
+	}
+	for _, h := range [...]*Hash{&r.Current, &r.Pending, &r.Previous} {
+		if LeakRevoked(v, h.Encoded) {
+			h.Standing = Standing{Worth: Revoked}
+		}
+	}
+	if v.PreviousValidUntil != nil {
+		r.EndsGrace = r.Current.Worth == Valid && s.GraceUntilUsed && v.PreviousHash != "" && v.Hash != "" && v.FirstUsedAt == nil && r.Previous.Worth == Valid
 	}
 	return r
 }
