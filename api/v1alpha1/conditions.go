@@ -17,6 +17,11 @@ const (
 	// previous token's grace ended before its gracePeriod
 	// (spec.rotation.graceUntilNewTokenUsed).
 	ReasonGraceEnded = "GraceEnded"
+	// ReasonReplacedTokenPresented (a Warning Event only, from the auth
+	// endpoint): a token this ApiToken replaced (replacedHash, or the
+	// previous one past its grace) or revoked was presented again, and
+	// refused: it may have leaked.
+	ReasonReplacedTokenPresented = "ReplacedTokenPresented"
 	// ReasonGenerated: a first token was issued.
 	ReasonGenerated = "Generated"
 	// ReasonRegenerated: a new token was issued on request (annotation).

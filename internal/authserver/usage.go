@@ -46,6 +46,9 @@ type Use struct {
 	// FirstUse, when set, is the replica's first use of a current token
 	// whose use ends the previous one's grace.
 	FirstUse *FirstUse `json:"firstUse,omitempty"`
+	// Presented, when set, is a replaced or revoked token of the ApiToken
+	// presented again (in a report of its own; LastUsedAt is then zero).
+	Presented *Presented `json:"presented,omitempty"`
 }
 
 // usageReport is the body of a POST to UsagePath.
@@ -116,6 +119,8 @@ type UsageReceiver struct {
 	// system:serviceaccount:apitoken-system:apitoken-auth.
 	Reporters []string
 	Clock     clock.PassiveClock
+	// Presented records the reported tokens presented again (nil: dropped).
+	Presented *PresentedRecorder
 
 	mu       sync.Mutex
 	hashKey  []byte
@@ -241,6 +246,7 @@ func (u *UsageReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			continue
 		}
+		u.Presented.Record(obj, use.Presented)
 		u.recordFirstUse(r.Context(), sink, obj, use.FirstUse, now)
 		if !couldBeUsed(obj, at) {
 			continue
