@@ -114,6 +114,12 @@ var _ = Describe("A replaced or revoked token presented again", func() {
 			fresh = tokenIn(g, ns, "regenerated-token")
 			g.Expect(fresh).NotTo(Equal(old))
 			g.Expect(status(authURL+verifyPath, fresh)).To(Equal(200))
+			// Promoted: the grace runs from the regeneration's pass on.
+			var at tokensv1alpha1.ApiToken
+			g.Expect(k8s.Get(ctx, key, &at)).To(Succeed())
+			g.Expect(at.Status.LastHandledRegenerate).To(Equal("1"))
+			g.Expect(at.Status.Verification.PendingHash).To(BeEmpty())
+			g.Expect(at.Status.Verification.PreviousHash).NotTo(BeEmpty())
 		}).Should(Succeed())
 		Expect(status(authURL+verifyPath, old)).To(Equal(200), "in its grace")
 		fakeClock.Step(2 * time.Minute)
@@ -146,6 +152,8 @@ var _ = Describe("A replaced or revoked token presented again", func() {
 		var at tokensv1alpha1.ApiToken
 		Expect(k8s.Get(ctx, key, &at)).To(Succeed())
 		Consistently(func(g Gomega) {
+			// A second apart: each is a presentation of its own.
+			fakeClock.Step(2 * time.Second)
 			for range 5 {
 				g.Expect(status(authURL+verifyPath, old)).To(Equal(401))
 			}
