@@ -127,6 +127,14 @@ func (pr *PresentedRecorder) admit(key types.NamespacedName, now time.Time) bool
 	return true
 }
 
+// recordReported records what a usage report says of obj besides its
+// last use: a token presented again (Presented), then a first use
+// (recordFirstUse).
+func (u *UsageReceiver) recordReported(ctx context.Context, sink statusSink, obj *tokensv1alpha1.ApiToken, use *Use, now time.Time) {
+	u.Presented.Record(obj, use.Presented)
+	u.recordFirstUse(ctx, sink, obj, use.FirstUse, now)
+}
+
 // recordKey is Record for the ApiToken key, read from the cache.
 func (pr *PresentedRecorder) recordKey(ctx context.Context, key types.NamespacedName, p *Presented) {
 	obj := &tokensv1alpha1.ApiToken{}
