@@ -117,13 +117,18 @@ func (r *ApiTokenReconciler) issue(ctx context.Context, s *pass, issued time.Tim
 // once expired: lifecycle.PreviousValidUntil) when the reason allows it (for a
 // salt rotation, the planned rotation's overlap: saltGrace), the
 // regenerate request it answers is marked handled, and issuedAt is set to
-// issued (see lifetimeStart).
+// issued (see lifetimeStart). The last token replaced and no longer in a
+// grace (the one before the previous, or this one without a grace) is
+// kept as replacedHash.
 func (r *ApiTokenReconciler) promote(s *pass, issued time.Time) {
 	t, p, salts, now := s.t, s.p, s.salts, s.now
 	st := &t.Status
 	v := st.Verification
 	reason := v.PendingReason
 	// A first use belongs to the hash it was of, which is replaced now.
+	if v.PreviousHash != "" {
+		v.ReplacedHash = v.PreviousHash
+	}
 	v.PreviousHash, v.PreviousValidUntil, v.FirstUsedAt = "", nil, nil
 	var grace time.Duration
 	switch {
@@ -139,6 +144,9 @@ func (r *ApiTokenReconciler) promote(s *pass, issued time.Time) {
 		if until, keep := lifecycle.PreviousValidUntil(now, grace, end, finite); keep {
 			v.PreviousHash, v.PreviousValidUntil = v.Hash, &metav1.Time{Time: until}
 		}
+	}
+	if v.PreviousHash == "" && v.Hash != "" {
+		v.ReplacedHash = v.Hash
 	}
 	v.Hash, v.SaltID = v.PendingHash, salts.ID()
 	if v.PendingRegenerate != "" {
@@ -245,7 +253,11 @@ func (r *ApiTokenReconciler) recordRevocation(ctx context.Context, s *pass) (boo
 	case v.PendingHash != "":
 		revoked = v.PendingHash
 	}
-	st.Verification = &tokensv1alpha1.Verification{SaltID: v.SaltID, RevokedHash: revoked}
+	replaced := v.ReplacedHash
+	if v.PreviousHash != "" {
+		replaced = v.PreviousHash
+	}
+	st.Verification = &tokensv1alpha1.Verification{SaltID: v.SaltID, RevokedHash: revoked, ReplacedHash: replaced}
 	st.IssuedAt, st.ExpiresAt = nil, nil
 	st.Phase = tokensv1alpha1.PhaseRevoked
 	s.revokedNow = moved

@@ -21,7 +21,8 @@ type blocker struct {
 
 // computeStatus derives phase, conditions, expiresAt and secretRef from the
 // spec and the verification record at now. It is the one place where the
-// phase is decided. It also drops a previous hash whose grace has ended.
+// phase is decided. It also moves a previous hash whose grace has ended
+// to replacedHash (it never verifies again; kept to report it presented).
 //
 // died is the phase (Expired or Inactive) in which the current token
 // already ended, or "": a token that expired or went idle stays so, with
@@ -32,7 +33,7 @@ func computeStatus(t *tokensv1alpha1.ApiToken, p policy, b blocker, died tokensv
 	st.ObservedGeneration = t.Generation
 	st.SecretRef = &tokensv1alpha1.SecretReference{Name: t.SecretName()}
 	if v := st.Verification; v != nil && v.PreviousValidUntil != nil && lifecycle.Assess(t, p).Previous.WorthAt(now) != lifecycle.Valid {
-		v.PreviousHash, v.PreviousValidUntil = "", nil
+		v.ReplacedHash, v.PreviousHash, v.PreviousValidUntil = v.PreviousHash, "", nil
 	}
 	// A spec the operator cannot read says nothing of when the token
 	// ends: the recorded expiresAt stays (the auth endpoint refuses a token

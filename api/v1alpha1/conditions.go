@@ -25,6 +25,11 @@ const (
 	// /v1/revoke as leaked: it was revoked, and a new token issued if it
 	// was the current one (status.verification.leakRevocations).
 	ReasonLeakRevoked = "LeakRevoked"
+	// ReasonReplacedTokenPresented (a Warning Event only, from the auth
+	// endpoint): a token this ApiToken replaced (replacedHash, or the
+	// previous one past its grace) or revoked was presented again, and
+	// refused: it may have leaked.
+	ReasonReplacedTokenPresented = "ReplacedTokenPresented"
 	// ReasonGenerated: a first token was issued.
 	ReasonGenerated = "Generated"
 	// ReasonRegenerated: a new token was issued on request (annotation).

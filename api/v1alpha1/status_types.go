@@ -76,6 +76,14 @@ type Verification struct {
 	// +optional
 	FirstUsedAt *metav1.Time `json:"firstUsedAt,omitempty"`
 
+	// replacedHash is the digest of the last token a regeneration
+	// replaced, kept once its grace is over (or when it had none), so
+	// that the auth endpoint can report it presented again (a
+	// ReplacedTokenPresented Event): a sign that it leaked. It never
+	// verifies, and is answered as an unknown token.
+	// +optional
+	ReplacedHash string `json:"replacedHash,omitempty"`
+
 	// revokedHash is the digest of a revoked token, kept only so that the
 	// auth endpoint answers "revoked" rather than "unknown"; it never verifies.
 	// +optional

@@ -53,6 +53,7 @@ type Options struct {
 	ReportUsageTokenFile    string
 	ReportUsageCAFile       string
 	UsageReporters          string
+	ReplacedEventPeriod     time.Duration
 	TokenMetrics            string
 	GeneratedEvents         bool
 	ShutdownDelay           time.Duration
@@ -88,6 +89,7 @@ func NewOptions() *Options {
 		AuditLog:             "off",
 		KubeAPIAudiences:     "https://kubernetes.default.svc.cluster.local",
 		LastUsedInterval:     time.Minute,
+		ReplacedEventPeriod:  authserver.DefaultPresentedEventInterval,
 		ReportUsageTokenFile: "/var/run/secrets/kubernetes.io/serviceaccount/token",
 		TokenMetrics:         string(controllers.TokenMetricsExpiring),
 		GeneratedEvents:      true,
@@ -150,6 +152,7 @@ func (o *Options) addAuthFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.ReportUsageTokenFile, "report-usage-token-file", o.ReportUsageTokenFile, "The ServiceAccount token sent with usage reports (re-read at each report).")
 	fs.StringVar(&o.ReportUsageCAFile, "report-usage-ca-file", o.ReportUsageCAFile, "CA certificate that signs --report-usage-to's HTTPS certificate (default: the system's roots).")
 	fs.StringVar(&o.UsageReporters, "usage-reporters", o.UsageReporters, "Comma-separated usernames (e.g. system:serviceaccount:apitoken-system:apitoken-auth) whose usage reports this replica accepts at "+authserver.UsagePath+" and writes to status.lastUsedAt. Empty: none.")
+	fs.DurationVar(&o.ReplacedEventPeriod, "replaced-token-event-interval", o.ReplacedEventPeriod, "At most one ReplacedTokenPresented Warning Event per ApiToken and operator replica within this interval, when a replaced (past its grace) or revoked token is presented again and refused: a sign it leaked (docs/auth-endpoint.md#a-replaced-token-presented-again). apitoken_replaced_token_presented_total counts every such refusal.")
 }
 
 // addReconcilerFlags: the ApiToken reconciler's pace, metrics, Events and
@@ -175,6 +178,9 @@ func (o *Options) Validate() error {
 	}
 	if problem := authserver.ValidIdentityLabelPrefix(o.AuthIdentityLabelPrefix); problem != "" {
 		return &setupError{msg: "--auth-identity-label-prefix: " + problem, kv: []any{"value", o.AuthIdentityLabelPrefix}, code: exitUsage}
+	}
+	if o.ReplacedEventPeriod <= 0 {
+		return &setupError{msg: "--replaced-token-event-interval must be positive", kv: []any{"value", o.ReplacedEventPeriod.String()}, code: exitUsage}
 	}
 	if len(splitList(o.UsageReporters)) > 0 && !o.EnableController {
 		return &setupError{msg: "--usage-reporters needs a replica that writes status (--enable-controller=true)", code: exitUsage}

@@ -156,9 +156,13 @@ func setupAuthEndpoint(mgr manager.Manager, o *Options, salts *salt.Store, stopp
 		reporter = &authserver.UsageReporter{URL: o.ReportUsageTo, TokenFile: o.ReportUsageTokenFile, Client: hc}
 		revoke.Forward = &authserver.RevokeForwarder{URL: authserver.RevokeURL(o.ReportUsageTo), TokenFile: o.ReportUsageTokenFile, Client: hc}
 	}
+	var presented *authserver.PresentedRecorder // an auth-only replica writes no Event: it reports
+	if o.EnableController {
+		presented = &authserver.PresentedRecorder{Recorder: mgr.GetEventRecorder("apitoken-operator"), Client: mgr.GetClient(), Clock: o.clock(), Interval: o.ReplacedEventPeriod}
+	}
 	var usage http.Handler
 	if reporters := splitList(o.UsageReporters); len(reporters) > 0 {
-		receiver := &authserver.UsageReceiver{Client: mgr.GetClient(), Reporters: reporters, Clock: o.clock()}
+		receiver := &authserver.UsageReceiver{Client: mgr.GetClient(), Reporters: reporters, Clock: o.clock(), Presented: presented}
 		usage, revoke.Forwarders = receiver, receiver
 	}
 
@@ -174,7 +178,7 @@ func setupAuthEndpoint(mgr manager.Manager, o *Options, salts *salt.Store, stopp
 	runnables := []manager.Runnable{
 		&salt.Watcher{Store: salts, Cache: mgr.GetCache()},
 		op.HTTP,
-		&authserver.LastUsedWriter{Index: index, Client: mgr.GetClient(), Reporter: reporter, Clock: o.clock(), Interval: o.LastUsedInterval},
+		&authserver.LastUsedWriter{Index: index, Client: mgr.GetClient(), Reporter: reporter, Presented: presented, Clock: o.clock(), Interval: o.LastUsedInterval},
 	}
 	if o.GRPCAuthAddr != "0" {
 		op.GRPC = &authserver.GRPCServer{Addr: o.GRPCAuthAddr, CertFile: o.AuthCert, KeyFile: o.AuthKey, Handler: handler, Ready: op.HTTP.Ready}

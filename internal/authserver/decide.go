@@ -84,6 +84,9 @@ type Decision struct {
 	Audiences []string
 	// at is when the index was asked: the use a 200 records (answer).
 	at time.Time
+	// again, when set, is a replaced or revoked token presented again
+	// (answer records it: presented).
+	again again
 }
 
 // Options configure the auth endpoint's decisions.
@@ -135,9 +138,10 @@ func (dc *Decider) Decide(req *Request) Decision {
 		return d
 	}
 	d.at = dc.Clock.Now()
-	id, verdict := dc.Index.Lookup(req.Token, d.at)
+	id, verdict, again := dc.Index.lookup(req.Token, d.at)
 	d.Identity = id
 	if verdict != Valid {
+		d.again = again
 		d.Status, d.Result, d.Challenge = http.StatusUnauthorized, verdict.String(), invalidToken[verdict]
 		return d
 	}

@@ -48,15 +48,18 @@ func (h *Handler) judge(req *Request, problem string, hd http.Header) Decision {
 }
 
 // answer finishes the decision d of req at endpoint, the same way at
-// every door: the token's use on a 200 (for status.lastUsedAt), the audit
-// record (src is asked only when an audit log is configured), the reply
-// (send), then the metrics, timed from start to the reply sent.
+// every door: the token's use on a 200 (for status.lastUsedAt), a
+// replaced or revoked token presented again (presented), the audit record
+// (src is asked only for those two), the reply (send), then the metrics,
+// timed from start to the reply sent.
 func (h *Handler) answer(endpoint string, req *Request, d *Decision, start time.Time, src func() auditSource, send func()) {
 	if d.Status == http.StatusOK && d.Identity != nil {
 		markUsed(d.Identity, d.at)
 	}
-	if h.Audit != nil {
-		h.audit(endpoint, req, d, src())
+	if h.Audit != nil || d.again.id != nil {
+		s := src()
+		presented(endpoint, d, s)
+		h.audit(endpoint, req, d, s)
 	}
 	send()
 	observe(d.Result, start)

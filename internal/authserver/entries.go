@@ -73,6 +73,10 @@ type usage struct {
 	// the previous one's grace (Identity.endsGrace); firstWritten is the
 	// one last written or reported (done with).
 	first, firstWritten atomic.Pointer[firstUse]
+	// presented is the last time this replica refused a replaced or
+	// revoked token of this ApiToken (replayed.go); presentedSent the one
+	// last recorded or reported.
+	presented, presentedSent atomic.Pointer[presentation]
 }
 
 // entry is one hash of a token (current, pending, previous or revoked)
@@ -80,6 +84,8 @@ type usage struct {
 type entry struct {
 	id *Identity
 	lifecycle.Standing
+	// record is which of the status's hashes it is (recordOf).
+	record record
 }
 
 type object struct {
@@ -170,7 +176,7 @@ func (ix *Index) entriesOf(at *tokensv1alpha1.ApiToken, g *Grant, u *usage) map[
 			fresh.endsGrace = h.Encoded
 			hid = &fresh
 		}
-		out[indexKey(full)] = entry{id: hid, Standing: h.Standing}
+		out[indexKey(full)] = entry{id: hid, Standing: h.Standing, record: recordOf(r, h.Encoded)}
 	}
 	return out
 }

@@ -73,6 +73,7 @@ type slot struct {
 	// it is refused for all of them, and the identity is none of theirs.
 	shared  bool
 	worth   lifecycle.Worth
+	record  record
 	idle    int64
 	expires int64
 }
@@ -84,7 +85,7 @@ func (sl slot) standing() lifecycle.Standing {
 
 // entry rebuilds the entry that sl holds. The caller holds s.mu.
 func (s *shard) entry(sl slot) entry {
-	return entry{id: s.ids[sl.id], Standing: sl.standing()}
+	return entry{id: s.ids[sl.id], Standing: sl.standing(), record: sl.record}
 }
 
 // put stores e under d, reusing d's identity slot if it has one, and
@@ -106,7 +107,7 @@ func (s *shard) put(d digestKey, e entry, take bool) bool {
 		}
 	}
 	s.ids[sl.id] = e.id
-	sl.shared, sl.worth, sl.idle, sl.expires = false, e.Worth, e.Idle, e.Expires
+	sl.shared, sl.worth, sl.record, sl.idle, sl.expires = false, e.Worth, e.record, e.Idle, e.Expires
 	s.m[d] = sl
 	return true
 }
@@ -315,6 +316,7 @@ func (ix *Index) Delete(key types.NamespacedName) {
 	}
 	ix.release(obj.grant)
 	delete(ix.objects, key)
+	replacedPresented.DeleteLabelValues(key.Namespace, key.Name)
 }
 
 // Lookup verifies tok at now: format first (no hashing for a malformed
@@ -322,12 +324,20 @@ func (ix *Index) Delete(key types.NamespacedName) {
 // identity comes with Valid, and with Revoked, Expired and Inactive (to
 // name the ApiToken in the audit log): check the verdict first.
 func (ix *Index) Lookup(tok string, now time.Time) (*Identity, Verdict) {
+	id, v, _ := ix.lookup(tok, now)
+	return id, v
+}
+
+// lookup is Lookup, and says whether tok is a replaced or revoked token
+// presented again (presentedAgain): a replacedHash is answered as
+// Unknown, with no identity, as before the status kept it.
+func (ix *Index) lookup(tok string, now time.Time) (*Identity, Verdict, again) {
 	if token.Parse(tok) != nil {
-		return nil, Malformed
+		return nil, Malformed, again{}
 	}
 	h := ix.hasher()
 	if h == nil {
-		return nil, Unknown // no salt: fail closed
+		return nil, Unknown, again{} // no salt: fail closed
 	}
 	e, id, ok := ix.find(indexKey(h.Hash(tok)))
 	if !ok && ix.previous != nil {
@@ -338,11 +348,16 @@ func (ix *Index) Lookup(tok string, now time.Time) (*Identity, Verdict) {
 	}
 	switch {
 	case !ok:
-		return nil, Unknown
+		return nil, Unknown, again{}
 	case e.shared:
-		return nil, Ambiguous
+		return nil, Ambiguous, again{}
 	}
-	return id, verdicts[e.standing().At(now.UnixNano())]
+	v := verdicts[e.standing().At(now.UnixNano())]
+	a := presentedAgain(e.record, v, id)
+	if e.record == recordReplaced {
+		return nil, Unknown, a
+	}
+	return id, v, a
 }
 
 // verdicts is the Verdict of each lifecycle.Worth.

@@ -20,13 +20,16 @@ import (
 // costs at most one write per Interval however many requests it serves.
 // With Reporter set (an auth-only replica, whose identity may not write
 // status) the uses go to an operator replica, which writes them; else they
-// are patched into status here.
+// are patched into status here. Replaced or revoked tokens presented again
+// are flushed the same way (flushPresented): reported, or recorded as
+// Events by Presented.
 type LastUsedWriter struct {
-	Index    *Index
-	Client   client.Client
-	Reporter *UsageReporter
-	Clock    clock.PassiveClock
-	Interval time.Duration
+	Index     *Index
+	Client    client.Client
+	Reporter  *UsageReporter
+	Presented *PresentedRecorder
+	Clock     clock.PassiveClock
+	Interval  time.Duration
 }
 
 // Start runs until ctx ends. It is a manager.Runnable on every replica.
@@ -64,6 +67,7 @@ func (w *LastUsedWriter) Flush(ctx context.Context) { w.flush(ctx, false) }
 // the interval. A first use that ends a previous token's grace
 // (usage.first) is written at the next flush, whatever the interval.
 func (w *LastUsedWriter) flush(ctx context.Context, final bool) {
+	w.flushPresented(ctx)
 	now := w.Clock.Now().UnixNano()
 	var dues []due
 	w.Index.forEachUsage(func(u *usage) {

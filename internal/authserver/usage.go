@@ -45,7 +45,8 @@ type Use struct {
 	LastUsedAt time.Time `json:"lastUsedAt"`
 	// FirstUse, when set, is the replica's first use of a current token
 	// whose use ends the previous one's grace.
-	FirstUse *FirstUse `json:"firstUse,omitempty"`
+	FirstUse  *FirstUse  `json:"firstUse,omitempty"`
+	Presented *Presented `json:"presented,omitempty"` // a token presented again, in a report of its own (presentedevent.go)
 }
 
 // usageReport is the body of a POST to UsagePath.
@@ -116,6 +117,7 @@ type UsageReceiver struct {
 	// system:serviceaccount:apitoken-system:apitoken-auth.
 	Reporters []string
 	Clock     clock.PassiveClock
+	Presented *PresentedRecorder // records reported tokens presented again; nil: dropped
 
 	mu       sync.Mutex
 	hashKey  []byte
@@ -241,7 +243,7 @@ func (u *UsageReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			continue
 		}
-		u.recordFirstUse(r.Context(), sink, obj, use.FirstUse, now)
+		u.recordReported(r.Context(), sink, obj, &use, now)
 		if !couldBeUsed(obj, at) {
 			continue
 		}

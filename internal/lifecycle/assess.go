@@ -134,6 +134,10 @@ type Record struct {
 	Previous Hash
 	// Revoked is revokedHash: revoked for good.
 	Revoked Hash
+	// Replaced is replacedHash: a token replaced by a regeneration whose
+	// grace is over (or had none), expired for good and kept only to
+	// report it presented again.
+	Replaced Hash
 	// EndsGrace: a use of Current would end Previous's grace
 	// (spec.rotation.graceUntilNewTokenUsed, and no first use recorded
 	// yet), so a replica records such a use apart (FirstUse decides).
@@ -141,11 +145,11 @@ type Record struct {
 }
 
 // Hashes returns the hashes of r that are recorded, in the order an index
-// takes them (a later one wins for a hash recorded twice): previous,
-// pending, current, revoked.
+// takes them (a later one wins for a hash recorded twice): replaced,
+// previous, pending, current, revoked.
 func (r Record) Hashes() []Hash {
-	out := make([]Hash, 0, 4)
-	for _, h := range [...]Hash{r.Previous, r.Pending, r.Current, r.Revoked} {
+	out := make([]Hash, 0, 5)
+	for _, h := range [...]Hash{r.Replaced, r.Previous, r.Pending, r.Current, r.Revoked} {
 		if h.Encoded != "" {
 			out = append(out, h)
 		}
@@ -168,7 +172,7 @@ func (r Record) Next(now time.Time) (next time.Time, ok bool) {
 // instant under s, the parsed spec (ParseSpec). It is the one rule:
 //
 //   - A revoked spec or a requested deletion revokes every hash, and
-//     revokedHash is revoked for good.
+//     revokedHash is revoked for good; replacedHash is expired for good.
 //   - A spec whose spans do not parse (!s.Readable()) makes every other
 //     hash expired until it parses again: fail closed.
 //   - The current (and pending) hash is expired for good once the status
@@ -218,9 +222,10 @@ func Assess(at *tokensv1alpha1.ApiToken, s Spec) Record {
 		current, previous = Standing{Worth: Revoked}, Standing{Worth: Revoked}
 	}
 	r := Record{
-		Current: Hash{v.Hash, current},
-		Pending: Hash{v.PendingHash, current},
-		Revoked: Hash{v.RevokedHash, Standing{Worth: Revoked}},
+		Current:  Hash{v.Hash, current},
+		Pending:  Hash{v.PendingHash, current},
+		Revoked:  Hash{v.RevokedHash, Standing{Worth: Revoked}},
+		Replaced: Hash{v.ReplacedHash, Standing{Worth: Expired}},
 	}
 	if v.PreviousValidUntil != nil {
 		r.Previous = Hash{v.PreviousHash, previous}

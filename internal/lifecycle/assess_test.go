@@ -19,7 +19,7 @@ func apiToken(mod func(*tokensv1alpha1.ApiToken)) *tokensv1alpha1.ApiToken {
 	at := &tokensv1alpha1.ApiToken{
 		Spec: tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: "30d"},
 		Status: tokensv1alpha1.ApiTokenStatus{Phase: tokensv1alpha1.PhaseActive, IssuedAt: mt(0), ExpiresAt: mt(30 * day),
-			Verification: &tokensv1alpha1.Verification{Hash: "cur", PendingHash: "pend", PreviousHash: "prev", PreviousValidUntil: mt(5 * time.Minute), RevokedHash: "rev"}},
+			Verification: &tokensv1alpha1.Verification{Hash: "cur", PendingHash: "pend", PreviousHash: "prev", PreviousValidUntil: mt(5 * time.Minute), RevokedHash: "rev", ReplacedHash: "repl"}},
 	}
 	if mod != nil {
 		mod(at)
@@ -106,6 +106,9 @@ func TestAssess(t *testing.T) {
 				if got := r.Revoked.WorthAt(now); got != Revoked {
 					t.Errorf("revokedHash at +%v: %v", w.d, got)
 				}
+				if got := r.Replaced.WorthAt(now); got != Expired {
+					t.Errorf("replacedHash at +%v: %v, want expired for good", w.d, got)
+				}
 			}
 		})
 	}
@@ -119,7 +122,7 @@ func TestRecordHashesAndNext(t *testing.T) {
 	for _, h := range r.Hashes() {
 		order = append(order, h.Encoded)
 	}
-	if got := len(order); got != 4 || order[0] != "prev" || order[1] != "pend" || order[2] != "cur" || order[3] != "rev" {
+	if got := len(order); got != 5 || order[0] != "repl" || order[1] != "prev" || order[2] != "pend" || order[3] != "cur" || order[4] != "rev" {
 		t.Fatalf("Hashes = %v", order)
 	}
 	for _, c := range []struct{ now, want time.Duration }{

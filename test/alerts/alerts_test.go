@@ -81,7 +81,7 @@ func run(t *testing.T, dir, bin string, args ...string) string {
 func TestShippedRulesCheck(t *testing.T) {
 	bin, dir := promtool(t), rulesDir(t)
 	out := run(t, dir, bin, "check", "rules", "rules.yaml")
-	if !strings.Contains(out, "SUCCESS: 11 rules found") {
+	if !strings.Contains(out, "SUCCESS: 12 rules found") {
 		t.Fatalf("promtool check rules:\n%s", out)
 	}
 }
@@ -133,24 +133,29 @@ func TestOperatorMonitorGivesTheTokenNamespaceBack(t *testing.T) {
 			} `json:"endpoints"`
 		} `json:"spec"`
 	}
-	var monitor *serviceMonitor
+	monitors := map[string]*serviceMonitor{}
 	for _, doc := range strings.Split(string(data), "\n---\n") {
 		var m serviceMonitor
 		if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
 			t.Fatal(err)
 		}
-		if m.Kind == "ServiceMonitor" && m.Metadata.Name == "apitoken-operator" {
-			monitor = &m
+		if m.Kind == "ServiceMonitor" {
+			monitors[m.Metadata.Name] = &m
 		}
-	}
-	if monitor == nil || len(monitor.Spec.Endpoints) != 1 {
-		t.Fatalf("no ServiceMonitor apitoken-operator with one endpoint in config/prometheus/monitor.yaml")
 	}
 	want := []relabel{
 		{SourceLabels: []string{"exported_namespace"}, Regex: "(.+)", TargetLabel: "namespace", Action: "replace"},
 		{Regex: "exported_namespace", Action: "labeldrop"},
 	}
-	if got := monitor.Spec.Endpoints[0].MetricRelabelings; !reflect.DeepEqual(got, want) {
-		t.Fatalf("metricRelabelings = %+v, want %+v", got, want)
+	// The auth-only replicas hold apitoken_replaced_token_presented_total,
+	// which ApiTokenReplacedTokenPresented matches on the token's namespace.
+	for _, name := range []string{"apitoken-operator", "apitoken-auth"} {
+		monitor := monitors[name]
+		if monitor == nil || len(monitor.Spec.Endpoints) != 1 {
+			t.Fatalf("no ServiceMonitor %s with one endpoint in config/prometheus/monitor.yaml", name)
+		}
+		if got := monitor.Spec.Endpoints[0].MetricRelabelings; !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s: metricRelabelings = %+v, want %+v", name, got, want)
+		}
 	}
 }
