@@ -97,6 +97,7 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		// delay it.
 		r.recordRevocation,
 		r.loadSalt,
+		r.checkPolicies,
 		r.parseSpec,
 		r.observe,
 		r.carryOut,
@@ -122,6 +123,8 @@ type pass struct {
 	salts  *salt.State
 	hasher *token.Hasher
 	p      policy
+	// policy is what the ApiTokenPolicies say of the token (checkPolicies).
+	policy policyFinding
 	secret *corev1.Secret
 	view   tokenView
 	state  secretState
@@ -232,8 +235,9 @@ func (r *ApiTokenReconciler) carryOut(ctx context.Context, s *pass) (bool, error
 }
 
 // SetupWithManager registers the reconciler: ApiTokens (spec, annotation
-// and creation changes), their Secrets, and the salt Secret, whose change
-// re-queues every ApiToken.
+// and creation changes), their Secrets, the salt Secret, whose change
+// re-queues every ApiToken, ApiTokenPolicies (every ApiToken) and the
+// labels of namespaces (their ApiTokens).
 func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}
@@ -242,6 +246,8 @@ func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&tokensv1alpha1.ApiToken{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, firstUseRecorded))).
 		Owns(&corev1.Secret{}, builder.WithPredicates(notCreated)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.tokensForSalt), builder.WithPredicates(predicate.NewPredicateFuncs(r.isSaltSecret), saltDecisionChanged)).
+		Watches(&tokensv1alpha1.ApiTokenPolicy{}, handler.EnqueueRequestsFromMapFunc(r.tokensForPolicy), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.tokensForNamespace), builder.WithPredicates(predicate.LabelChangedPredicate{}, notCreated)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)}).
 		Named("apitoken").
 		Complete(r)
