@@ -75,6 +75,7 @@ var _ = BeforeSuite(func() {
 		Recorder: mgr.GetEventRecorder("apitoken-operator"), Clock: fakeClock, Salt: saltStore,
 		MaxConcurrentReconciles: 4, Cuts: suiteCuts,
 	}).SetupWithManager(mgr)).To(Succeed())
+	Expect((&ApiTokenPolicyReconciler{Client: mgr.GetClient(), Clock: fakeClock}).SetupWithManager(mgr)).To(Succeed())
 
 	var mgrCtx context.Context
 	mgrCtx, cancelMgr = context.WithCancel(context.Background())
