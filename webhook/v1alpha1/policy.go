@@ -19,7 +19,8 @@ import (
 // namespace forbid (policy.Evaluate), each error naming the policy: on
 // create every violation and a namespace at its maxTokensPerNamespace
 // (counted from r, the operator's cache: concurrent creates can pass it);
-// on update only what the edit makes worse (policy.NewOnUpdate), so that a
+// on un-revoke, which issues a new token, every violation; on other
+// updates only what the edit makes worse (policy.NewOnUpdate), so that a
 // token created before a policy can still be edited and fixed. An error
 // reading the policies, the namespace or its tokens is returned, and the
 // request refused (fail closed).
@@ -37,7 +38,12 @@ func CheckPolicies(ctx context.Context, r client.Reader, old, at *tokensv1alpha1
 	}
 	policies := policy.ParseAll(list.Items)
 	found := policy.Evaluate(policies, ns.Labels, &at.Spec)
-	if old != nil {
+	switch {
+	case old != nil && old.Spec.Revoked && !at.Spec.Revoked:
+		// Un-revoking issues a new token: it keeps to every rule, as a
+		// create. It adds no ApiToken to the namespace's count.
+		return policy.Errors(found), nil
+	case old != nil:
 		return policy.Errors(policy.NewOnUpdate(policy.Evaluate(policies, ns.Labels, &old.Spec), found)), nil
 	}
 	count := -1

@@ -60,6 +60,7 @@ var _ = Describe("ApiTokenPolicy at admission", Ordered, ContinueOnFailure, func
 
 	It("creates the tokens that exist before the policy", func() {
 		Expect(k8s.Create(ctx, token(capped, "before-policy", func(s *tokensv1alpha1.ApiTokenSpec) { s.Duration = "2160h" }))).To(Succeed())
+		Expect(k8s.Create(ctx, token(capped, "revoked-long", func(s *tokensv1alpha1.ApiTokenSpec) { s.Duration, s.Revoked = "2160h", true }))).To(Succeed())
 	})
 
 	for _, c := range []struct {
@@ -122,6 +123,17 @@ var _ = Describe("ApiTokenPolicy at admission", Ordered, ContinueOnFailure, func
 		err = k8s.Update(ctx, &at)
 		Expect(err).To(HaveOccurred())
 		Expect(err.Error()).To(ContainSubstring(`ApiTokenPolicy "short-lived": spec.duration 60d exceeds maxDuration 720h`))
+	})
+
+	It("refuses to un-revoke a token that breaks a policy: a new token is issued", func() {
+		newPolicy("no-revival", "admission", tokensv1alpha1.ApiTokenPolicySpec{MaxDuration: "720h"})
+		refusedOnceSeen(token(capped, "probe", func(s *tokensv1alpha1.ApiTokenSpec) { s.Duration = "2160h" }), `ApiTokenPolicy "no-revival"`)
+		var at tokensv1alpha1.ApiToken
+		Expect(k8s.Get(ctx, client.ObjectKey{Namespace: capped, Name: "revoked-long"}, &at)).To(Succeed())
+		at.Spec.Revoked = false
+		err := k8s.Update(ctx, &at)
+		Expect(err).To(HaveOccurred())
+		Expect(err.Error()).To(ContainSubstring(`spec.duration: Forbidden: ApiTokenPolicy "no-revival": spec.duration 2160h exceeds maxDuration 720h`))
 	})
 
 	It("refuses a create beyond maxTokensPerNamespace", func() {
