@@ -60,6 +60,10 @@ type ApiTokenReconciler struct {
 	// replaced token verifying (--salt-overlap); 0: a salt rotation always
 	// cuts the old tokens at once.
 	MaxSaltOverlap time.Duration
+	// Policies watches ApiTokenPolicies and the labels of namespaces, to
+	// re-check the tokens they concern (PolicyServed: false when the
+	// ApiTokenPolicy CRD is not installed).
+	Policies bool
 
 	// mismatchLogged holds the "recorded/current" salt ID pairs already
 	// logged, so that a lost salt is one error line, not one per token.
@@ -236,18 +240,21 @@ func (r *ApiTokenReconciler) carryOut(ctx context.Context, s *pass) (bool, error
 
 // SetupWithManager registers the reconciler: ApiTokens (spec, annotation
 // and creation changes), their Secrets, the salt Secret, whose change
-// re-queues every ApiToken, ApiTokenPolicies (every ApiToken) and the
-// labels of namespaces (their ApiTokens).
+// re-queues every ApiToken, and with Policies ApiTokenPolicies (every
+// ApiToken) and the labels of namespaces (their ApiTokens).
 func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		For(&tokensv1alpha1.ApiToken{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, firstUseRecorded))).
 		Owns(&corev1.Secret{}, builder.WithPredicates(notCreated)).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.tokensForSalt), builder.WithPredicates(predicate.NewPredicateFuncs(r.isSaltSecret), saltDecisionChanged)).
-		Watches(&tokensv1alpha1.ApiTokenPolicy{}, handler.EnqueueRequestsFromMapFunc(r.tokensForPolicy), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.tokensForNamespace), builder.WithPredicates(predicate.LabelChangedPredicate{}, notCreated)).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.tokensForSalt), builder.WithPredicates(predicate.NewPredicateFuncs(r.isSaltSecret), saltDecisionChanged))
+	if r.Policies {
+		b = b.Watches(&tokensv1alpha1.ApiTokenPolicy{}, handler.EnqueueRequestsFromMapFunc(r.tokensForPolicy), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+			Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.tokensForNamespace), builder.WithPredicates(predicate.LabelChangedPredicate{}, notCreated))
+	}
+	return b.
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)}).
 		Named("apitoken").
 		Complete(r)

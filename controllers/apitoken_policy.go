@@ -42,7 +42,9 @@ func (r *ApiTokenReconciler) checkPolicies(ctx context.Context, s *pass) (bool, 
 
 func (r *ApiTokenReconciler) findPolicies(ctx context.Context, t *tokensv1alpha1.ApiToken) policyFinding {
 	var list tokensv1alpha1.ApiTokenPolicyList
-	if err := r.List(ctx, &list); err != nil {
+	if err := r.List(ctx, &list); meta.IsNoMatchError(err) {
+		return policyFinding{} // no ApiTokenPolicy CRD: no policy can exist
+	} else if err != nil {
 		return policyFinding{selected: true, err: err}
 	}
 	if len(list.Items) == 0 {
@@ -115,4 +117,18 @@ func (r *ApiTokenReconciler) listTokens(ctx context.Context, opts ...client.List
 		reqs[i] = reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])}
 	}
 	return reqs
+}
+
+// PolicyServed reports whether the API server serves ApiTokenPolicy (its
+// CRD is installed). Without it no policy can exist: the operator then
+// neither watches policies nor runs their reconciler, and a CRD installed
+// later takes effect at admission at once and in reports once the
+// operator restarts.
+func PolicyServed(mapper meta.RESTMapper) (bool, error) {
+	gvk := tokensv1alpha1.GroupVersion.WithKind("ApiTokenPolicy")
+	_, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if meta.IsNoMatchError(err) {
+		return false, nil
+	}
+	return err == nil, err
 }

@@ -73,7 +73,7 @@ var _ = BeforeSuite(func() {
 	Expect((&ApiTokenReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: scheme,
 		Recorder: mgr.GetEventRecorder("apitoken-operator"), Clock: fakeClock, Salt: saltStore,
-		MaxConcurrentReconciles: 4, Cuts: suiteCuts,
+		MaxConcurrentReconciles: 4, Cuts: suiteCuts, Policies: true,
 	}).SetupWithManager(mgr)).To(Succeed())
 	Expect((&ApiTokenPolicyReconciler{Client: mgr.GetClient(), Clock: fakeClock}).SetupWithManager(mgr)).To(Succeed())
 

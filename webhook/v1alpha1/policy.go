@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -23,10 +24,14 @@ import (
 // updates only what the edit makes worse (policy.NewOnUpdate), so that a
 // token created before a policy can still be edited and fixed. An error
 // reading the policies, the namespace or its tokens is returned, and the
-// request refused (fail closed).
+// request refused (fail closed); a cluster without the ApiTokenPolicy CRD
+// has no policy to keep to.
 func CheckPolicies(ctx context.Context, r client.Reader, old, at *tokensv1alpha1.ApiToken) (field.ErrorList, error) {
 	var list tokensv1alpha1.ApiTokenPolicyList
-	if err := r.List(ctx, &list); err != nil {
+	if err := r.List(ctx, &list); meta.IsNoMatchError(err) {
+		// The ApiTokenPolicy CRD is not installed: no policy can exist.
+		return nil, nil
+	} else if err != nil {
 		return nil, fmt.Errorf("listing ApiTokenPolicies: %w", err)
 	}
 	if len(list.Items) == 0 {
