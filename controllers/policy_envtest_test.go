@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -33,7 +34,7 @@ var _ = Describe("An ApiTokenPolicy over existing tokens", func() {
 		Eventually(func(g Gomega) {
 			g.Expect(k8s.Get(ctx, key, at)).To(Succeed())
 			g.Expect(at.Status.Phase).To(Equal(tokensv1alpha1.PhaseActive))
-		}).Should(Succeed())
+		}).WithTimeout(10 * time.Second).Should(Succeed())
 		return key
 	}
 	compliance := func(g Gomega, key types.NamespacedName) *metav1.Condition {
@@ -73,13 +74,13 @@ var _ = Describe("An ApiTokenPolicy over existing tokens", func() {
 			g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
 			g.Expect(c.Reason).To(Equal(tokensv1alpha1.ReasonPolicyViolation))
 			g.Expect(c.Message).To(ContainSubstring(want))
-		}).Should(Succeed())
-		Eventually(func(g Gomega) []string { return eventNotes(g, selected, "long", tokensv1alpha1.ReasonPolicyViolation) }).Should(ConsistOf(ContainSubstring(want)))
+		}).WithTimeout(10 * time.Second).Should(Succeed())
+		Eventually(func(g Gomega) []string { return eventNotes(g, selected, "long", tokensv1alpha1.ReasonPolicyViolation) }).WithTimeout(10 * time.Second).Should(ConsistOf(ContainSubstring(want)))
 		Eventually(func(g Gomega) metav1.ConditionStatus {
 			c := compliance(g, fine)
 			g.Expect(c).NotTo(BeNil())
 			return c.Status
-		}).Should(Equal(metav1.ConditionTrue))
+		}).WithTimeout(10 * time.Second).Should(Equal(metav1.ConditionTrue))
 		Eventually(func(g Gomega) {
 			g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
 			g.Expect(p.Status.ObservedGeneration).To(Equal(p.Generation))
@@ -88,7 +89,7 @@ var _ = Describe("An ApiTokenPolicy over existing tokens", func() {
 			g.Expect(c).NotTo(BeNil())
 			g.Expect(c.Status).To(Equal(metav1.ConditionFalse))
 			g.Expect(c.Message).To(ContainSubstring(selected + "/long"))
-		}).Should(Succeed())
+		}).WithTimeout(10 * time.Second).Should(Succeed())
 
 		By("the token keeps working: the same token in its Secret, the same hash, Active")
 		Expect(delivered(Default, long)).To(Equal(before))
@@ -108,21 +109,21 @@ var _ = Describe("An ApiTokenPolicy over existing tokens", func() {
 			c := compliance(g, elsewhere)
 			g.Expect(c).NotTo(BeNil())
 			return c.Reason
-		}).Should(Equal(tokensv1alpha1.ReasonPolicyViolation))
+		}).WithTimeout(10 * time.Second).Should(Equal(tokensv1alpha1.ReasonPolicyViolation))
 		Eventually(func(g Gomega) int32 {
 			g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(p), p)).To(Succeed())
 			return p.Status.NonCompliantTokens
-		}).Should(Equal(int32(2)))
+		}).WithTimeout(10 * time.Second).Should(Equal(int32(2)))
 
 		By("a fix makes it compliant, with no second Event")
 		Expect(k8s.Get(ctx, long, &at)).To(Succeed())
 		at.Spec.Duration = "30d"
 		Expect(k8s.Update(ctx, &at)).To(Succeed())
-		Eventually(func(g Gomega) metav1.ConditionStatus { return compliance(g, long).Status }).Should(Equal(metav1.ConditionTrue))
+		Eventually(func(g Gomega) metav1.ConditionStatus { return compliance(g, long).Status }).WithTimeout(10 * time.Second).Should(Equal(metav1.ConditionTrue))
 		Expect(eventNotes(Default, selected, "long", tokensv1alpha1.ReasonPolicyViolation)).To(HaveLen(1))
 
 		By("and with the policy gone, no token has the condition")
 		Expect(k8s.Delete(ctx, p)).To(Succeed())
-		Eventually(func(g Gomega) *metav1.Condition { return compliance(g, elsewhere) }).Should(BeNil())
+		Eventually(func(g Gomega) *metav1.Condition { return compliance(g, elsewhere) }).WithTimeout(10 * time.Second).Should(BeNil())
 	})
 })

@@ -3,6 +3,7 @@ package v1alpha1
 import (
 	"context"
 	"fmt"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -48,7 +49,7 @@ var _ = Describe("ApiTokenPolicy at admission", Ordered, ContinueOnFailure, func
 			err := k8s.Create(ctx, at.DeepCopy(), client.DryRunAll)
 			g.Expect(err).To(HaveOccurred())
 			g.Expect(err.Error()).To(ContainSubstring(want))
-		}).Should(Succeed())
+		}).WithTimeout(10 * time.Second).Should(Succeed())
 	}
 	newPolicy := func(name, selects string, spec tokensv1alpha1.ApiTokenPolicySpec) *tokensv1alpha1.ApiTokenPolicy {
 		spec.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{label: selects}}
@@ -161,6 +162,6 @@ var _ = Describe("ApiTokenPolicy at admission", Ordered, ContinueOnFailure, func
 
 		By("deleted, it refuses no more (the suite's other specs run after this one)")
 		Expect(k8s.Delete(ctx, p)).To(Succeed())
-		Eventually(func() error { return k8s.Create(ctx, token(elsewise, "any", nil), client.DryRunAll) }).Should(Succeed())
+		Eventually(func() error { return k8s.Create(ctx, token(elsewise, "any", nil), client.DryRunAll) }).WithTimeout(10 * time.Second).Should(Succeed())
 	})
 })
