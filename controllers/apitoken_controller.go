@@ -60,6 +60,10 @@ type ApiTokenReconciler struct {
 	// replaced token verifying (--salt-overlap); 0: a salt rotation always
 	// cuts the old tokens at once.
 	MaxSaltOverlap time.Duration
+	// Policies watches ApiTokenPolicies and the labels of namespaces, to
+	// re-check the tokens they concern (PolicyServed: false when the
+	// ApiTokenPolicy CRD is not installed).
+	Policies bool
 
 	// mismatchLogged holds the "recorded/current" salt ID pairs already
 	// logged, so that a lost salt is one error line, not one per token.
@@ -98,6 +102,7 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		r.recordRevocation,
 		r.settleLeakRevocations,
 		r.loadSalt,
+		r.checkPolicies,
 		r.parseSpec,
 		r.observe,
 		r.carryOut,
@@ -125,6 +130,8 @@ type pass struct {
 	salts  *salt.State
 	hasher *token.Hasher
 	p      policy
+	// policy is what the ApiTokenPolicies say of the token (checkPolicies).
+	policy policyFinding
 	secret *corev1.Secret
 	view   tokenView
 	state  secretState
@@ -238,16 +245,22 @@ func (r *ApiTokenReconciler) carryOut(ctx context.Context, s *pass) (bool, error
 }
 
 // SetupWithManager registers the reconciler: ApiTokens (spec, annotation
-// and creation changes), their Secrets, and the salt Secret, whose change
-// re-queues every ApiToken.
+// and creation changes), their Secrets, the salt Secret, whose change
+// re-queues every ApiToken, and with Policies ApiTokenPolicies (every
+// ApiToken) and the labels of namespaces (their ApiTokens).
 func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		For(&tokensv1alpha1.ApiToken{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, firstUseRecorded, leakRevocationRecorded))).
 		Owns(&corev1.Secret{}, builder.WithPredicates(notCreated)).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.tokensForSalt), builder.WithPredicates(predicate.NewPredicateFuncs(r.isSaltSecret), saltDecisionChanged)).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.tokensForSalt), builder.WithPredicates(predicate.NewPredicateFuncs(r.isSaltSecret), saltDecisionChanged))
+	if r.Policies {
+		b = b.Watches(&tokensv1alpha1.ApiTokenPolicy{}, handler.EnqueueRequestsFromMapFunc(r.tokensForPolicy), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+			Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.tokensForNamespace), builder.WithPredicates(predicate.LabelChangedPredicate{}, notCreated))
+	}
+	return b.
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, r.MaxConcurrentReconciles)}).
 		Named("apitoken").
 		Complete(r)

@@ -81,6 +81,7 @@ func raced(err error) bool {
 func (r *ApiTokenReconciler) summarize(s *pass) {
 	t, base, b := s.t, s.base, s.b
 	computeStatus(t, s.p, b, diedAs(t, base, s.now), s.now)
+	setPolicyCondition(s)
 	recordGraceEnded(s)
 	if t.Status.Phase != base.Status.Phase {
 		switch t.Status.Phase {

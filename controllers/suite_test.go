@@ -73,8 +73,9 @@ var _ = BeforeSuite(func() {
 	Expect((&ApiTokenReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: scheme,
 		Recorder: mgr.GetEventRecorder("apitoken-operator"), Clock: fakeClock, Salt: saltStore,
-		MaxConcurrentReconciles: 4, Cuts: suiteCuts,
+		MaxConcurrentReconciles: 4, Cuts: suiteCuts, Policies: true,
 	}).SetupWithManager(mgr)).To(Succeed())
+	Expect((&ApiTokenPolicyReconciler{Client: mgr.GetClient(), Clock: fakeClock}).SetupWithManager(mgr)).To(Succeed())
 
 	var mgrCtx context.Context
 	mgrCtx, cancelMgr = context.WithCancel(context.Background())

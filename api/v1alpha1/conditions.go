@@ -97,3 +97,22 @@ const (
 	// succeeded left it.
 	ReasonReconcileFailed = "ReconcileFailed"
 )
+
+// Policy conditions and reasons (ApiTokenPolicy, docs/policy.md).
+const (
+	// ConditionPolicyCompliant (ApiToken) is False while the token breaks
+	// a rule of an ApiTokenPolicy that selects its namespace; the message
+	// names the policy and the field. The token keeps working.
+	ConditionPolicyCompliant = "PolicyCompliant"
+	// ConditionCompliant (ApiTokenPolicy) is False while a token of a
+	// selected namespace, or a namespace's count of tokens, breaks it.
+	ConditionCompliant = "Compliant"
+	// ReasonPolicyViolation: the token (or, on a policy, a token or a
+	// namespace) breaks a policy's rule; also the Warning Event's reason.
+	ReasonPolicyViolation = "PolicyViolation"
+	// ReasonCompliant: every rule is kept.
+	ReasonCompliant = "Compliant"
+	// ReasonPolicyUnknown: the policies or the namespace could not be
+	// read; the condition says so until the next pass.
+	ReasonPolicyUnknown = "PolicyUnknown"
+)

@@ -46,7 +46,7 @@ func (op *Operator) Close() {
 // Setup wires the operator onto mgr, made with ManagerOptions(o, salts):
 // it validates o, serves the health probes (--health-probe-bind-address) at once, loads
 // the salt (the controller creates its Secret if absent, an auth-only
-// replica waits for it), then registers the ApiToken and salt reconcilers
+// replica waits for it), then registers the ApiToken, salt and ApiTokenPolicy reconcilers
 // (--enable-controller), the admission webhooks, the usage reporter or
 // receiver, and the auth endpoint over HTTP and gRPC with the salt
 // watcher, the lastUsedAt writer and the audit log. ctx ends at the first
@@ -105,6 +105,13 @@ func setupReconcilers(mgr manager.Manager, o *Options, salts *salt.Store) error 
 	if err != nil {
 		return &setupError{msg: "Invalid flag", err: err, code: exitUsage}
 	}
+	policies, err := controllers.PolicyServed(mgr.GetRESTMapper())
+	if err != nil {
+		return &setupError{msg: "Failed to look up the ApiTokenPolicy API", err: err, code: exitFailure}
+	}
+	if !policies {
+		mgr.GetLogger().Info("The ApiTokenPolicy CRD is not installed: no platform policy applies; install it (config/crd/bases) and restart the operator to report tokens against policies")
+	}
 	if err := (&controllers.ApiTokenReconciler{
 		Client:                  mgr.GetClient(),
 		APIReader:               mgr.GetAPIReader(),
@@ -117,6 +124,7 @@ func setupReconcilers(mgr manager.Manager, o *Options, salts *salt.Store) error 
 		TokenMetrics:            perToken,
 		SkipGeneratedEvents:     !o.GeneratedEvents,
 		Cuts:                    &o.Cuts,
+		Policies:                policies,
 	}).SetupWithManager(mgr); err != nil {
 		return &setupError{msg: "Failed to set up the controller", kv: []any{"controller", "ApiToken"}, err: err, code: exitFailure}
 	}
@@ -129,6 +137,12 @@ func setupReconcilers(mgr manager.Manager, o *Options, salts *salt.Store) error 
 		Overlap:   o.SaltOverlap,
 	}).SetupWithManager(mgr); err != nil {
 		return &setupError{msg: "Failed to set up the controller", kv: []any{"controller", "salt"}, err: err, code: exitFailure}
+	}
+	if !policies {
+		return nil
+	}
+	if err := (&controllers.ApiTokenPolicyReconciler{Client: mgr.GetClient(), Clock: o.Clock}).SetupWithManager(mgr); err != nil {
+		return &setupError{msg: "Failed to set up the controller", kv: []any{"controller", "ApiTokenPolicy"}, err: err, code: exitFailure}
 	}
 	return nil
 }

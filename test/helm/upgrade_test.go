@@ -166,11 +166,15 @@ func hasSpecField(crd *unstructured.Unstructured, field string) bool {
 	return len(versions) > 0
 }
 
-// deleteCRD deletes the ApiToken CRD (and so every ApiToken), so that the
-// next test starts from a cluster without it.
+// policyCRDName is the chart's other CRD, ApiTokenPolicy's.
+const policyCRDName = "apitokenpolicies.tokens.apitoken.dev"
+
+// deleteCRD deletes the chart's CRDs (and so every ApiToken and
+// ApiTokenPolicy), so that the next test starts from a cluster without
+// them.
 func deleteCRD(t *testing.T, kc string) {
 	t.Helper()
-	kubectl(t, "", "--kubeconfig", kc, "delete", "crd", crdName, "--ignore-not-found", "--wait")
+	kubectl(t, "", "--kubeconfig", kc, "delete", "crd", crdName, policyCRDName, "--ignore-not-found", "--wait")
 }
 
 // adoptionCommands are the commands docs/deploy.md gives to let Helm adopt

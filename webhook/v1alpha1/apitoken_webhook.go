@@ -107,7 +107,8 @@ func setCreator(at *tokensv1alpha1.ApiToken, user, groups string) {
 // Validator adapts ValidateApiToken to admission, and checks that the
 // requesting user may issue what the token grants (CheckIssuing).
 type Validator struct {
-	// Reader lists the namespace's ApiTokens to keep Secret names unique.
+	// Reader lists the namespace's ApiTokens to keep Secret names unique,
+	// and reads the ApiTokenPolicies and the namespace (CheckPolicies).
 	Reader client.Reader
 	// Authorizer creates the SubjectAccessReviews of CheckIssuing.
 	Authorizer client.Client
@@ -149,6 +150,13 @@ func (v *Validator) validate(ctx context.Context, old, at *tokensv1alpha1.ApiTok
 			return warnings, apierrors.NewInternalError(fmt.Errorf("listing ApiTokens to check spec.secretName: %w", err))
 		}
 		errs = append(errs, ValidateSecretNameUnique(at, list.Items)...)
+	}
+	if v.Reader != nil {
+		policyErrs, err := CheckPolicies(ctx, v.Reader, old, at)
+		if err != nil {
+			return warnings, apierrors.NewInternalError(fmt.Errorf("checking the ApiTokenPolicies: %w", err))
+		}
+		errs = append(errs, policyErrs...)
 	}
 	if len(errs) == 0 {
 		return warnings, nil
