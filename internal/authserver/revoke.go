@@ -80,9 +80,8 @@ type Revoker struct {
 	Audit      *AuditLog
 	Clock      clock.PassiveClock
 
-	mu       sync.Mutex
-	all      *rate.Limiter
-	byClient map[string]*rate.Limiter
+	mu     sync.Mutex
+	limits *clientLimits
 }
 
 // revokeRequest is the body of a request. Client is set only by a replica
@@ -334,31 +333,20 @@ func (rv *Revoker) admit(addr string) time.Duration {
 	now := rv.Clock.Now()
 	rv.mu.Lock()
 	defer rv.mu.Unlock()
-	if rv.all == nil {
-		rv.all = rate.NewLimiter(revokeAllRate, revokeAllBurst)
+	if rv.limits == nil {
+		rv.limits = &clientLimits{allRate: revokeAllRate, allBurst: revokeAllBurst, peerRate: revokeRate, peerBurst: revokeBurst}
 	}
-	if rv.byClient == nil || len(rv.byClient) >= maxClients {
-		rv.byClient = pruneClients(rv.byClient, now)
-	}
-	peer, ok := rv.byClient[addr]
-	if !ok {
-		peer = rate.NewLimiter(revokeRate, revokeBurst)
-		rv.byClient[addr] = peer
-	}
-	mine, all := peer.ReserveN(now, 1), rv.all.ReserveN(now, 1)
-	if wait := max(mine.DelayFrom(now), all.DelayFrom(now)); wait > 0 {
-		mine.CancelAt(now)
-		all.CancelAt(now)
-		return wait
-	}
-	return 0
+	return rv.limits.admit(addr, now)
 }
 
 // clients returns the number of per-address buckets held.
 func (rv *Revoker) clients() int {
 	rv.mu.Lock()
 	defer rv.mu.Unlock()
-	return len(rv.byClient)
+	if rv.limits == nil {
+		return 0
+	}
+	return len(rv.limits.byClient)
 }
 
 // audit records what came of a request: the ApiToken (when the token

@@ -119,12 +119,11 @@ type UsageReceiver struct {
 	Clock     clock.PassiveClock
 	Presented *PresentedRecorder // records reported tokens presented again; nil: dropped
 
-	mu       sync.Mutex
-	hashKey  []byte
-	authed   map[[32]byte]authedCaller  // authenticated as a reporter
-	refused  map[[32]byte]refusedCaller // not authenticated, or not a reporter
-	reviews  *rate.Limiter
-	byClient map[string]*rate.Limiter
+	mu      sync.Mutex
+	hashKey []byte
+	authed  map[[32]byte]authedCaller  // authenticated as a reporter
+	refused map[[32]byte]refusedCaller // not authenticated, or not a reporter
+	limits  *clientLimits              // the TokenReviews it makes
 }
 
 type authedCaller struct {
@@ -295,7 +294,10 @@ func (u *UsageReceiver) authenticate(ctx context.Context, addr, tok string) (use
 		}
 		return c.user, 0, nil
 	}
-	wait = u.admit(addr, now)
+	if u.limits == nil {
+		u.limits = &clientLimits{allRate: usageRate, allBurst: usageBurst, peerRate: usagePeerRate, peerBurst: usagePeerBurst}
+	}
+	wait = u.limits.admit(addr, now)
 	u.mu.Unlock()
 	if wait > 0 {
 		return "", wait, nil
@@ -332,21 +334,31 @@ func (u *UsageReceiver) keyOf(tok string) (k [32]byte) {
 	return k
 }
 
-// admit takes one TokenReview from the replica's bucket and addr's, or
-// none and says how long until both hold one. Called with mu held.
-func (u *UsageReceiver) admit(addr string, now time.Time) time.Duration {
-	if u.reviews == nil {
-		u.reviews = rate.NewLimiter(usageRate, usageBurst)
+// clientLimits is a replica-wide bucket and one bucket per client address
+// (at most maxClients, pruned when full): a request is admitted only when
+// both hold a token. The zero value is ready; the caller holds its lock.
+type clientLimits struct {
+	allRate, peerRate   rate.Limit
+	allBurst, peerBurst int
+	all                 *rate.Limiter
+	byClient            map[string]*rate.Limiter
+}
+
+// admit takes one request from the replica's bucket and addr's, or none
+// and says how long until both hold one.
+func (l *clientLimits) admit(addr string, now time.Time) time.Duration {
+	if l.all == nil {
+		l.all = rate.NewLimiter(l.allRate, l.allBurst)
 	}
-	if u.byClient == nil || len(u.byClient) >= maxClients {
-		u.byClient = pruneClients(u.byClient, now)
+	if l.byClient == nil || len(l.byClient) >= maxClients {
+		l.byClient = pruneClients(l.byClient, now)
 	}
-	peer, ok := u.byClient[addr]
+	peer, ok := l.byClient[addr]
 	if !ok {
-		peer = rate.NewLimiter(usagePeerRate, usagePeerBurst)
-		u.byClient[addr] = peer
+		peer = rate.NewLimiter(l.peerRate, l.peerBurst)
+		l.byClient[addr] = peer
 	}
-	mine, all := peer.ReserveN(now, 1), u.reviews.ReserveN(now, 1)
+	mine, all := peer.ReserveN(now, 1), l.all.ReserveN(now, 1)
 	if wait := max(mine.DelayFrom(now), all.DelayFrom(now)); wait > 0 {
 		mine.CancelAt(now)
 		all.CancelAt(now)
