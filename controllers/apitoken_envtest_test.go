@@ -298,7 +298,8 @@ var _ = Describe("The ApiToken reconciler", func() {
 		for i, key := range keys {
 			Eventually(func(g Gomega) {
 				cur := secretToken(g, key)
-				g.Expect(cur).NotTo(Equal(olds[i]))
+				// Compared without Equal, whose failure would print the token.
+				g.Expect(cur == olds[i]).To(BeFalse(), "%s: the Secret still holds the token from before the salt change", key.Name)
 				g.Expect(verifiesNow(g, key, cur)).To(BeTrue())
 				g.Expect(verifiesNow(g, key, olds[i])).To(BeFalse())
 				// Every token of the suite is re-issued, each on a live

@@ -132,6 +132,12 @@ func StartWith(opts Options, apiserverArgs func(map[string]string)) (*Env, error
 	if e.Config, err = e.Start(); err != nil {
 		return nil, fmt.Errorf("starting envtest (binaries in %s): %w", assets, err)
 	}
+	// The operator's client as it runs (cmd/app: ctrl.GetConfig sets QPS
+	// -1, no client-side rate limit; the API server's priority and
+	// fairness limits it). envtest's config leaves client-go's 5 requests
+	// a second, so a salt change that re-issues every token of a suite
+	// took as long as the suite had tokens.
+	e.Config.QPS = -1
 	if opts.GarbageCollector {
 		controllers := "garbagecollector"
 		if opts.Namespaces {
