@@ -48,6 +48,16 @@ const (
 	// held, its recorded token keeps verifying, until a person releases it
 	// by annotating tokens.apitoken.dev/regenerate (docs/operations.md).
 	ReasonCutHeld = "CutHeld"
+	// ReasonPickupPending: a show-once token is sealed in
+	// status.showOnce.sealed and waits for its creator to pick it up; it
+	// does not verify yet.
+	ReasonPickupPending = "PickupPending"
+	// ReasonPickedUp (an Event): the creator of a show-once token picked
+	// it up with its proof; it verifies from now on.
+	ReasonPickedUp = "PickedUp"
+	// ReasonPickupExpired: nobody picked a show-once token up within its
+	// pickup window; it never verifies.
+	ReasonPickupExpired = "PickupExpired"
 	// ReasonActive: the token is valid.
 	ReasonActive = "Active"
 	// ReasonInactive: the token was not used for spec.idleTimeout.

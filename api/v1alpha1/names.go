@@ -33,6 +33,11 @@ const (
 	// salt, over it, the token and every other data key, so that a rendered
 	// key edited, added or removed by someone is seen and written back.
 	DataSealAnnotation = "tokens.apitoken.dev/data-seal"
+	// PickedUpAnnotation on a show-once ApiToken is its creator's proof of
+	// pickup, opened from status.showOnce.sealed with the private key: the
+	// operator compares it, in constant time, with the proof it sealed, and
+	// only then does the token verify.
+	PickedUpAnnotation = "tokens.apitoken.dev/picked-up"
 	// ManagedByLabel marks every Secret the operator manages.
 	ManagedByLabel = "app.kubernetes.io/managed-by"
 	// ManagedByValue is the value of ManagedByLabel.
