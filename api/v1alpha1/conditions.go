@@ -55,6 +55,9 @@ const (
 	// ReasonPickedUp (an Event): the creator of a show-once token picked
 	// it up with its proof; it verifies from now on.
 	ReasonPickedUp = "PickedUp"
+	// ReasonPickupRefused (an Event): the acknowledgement on a show-once
+	// token is not the proof sealed with it; the token was not picked up.
+	ReasonPickupRefused = "PickupRefused"
 	// ReasonPickupExpired: nobody picked a show-once token up within its
 	// pickup window; it never verifies.
 	ReasonPickupExpired = "PickupExpired"
