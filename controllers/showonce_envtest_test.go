@@ -121,7 +121,9 @@ var _ = Describe("A show-once token", func() {
 	It("that nobody picked up within its window is refused for good", func() {
 		key, tok, proof := create("late", tokensv1alpha1.ShowOnce{PickupWindow: "2m"})
 		fakeClock.Step(2*time.Minute + time.Second)
-		update(key, func(at *tokensv1alpha1.ApiToken) { at.Annotations["test/poke"] = strconv.FormatInt(time.Now().UnixNano(), 10) })
+		update(key, func(at *tokensv1alpha1.ApiToken) {
+			at.Annotations["test/poke"] = strconv.FormatInt(time.Now().UnixNano(), 10)
+		})
 		Eventually(func(g Gomega) {
 			at := get(g, key)
 			g.Expect(at.Status.Phase).To(Equal(tokensv1alpha1.PhaseExpired))
