@@ -87,6 +87,9 @@ func (r *ApiTokenReconciler) mintShowOnce(s *pass) error {
 	by := metav1.NewTime(issued.Add(s.p.PickupWindow))
 	st.ShowOnce = &tokensv1alpha1.ShowOnceStatus{Sealed: box, PickupBy: &by}
 	regenerations.WithLabelValues(tokensv1alpha1.ReasonGenerated).Inc()
+	if r.SkipGeneratedEvents {
+		return nil
+	}
 	s.record(corev1.EventTypeNormal, tokensv1alpha1.ReasonGenerated,
 		"Issued a show-once token, sealed for its creator in status.showOnce.sealed (no Secret); it verifies once picked up, before "+by.UTC().Format(time.RFC3339))
 	return nil

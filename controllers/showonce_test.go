@@ -249,3 +249,19 @@ func TestShowOnceBadPublicKey(t *testing.T) {
 	}
 	h.noSecret()
 }
+
+// An unlimited show-once token waiting for its pickup has no expiresAt:
+// its status says Pending, and it does not verify.
+func TestShowOnceUnlimitedAwaitingPickup(t *testing.T) {
+	_, pub, err := showonce.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.ReadOnly, Duration: tokensv1alpha1.Unlimited,
+		ShowOnce: &tokensv1alpha1.ShowOnce{PublicKey: pub}})
+	h.mustReconcile()
+	at := h.token()
+	if at.Status.ExpiresAt != nil || at.Status.Phase != tokensv1alpha1.PhasePending || readyReason(at) != tokensv1alpha1.ReasonPickupPending {
+		t.Fatalf("expiresAt %v, phase %s, Ready %s", at.Status.ExpiresAt, at.Status.Phase, readyReason(at))
+	}
+}
