@@ -200,6 +200,11 @@ func (r *ApiTokenReconciler) parseSpec(_ context.Context, s *pass) (bool, error)
 // observe reads the token's Secret and decides what the pass does.
 func (r *ApiTokenReconciler) observe(ctx context.Context, s *pass) (bool, error) {
 	t := s.t
+	if t.Spec.ShowOnce != nil {
+		// A show-once token has no Secret: none is read, nor written.
+		s.act = decideShowOnce(t, saltView{id: s.salts.ID(), replaced: s.salts.Replaces}, s.now)
+		return false, nil
+	}
 	// A token never issued has no Secret yet: trust the cache's miss. Any
 	// other token expects its Secret, so a miss is checked on the server.
 	expectSecret := t.Status.IssuedAt != nil || t.Status.Phase == tokensv1alpha1.PhaseFailed || t.Status.Verification != nil
@@ -231,6 +236,15 @@ func (r *ApiTokenReconciler) carryOut(ctx context.Context, s *pass) (bool, error
 		return false, err
 	case actIssue:
 		return r.issueToken(ctx, s)
+	case actMint:
+		return false, r.mintShowOnce(s)
+	case actPickUp:
+		r.pickUp(s)
+		return false, nil
+	case actSaltEnded:
+		return r.saltEnded(s)
+	case actLeakEnded:
+		return r.leakEnded(s)
 	case actSync:
 		if s.secret == nil {
 			return false, nil

@@ -259,6 +259,9 @@ func (r *ApiTokenReconciler) recordRevocation(ctx context.Context, s *pass) (boo
 	}
 	st.Verification = &tokensv1alpha1.Verification{SaltID: v.SaltID, RevokedHash: revoked, ReplacedHash: replaced}
 	st.IssuedAt, st.ExpiresAt = nil, nil
+	if so := st.ShowOnce; so != nil {
+		so.Sealed = "" // a revoked show-once token is never handed over
+	}
 	st.Phase = tokensv1alpha1.PhaseRevoked
 	s.revokedNow = moved
 	return false, r.patchStatus(ctx, s)
@@ -271,15 +274,20 @@ func (r *ApiTokenReconciler) recordRevocation(ctx context.Context, s *pass) (boo
 // (a later write of the pass may fail without taking the Event with it),
 // else with the status.
 func (r *ApiTokenReconciler) revoke(ctx context.Context, s *pass) error {
-	if err := r.emptySecret(ctx, s); err != nil {
-		return err
+	t := s.t
+	if t.Spec.ShowOnce == nil {
+		if err := r.emptySecret(ctx, s); err != nil {
+			return err
+		}
 	}
 	if !s.revokedNow && s.phaseBefore == tokensv1alpha1.PhaseRevoked {
 		return nil
 	}
-	t := s.t
 	msg := "The token was revoked and removed from Secret " + t.SecretName()
-	if s.state == secretForeign {
+	switch {
+	case t.Spec.ShowOnce != nil:
+		msg = "The show-once token was revoked"
+	case s.state == secretForeign:
 		msg = "The token was revoked; Secret " + t.SecretName() + " is not owned by this ApiToken and was left as it is"
 	}
 	if s.base.Status.Phase == tokensv1alpha1.PhaseRevoked {

@@ -32,6 +32,13 @@ func computeStatus(t *tokensv1alpha1.ApiToken, p policy, b blocker, died tokensv
 	st := &t.Status
 	st.ObservedGeneration = t.Generation
 	st.SecretRef = &tokensv1alpha1.SecretReference{Name: t.SecretName()}
+	held, revoked := "Secret "+t.SecretName()+" holds a valid token", "The token was revoked and removed from the Secret"
+	renew := "annotate " + tokensv1alpha1.RegenerateAnnotation + " to issue a new one"
+	if t.Spec.ShowOnce != nil {
+		st.SecretRef = nil // no Secret ever holds a show-once token
+		held, revoked = "The show-once token was picked up and is valid", "The show-once token was revoked"
+		renew = "a show-once token is not regenerated: create a new ApiToken"
+	}
 	if v := st.Verification; v != nil && v.PreviousValidUntil != nil && lifecycle.Assess(t, p).Previous.WorthAt(now) != lifecycle.Valid {
 		v.ReplacedHash, v.PreviousHash, v.PreviousValidUntil = v.PreviousHash, "", nil
 	}
@@ -69,24 +76,26 @@ func computeStatus(t *tokensv1alpha1.ApiToken, p policy, b blocker, died tokensv
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, b.reason, b.message
 	case t.Spec.Revoked:
 		st.Phase = tokensv1alpha1.PhaseRevoked
-		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, tokensv1alpha1.ReasonRevoked, "The token was revoked and removed from the Secret"
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, tokensv1alpha1.ReasonRevoked, revoked
 		soon.Message = "The token was revoked: it is refused whatever its expiry"
 	case !hasRecord:
 		st.Phase = tokensv1alpha1.PhasePending
 		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, "Pending", "No token has been issued yet"
 		soon.Message = "No token has been issued yet"
+	case pickupStatus(t, &ready, now):
+		// A show-once token not picked up: pickupStatus said so.
 	case worth == lifecycle.Expired:
 		st.Phase = tokensv1alpha1.PhaseExpired
 		ready.Status, ready.Reason = metav1.ConditionFalse, tokensv1alpha1.ReasonExpired
-		ready.Message = fmt.Sprintf("The token expired at %s; annotate %s to issue a new one", st.ExpiresAt.UTC().Format(time.RFC3339), tokensv1alpha1.RegenerateAnnotation)
+		ready.Message = fmt.Sprintf("The token expired at %s; %s", st.ExpiresAt.UTC().Format(time.RFC3339), renew)
 	case worth == lifecycle.Inactive:
 		st.Phase = tokensv1alpha1.PhaseInactive
 		ready.Status, ready.Reason = metav1.ConditionFalse, tokensv1alpha1.ReasonInactive
-		ready.Message = fmt.Sprintf("The token was not used for its idleTimeout and is refused; annotate %s to issue a new one", tokensv1alpha1.RegenerateAnnotation)
+		ready.Message = "The token was not used for its idleTimeout and is refused; " + renew
 	default:
 		st.Phase = tokensv1alpha1.PhaseActive
 		ready.Status, ready.Reason = metav1.ConditionTrue, tokensv1alpha1.ReasonActive
-		ready.Message = "Secret " + t.SecretName() + " holds a valid token"
+		ready.Message = held
 		if st.ExpiresAt != nil && !now.Before(token.ExpiringSoonAt(st.IssuedAt.Time, st.ExpiresAt.Time)) {
 			soon.Status, soon.Reason = metav1.ConditionTrue, tokensv1alpha1.ReasonExpiringSoon
 			soon.Message = "The token expires at " + st.ExpiresAt.UTC().Format(time.RFC3339)

@@ -93,6 +93,16 @@ const (
 	// actHold: the token was recorded under a salt the operator neither
 	// holds nor knows to be replaced; touch nothing and report it.
 	actHold
+	// actMint: mint a show-once token and seal it for its creator.
+	actMint
+	// actPickUp: check a show-once token's acknowledgement.
+	actPickUp
+	// actSaltEnded: a show-once token's salt was replaced; it cannot be
+	// delivered again.
+	actSaltEnded
+	// actLeakEnded: a show-once token was presented as leaked; it is
+	// revoked for good.
+	actLeakEnded
 )
 
 // saltView is what decide needs of the salt: the current salt's ID and
@@ -227,6 +237,9 @@ func nextDeadline(t *tokensv1alpha1.ApiToken, p policy, now time.Time) time.Time
 	}
 	if t.Spec.Revoked || t.Status.IssuedAt == nil {
 		return next
+	}
+	if _, by := lifecycle.Pickup(t, now); !by.IsZero() {
+		consider(by) // the end of a show-once token's pickup window
 	}
 	issued := t.Status.IssuedAt.Time
 	if exp, finite := p.ExpiresAt(issued); finite {

@@ -6,6 +6,7 @@ import (
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-operator/apitoken-operator/internal/lifecycle"
 	"github.com/apitoken-operator/apitoken-operator/internal/secretdata"
+	"github.com/apitoken-operator/apitoken-operator/internal/showonce"
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
 )
 
@@ -24,6 +25,11 @@ func parsePolicy(spec *tokensv1alpha1.ApiTokenSpec) (policy, error) {
 	}
 	if _, err := token.Granted(string(spec.Type), spec.Scopes); err != nil {
 		return p, field.Invalid(field.NewPath("spec", "scopes"), spec.Scopes, err.Error())
+	}
+	if so := spec.ShowOnce; so != nil {
+		if _, err := showonce.ParsePublicKey(so.PublicKey); err != nil {
+			return p, field.Invalid(field.NewPath("spec", "showOnce", "publicKey"), so.PublicKey, err.Error())
+		}
 	}
 	if tpl := spec.SecretTemplate; tpl != nil {
 		if errs := secretdata.Validate(tpl.Data, field.NewPath("spec", "secretTemplate", "data")); len(errs) > 0 {

@@ -72,6 +72,19 @@ const (
 	// operator was not granted the opt-in RBAC, or the API server refused);
 	// the token is delivered regardless, and the restart retried later.
 	ReasonRestartFailed = "RestartFailed"
+	// ReasonPickupPending: a show-once token is sealed in
+	// status.showOnce.sealed and waits for its creator to pick it up; it
+	// does not verify yet.
+	ReasonPickupPending = "PickupPending"
+	// ReasonPickedUp (an Event): the creator of a show-once token picked
+	// it up with its proof; it verifies from now on.
+	ReasonPickedUp = "PickedUp"
+	// ReasonPickupRefused (an Event): the acknowledgement on a show-once
+	// token is not the proof sealed with it; the token was not picked up.
+	ReasonPickupRefused = "PickupRefused"
+	// ReasonPickupExpired: nobody picked a show-once token up within its
+	// pickup window; it never verifies.
+	ReasonPickupExpired = "PickupExpired"
 	// ReasonActive: the token is valid.
 	ReasonActive = "Active"
 	// ReasonInactive: the token was not used for spec.idleTimeout.

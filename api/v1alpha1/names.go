@@ -39,6 +39,11 @@ const (
 	// kubectl.kubernetes.io/restartedAt, after a new token reached the
 	// Secret, it rolls the workload's pods onto the new token.
 	RestartedForAnnotation = "tokens.apitoken.dev/restarted-for"
+	// PickedUpAnnotation on a show-once ApiToken is its creator's proof of
+	// pickup, opened from status.showOnce.sealed with the private key: the
+	// operator compares it, in constant time, with the proof it sealed, and
+	// only then does the token verify.
+	PickedUpAnnotation = "tokens.apitoken.dev/picked-up"
 	// ManagedByLabel marks every Secret the operator manages.
 	ManagedByLabel = "app.kubernetes.io/managed-by"
 	// ManagedByValue is the value of ManagedByLabel.

@@ -52,6 +52,9 @@ const Unlimited = "unlimited"
 // +kubebuilder:validation:XValidation:rule="self.type == 'custom' || !has(self.scopes) || size(self.scopes) == 0",message="scopes are only allowed with type custom",fieldPath=".scopes",reason=FieldValueForbidden
 // +kubebuilder:validation:XValidation:rule="!has(self.rotation) || !has(self.rotation.renewBefore) || self.duration != 'unlimited'",message="renewBefore needs a finite duration",fieldPath=".rotation.renewBefore",reason=FieldValueForbidden
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.secretName) || (has(self.secretName) && self.secretName == oldSelf.secretName)",message="secretName cannot be changed after creation; create a new ApiToken instead",fieldPath=".secretName"
+// +kubebuilder:validation:XValidation:rule="has(self.showOnce) == has(oldSelf.showOnce)",message="showOnce cannot be added or removed after creation; create a new ApiToken instead",fieldPath=".showOnce"
+// +kubebuilder:validation:XValidation:rule="!has(self.showOnce) || (!has(self.secretName) && !has(self.secretTemplate) && !has(self.rotation))",message="a show-once token has no Secret and is never regenerated: secretName, secretTemplate and rotation are not allowed with showOnce",fieldPath=".showOnce",reason=FieldValueForbidden
+// +kubebuilder:validation:XValidation:rule="!has(self.showOnce) || !has(oldSelf.revoked) || !oldSelf.revoked || (has(self.revoked) && self.revoked)",message="a revoked show-once token cannot be un-revoked (nobody could pick a new token up); create a new ApiToken instead",fieldPath=".revoked",reason=FieldValueForbidden
 type ApiTokenSpec struct {
 	// description says what the token is for.
 	// +optional
@@ -132,6 +135,40 @@ type ApiTokenSpec struct {
 	// Secret. Setting it back to false issues a new token.
 	// +optional
 	Revoked bool `json:"revoked,omitempty"`
+
+	// showOnce issues the token once to its creator instead of into a
+	// Secret (kubectl apitoken create --show-once): the operator seals it
+	// to publicKey into status.showOnce.sealed, keeps only its hash, and
+	// the token verifies only once its creator has picked it up (the
+	// tokens.apitoken.dev/picked-up annotation, set to the proof sealed
+	// with it) within pickupWindow; a token nobody picked up in time never
+	// verifies. No Secret is ever written. It cannot be added, removed or
+	// changed after creation, and a show-once token is never regenerated.
+	// See docs/lifecycle.md#show-once-tokens.
+	// +optional
+	ShowOnce *ShowOnce `json:"showOnce,omitempty"`
+}
+
+// ShowOnce is how a show-once token is handed to its creator.
+// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="showOnce cannot be changed after creation; create a new ApiToken instead"
+type ShowOnce struct {
+	// publicKey is the creator's X25519 public key, standard base64 of 32
+	// bytes: the token is sealed to it. The kubectl plugin makes the key
+	// pair in memory and never stores the private key.
+	// +required
+	// +kubebuilder:validation:MinLength=44
+	// +kubebuilder:validation:MaxLength=44
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z0-9+/]{43}=$')",message="must be an X25519 public key: standard base64 of 32 bytes"
+	// +kubebuilder:validation:XValidation:rule="self != 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA='",message="must not be the all-zero key"
+	PublicKey string `json:"publicKey"`
+
+	// pickupWindow is how long after the token is issued its creator may
+	// pick it up, e.g. "5m" (the default), at most 1h. A token not picked
+	// up by then never verifies.
+	// +optional
+	// +kubebuilder:validation:MaxLength=24
+	// +kubebuilder:validation:XValidation:rule="self.matches('^((0|[1-9][0-9]*)d)?((0|[1-9][0-9]*)h)?((0|[1-9][0-9]*)m)?((0|[1-9][0-9]*)s)?$') && self.matches('[1-9]')",message="must be a positive span of hours, minutes and seconds, such as 2m, 5m or 1h"
+	PickupWindow string `json:"pickupWindow,omitempty"`
 }
 
 // SecretTemplate holds metadata copied onto the generated Secret, and keys

@@ -187,6 +187,10 @@ type ApiTokenStatus struct {
 	// +optional
 	Restarts *Restarts `json:"restarts,omitempty"`
 
+	// showOnce is the pickup of a show-once token (spec.showOnce).
+	// +optional
+	ShowOnce *ShowOnceStatus `json:"showOnce,omitempty"`
+
 	// observedGeneration is the generation last reconciled.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
@@ -217,4 +221,29 @@ type Restarts struct {
 	// +optional
 	// +listType=set
 	Pending []string `json:"pending,omitempty"`
+}
+
+// ShowOnceStatus is the pickup of a show-once token. Everything in it may
+// be read by whoever can read the ApiToken: the token is sealed to the
+// creator's key, and the proof of pickup is sealed with it.
+type ShowOnceStatus struct {
+	// sealed is the token and its proof of pickup, sealed to
+	// spec.showOnce.publicKey (X25519, HKDF-SHA256, AES-256-GCM, bound to
+	// the ApiToken's namespace, name and UID), standard base64. It is
+	// written with the token's hash in one status write, and cleared once
+	// the token is picked up, when the pickup window ends, or when the
+	// token is revoked.
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	Sealed string `json:"sealed,omitempty"`
+
+	// pickupBy ends the pickup window: an acknowledgement seen later never
+	// makes the token verify.
+	// +optional
+	PickupBy *metav1.Time `json:"pickupBy,omitempty"`
+
+	// pickedUpAt is when the operator accepted the creator's proof of
+	// pickup: from then on the token verifies.
+	// +optional
+	PickedUpAt *metav1.Time `json:"pickedUpAt,omitempty"`
 }

@@ -181,6 +181,10 @@ func (r Record) Next(now time.Time) (next time.Time, ok bool) {
 //     its status records, its issue time plus spec.duration (a longer
 //     duration never lengthens a life the status records) and its
 //     idleTimeout's deadline (ByIdle).
+//   - A show-once token's hashes (spec.showOnce) are expired until its
+//     creator picked it up within the pickup window
+//     (status.showOnce.pickedUpAt before pickupBy: see Pickup); one that
+//     was not picked up in time stays so for good.
 //   - The previous hash is valid until previousValidUntil, or until the
 //     current one's first recorded use (firstUsedAt,
 //     graceUntilNewTokenUsed: see FirstUse) if that is earlier. Once
@@ -215,7 +219,7 @@ func Assess(at *tokensv1alpha1.ApiToken, s Spec) Record {
 			previous.Expires = u.UnixNano()
 		}
 	}
-	if !s.readable {
+	if !s.readable || !pickedUp(at) {
 		current, previous = Standing{Worth: Expired}, Standing{Worth: Expired}
 	}
 	if at.Spec.Revoked || at.DeletionTimestamp != nil {

@@ -56,6 +56,9 @@ type Spec struct {
 	Idle time.Duration
 	// Audience is spec.audience, defaulted (AudienceOf).
 	Audience tokensv1alpha1.Audience
+	// PickupWindow is spec.showOnce.pickupWindow, defaulted
+	// (DefaultPickupWindow); 0: not a show-once token.
+	PickupWindow time.Duration
 	// readable: ParseSpec found nothing wrong, beyond a missing duration
 	// (which the API server never stores).
 	readable bool
@@ -115,9 +118,25 @@ func ParseSpec(spec *tokensv1alpha1.ApiTokenSpec) (Spec, field.ErrorList) {
 			}
 		}
 	}
+	if so := spec.ShowOnce; so != nil {
+		s.PickupWindow = DefaultPickupWindow
+		if so.PickupWindow != "" {
+			s.PickupWindow = span(so.PickupWindow, "showOnce", "pickupWindow")
+			if s.PickupWindow > MaxPickupWindow {
+				fail(field.Invalid(field.NewPath("spec", "showOnce", "pickupWindow"), so.PickupWindow, "must be at most "+MaxPickupWindow.String()+": the token waits sealed in status until it is picked up"))
+			}
+		}
+	}
 	s.readable = !bad
 	return s, errs
 }
+
+// DefaultPickupWindow is how long a show-once token waits to be picked up
+// when spec.showOnce.pickupWindow is not set.
+const DefaultPickupWindow = 5 * time.Minute
+
+// MaxPickupWindow is the longest spec.showOnce.pickupWindow.
+const MaxPickupWindow = time.Hour
 
 // GraceWithinLifetime refuses a gracePeriod longer than a finite
 // spec.duration. It is an admission rule only: a grace period never

@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"crypto/ecdh"
 	"errors"
 	"fmt"
 	"regexp"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/internal/showonce"
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
 )
 
@@ -33,6 +35,10 @@ type createOptions struct {
 	renewBefore  string
 	idleTimeout  string
 	dryRun       string
+	showOnce     bool
+	pickupWindow string
+	// publicKey is the show-once key pair's public half, set by run.
+	publicKey string
 }
 
 func newCreateCommand(root *rootOptions) *cobra.Command {
@@ -50,7 +56,14 @@ server (and the admission webhook) to validate it without storing it.
 Types: read-only (*:read), full-access (*:*), custom (exactly --scopes, at
 least one). A scope is resource[:sub-resource...]:action, e.g.
 articles:read, orders:*, table:data:read. Durations: 7d, 30d, 90d, unlimited,
-or a span such as 36h, 1d12h, 2160h.`,
+or a span such as 36h, 1d12h, 2160h.
+
+With --show-once, no Secret is written: the token is for use outside the
+cluster (a CI system elsewhere). This command makes a key pair in memory,
+creates the ApiToken with the public key, opens the token the operator
+sealed to it, acknowledges the pickup, and prints the token to stdout,
+once, with guidance on stderr. Only its hash is kept; a token not picked
+up within --pickup-window (default 5m) never verifies.`,
 		Example: `  # A manifest for git
   kubectl apitoken create ci-reader --type read-only --duration 30d --dry-run=client -o yaml > ci-reader.yaml
 
@@ -59,7 +72,10 @@ or a span such as 36h, 1d12h, 2160h.`,
       --audience billing-api --presentation bearer --duration 90d -n team-a
 
   # Renewed automatically 7 days before expiry; the old token stays valid 10 minutes
-  kubectl apitoken create ci-writer --type full-access --duration 90d --renew-before 7d --grace-period 10m`,
+  kubectl apitoken create ci-writer --type full-access --duration 90d --renew-before 7d --grace-period 10m
+
+  # For a CI system outside the cluster: printed once, never in a Secret
+  kubectl apitoken create external-ci --type read-only --duration 30d --show-once > token.txt`,
 		Args: exactlyOneName,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.run(cmd, args[0])
@@ -76,6 +92,8 @@ or a span such as 36h, 1d12h, 2160h.`,
 	f.StringVar(&o.gracePeriod, "grace-period", "", "how long the previous token stays valid after a regeneration, e.g. 5m")
 	f.StringVar(&o.renewBefore, "renew-before", "", "regenerate automatically this long before expiry, e.g. 7d")
 	f.StringVar(&o.idleTimeout, "idle-timeout", "", "make the token Inactive after this long unused, e.g. 90d")
+	f.BoolVar(&o.showOnce, "show-once", false, "print the token once to stdout instead of delivering it into a Secret (for use outside the cluster)")
+	f.StringVar(&o.pickupWindow, "pickup-window", "", "with --show-once: how long the operator waits for the pickup, e.g. 2m (default 5m, at most 1h)")
 	f.StringVar(&o.dryRun, "dry-run", "none", `"none", "client" (print, send nothing) or "server" (validate, store nothing)`)
 	f.Lookup("dry-run").NoOptDefVal = "client"
 	o.printFlags.AddFlags(cmd)
@@ -140,6 +158,7 @@ func (o *createOptions) build(name, ns string) (*tokensv1alpha1.ApiToken, error)
 	if o.renewBefore != "" && o.duration == tokensv1alpha1.Unlimited {
 		errs = append(errs, errors.New("--renew-before needs a finite --duration"))
 	}
+	errs = append(errs, o.showOnceFlagErrors()...)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -160,6 +179,9 @@ func (o *createOptions) build(name, ns string) (*tokensv1alpha1.ApiToken, error)
 	}
 	if o.gracePeriod != "" || o.renewBefore != "" {
 		at.Spec.Rotation = &tokensv1alpha1.Rotation{GracePeriod: o.gracePeriod, RenewBefore: o.renewBefore}
+	}
+	if o.showOnce {
+		at.Spec.ShowOnce = &tokensv1alpha1.ShowOnce{PublicKey: o.publicKey, PickupWindow: o.pickupWindow}
 	}
 	return at, nil
 }
@@ -201,6 +223,12 @@ func (o *createOptions) run(cmd *cobra.Command, name string) error {
 	if err != nil {
 		return err
 	}
+	var priv *ecdh.PrivateKey
+	if o.showOnce {
+		if priv, o.publicKey, err = showonce.GenerateKey(); err != nil {
+			return err
+		}
+	}
 	at, err := o.build(name, s.namespace)
 	if err != nil {
 		return err
@@ -209,7 +237,21 @@ func (o *createOptions) run(cmd *cobra.Command, name string) error {
 	if err != nil {
 		return err
 	}
-	return printer.PrintObj(redact(created), o.streams.Out)
+	if !o.showOnce || o.dryRun == "server" {
+		return printer.PrintObj(redact(created), o.streams.Out)
+	}
+	// stdout carries only the token: the rest goes to stderr.
+	if err := printer.PrintObj(redact(created), o.streams.ErrOut); err != nil {
+		return err
+	}
+	tok, err := o.pickUp(cmd.Context(), s, created, priv)
+	if err != nil {
+		return fmt.Errorf("%w (%s %q exists without a usable token: 'kubectl delete apitoken %s -n %s')", err, kindLower, name, name, s.namespace)
+	}
+	o.warnf("this is the only time the token of %s %s/%s is shown: store it now (e.g. in your CI system's secret store). "+
+		"No Secret holds it and it cannot be shown again; revoke it with 'kubectl apitoken revoke %s -n %s'", kindLower, s.namespace, name, name, s.namespace)
+	_, err = fmt.Fprintln(o.streams.Out, tok)
+	return err
 }
 
 // manifest returns at as a manifest to commit: no status, no

@@ -63,6 +63,10 @@ func (o *regenerateOptions) run(ctx context.Context, name string) error {
 		return fmt.Errorf("%s %q in namespace %s is revoked: a regeneration issues no token; 'kubectl apitoken unrevoke %s -n %s' issues a new one",
 			kindLower, name, s.namespace, name, s.namespace)
 	}
+	if at.Spec.ShowOnce != nil {
+		return fmt.Errorf("%s %q in namespace %s is a show-once token: it is never regenerated (nobody could pick a new one up); revoke it and create a new one with 'kubectl apitoken create --show-once'",
+			kindLower, name, s.namespace)
+	}
 	if at.Status.Phase == tokensv1alpha1.PhaseFailed {
 		return fmt.Errorf("%s %q in namespace %s cannot be regenerated: %s", kindLower, name, s.namespace, readyText(at))
 	}
@@ -143,9 +147,7 @@ func regenerationState(at *tokensv1alpha1.ApiToken, value string) (done bool, fa
 // waitRegenerated watches the ApiToken until regenerationState says done
 // and the Secret's token differs from previous.
 func (o *regenerateOptions) waitRegenerated(ctx context.Context, s *session, at *tokensv1alpha1.ApiToken, value string, previous []byte) (*tokensv1alpha1.ApiToken, error) {
-	last := at
 	check := func(at *tokensv1alpha1.ApiToken) (bool, error) {
-		last = at
 		done, err := regenerationState(at, value)
 		if !done || err != nil {
 			return false, err
@@ -159,14 +161,27 @@ func (o *regenerateOptions) waitRegenerated(ctx context.Context, s *session, at 
 		}
 		return len(current) > 0 && subtle.ConstantTimeCompare(current, previous) == 0, nil
 	}
-	timedOut := func() error {
+	timedOut := func(last *tokensv1alpha1.ApiToken) error {
 		return fmt.Errorf("timed out after %s waiting for %s %q to be regenerated (phase %s; %s); is the operator running?",
 			o.timeout, kindLower, last.Name, orDash(string(last.Status.Phase)), readyText(last))
 	}
+	return watchUntil(ctx, s, at, check, timedOut)
+}
+
+// watchUntil watches the ApiToken at until check says done (or fails),
+// starting from at, and returns it as check last saw it. A watch that
+// closes or expires is started again from a fresh GET; once ctx is done,
+// the error is timedOut's, of the last copy seen.
+func watchUntil(ctx context.Context, s *session, at *tokensv1alpha1.ApiToken, check func(*tokensv1alpha1.ApiToken) (bool, error), timedOut func(last *tokensv1alpha1.ApiToken) error) (*tokensv1alpha1.ApiToken, error) {
+	last := at
+	seen := func(at *tokensv1alpha1.ApiToken) (bool, error) {
+		last = at
+		return check(at)
+	}
 	for {
-		if ok, err := check(last); ok || err != nil {
+		if ok, err := seen(last); ok || err != nil {
 			if ctx.Err() != nil {
-				return nil, timedOut()
+				return nil, timedOut(last)
 			}
 			return last, err
 		}
@@ -176,7 +191,7 @@ func (o *regenerateOptions) waitRegenerated(ctx context.Context, s *session, at 
 		})
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil, timedOut()
+				return nil, timedOut(last)
 			}
 			return nil, err
 		}
@@ -192,18 +207,18 @@ func (o *regenerateOptions) waitRegenerated(ctx context.Context, s *session, at 
 			if !ok {
 				return false, nil
 			}
-			return check(t)
+			return seen(t)
 		})
 		switch {
 		case ctx.Err() != nil:
-			return nil, timedOut()
+			return nil, timedOut(last)
 		case err == nil:
 			return last, nil
 		case errors.Is(err, watchtools.ErrWatchClosed) || errors.Is(err, errRewatch):
 			fresh, gerr := s.tokens.Get(ctx, last.Namespace, last.Name)
 			if gerr != nil {
 				if ctx.Err() != nil {
-					return nil, timedOut()
+					return nil, timedOut(last)
 				}
 				return nil, gerr
 			}

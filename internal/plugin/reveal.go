@@ -39,6 +39,10 @@ func (o *rootOptions) reveal(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	if at.Spec.ShowOnce != nil {
+		return fmt.Errorf("%s %q in namespace %s is a show-once token: it was shown once to its creator by 'kubectl apitoken create --show-once' and no Secret holds it",
+			kindLower, name, s.namespace)
+	}
 	if at.Spec.Revoked || at.Status.Phase == tokensv1alpha1.PhaseRevoked {
 		return fmt.Errorf("%s %q in namespace %s is revoked and has no token: 'kubectl apitoken unrevoke %s -n %s' issues a new one",
 			kindLower, name, s.namespace, name, s.namespace)

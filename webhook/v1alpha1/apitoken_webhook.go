@@ -48,7 +48,8 @@ var _ admission.Defaulter[*tokensv1alpha1.ApiToken] = &Defaulter{}
 // tokens.apitoken.dev/created-by-groups to their groups on create,
 // overwriting any value sent, and on update restores the values the object
 // had, so the record can be neither forged nor changed. It fills
-// spec.secretName and spec.audience when unset.
+// spec.secretName (but for a show-once token, which has no Secret) and
+// spec.audience when unset.
 func (d *Defaulter) Default(ctx context.Context, at *tokensv1alpha1.ApiToken) error {
 	req, err := admission.RequestFromContext(ctx)
 	if err != nil {
@@ -62,12 +63,13 @@ func (d *Defaulter) Default(ctx context.Context, at *tokensv1alpha1.ApiToken) er
 			return fmt.Errorf("decoding the old object: %w", err)
 		}
 		setCreator(at, old.Annotations[tokensv1alpha1.CreatedByAnnotation], old.Annotations[tokensv1alpha1.CreatedByGroupsAnnotation])
-		if old.Spec.SecretName == "" && at.Spec.SecretName == "" {
+		if old.Spec.SecretName == "" && at.Spec.SecretName == "" && at.Spec.ShowOnce == nil {
 			// Created before the webhook: keep the default it already uses.
 			at.Spec.SecretName = old.SecretName()
 		}
 	}
-	if at.Spec.SecretName == "" && at.Name != "" {
+	if at.Spec.SecretName == "" && at.Name != "" && at.Spec.ShowOnce == nil {
+		// A show-once token has no Secret, so no Secret name.
 		at.Spec.SecretName = at.SecretName()
 	}
 	if at.Spec.Audience == "" {
@@ -144,7 +146,7 @@ func (v *Validator) validate(ctx context.Context, old, at *tokensv1alpha1.ApiTok
 		}
 		errs = append(errs, CheckIssuing(ctx, v.Authorizer, userOf(req.UserInfo), old, at)...)
 	}
-	if v.Reader != nil && (old == nil || old.SecretName() != at.SecretName()) {
+	if v.Reader != nil && at.Spec.ShowOnce == nil && (old == nil || old.SecretName() != at.SecretName()) {
 		var list tokensv1alpha1.ApiTokenList
 		if err := v.Reader.List(ctx, &list, client.InNamespace(at.Namespace)); err != nil {
 			return warnings, apierrors.NewInternalError(fmt.Errorf("listing ApiTokens to check spec.secretName: %w", err))

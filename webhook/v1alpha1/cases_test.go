@@ -7,6 +7,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/internal/showonce"
 )
 
 // badCase is a manifest the webhook refuses, with the field path and the
@@ -148,6 +149,30 @@ var badCases = []badCase{
 		restartTargets(targets...)(a)
 	}, "spec.rotation.restartTargets: Too many: 17: must have at most 16 items"},
 	{"template sets the data seal", annotate(tokensv1alpha1.DataSealAnnotation, "x.y"), "spec.secretTemplate.annotations[tokens.apitoken.dev/data-seal]: Forbidden: is set by the operator"},
+	{"showOnce with a low-order public key", showOnce(lowOrderKey), `spec.showOnce.publicKey: Invalid value: "` + lowOrderKey + `": is not a usable X25519 public key`},
+	{"showOnce with a short public key", showOnce("AAAA"), `spec.showOnce.publicKey: Invalid value: "AAAA": must be an X25519 public key of 32 bytes, not 3`},
+	{"showOnce with a Secret name", both(showOnce(showOnceKey), func(a *tokensv1alpha1.ApiToken) { a.Spec.SecretName = "ci-token" }),
+		"spec.secretName: Forbidden: is not allowed with showOnce: a show-once token has no Secret and is never regenerated"},
+	{"showOnce with a rotation", both(showOnce(showOnceKey), rotation("5m", "")),
+		"spec.rotation: Forbidden: is not allowed with showOnce: a show-once token has no Secret and is never regenerated"},
+}
+
+// showOnceKey is a valid show-once public key; lowOrderKey is the X25519
+// point u=1, which base64 and the schema accept and no box can be sealed to.
+var (
+	showOnceKey = func() string {
+		_, pub, err := showonce.GenerateKey()
+		if err != nil {
+			panic(err)
+		}
+		return pub
+	}()
+	lowOrderKey = "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+)
+
+// showOnce makes the token a show-once token sealed to key.
+func showOnce(key string) func(*tokensv1alpha1.ApiToken) {
+	return func(a *tokensv1alpha1.ApiToken) { a.Spec.ShowOnce = &tokensv1alpha1.ShowOnce{PublicKey: key} }
 }
 
 // dataKey sets one key of the Secret's template data.
@@ -172,6 +197,7 @@ func annotate(key, value string) func(*tokensv1alpha1.ApiToken) {
 // badUpdates are refused on update from validToken().
 var badUpdates = []badCase{
 	{"secretName changed", func(a *tokensv1alpha1.ApiToken) { a.Spec.SecretName = "other" }, `spec.secretName: Invalid value: "other": cannot be changed after creation (it is "valid-token"); create a new ApiToken instead`},
+	{"showOnce added", both(showOnce(showOnceKey), func(a *tokensv1alpha1.ApiToken) { a.Spec.SecretName = "" }), "spec.showOnce: Forbidden: cannot be added or removed after creation; create a new ApiToken instead"},
 }
 
 // apiMessage is what the API server answers: the CRD schema refuses some
@@ -220,6 +246,10 @@ var schemaMessages = map[string]string{
 	"secretName changed":                           "spec.secretName: Invalid value: secretName cannot be changed after creation; create a new ApiToken instead",
 	"restart target not a name":                    `spec.rotation.restartTargets[0].name: Invalid value: "Api_Server": must be a workload's name: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit`,
 	"restart target named twice":                   `spec.rotation.restartTargets[1]: Duplicate value: {"kind":"Deployment","name":"api"}`,
+	"showOnce with a short public key":             "spec.showOnce.publicKey: Invalid value: \"AAAA\": spec.showOnce.publicKey in body should be at least 44 chars long",
+	"showOnce with a Secret name":                  "spec.showOnce: Forbidden: " + showOnceRule,
+	"showOnce with a rotation":                     "spec.showOnce: Forbidden: " + showOnceRule,
+	"showOnce added":                               "spec.showOnce: Invalid value: showOnce cannot be added or removed after creation; create a new ApiToken instead",
 	"data format a template":                       `spec.secretTemplate.data.API_KEY.format: Unsupported value: "{{.Token}}": supported values: "token", "bearer", "env", "json"`,
 }
 
@@ -230,4 +260,5 @@ const (
 	spanRule           = "must be a positive span of days, hours, minutes and seconds, such as 30s, 5m, 2h or 7d"
 	graceUntilUsedRule = "graceUntilNewTokenUsed needs a gracePeriod: it ends the grace early, and never later than gracePeriod"
 	secretNameRule     = "must be a valid Secret name: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"
+	showOnceRule       = "a show-once token has no Secret and is never regenerated: secretName, secretTemplate and rotation are not allowed with showOnce"
 )

@@ -118,6 +118,10 @@ var _ = Describe("Issuing power (SubjectAccessReview against the real RBAC autho
 			}), `spec.scopes[0]: Forbidden: user alice may not issue orders:delete in namespace shop (needs verb delete on scopes.tokens.apitoken.dev "orders")`},
 			{"3 full-access", alice, tok("a3", func(a *tokensv1alpha1.ApiToken) { a.Spec.Type = tokensv1alpha1.FullAccess }),
 				`spec.type: Forbidden: user alice may not issue *:* in namespace shop (needs verb * on scopes.tokens.apitoken.dev (every name))`},
+			{"3b a show-once token: the same ceiling", alice, tok("a3b", func(a *tokensv1alpha1.ApiToken) {
+				a.Spec.Type = tokensv1alpha1.FullAccess
+				showOnce(showOnceKey)(a)
+			}), `spec.type: Forbidden: user alice may not issue *:* in namespace shop (needs verb * on scopes.tokens.apitoken.dev (every name))`},
 		})
 	})
 

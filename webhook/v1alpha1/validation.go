@@ -18,6 +18,7 @@ import (
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-operator/apitoken-operator/internal/lifecycle"
 	"github.com/apitoken-operator/apitoken-operator/internal/secretdata"
+	"github.com/apitoken-operator/apitoken-operator/internal/showonce"
 	"github.com/apitoken-operator/apitoken-operator/internal/token"
 )
 
@@ -44,7 +45,8 @@ const shortDuration = time.Minute
 // the CRD schema checks, so that an install with the webhook gives these
 // messages, and adds what the schema cannot say. One function per field
 // group, in this order: grant (description, type, scopes), spans
-// (lifecycle.ParseSpec), audience, Secret, restart targets, annotations.
+// (lifecycle.ParseSpec), audience, Secret (or show-once delivery),
+// restart targets, annotations.
 func ValidateApiToken(old, at *tokensv1alpha1.ApiToken, now time.Time) (field.ErrorList, []string) {
 	var errs field.ErrorList
 	var warnings []string
@@ -54,7 +56,11 @@ func ValidateApiToken(old, at *tokensv1alpha1.ApiToken, now time.Time) (field.Er
 	add(validateGrant(&at.Spec))
 	add(validateSpans(old, at, now))
 	add(validateAudienceName(&at.Spec), nil)
-	add(validateSecret(old, at), nil)
+	if at.Spec.ShowOnce != nil || (old != nil && old.Spec.ShowOnce != nil) {
+		add(validateShowOnce(old, at), nil)
+	} else {
+		add(validateSecret(old, at), nil)
+	}
 	add(validateRestartTargets(&at.Spec))
 	add(validateAnnotations(old, at), nil)
 	return errs, warnings
@@ -286,7 +292,7 @@ func validateScopes(scopes []string, path *field.Path, errs field.ErrorList, war
 func ValidateSecretNameUnique(at *tokensv1alpha1.ApiToken, others []tokensv1alpha1.ApiToken) field.ErrorList {
 	for i := range others {
 		o := &others[i]
-		if o.Name != at.Name && o.SecretName() == at.SecretName() {
+		if o.Name != at.Name && o.Spec.ShowOnce == nil && o.SecretName() == at.SecretName() {
 			return field.ErrorList{field.Invalid(field.NewPath("spec", "secretName"), at.SecretName(),
 				fmt.Sprintf("is already used by ApiToken %s; choose another spec.secretName", o.Name))}
 		}
@@ -341,4 +347,37 @@ func ValidateAudience(old, at *tokensv1alpha1.ApiToken, kubeAPIAudiences []strin
 		return nil, []string{"spec.audience " + aud + " " + msg}
 	}
 	return field.ErrorList{field.Invalid(field.NewPath("spec", "audience"), aud, msg)}, nil
+}
+
+// validateShowOnce checks a show-once token's delivery (spec.showOnce):
+// a public key that can be sealed to (showonce.ParsePublicKey: 32 bytes,
+// not a low-order point, which the schema cannot see), no Secret, no
+// rotation, and no change of showOnce, nor a revocation undone, after
+// creation.
+func validateShowOnce(old, at *tokensv1alpha1.ApiToken) field.ErrorList {
+	var errs field.ErrorList
+	spec := &at.Spec
+	p := field.NewPath("spec", "showOnce")
+	if old != nil && (old.Spec.ShowOnce == nil) != (spec.ShowOnce == nil) {
+		return append(errs, field.Forbidden(p, "cannot be added or removed after creation; create a new ApiToken instead"))
+	}
+	so := spec.ShowOnce
+	if _, err := showonce.ParsePublicKey(so.PublicKey); err != nil {
+		errs = append(errs, field.Invalid(p.Child("publicKey"), so.PublicKey, err.Error()))
+	}
+	if old != nil && *old.Spec.ShowOnce != *so {
+		errs = append(errs, field.Forbidden(p, "cannot be changed after creation; create a new ApiToken instead"))
+	}
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{{"secretName", spec.SecretName != ""}, {"secretTemplate", spec.SecretTemplate != nil}, {"rotation", spec.Rotation != nil}} {
+		if f.set {
+			errs = append(errs, field.Forbidden(field.NewPath("spec", f.name), "is not allowed with showOnce: a show-once token has no Secret and is never regenerated"))
+		}
+	}
+	if old != nil && old.Spec.Revoked && !spec.Revoked {
+		errs = append(errs, field.Forbidden(field.NewPath("spec", "revoked"), "a revoked show-once token cannot be un-revoked (nobody could pick a new token up); create a new ApiToken instead"))
+	}
+	return errs
 }

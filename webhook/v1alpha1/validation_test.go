@@ -39,6 +39,7 @@ func TestValidateApiTokenRefuses(t *testing.T) {
 func TestValidateApiTokenAccepts(t *testing.T) {
 	good := []func(*tokensv1alpha1.ApiToken){
 		func(*tokensv1alpha1.ApiToken) {},
+		showOnce(showOnceKey),
 		duration("unlimited"),
 		duration("36h"),
 		duration("1d12h30m"),

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/internal/showonce"
 	"github.com/apitoken-operator/apitoken-operator/internal/testenv"
 )
 
@@ -110,6 +111,30 @@ var _ = Describe("The admission webhooks", Ordered, ContinueOnFailure, func() {
 			Expect(err).To(HaveOccurred())
 			Expect(err.Error()).To(testenv.ContainFieldError(c.apiMessage()))
 		}
+	})
+
+	It("accepts a show-once token without giving it a Secret name, and keeps its showOnce as it was", func() {
+		at := validToken()
+		at.Namespace, at.Name = ns, "show-once"
+		showOnce(showOnceKey)(at)
+		Expect(k8s.Create(ctx, at)).To(Succeed())
+		Expect(at.Spec.SecretName).To(BeEmpty(), "the defaulter named a Secret for a token that has none")
+		Expect(at.Spec.Audience).To(Equal(tokensv1alpha1.ContentAPI))
+
+		By("a second show-once token does not share a Secret name with it")
+		other := validToken()
+		other.Namespace, other.Name = ns, "show-once-too"
+		showOnce(showOnceKey)(other)
+		Expect(k8s.Create(ctx, other)).To(Succeed())
+
+		By("its public key cannot change")
+		upd := at.DeepCopy()
+		_, pub, err := showonce.GenerateKey()
+		Expect(err).NotTo(HaveOccurred())
+		upd.Spec.ShowOnce.PublicKey = pub
+		err = k8s.Update(ctx, upd)
+		Expect(err).To(HaveOccurred())
+		Expect(err.Error()).To(ContainSubstring("showOnce cannot be changed after creation"))
 	})
 
 	It("returns warnings for duplicate and redundant scopes", func() {
