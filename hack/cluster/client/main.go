@@ -219,7 +219,7 @@ func main() {
 		if len(os.Args) != 3 {
 			err = fmt.Errorf("getenv: one name expected")
 		} else {
-			fmt.Println(os.Getenv(os.Args[2]))
+			fmt.Print(os.Getenv(os.Args[2])) // exactly the value: kubectl exec passes it on as is
 		}
 	case "cat":
 		var b []byte
