@@ -55,6 +55,7 @@ func TestCluster(t *testing.T) {
 	step(t, "helm: kubelet and containerd killed and restarted under a steady client loop", func(t *testing.T) { nodeRestartUnderLoad(t, "team-helm") })
 	step(t, "helm: a revoke during a rollout is refused by every replica", func(t *testing.T) { revokeDuringRollout(t, "team-helm") })
 	step(t, "helm: the workload's use reaches status.lastUsedAt (NetworkPolicy on)", func(t *testing.T) { checkLastUsed(t, "team-helm") })
+	step(t, "helm: a restart target rolls with the new token after a regeneration", func(t *testing.T) { checkRestartTargets(t, "team-helm") })
 	step(t, "helm: the cluster's memory", printMemory)
 	if !step(t, "helm uninstall", helmUninstall) {
 		return

@@ -37,15 +37,16 @@ import (
 )
 
 type options struct {
-	caCert, serverName, tokenFile, header string
-	timeout                               time.Duration
-	newConnections                        bool
+	caCert, serverName, tokenFile, tokenEnv, header string
+	timeout                                         time.Duration
+	newConnections                                  bool
 }
 
 func (o *options) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.caCert, "cacert", "", "PEM file of the CA to trust (default: the system pool)")
 	fs.StringVar(&o.serverName, "servername", "", "the name to verify the server's certificate for (default: the URL's host)")
 	fs.StringVar(&o.tokenFile, "token-file", "", "send the file's content as Authorization: Bearer")
+	fs.StringVar(&o.tokenEnv, "token-env", "", "send the environment variable's value as Authorization: Bearer")
 	fs.StringVar(&o.header, "header", "Authorization", "the header the token goes in (Bearer prefix only for Authorization)")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "per-request timeout")
 	fs.BoolVar(&o.newConnections, "new-connections", false, "a new connection for every request (no keep-alive)")
@@ -74,12 +75,15 @@ func (o *options) request(url string) (*http.Request, error) {
 	if err != nil {
 		return nil, err
 	}
+	tok := os.Getenv(o.tokenEnv)
 	if o.tokenFile != "" {
 		b, err := os.ReadFile(o.tokenFile)
 		if err != nil {
 			return nil, err
 		}
-		tok := strings.TrimSpace(string(b))
+		tok = strings.TrimSpace(string(b))
+	}
+	if o.tokenFile != "" || o.tokenEnv != "" {
 		if o.header == "Authorization" {
 			tok = "Bearer " + tok
 		}
@@ -196,7 +200,7 @@ func resolve(names []string) error {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: client sleep | get [flags] URL | loop [flags] URL | touch PATH | resolve NAME... | cat FILE")
+		fmt.Fprintln(os.Stderr, "usage: client sleep | get [flags] URL | loop [flags] URL | touch PATH | resolve NAME... | cat FILE | getenv NAME")
 		os.Exit(2)
 	}
 	var err error
@@ -211,6 +215,12 @@ func main() {
 		err = loop(os.Args[2:])
 	case "resolve":
 		err = resolve(os.Args[2:])
+	case "getenv":
+		if len(os.Args) != 3 {
+			err = fmt.Errorf("getenv: one name expected")
+		} else {
+			fmt.Print(os.Getenv(os.Args[2])) // exactly the value: kubectl exec passes it on as is
+		}
 	case "cat":
 		var b []byte
 		if len(os.Args) != 3 {
