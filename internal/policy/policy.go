@@ -165,7 +165,12 @@ func (p Policy) Check(spec *tokensv1alpha1.ApiTokenSpec) []Violation {
 		add(Violation{Rule: RuleAllowedAudiences, Field: specPath.Child("audience"), value: string(aud),
 			Detail: fmt.Sprintf("spec.audience %s is not allowed (allowedAudiences: %s)", aud, joined(p.spec.AllowedAudiences))})
 	}
-	if p.spec.RequireRenewBefore && s.Finite && s.RenewBefore <= 0 {
+	switch {
+	case p.spec.RequireRenewBefore && s.Finite && spec.ShowOnce != nil:
+		// Never renewed: nobody could pick a renewed token up.
+		add(Violation{Rule: RuleRequireRenewBefore, Field: specPath.Child("showOnce"),
+			Detail: "a show-once token of finite duration is never renewed, and requireRenewBefore requires renewal (spec.rotation.renewBefore, which showOnce does not allow)"})
+	case p.spec.RequireRenewBefore && s.Finite && s.RenewBefore <= 0:
 		add(Violation{Rule: RuleRequireRenewBefore, Field: specPath.Child("rotation", "renewBefore"),
 			Detail: "spec.rotation.renewBefore is required for a token of finite duration (requireRenewBefore)"})
 	}

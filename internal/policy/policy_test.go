@@ -55,6 +55,9 @@ func TestCheck(t *testing.T) {
 		{"the default audience is content-api", func(s *tokensv1alpha1.ApiTokenSpec) { s.Audience = "" }, ""},
 		{"no renewBefore", func(s *tokensv1alpha1.ApiTokenSpec) { s.Rotation = nil },
 			`ApiTokenPolicy "org-defaults": spec.rotation.renewBefore is required for a token of finite duration (requireRenewBefore)`},
+		{"a show-once token, which is never renewed", func(s *tokensv1alpha1.ApiTokenSpec) {
+			s.Rotation, s.ShowOnce = nil, &tokensv1alpha1.ShowOnce{PublicKey: "k"}
+		}, `ApiTokenPolicy "org-defaults": a show-once token of finite duration is never renewed, and requireRenewBefore requires renewal (spec.rotation.renewBefore, which showOnce does not allow)`},
 		{"an unreadable spec is the webhook's and InvalidSpec's", func(s *tokensv1alpha1.ApiTokenSpec) { s.Duration = "forever" }, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
