@@ -154,3 +154,31 @@ func TestRestartAfterCrashPatchesTheSameValue(t *testing.T) {
 		t.Fatalf("restarts = %+v", rs)
 	}
 }
+
+// TestLeakRevocationRestartsTheTargets: a token presented as leaked at
+// /v1/revoke is replaced with no grace, so the workloads that read it
+// from an environment variable hold a refused token until they restart:
+// the targets are restarted for the new token, once, as after any
+// replacement.
+func TestLeakRevocationRestartsTheTargets(t *testing.T) {
+	h, w := newRestartHarness(t)
+	h.mustReconcile()
+	leaked := h.secretToken()
+	h.recordLeak(h.token().Status.Verification.Hash)
+	h.mustReconcile()
+	at := h.token()
+	fresh := h.secretToken()
+	switch {
+	case fresh == leaked || !h.verifies(fresh) || h.verifies(leaked):
+		t.Fatal("the leak revocation did not replace the token")
+	case at.Status.Restarts == nil || at.Status.Restarts.ForToken == "" || len(at.Status.Restarts.Pending) != 0:
+		t.Fatalf("restarts = %+v, want the targets restarted for the new token", at.Status.Restarts)
+	case h.restartedFor() != "tok/"+at.Status.Restarts.ForToken:
+		t.Fatalf("the Deployment was restarted for %q, want tok/%s", h.restartedFor(), at.Status.Restarts.ForToken)
+	}
+	patches := w.patches
+	h.mustReconcile()
+	if w.patches != patches || h.secretToken() != fresh {
+		t.Fatalf("a second pass patched again (%d -> %d patches) or rotated", patches, w.patches)
+	}
+}
