@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
@@ -66,7 +67,10 @@ func (r *ApiTokenReconciler) conflict(ctx context.Context, s *pass, live, guarde
 					return r.holdCut(ctx, s, tokensv1alpha1.ReasonSecretConflict, conflictRetry)
 				}
 			}
-			t.Status.Verification = &tokensv1alpha1.Verification{SaltID: v.SaltID, RevokedHash: v.Hash}
+			// The previous token, cut from its grace, is the one replaced
+			// last: kept, as after any grace, to be known if presented.
+			replaced := cmp.Or(v.PreviousHash, v.ReplacedHash)
+			t.Status.Verification = &tokensv1alpha1.Verification{SaltID: v.SaltID, RevokedHash: v.Hash, ReplacedHash: replaced}
 			cut = true
 		}
 	}

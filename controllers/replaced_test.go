@@ -62,3 +62,25 @@ func TestReplacedTokenKept(t *testing.T) {
 		}
 	})
 }
+
+// TestReplacedTokenKeptThroughAConflictCut: a Secret taken from the
+// operator cuts every hash from the verifying set; the token replaced
+// last (here the previous one, in its grace) stays known as replacedHash,
+// so that a client presenting it later is reported as for any replaced
+// token, and it never verifies.
+func TestReplacedTokenKeptThroughAConflictCut(t *testing.T) {
+	h := newHarness(t, graceSpec)
+	h.mustReconcile()
+	first := h.secretToken()
+	h.annotate(tokensv1alpha1.RegenerateAnnotation, "a")
+	h.mustReconcile()
+	if !h.verifies(first) {
+		t.Fatal("the replaced token is not in its grace")
+	}
+	h.editSecret(disownings["owner reference removed"])
+	h.clock.Step(time.Minute)
+	h.mustReconcile()
+	if v := h.token().Status.Verification; h.verifies(first) || !h.replacedHash(first) || v.RevokedHash == "" {
+		t.Fatalf("after the cut: verifies %v, replaced %v, revokedHash set %v", h.verifies(first), h.replacedHash(first), v.RevokedHash != "")
+	}
+}
