@@ -79,8 +79,11 @@ spec:
 		}
 		mark, err := kubectl("", "-n", tenant, "get", "deployment", "env-reader", "-o",
 			`jsonpath={.spec.template.metadata.annotations.tokens\.apitoken\.dev/restarted-for}`)
-		if err != nil || mark == "" {
-			return fmt.Errorf("the Deployment's pod template has no %s (%v)", tokensv1alpha1.RestartedForAnnotation, err)
+		if err != nil {
+			return err
+		}
+		if mark == "" {
+			return fmt.Errorf("the Deployment's pod template has no %s", tokensv1alpha1.RestartedForAnnotation)
 		}
 		if _, err := kubectl("", "-n", tenant, "rollout", "status", "deployment/env-reader", "--timeout=5s"); err != nil {
 			return err
