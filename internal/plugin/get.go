@@ -331,7 +331,7 @@ func redact(at *tokensv1alpha1.ApiToken) *tokensv1alpha1.ApiToken {
 	out := at.DeepCopy()
 	out.APIVersion, out.Kind = tokensv1alpha1.GroupVersion.String(), "ApiToken"
 	if v := out.Status.Verification; v != nil {
-		v.Hash, v.PendingHash, v.PreviousHash, v.RevokedHash = "", "", "", ""
+		v.Hash, v.PendingHash, v.PreviousHash, v.ReplacedHash, v.RevokedHash = "", "", "", "", ""
 	}
 	return out
 }

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"errors"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -298,5 +299,32 @@ func TestStatusShowsTheFirstUseThatEndsTheGrace(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "Grace ends") || strings.Contains(out.String(), "First used") {
 		t.Errorf("a token without a first use says one:\n%s", out.String())
+	}
+}
+
+// TestRedactDropsEveryHash: every field of status.verification that holds
+// a token's digest (its name ends in Hash) is empty in what the plugin
+// prints, including fields added after redact was written.
+func TestRedactDropsEveryHash(t *testing.T) {
+	at := &tokensv1alpha1.ApiToken{Status: tokensv1alpha1.ApiTokenStatus{Verification: &tokensv1alpha1.Verification{SaltID: "s"}}}
+	v := reflect.ValueOf(at.Status.Verification).Elem()
+	var hashes []string
+	for i := range v.NumField() {
+		if f := v.Type().Field(i); strings.HasSuffix(f.Name, "Hash") {
+			v.Field(i).SetString("digest-of-" + f.Name)
+			hashes = append(hashes, f.Name)
+		}
+	}
+	if len(hashes) < 5 {
+		t.Fatalf("found only %v: the test no longer sees the hash fields", hashes)
+	}
+	out := reflect.ValueOf(redact(at).Status.Verification).Elem()
+	for _, name := range hashes {
+		if got := out.FieldByName(name).String(); got != "" {
+			t.Errorf("redact kept %s", name)
+		}
+	}
+	if redact(at).Status.Verification.SaltID != "s" {
+		t.Error("redact dropped saltID, which is no hash")
 	}
 }
