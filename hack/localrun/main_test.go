@@ -84,3 +84,37 @@ func TestOperatorListensOnLoopbackByDefault(t *testing.T) {
 		t.Errorf("explicit addresses are not kept: %v", got)
 	}
 }
+
+// TestCheckPortsNamesATakenPort: a port the operator would listen on that
+// another process holds (a second make run) is refused before the operator
+// starts, naming the address and its flag; free ports, and a metrics
+// endpoint turned off, pass. Every listening flag of the operator is
+// checked.
+func TestCheckPortsNamesATakenPort(t *testing.T) {
+	for _, name := range operatorListenFlags(t) {
+		if !strings.Contains(strings.Join(bindFlags, " "), "--"+name) {
+			t.Errorf("checkPorts does not check --%s", name)
+		}
+	}
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	free, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	freeAddr := free.Addr().String()
+	_ = free.Close()
+
+	err = checkPorts([]string{"--auth-bind-address=" + freeAddr, "--metrics-bind-address=0",
+		"--health-probe-bind-address=127.0.0.1:1", "--health-probe-bind-address=" + taken.Addr().String()})
+	if err == nil || !strings.Contains(err.Error(), "--health-probe-bind-address="+taken.Addr().String()) ||
+		strings.Contains(err.Error(), freeAddr+" (") {
+		t.Fatalf("got %v, want the taken probe address named, and only it", err)
+	}
+	if err := checkPorts([]string{"--auth-bind-address=" + freeAddr, "--metrics-bind-address=0"}); err != nil {
+		t.Fatalf("free ports refused: %v", err)
+	}
+}

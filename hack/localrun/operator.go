@@ -52,12 +52,16 @@ func startOperator(o options, kubeconfig string, extra []string) (*operator, err
 	if err := os.MkdirAll(o.state, 0o700); err != nil {
 		return nil, err
 	}
+	args := o.args(extra)
+	if err := checkPorts(args); err != nil {
+		return nil, err
+	}
 	logPath, _ := filepath.Abs(filepath.Join(o.state, "operator.log"))
 	logFile, err := os.Create(logPath) //nolint:gosec // the state folder make run owns
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(o.operator, o.args(extra)...) //nolint:gosec // the operator binary make run just built
+	cmd := exec.Command(o.operator, args...) //nolint:gosec // the operator binary make run just built
 	cmd.Env = os.Environ()
 	if kubeconfig != "" {
 		cmd.Env = append(cmd.Env, "KUBECONFIG="+kubeconfig)
