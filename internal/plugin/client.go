@@ -44,6 +44,9 @@ var parameterCodec = runtime.NewParameterCodec(scheme)
 // clientset builds one on client-go's REST client.
 type apiTokenClient struct {
 	rc rest.Interface
+	// server is the API server's address, named when the API is missing
+	// there (most often: not the cluster that was meant).
+	server string
 }
 
 func newAPITokenClient(base *rest.Config) (*apiTokenClient, error) {
@@ -57,7 +60,7 @@ func newAPITokenClient(base *rest.Config) (*apiTokenClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &apiTokenClient{rc: rc}, nil
+	return &apiTokenClient{rc: rc, server: base.Host}, nil
 }
 
 // Get returns the ApiToken ns/name; errors name it (see describe).
@@ -65,7 +68,7 @@ func (c *apiTokenClient) Get(ctx context.Context, ns, name string) (*tokensv1alp
 	at := &tokensv1alpha1.ApiToken{}
 	err := c.rc.Get().Namespace(ns).Resource(resource).Name(name).Do(ctx).Into(at)
 	if err != nil {
-		return nil, describe(err, "get", resourceFull, ns, name)
+		return nil, c.describe(err, "get", ns, name)
 	}
 	return at, nil
 }
@@ -75,7 +78,7 @@ func (c *apiTokenClient) List(ctx context.Context, ns string, opts metav1.ListOp
 	list := &tokensv1alpha1.ApiTokenList{}
 	err := c.rc.Get().Namespace(ns).Resource(resource).VersionedParams(&opts, parameterCodec).Do(ctx).Into(list)
 	if err != nil {
-		return nil, describe(err, "list", resourceFull, ns, "")
+		return nil, c.describe(err, "list", ns, "")
 	}
 	return list, nil
 }
@@ -90,7 +93,7 @@ func (c *apiTokenClient) Create(ctx context.Context, at *tokensv1alpha1.ApiToken
 	out := &tokensv1alpha1.ApiToken{}
 	err := c.rc.Post().Namespace(at.Namespace).Resource(resource).VersionedParams(&opts, parameterCodec).Body(at).Do(ctx).Into(out)
 	if err != nil {
-		return nil, describe(err, "create", resourceFull, at.Namespace, at.Name)
+		return nil, c.describe(err, "create", at.Namespace, at.Name)
 	}
 	return out, nil
 }
@@ -102,7 +105,7 @@ func (c *apiTokenClient) MergePatch(ctx context.Context, ns, name string, patch 
 	err := c.rc.Patch(types.MergePatchType).Namespace(ns).Resource(resource).Name(name).
 		VersionedParams(&opts, parameterCodec).Body(patch).Do(ctx).Into(out)
 	if err != nil {
-		return nil, describe(err, "patch", resourceFull, ns, name)
+		return nil, c.describe(err, "patch", ns, name)
 	}
 	return out, nil
 }
@@ -112,9 +115,29 @@ func (c *apiTokenClient) Watch(ctx context.Context, ns string, opts metav1.ListO
 	opts.Watch = true
 	w, err := c.rc.Get().Namespace(ns).Resource(resource).VersionedParams(&opts, parameterCodec).Watch(ctx)
 	if err != nil {
-		return nil, describe(err, "watch", resourceFull, ns, "")
+		return nil, c.describe(err, "watch", ns, "")
 	}
 	return w, nil
+}
+
+// describe is describe for the ApiToken API of c's server.
+func (c *apiTokenClient) describe(err error, verb, ns, name string) error {
+	if notInstalled(err) {
+		return fmt.Errorf("the ApiToken API (%s/%s) is not installed in the cluster at %s (the one you meant? check KUBECONFIG and --context): install the CRD (make install, or kubectl apply -f config/crd/bases): %w",
+			tokensv1alpha1.GroupVersion.Group, tokensv1alpha1.GroupVersion.Version, c.server, err)
+	}
+	return describe(err, verb, resourceFull, ns, name)
+}
+
+// notInstalled reports whether err says the resource itself, not an
+// object of it, is unknown to the server.
+func notInstalled(err error) bool {
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) || !apierrors.IsNotFound(err) {
+		return false
+	}
+	d := status.Status().Details
+	return d == nil || d.Name == ""
 }
 
 // describe turns an API error into a message that names the object and,
@@ -136,13 +159,8 @@ func describe(err error, verb, res, ns, name string) error {
 	}
 	short := shortName(res)
 	switch {
-	case apierrors.IsNotFound(err) && (status.Status().Details == nil || status.Status().Details.Name == ""):
-		// Not the object: the resource itself is unknown to the server.
-		if res == resourceFull {
-			return fmt.Errorf("the ApiToken API (%s/%s) is not installed in this cluster: install the CRD (make install, or kubectl apply -f config/crd/bases): %w",
-				tokensv1alpha1.GroupVersion.Group, tokensv1alpha1.GroupVersion.Version, err)
-		}
-		return err
+	case notInstalled(err):
+		return err // the resource is unknown: apiTokenClient.describe names the API
 	case apierrors.IsNotFound(err):
 		return &notFoundError{kind: short, name: name, namespace: ns, err: err}
 	case apierrors.IsForbidden(err):

@@ -16,6 +16,7 @@ import (
 	"k8s.io/cli-runtime/pkg/printers"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-operator/apitoken-operator/internal/lifecycle"
 )
 
 // getOptions are the flags of get and list.
@@ -280,10 +281,12 @@ func phaseText(at *tokensv1alpha1.ApiToken) string {
 }
 
 // expiresText says when the token expires: "in 29d", "2d ago", "never";
-// "-" when there is no token (pending or revoked).
+// "-" when there is no token (pending or revoked) or none that will ever
+// verify (a show-once token nobody picked up).
 func expiresText(at *tokensv1alpha1.ApiToken, now time.Time) string {
+	missed := func() bool { state, _ := lifecycle.Pickup(at, now); return state == lifecycle.Missed }
 	switch {
-	case at.Spec.Revoked || at.Status.Phase == tokensv1alpha1.PhaseRevoked:
+	case at.Spec.Revoked || at.Status.Phase == tokensv1alpha1.PhaseRevoked || missed():
 		return "-"
 	case at.Status.ExpiresAt != nil:
 		return relative(at.Status.ExpiresAt.Time, now)

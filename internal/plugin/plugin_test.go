@@ -163,9 +163,9 @@ func TestDescribe(t *testing.T) {
 	if sec.Error() != `secret "x-token" not found in namespace team-a` {
 		t.Errorf("secret not found: %v", sec)
 	}
-	noCRD := describe(&apierrors.StatusError{ErrStatus: metav1.Status{Status: metav1.StatusFailure, Reason: metav1.StatusReasonNotFound, Code: 404, Message: "the server could not find the requested resource"}},
-		"list", resourceFull, "team-a", "")
-	if !strings.HasPrefix(noCRD.Error(), "the ApiToken API (tokens.apitoken.dev/v1alpha1) is not installed in this cluster") {
+	noCRD := (&apiTokenClient{server: "http://localhost:8080"}).describe(&apierrors.StatusError{ErrStatus: metav1.Status{Status: metav1.StatusFailure, Reason: metav1.StatusReasonNotFound, Code: 404, Message: "the server could not find the requested resource"}},
+		"list", "team-a", "")
+	if !strings.HasPrefix(noCRD.Error(), "the ApiToken API (tokens.apitoken.dev/v1alpha1) is not installed in the cluster at http://localhost:8080 (the one you meant? check KUBECONFIG and --context)") {
 		t.Errorf("no CRD: %v", noCRD)
 	}
 	forbidden := describe(apierrors.NewForbidden(gr, "x", errors.New(`User "bob" cannot get resource "apitokens"`)), "get", resourceFull, "team-a", "x")
@@ -326,5 +326,22 @@ func TestRedactDropsEveryHash(t *testing.T) {
 	}
 	if redact(at).Status.Verification.SaltID != "s" {
 		t.Error("redact dropped saltID, which is no hash")
+	}
+}
+
+// TestExpiresTextOfAMissedShowOnceToken: a show-once token nobody picked
+// up never verifies, so list shows no expiry for it (it showed "in 29d").
+func TestExpiresTextOfAMissedShowOnceToken(t *testing.T) {
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	at := &tokensv1alpha1.ApiToken{Spec: tokensv1alpha1.ApiTokenSpec{Duration: "30d", ShowOnce: &tokensv1alpha1.ShowOnce{PublicKey: "k"}}}
+	at.Status.IssuedAt = &metav1.Time{Time: now.Add(-time.Hour)}
+	at.Status.ExpiresAt = &metav1.Time{Time: now.Add(29 * 24 * time.Hour)}
+	at.Status.ShowOnce = &tokensv1alpha1.ShowOnceStatus{PickupBy: &metav1.Time{Time: now.Add(-55 * time.Minute)}}
+	if got := expiresText(at, now); got != "-" {
+		t.Errorf("missed: %q, want -", got)
+	}
+	at.Status.ShowOnce.PickedUpAt = &metav1.Time{Time: now.Add(-58 * time.Minute)}
+	if got := expiresText(at, now); got != "in 29d" {
+		t.Errorf("picked up: %q, want in 29d", got)
 	}
 }
