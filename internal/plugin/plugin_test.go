@@ -345,3 +345,23 @@ func TestExpiresTextOfAMissedShowOnceToken(t *testing.T) {
 		t.Errorf("picked up: %q, want in 29d", got)
 	}
 }
+
+// TestCreatedBy: the groups annotation is the webhook's JSON array, shown
+// as docs/kubectl-plugin.md shows it.
+func TestCreatedBy(t *testing.T) {
+	at := &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{
+		tokensv1alpha1.CreatedByAnnotation:       "alice",
+		tokensv1alpha1.CreatedByGroupsAnnotation: `["team-a","system:authenticated"]`,
+	}}}
+	if got := createdBy(at); got != "alice (groups: team-a, system:authenticated)" {
+		t.Errorf("got %q", got)
+	}
+	at.Annotations[tokensv1alpha1.CreatedByGroupsAnnotation] = "team-a,system:authenticated"
+	if got := createdBy(at); got != "alice (groups: team-a, system:authenticated)" {
+		t.Errorf("a comma-separated list: %q", got)
+	}
+	delete(at.Annotations, tokensv1alpha1.CreatedByGroupsAnnotation)
+	if got := createdBy(at); got != "alice" {
+		t.Errorf("without groups: %q", got)
+	}
+}

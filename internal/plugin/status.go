@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
@@ -155,11 +156,7 @@ func printFields(w io.Writer, at *tokensv1alpha1.ApiToken, now time.Time) error 
 		}
 		line("Regenerate requested", fmt.Sprintf("%s (%s)", v, handled))
 	}
-	createdBy := orDash(at.Annotations[tokensv1alpha1.CreatedByAnnotation])
-	if g := at.Annotations[tokensv1alpha1.CreatedByGroupsAnnotation]; g != "" {
-		createdBy += " (groups: " + strings.ReplaceAll(g, ",", ", ") + ")"
-	}
-	line("Created by", createdBy)
+	line("Created by", createdBy(at))
 	line("Created", when(&at.CreationTimestamp, "-"))
 	if st.ObservedGeneration != 0 && st.ObservedGeneration != at.Generation {
 		line("Observed generation", fmt.Sprintf("%d of %d (the operator has not seen the latest spec yet)", st.ObservedGeneration, at.Generation))
@@ -200,4 +197,20 @@ func printEvents(w io.Writer, events []eventsv1.Event, evErr error, now time.Tim
 		return tw.Flush()
 	}
 	return nil
+}
+
+// createdBy is the creator the webhook stamped, with their groups (a JSON
+// array in CreatedByGroupsAnnotation): "alice (groups: team-a,
+// system:authenticated)".
+func createdBy(at *tokensv1alpha1.ApiToken) string {
+	out := orDash(at.Annotations[tokensv1alpha1.CreatedByAnnotation])
+	g := at.Annotations[tokensv1alpha1.CreatedByGroupsAnnotation]
+	if g == "" {
+		return out
+	}
+	var groups []string
+	if err := json.Unmarshal([]byte(g), &groups); err != nil {
+		groups = strings.Split(g, ",") // not the webhook's JSON: a list as written
+	}
+	return out + " (groups: " + strings.Join(groups, ", ") + ")"
 }
