@@ -515,7 +515,7 @@ var _ = Describe("status", func() {
 		Expect(k8s.Create(context.Background(), &tokensv1alpha1.ApiToken{
 			ObjectMeta: metav1.ObjectMeta{Name: "ci", Namespace: ns, Annotations: map[string]string{
 				tokensv1alpha1.CreatedByAnnotation:       "alice",
-				tokensv1alpha1.CreatedByGroupsAnnotation: `["team-a","system:authenticated"]`, // as the webhook stamps it,
+				tokensv1alpha1.CreatedByGroupsAnnotation: `["team-a","system:authenticated"]`, // as the webhook stamps it
 			}},
 			Spec: tokensv1alpha1.ApiTokenSpec{Type: tokensv1alpha1.Custom, Scopes: []string{"articles:read"}, Duration: "30d",
 				Description: "CI reads articles", Rotation: &tokensv1alpha1.Rotation{GracePeriod: "5m"}},
