@@ -169,11 +169,29 @@ func describe(err error, verb, res, ns, name string) error {
 			what = fmt.Sprintf("%s %q", res, name)
 		}
 		return fmt.Errorf("forbidden: you cannot %s %s %s (%s)", verb, what, where, status.Status().Message)
+	case apierrors.IsInvalid(err) && status.Status().Details != nil && len(status.Status().Details.Causes) > 0:
+		// One cause a line, as kubectl apply prints them.
+		d := status.Status().Details
+		msg := fmt.Sprintf("%s %q is invalid:", short, d.Name)
+		for _, c := range d.Causes {
+			msg += "\n* " + c.Field + ": " + c.Message
+		}
+		return &reworded{msg: msg, err: err}
 	case apierrors.IsUnauthorized(err):
 		return fmt.Errorf("unauthorized: the API server did not accept your credentials (%s)", status.Status().Message)
 	}
 	return err
 }
+
+// reworded is an API error said another way; errors.As still finds the
+// API status under it.
+type reworded struct {
+	msg string
+	err error
+}
+
+func (e *reworded) Error() string { return e.msg }
+func (e *reworded) Unwrap() error { return e.err }
 
 // notFoundError says which object does not exist.
 type notFoundError struct {

@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 
 	tokensv1alpha1 "github.com/apitoken-operator/apitoken-operator/api/v1alpha1"
@@ -172,6 +173,13 @@ func TestDescribe(t *testing.T) {
 	if !strings.HasPrefix(forbidden.Error(), `forbidden: you cannot get apitokens.tokens.apitoken.dev "x" in namespace team-a (`) ||
 		!strings.Contains(forbidden.Error(), `User "bob" cannot get resource "apitokens"`) {
 		t.Errorf("forbidden: %v", forbidden)
+	}
+	invalid := describe(apierrors.NewInvalid(schema.GroupKind{Group: "tokens.apitoken.dev", Kind: "ApiToken"}, "billing", field.ErrorList{
+		field.Forbidden(field.NewPath("spec", "duration"), `ApiTokenPolicy "org-defaults": spec.duration 2160h exceeds maxDuration 720h`),
+		field.Forbidden(field.NewPath("spec", "type"), `ApiTokenPolicy "org-defaults": spec.type full-access is not allowed`),
+	}), "create", resourceFull, "team-a", "billing")
+	if want := "apitoken \"billing\" is invalid:\n* spec.duration: Forbidden: ApiTokenPolicy \"org-defaults\": spec.duration 2160h exceeds maxDuration 720h\n* spec.type: Forbidden: ApiTokenPolicy \"org-defaults\": spec.type full-access is not allowed"; invalid.Error() != want || !apierrors.IsInvalid(invalid) {
+		t.Errorf("invalid: got %q, want %q", invalid, want)
 	}
 	if other := errors.New("boom"); !errors.Is(describe(other, "get", resourceFull, "a", "b"), other) {
 		t.Error("a non-API error is returned as is")
