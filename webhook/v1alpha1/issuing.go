@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -99,17 +100,20 @@ func requiredPermissions(old, at *tokensv1alpha1.ApiToken) []permission {
 
 // restartPermissions lists the restart targets the requesting user must
 // be allowed to patch (verb patch on the workload, by name, in the
-// ApiToken's namespace): every target on create, and the targets an
-// update adds. The operator restarts them with its own (opt-in) RBAC, so
-// without this a tenant who may create an ApiToken could restart
-// workloads they may not patch themselves. A regeneration restarts the
-// targets already admitted, and needs nothing here.
+// ApiToken's namespace): every target on create, on un-revoking and on an
+// update that changes when tokens are issued (spec.duration or
+// spec.rotation: a 2s token renewed every second restarts its targets
+// every second, for good), and the targets any other update adds. The
+// operator restarts them with its own (opt-in) RBAC, so without this a
+// tenant who may edit an ApiToken could restart workloads they may not
+// patch themselves. A regeneration restarts the targets already admitted
+// once, and needs nothing here.
 func restartPermissions(old, at *tokensv1alpha1.ApiToken) []permission {
 	if at.Spec.Rotation == nil {
 		return nil
 	}
 	var before []tokensv1alpha1.RestartTarget
-	if old != nil && old.Spec.Rotation != nil {
+	if old != nil && old.Spec.Rotation != nil && !reschedules(old, at) {
 		before = old.Spec.Rotation.RestartTargets
 	}
 	path := field.NewPath("spec", "rotation", "restartTargets")
@@ -123,6 +127,28 @@ func restartPermissions(old, at *tokensv1alpha1.ApiToken) []permission {
 		}})
 	}
 	return out
+}
+
+// reschedules reports whether an update changes when the token's next
+// tokens are issued, and so how often its restart targets restart:
+// un-revoking it, or a change of spec.duration or spec.rotation other
+// than its restart targets.
+func reschedules(old, at *tokensv1alpha1.ApiToken) bool {
+	if old.Spec.Revoked && !at.Spec.Revoked {
+		return true
+	}
+	if old.Spec.Duration != at.Spec.Duration {
+		return true
+	}
+	var was, is tokensv1alpha1.Rotation
+	if old.Spec.Rotation != nil {
+		was = *old.Spec.Rotation
+	}
+	if at.Spec.Rotation != nil {
+		is = *at.Spec.Rotation
+	}
+	was.RestartTargets, is.RestartTargets = nil, nil
+	return !equality.Semantic.DeepEqual(was, is)
 }
 
 func audienceOf(at *tokensv1alpha1.ApiToken) string {

@@ -70,6 +70,30 @@ func TestRequiredPermissions(t *testing.T) {
 		{"restart targets: an update checks the added one only", withTargets(spec(tokensv1alpha1.ReadOnly, ""), "api"), withTargets(spec(tokensv1alpha1.ReadOnly, ""), "api", "db"), []string{
 			`spec.rotation.restartTargets[1] Deployment db verb patch on deployments.apps "db"`}},
 		{"restart targets: removing one needs nothing", withTargets(spec(tokensv1alpha1.ReadOnly, ""), "api", "db"), withTargets(spec(tokensv1alpha1.ReadOnly, ""), "db"), nil},
+		// A tenant who may edit the token but not patch its targets must
+		// not turn it into a restart loop (2s tokens renewed every second),
+		// nor bring a revoked one back to restart them.
+		{"restart targets: a new duration checks every target", withTargets(spec(tokensv1alpha1.ReadOnly, ""), "api"),
+			func() *tokensv1alpha1.ApiToken {
+				at := withTargets(spec(tokensv1alpha1.ReadOnly, ""), "api")
+				at.Spec.Duration = "2s"
+				return at
+			}(), []string{`spec.rotation.restartTargets[0] Deployment api verb patch on deployments.apps "api"`}},
+		{"restart targets: a new rotation checks every target", withTargets(spec(tokensv1alpha1.ReadOnly, ""), "api"),
+			func() *tokensv1alpha1.ApiToken {
+				at := withTargets(spec(tokensv1alpha1.ReadOnly, ""), "api")
+				at.Spec.Rotation.RenewBefore, at.Spec.Rotation.GracePeriod = "1s", "1s"
+				return at
+			}(), []string{`spec.rotation.restartTargets[0] Deployment api verb patch on deployments.apps "api"`}},
+		{"restart targets: un-revoking checks every target", revoked(withTargets(spec(tokensv1alpha1.ReadOnly, ""), "api")), withTargets(spec(tokensv1alpha1.ReadOnly, ""), "api"), []string{
+			`spec.type *:read verb read on scopes.tokens.apitoken.dev (every name)`,
+			`spec.rotation.restartTargets[0] Deployment api verb patch on deployments.apps "api"`}},
+		{"restart targets: a new description needs nothing", withTargets(spec(tokensv1alpha1.ReadOnly, ""), "api"),
+			func() *tokensv1alpha1.ApiToken {
+				at := withTargets(spec(tokensv1alpha1.ReadOnly, ""), "api")
+				at.Spec.Description = "new words"
+				return at
+			}(), nil},
 	} {
 		var got []string
 		for _, p := range requiredPermissions(c.old, c.at) {
