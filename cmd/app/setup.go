@@ -195,7 +195,7 @@ func setupAuthEndpoint(mgr manager.Manager, o *Options, salts *salt.Store, stopp
 		&authserver.LastUsedWriter{Index: index, Client: mgr.GetClient(), Reporter: reporter, Presented: presented, Clock: o.clock(), Interval: o.LastUsedInterval},
 	}
 	if o.GRPCAuthAddr != "0" {
-		op.GRPC = &authserver.GRPCServer{Addr: o.GRPCAuthAddr, CertFile: o.AuthCert, KeyFile: o.AuthKey, Handler: handler, Ready: op.HTTP.Ready}
+		op.GRPC = &authserver.GRPCServer{Addr: o.GRPCAuthAddr, CertFile: o.AuthCert, KeyFile: o.AuthKey, Handler: handler, Ready: op.HTTP.Ready, MaxConnections: o.AuthMaxConnections}
 		runnables = append(runnables, op.GRPC)
 	}
 	if audit != nil {

@@ -26,6 +26,10 @@ type GRPCServer struct {
 	// Ready reports whether the index has synced; health answers SERVING
 	// from then on.
 	Ready func() bool
+	// MaxConnections bounds the connections served at once, in all and
+	// an eighth of it per client address (limitConnections); zero:
+	// DefaultMaxConnections.
+	MaxConnections int
 	// MaxInFlight bounds the streams served at once over every
 	// connection; zero: maxChecksInFlight.
 	MaxInFlight int64
@@ -84,7 +88,15 @@ func (s *GRPCServer) Start(ctx context.Context) error {
 		grpc.InTapHandle(limit.admit),
 		grpc.StatsHandler(limit),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 5 * time.Minute}),
+		// A connection with no stream is closed after the HTTP endpoint's
+		// idle timeout, and one that has not finished its handshake (TLS,
+		// the HTTP/2 preface) after 10 s, not grpc-go's 120.
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: idleTimeout}),
+		grpc.ConnectionTimeout(10 * time.Second),
+	}
+	maxConns := s.MaxConnections
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConnections
 	}
 	if s.CertFile != "" {
 		tlsConfig, err := watchedTLS(ctx, s.CertFile, s.KeyFile, "gRPC ext_authz")
@@ -103,7 +115,7 @@ func (s *GRPCServer) Start(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() {
 		log.Info("Serving gRPC ext_authz", "address", s.ln.Addr().String(), "tls", s.CertFile != "")
-		errc <- srv.Serve(s.ln)
+		errc <- srv.Serve(limitConnections(s.ln, maxConns))
 	}()
 	select {
 	case <-ctx.Done():

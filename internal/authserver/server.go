@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/net/netutil"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -155,7 +154,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	// Each connection holds up to MaxHeaderBytes of headers while it
 	// reads them: the bound bounds that memory too.
-	ln := netutil.LimitListener(s.ln, maxConns)
+	ln := limitConnections(s.ln, maxConns)
 	srv := NewHTTPServer(s.Mux())
 	if s.CertFile != "" {
 		tlsConfig, err := watchedTLS(ctx, s.CertFile, s.KeyFile, "auth endpoint")
@@ -217,6 +216,10 @@ func watchedTLS(ctx context.Context, certFile, keyFile, what string) (*tls.Confi
 	return &tls.Config{GetCertificate: cw.GetCertificate, MinVersion: tls.VersionTLS12}, nil
 }
 
+// idleTimeout closes a kept-alive connection that carries no request
+// (HTTP) or stream (gRPC) for that long.
+const idleTimeout = 2 * time.Minute
+
 // NewHTTPServer is the auth endpoint's http.Server for h: its timeouts and
 // header limit (tests serve the real settings through it).
 func NewHTTPServer(h http.Handler) *http.Server {
@@ -225,7 +228,7 @@ func NewHTTPServer(h http.Handler) *http.Server {
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       idleTimeout,
 		// Above nginx's own limit (4 x 8 KiB by default): nginx passes the
 		// client's headers into the auth request, adds X-Original-URL (up
 		// to 8 KiB more) and turns a 431 into a 500. Bounded, with the

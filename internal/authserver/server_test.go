@@ -111,10 +111,17 @@ func TestServerBoundsItsConnections(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	// The keep-alive client holds one connection; fill the others with
-	// headers that never end.
+	// headers that never end, each from its own loopback address (one
+	// address may hold only an eighth of the bound: limitConnections).
+	from := 10
+	dial := func() (net.Conn, error) {
+		from++
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(from))}}
+		return d.Dial("tcp", addr.String())
+	}
 	held := make([]net.Conn, 0, limit-1)
 	for range limit - 1 {
-		c, err := net.Dial("tcp", addr.String())
+		c, err := dial()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -125,7 +132,7 @@ func TestServerBoundsItsConnections(t *testing.T) {
 		held = append(held, c)
 	}
 	time.Sleep(200 * time.Millisecond) // let the server take them in
-	waiting, err := net.Dial("tcp", addr.String())
+	waiting, err := dial()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +157,7 @@ func TestServerBoundsItsConnections(t *testing.T) {
 		_ = c.Close()
 	}
 
-	big, err := net.Dial("tcp", addr.String())
+	big, err := dial()
 	if err != nil {
 		t.Fatal(err)
 	}
