@@ -67,6 +67,11 @@ func (r *ApiTokenReconciler) conflict(ctx context.Context, s *pass, live, guarde
 					return r.holdCut(ctx, s, tokensv1alpha1.ReasonSecretConflict, conflictRetry)
 				}
 			}
+			if leak := leakOf(v, v.Hash); leak != nil {
+				t.Status.LastLeakRevocation = leak.DeepCopy()
+				s.record(corev1.EventTypeWarning, tokensv1alpha1.ReasonLeakRevoked,
+					"The token was presented as leaked "+leakSource(leak)+" and revoked; its Secret is not the operator's, so no new token is issued until it is deleted or given back")
+			}
 			// The previous token, cut from its grace, is the one replaced
 			// last: kept, as after any grace, to be known if presented.
 			replaced := cmp.Or(v.PreviousHash, v.ReplacedHash)

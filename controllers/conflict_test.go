@@ -328,3 +328,42 @@ func TestAnUnparseableDurationNeverYieldsATokenWithoutExpiry(t *testing.T) {
 		})
 	}
 }
+
+// TestALeakRevocationReleasesAHeldCut: a held cut keeps its token
+// verifying until someone asks; a token presented as leaked at
+// /v1/revoke has been asked about. It is cut at once (revokedHash, the
+// request kept as lastLeakRevocation, a LeakRevoked Warning) and the
+// Ready message no longer says it keeps verifying.
+func TestALeakRevocationReleasesAHeldCut(t *testing.T) {
+	h := newHarness(t, graceSpec)
+	h.r.Cuts = &CutGuard{Max: 1, Window: time.Hour}
+	h.mustReconcile()
+	old := h.secretToken()
+	hash := h.token().Status.Verification.Hash
+	h.r.Cuts.Allow(h.clock.Now(), 1, types.NamespacedName{Namespace: "elsewhere", Name: "cut"})
+	h.editSecret(func(s *corev1.Secret) { s.OwnerReferences = nil })
+	h.mustReconcile()
+	if c := h.ready(); c.Reason != tokensv1alpha1.ReasonCutHeld {
+		t.Fatalf("Ready %s: want a held cut", c.Reason)
+	}
+	h.events()
+	h.recordLeak(hash)
+	h.mustReconcile()
+	at := h.token()
+	c := h.ready()
+	switch {
+	case h.verifies(old):
+		t.Fatal("the leaked token verifies")
+	case c.Reason == tokensv1alpha1.ReasonCutHeld || strings.Contains(c.Message, "keeps verifying"):
+		t.Fatalf("Ready %s (%q): still held after a leak revocation", c.Reason, c.Message)
+	case at.Status.Verification.RevokedHash != hash || len(at.Status.Verification.LeakRevocations) != 0 || at.Status.LastLeakRevocation == nil:
+		t.Fatalf("verification %+v, lastLeakRevocation %v", at.Status.Verification, at.Status.LastLeakRevocation)
+	}
+	found := false
+	for _, e := range h.events() {
+		found = found || strings.HasPrefix(e, "Warning LeakRevoked ")
+	}
+	if !found {
+		t.Error("no LeakRevoked Event")
+	}
+}

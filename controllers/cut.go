@@ -185,10 +185,11 @@ func (g *CutGuard) Limit() string {
 }
 
 // guardCut decides whether the unasked cut for reason may go ahead: always
-// when a person asked for a new token (the release), never for a token
+// when a person asked for a new token (the release) or presented the
+// token as leaked at /v1/revoke (it is refused already), never for a token
 // already held (it stays held until released), else as the guard allows.
 func (r *ApiTokenReconciler) guardCut(ctx context.Context, t, base *tokensv1alpha1.ApiToken, reason string) (bool, error) {
-	if reason == tokensv1alpha1.ReasonSaltRotated || regenerateRequested(t) || !r.Cuts.Enabled() {
+	if reason == tokensv1alpha1.ReasonSaltRotated || regenerateRequested(t) || leakOfCurrent(t.Status.Verification) || !r.Cuts.Enabled() {
 		return true, nil
 	}
 	if readyReason(base) == tokensv1alpha1.ReasonCutHeld {
