@@ -57,7 +57,12 @@ var _ = Describe("create --show-once", func() {
 		Expect(kubectlApitoken("regenerate", "external-ci", "-n", ns).err).To(MatchError(ContainSubstring("is never regenerated")))
 
 		By("revoked, the endpoint refuses it")
-		Expect(kubectlApitoken("revoke", "external-ci", "-n", ns).err).NotTo(HaveOccurred())
+		r = kubectlApitoken("revoke", "external-ci", "-n", ns)
+		Expect(r.err).NotTo(HaveOccurred())
+		Expect(r.out).To(ContainSubstring("the show-once token is refused from now on, for good"))
+		Expect(r.out).NotTo(ContainSubstring("Secret"), "a show-once token has no Secret")
+		Expect(kubectlApitoken("regenerate", "external-ci", "-n", ns).err).To(MatchError(ContainSubstring("is never regenerated")),
+			"a revoked show-once token is not sent to unrevoke, which it refuses")
 		Eventually(func() error { return kubectlApitokenIn(tok, "verify", "--url", authURL).err }).Should(
 			MatchError("the token is not valid: invalid token: revoked"))
 		Expect(k8s.List(context.Background(), &secrets, client.InNamespace(ns))).To(Succeed())

@@ -59,13 +59,13 @@ func (o *regenerateOptions) run(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	if at.Spec.Revoked {
-		return fmt.Errorf("%s %q in namespace %s is revoked: a regeneration issues no token; 'kubectl apitoken unrevoke %s -n %s' issues a new one",
-			kindLower, name, s.namespace, name, s.namespace)
-	}
 	if at.Spec.ShowOnce != nil {
 		return fmt.Errorf("%s %q in namespace %s is a show-once token: it is never regenerated (nobody could pick a new one up); revoke it and create a new one with 'kubectl apitoken create --show-once'",
 			kindLower, name, s.namespace)
+	}
+	if at.Spec.Revoked {
+		return fmt.Errorf("%s %q in namespace %s is revoked: a regeneration issues no token; 'kubectl apitoken unrevoke %s -n %s' issues a new one",
+			kindLower, name, s.namespace, name, s.namespace)
 	}
 	if at.Status.Phase == tokensv1alpha1.PhaseFailed {
 		return fmt.Errorf("%s %q in namespace %s cannot be regenerated: %s", kindLower, name, s.namespace, readyText(at))

@@ -61,9 +61,12 @@ func (o *rootOptions) setRevoked(ctx context.Context, name string, revoke bool) 
 	if _, err := s.tokens.MergePatch(ctx, s.namespace, name, patch); err != nil {
 		return err
 	}
-	if revoke {
+	switch {
+	case revoke && at.Spec.ShowOnce != nil:
+		_, _ = fmt.Fprintf(o.streams.Out, "%s/%s %s: the show-once token is refused from now on, for good\n", objectPrefix, name, verb)
+	case revoke:
 		_, _ = fmt.Fprintf(o.streams.Out, "%s/%s %s: the token is refused from now on and removed from Secret %s\n", objectPrefix, name, verb, at.SecretName())
-	} else {
+	default:
 		_, _ = fmt.Fprintf(o.streams.Out, "%s/%s %s: the operator issues a new token into Secret %s\n", objectPrefix, name, verb, at.SecretName())
 	}
 	return nil
