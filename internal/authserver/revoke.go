@@ -3,8 +3,6 @@ package authserver
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"io"
 	"math"
 	"mime"
@@ -154,34 +152,6 @@ func (rv *Revoker) forwardedBy(r *http.Request, peer string) (forwarded bool, co
 		return false, http.StatusForbidden, "user " + user + " may not forward revocation requests (--usage-reporters)"
 	}
 	return true, 0, ""
-}
-
-// readRevokeRequest reads r's body: one JSON object with a token, and a
-// client address only when forwarded. code != 0: refused, with msg.
-func readRevokeRequest(w http.ResponseWriter, r *http.Request, forwarded bool) (req revokeRequest, code int, msg string) {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRevokeBody))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(&req)
-	if err == nil && dec.More() {
-		err = errors.New("more than one object")
-	}
-	var tooLarge *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooLarge):
-		return req, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is over %d bytes", maxRevokeBody)
-	case err != nil || req.Token == nil:
-		return req, http.StatusBadRequest, "the body must be one JSON object: {\"token\": \"...\"}"
-	case forwarded != (req.Client != ""):
-		return req, http.StatusBadRequest, "the body must be one JSON object: {\"token\": \"...\"}"
-	}
-	if forwarded {
-		addr, err := netip.ParseAddr(req.Client)
-		if err != nil {
-			return req, http.StatusBadRequest, "a forwarded request names its client by IP address"
-		}
-		req.Client = addr.String()
-	}
-	return req, 0, ""
 }
 
 // revoke acts on a presented token: a forwarding replica forwards it; any

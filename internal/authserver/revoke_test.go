@@ -208,13 +208,18 @@ func TestRevokeRefusesWhatIsNotARequest(t *testing.T) {
 		contentType, body string
 		code              int
 	}{
-		"a form":              {"application/x-www-form-urlencoded", "token=" + f.tokens["current"], http.StatusUnsupportedMediaType},
-		"no content type":     {"", tokenBody(f.tokens["current"]), http.StatusUnsupportedMediaType},
-		"not JSON":            {"application/json", "token", http.StatusBadRequest},
-		"no token field":      {"application/json", `{}`, http.StatusBadRequest},
-		"unknown fields":      {"application/json", `{"token":"x","namespace":"team-a"}`, http.StatusBadRequest},
-		"a client named":      {"application/json", `{"token":"x","client":"203.0.113.1"}`, http.StatusBadRequest},
-		"two objects":         {"application/json", tokenBody("x") + tokenBody("y"), http.StatusBadRequest},
+		"a form":          {"application/x-www-form-urlencoded", "token=" + f.tokens["current"], http.StatusUnsupportedMediaType},
+		"no content type": {"", tokenBody(f.tokens["current"]), http.StatusUnsupportedMediaType},
+		"not JSON":        {"application/json", "token", http.StatusBadRequest},
+		"no token field":  {"application/json", `{}`, http.StatusBadRequest},
+		"unknown fields":  {"application/json", `{"token":"x","namespace":"team-a"}`, http.StatusBadRequest},
+		"a client named":  {"application/json", `{"token":"x","client":"203.0.113.1"}`, http.StatusBadRequest},
+		"two objects":     {"application/json", tokenBody("x") + tokenBody("y"), http.StatusBadRequest},
+		// What a WAF in front reads must be what is revoked: the one key,
+		// spelt as documented, once.
+		"token named twice":   {"application/json", `{"token":"x","token":` + strconv.Quote(f.tokens["current"]) + `}`, http.StatusBadRequest},
+		"TOKEN":               {"application/json", `{"TOKEN":` + strconv.Quote(f.tokens["current"]) + `}`, http.StatusBadRequest},
+		"Token":               {"application/json", `{"Token":` + strconv.Quote(f.tokens["current"]) + `}`, http.StatusBadRequest},
 		"too large":           {"application/json", `{"token":"` + strings.Repeat("a", maxRevokeBody) + `"}`, http.StatusRequestEntityTooLarge},
 		"charset is accepted": {"application/json; charset=utf-8", tokenBody("x"), http.StatusAccepted},
 	} {
