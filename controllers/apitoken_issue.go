@@ -187,7 +187,8 @@ var reasonMessages = map[string]string{
 	tokensv1alpha1.ReasonSecretConflict: "The Secret is no longer owned by this ApiToken (its owner reference was removed or replaced)",
 	tokensv1alpha1.ReasonSaltRotated:    "The salt this token was made with was replaced with no overlap (an emergency rotation, or a lost salt acknowledged), which invalidated it",
 	tokensv1alpha1.ReasonSecretUntrusted: "The verification record was lost and the Secret's token was not adopted: " +
-		"its " + tokensv1alpha1.IssuedAtAnnotation + " annotation is missing or in the future",
+		"its " + tokensv1alpha1.IssuedAtAnnotation + " annotation is missing or in the future, or its " + tokensv1alpha1.SealAnnotation +
+		" is not the operator's for this ApiToken (a Secret it did not write, or one written for an ApiToken of the same name deleted since)",
 }
 
 // recoverRecord rebuilds a lost verification record from the Secret's
