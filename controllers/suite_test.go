@@ -20,6 +20,7 @@ import (
 
 	"github.com/apitoken-operator/apitoken-operator/internal/salt"
 	"github.com/apitoken-operator/apitoken-operator/internal/testenv"
+	_ "github.com/apitoken-operator/apitoken-operator/internal/testredact" // no token in a failure message
 )
 
 const operatorNamespace = "apitoken-system"

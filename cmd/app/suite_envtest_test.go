@@ -40,6 +40,7 @@ import (
 	"github.com/apitoken-operator/apitoken-operator/internal/plugin"
 	"github.com/apitoken-operator/apitoken-operator/internal/salt"
 	"github.com/apitoken-operator/apitoken-operator/internal/testenv"
+	_ "github.com/apitoken-operator/apitoken-operator/internal/testredact" // no token in a failure message
 )
 
 // This suite runs the operator as bin/manager does (app.Setup on a

@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/apitoken-operator/apitoken-operator/internal/testenv"
+	_ "github.com/apitoken-operator/apitoken-operator/internal/testredact" // no token in a failure message
 )
 
 var (

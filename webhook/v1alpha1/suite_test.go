@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/apitoken-operator/apitoken-operator/internal/testenv"
+	_ "github.com/apitoken-operator/apitoken-operator/internal/testredact" // no token in a failure message
 )
 
 var (
