@@ -1,17 +1,22 @@
 package authserver
 
 import (
+	"crypto/tls"
 	"net"
+	"net/http"
 	"sync"
+	"time"
 )
 
 // limitListener bounds the connections a listener serves at once, in all
-// (past it a new connection waits in the kernel's backlog, as
-// netutil.LimitListener does) and per client address: a connection from
-// an address that holds perClient already is closed at once. Without the
-// second bound one host holding idle keep-alive connections (which cost
-// it nothing) filled every slot, and every proxy that opened a new
-// connection waited out the idle timeout.
+// and per client address: a connection from an address that holds
+// perClient already is closed at once. At the total, a new connection
+// takes the slot of the connection idle longest (a kept-alive HTTP
+// connection between requests, as ConnState reports it), else waits for
+// one to close. Idle keep-alive connections cost a client nothing: without
+// the per-address bound one host, and without the eviction eight hosts,
+// held every slot for good (a request now and then restarts the idle
+// timeout) while every proxy that opened a new connection waited.
 type limitListener struct {
 	net.Listener
 	slots     chan struct{}
@@ -19,6 +24,7 @@ type limitListener struct {
 
 	mu      sync.Mutex
 	clients map[string]int
+	idle    map[*limitedConn]time.Time
 }
 
 // perClientShare is the part of the bound one client address may hold:
@@ -28,16 +34,15 @@ const perClientShare = 8
 
 // limitConnections wraps ln with total connections in all, total/8 (at
 // least 1) per client address.
-func limitConnections(ln net.Listener, total int) net.Listener {
-	return &limitListener{Listener: ln, slots: make(chan struct{}, total), perClient: max(1, total/perClientShare), clients: map[string]int{}}
+func limitConnections(ln net.Listener, total int) *limitListener {
+	return &limitListener{Listener: ln, slots: make(chan struct{}, total), perClient: max(1, total/perClientShare),
+		clients: map[string]int{}, idle: map[*limitedConn]time.Time{}}
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
 	for {
-		l.slots <- struct{}{}
 		c, err := l.Listener.Accept()
 		if err != nil {
-			<-l.slots
 			return nil, err
 		}
 		host := clientHost(c.RemoteAddr())
@@ -45,18 +50,62 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if l.clients[host] >= l.perClient {
 			l.mu.Unlock()
 			_ = c.Close()
-			<-l.slots
 			continue
 		}
 		l.clients[host]++
 		l.mu.Unlock()
-		return &limitedConn{Conn: c, release: func() { l.release(host) }}, nil
+		select {
+		case l.slots <- struct{}{}:
+		default:
+			l.evictIdle()
+			l.slots <- struct{}{} // at the bound with none idle: wait for a close
+		}
+		lc := &limitedConn{Conn: c}
+		lc.release = func() { l.release(host, lc) }
+		return lc, nil
 	}
 }
 
-// release frees the slot and the client's share of a closed connection.
-func (l *limitListener) release(host string) {
+// evictIdle closes the connection idle longest, if any, freeing its slot.
+func (l *limitListener) evictIdle() {
 	l.mu.Lock()
+	var oldest *limitedConn
+	var since time.Time
+	for c, t := range l.idle {
+		if oldest == nil || t.Before(since) {
+			oldest, since = c, t
+		}
+	}
+	delete(l.idle, oldest)
+	l.mu.Unlock()
+	if oldest != nil {
+		_ = oldest.Close()
+	}
+}
+
+// ConnState is http.Server.ConnState: it tells the idle connections,
+// which a new connection may take the slot of, from those in a request.
+func (l *limitListener) ConnState(c net.Conn, state http.ConnState) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	lc, ok := c.(*limitedConn)
+	if !ok {
+		return
+	}
+	l.mu.Lock()
+	if state == http.StateIdle {
+		l.idle[lc] = time.Now()
+	} else {
+		delete(l.idle, lc)
+	}
+	l.mu.Unlock()
+}
+
+// release frees the slot and the client's share of a closed connection.
+func (l *limitListener) release(host string, c *limitedConn) {
+	l.mu.Lock()
+	delete(l.idle, c)
 	if l.clients[host]--; l.clients[host] <= 0 {
 		delete(l.clients, host)
 	}

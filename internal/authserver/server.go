@@ -156,6 +156,7 @@ func (s *Server) Start(ctx context.Context) error {
 	// reads them: the bound bounds that memory too.
 	ln := limitConnections(s.ln, maxConns)
 	srv := NewHTTPServer(s.Mux())
+	srv.ConnState = ln.ConnState
 	if s.CertFile != "" {
 		tlsConfig, err := watchedTLS(ctx, s.CertFile, s.KeyFile, "auth endpoint")
 		if err != nil {
