@@ -9,12 +9,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -197,8 +199,21 @@ func startOperator(name string, webhooks bool) *operator {
 // and waits until its auth endpoint is ready.
 func startOperatorWith(name, kubeconfigPath string, extra ...string) *operator {
 	o := launchOperator(name, kubeconfigPath, extra...)
-	Eventually(func() int { return get(o.authURL+"/readyz", "") }, "60s", "100ms").Should(Equal(200), "operator %s not ready; see %s", name, o.log)
+	Eventually(func() int { return get(o.authURL+"/readyz", "") }, "60s", "100ms").Should(Equal(200), func() string {
+		return fmt.Sprintf("operator %s not ready; the end of %s:\n%s", name, o.log, logTail(o.log, 30))
+	})
 	return o
+}
+
+// logTail is the last n lines of the file at path (a replica's log, which
+// holds no token), for a failure message that outlives the run's files.
+func logTail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // launchOperator runs the binary with the given kubeconfig and flags, and
@@ -247,6 +262,28 @@ func launchOperator(name, kubeconfigPath string, extra ...string) *operator {
 }
 
 func freePort() int {
+	// Below the kernel's ephemeral range: a port the kernel picked and
+	// this released could be taken at once as the source port of one of
+	// the thousands of connections the load loops open, and the replica
+	// given it would never bind (a new replica "not ready" for good).
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				low = n
+			}
+		}
+	}
+	for range 200 {
+		if low <= 11000 {
+			break
+		}
+		p := 10000 + rand.IntN(low-10000)
+		if ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
+			_ = ln.Close()
+			return p
+		}
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	Expect(err).NotTo(HaveOccurred())
 	defer ln.Close()

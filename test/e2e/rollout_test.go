@@ -244,9 +244,13 @@ var _ = Describe("Rollouts of the operator (issue 30: an upgrade never logs clie
 					}
 					sent.Add(1)
 					if code != http.StatusOK {
+						who := "no other ready replica"
+						if o != nil {
+							who = o.name
+						}
 						refused.Add(1)
 						refusalsMu.Lock()
-						refusals[fmt.Sprintf("%s answered %d", o.name, code)]++
+						refusals[fmt.Sprintf("%s answered %d", who, code)]++
 						refusalsMu.Unlock()
 					}
 				}
