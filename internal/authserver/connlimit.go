@@ -25,6 +25,9 @@ type limitListener struct {
 	mu      sync.Mutex
 	clients map[string]int
 	idle    map[*limitedConn]time.Time
+
+	closeOnce sync.Once
+	done      chan struct{} // closed by Close: an Accept waiting for a slot returns
 }
 
 // perClientShare is the part of the bound one client address may hold:
@@ -36,7 +39,14 @@ const perClientShare = 8
 // least 1) per client address.
 func limitConnections(ln net.Listener, total int) *limitListener {
 	return &limitListener{Listener: ln, slots: make(chan struct{}, total), perClient: max(1, total/perClientShare),
-		clients: map[string]int{}, idle: map[*limitedConn]time.Time{}}
+		clients: map[string]int{}, idle: map[*limitedConn]time.Time{}, done: make(chan struct{})}
+}
+
+// Close closes the listener and ends an Accept waiting for a slot.
+func (l *limitListener) Close() error {
+	err := l.Listener.Close()
+	l.closeOnce.Do(func() { close(l.done) })
+	return err
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
@@ -58,7 +68,17 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		case l.slots <- struct{}{}:
 		default:
 			l.evictIdle()
-			l.slots <- struct{}{} // at the bound with none idle: wait for a close
+			select { // at the bound with none idle: wait for a close
+			case l.slots <- struct{}{}:
+			case <-l.done:
+				_ = c.Close()
+				l.mu.Lock()
+				if l.clients[host]--; l.clients[host] <= 0 {
+					delete(l.clients, host)
+				}
+				l.mu.Unlock()
+				return nil, net.ErrClosed
+			}
 		}
 		lc := &limitedConn{Conn: c}
 		lc.release = func() { l.release(host, lc) }

@@ -71,3 +71,46 @@ func TestOneClientCannotTakeEveryConnection(t *testing.T) {
 	}
 	_ = held
 }
+
+// TestCloseEndsAWaitingAccept: at the bound with no idle connection, an
+// Accept waits for a slot; closing the listener (a server shutting down)
+// ends it, as netutil.LimitListener's does.
+func TestCloseEndsAWaitingAccept(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := limitConnections(inner, 1)
+	for _, from := range []string{"127.0.0.1", "127.0.0.3"} {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 2 * time.Second}
+		c, err := d.Dial("tcp", inner.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	first, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	done := make(chan error, 1)
+	go func() {
+		_, err := ln.Accept()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("a second connection was accepted at a bound of 1: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	_ = ln.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Accept after Close: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Close did not end the waiting Accept")
+	}
+}
