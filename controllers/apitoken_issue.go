@@ -80,13 +80,9 @@ func (r *ApiTokenReconciler) issueToken(ctx context.Context, s *pass) (bool, err
 // promoted on the next pass.
 func (r *ApiTokenReconciler) issue(ctx context.Context, s *pass, issued time.Time) error {
 	t, secret, reason, h := s.t, s.secret, s.act.reason, s.hasher
-	generate := r.Generate
-	if generate == nil {
-		generate = token.Generate
-	}
-	tok, err := generate()
+	tok, err := r.mint()
 	if err != nil {
-		return fmt.Errorf("generating token: %w", err)
+		return err
 	}
 	if t.Status.Verification == nil {
 		t.Status.Verification = &tokensv1alpha1.Verification{}
@@ -179,6 +175,19 @@ func (r *ApiTokenReconciler) promote(s *pass, issued time.Time) {
 		return
 	}
 	s.record(eventType, reason, msg)
+}
+
+// mint generates a token: r.Generate (a test's) or token.Generate.
+func (r *ApiTokenReconciler) mint() (string, error) {
+	generate := r.Generate
+	if generate == nil {
+		generate = token.Generate
+	}
+	tok, err := generate()
+	if err != nil {
+		return "", fmt.Errorf("generating token: %w", err)
+	}
+	return tok, nil
 }
 
 var reasonMessages = map[string]string{

@@ -70,13 +70,9 @@ func (r *ApiTokenReconciler) mintShowOnce(s *pass) error {
 		s.b = blocker{tokensv1alpha1.ReasonInvalidSpec, "spec.showOnce.publicKey: " + err.Error()}
 		return nil
 	}
-	generate := r.Generate
-	if generate == nil {
-		generate = token.Generate
-	}
-	tok, err := generate()
+	tok, err := r.mint()
 	if err != nil {
-		return fmt.Errorf("generating token: %w", err)
+		return err
 	}
 	hash := s.hasher.Hash(tok).Encode()
 	box, err := showonce.Seal(pub, showonce.Binding(t.Namespace, t.Name, string(t.UID)), tok, pickupProof(s.hasher, t, hash))

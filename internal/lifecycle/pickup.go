@@ -51,9 +51,6 @@ func Pickup(at *tokensv1alpha1.ApiToken, now time.Time) (PickupState, time.Time)
 // goes: always for a token delivered into a Secret, only once picked up
 // for a show-once token (Pickup), whatever the time.
 func pickedUp(at *tokensv1alpha1.ApiToken) bool {
-	if at.Spec.ShowOnce == nil {
-		return true
-	}
-	so := at.Status.ShowOnce
-	return so != nil && so.PickupBy != nil && so.PickedUpAt != nil && so.PickedUpAt.Time.Before(so.PickupBy.Time)
+	state, _ := Pickup(at, time.Time{}) // PickedUp does not depend on the time
+	return state == NotShowOnce || state == PickedUp
 }
